@@ -1,0 +1,38 @@
+"""imgspec: a declarative, reproducible, budgeted batch pipeline for APIMart's wan2.7 image API.
+
+The pure core, in the order data flows through it::
+
+    load_manifest / parse_manifest  →  expand  →  make_plan
+       (YAML + schema → Manifest)     (Instances)   (Plan, against a Lockfile)
+"""
+
+from pipeline.errors import ImgspecError, ManifestError
+from pipeline.expand import Expansion, Instance, expand
+from pipeline.lockfile import Lockfile, LockEntry, parse_lockfile, read_lockfile, write_lockfile
+from pipeline.manifest import load_manifest, parse_manifest
+from pipeline.model import Job, Manifest
+from pipeline.plan import Plan, PlanItem, Status, make_plan
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Expansion",
+    "ImgspecError",
+    "Instance",
+    "Job",
+    "LockEntry",
+    "Lockfile",
+    "Manifest",
+    "ManifestError",
+    "Plan",
+    "PlanItem",
+    "Status",
+    "__version__",
+    "expand",
+    "load_manifest",
+    "make_plan",
+    "parse_lockfile",
+    "parse_manifest",
+    "read_lockfile",
+    "write_lockfile",
+]

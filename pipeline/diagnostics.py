@@ -1,0 +1,62 @@
+"""Diagnostics: one reported problem, anchored to a file position, formatted for humans."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Literal
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    """A problem at ``file:line:column`` (1-based), with the manifest path it concerns."""
+
+    file: str
+    line: int
+    column: int
+    where: str
+    message: str
+    hint: str = ""
+    severity: Severity = "error"
+    source_line: str | None = None
+    instance: str | None = None
+    repeats: int = 1
+
+    def format(self, *, snippet: bool = True) -> str:
+        """``FILE:LINE:COL: where: what; hint`` plus, when known, the source line and a caret."""
+        label = "" if self.severity == "error" else "warning: "
+        text = f"{self.file}:{self.line}:{self.column}: {label}{self.where}: {self.message}"
+        if self.instance is not None:
+            text += (
+                f" (instance {self.instance})"
+                if self.repeats == 1
+                else f" (in {self.repeats} instances, e.g. {self.instance})"
+            )
+        if self.hint:
+            text += f"; {self.hint}"
+        if snippet and self.source_line is not None:
+            gutter = f"{self.line:>5} | "
+            text += f"\n{gutter}{self.source_line}\n{' ' * (len(gutter) - 2)}| "
+            text += " " * max(self.column - 1, 0) + "^"
+        return text
+
+    def sort_key(self) -> tuple[str, int, int, str]:
+        """Order diagnostics as an editor would list them."""
+        return (self.file, self.line, self.column, self.message)
+
+
+def collapse(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
+    """Merge identical diagnostics (same place and text) into one with a repeat count, sorted.
+
+    A rule broken by every instance of a 10,000-row matrix is one mistake in one line
+    of the manifest, so it is reported once.
+    """
+    merged: dict[tuple[str, int, int, str, str, str, str], Diagnostic] = {}
+    for diag in diagnostics:
+        ident = (diag.file, diag.line, diag.column, diag.where, diag.message, diag.hint,
+                 diag.severity)
+        seen = merged.get(ident)
+        merged[ident] = diag if seen is None else replace(seen, repeats=seen.repeats + 1)
+    return sorted(merged.values(), key=Diagnostic.sort_key)

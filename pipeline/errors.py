@@ -1,0 +1,124 @@
+"""Every exception imgspec raises on purpose.
+
+The hierarchy::
+
+    ImgspecError                 base: the CLI catches it, prints ``str(err)``, exits ``exit_code``
+    ├── UsageError               a bad option value or combination             (exit 2)
+    ├── ManifestError            the manifest is invalid; carries diagnostics  (exit 1)
+    ├── LockfileError            the lockfile cannot be read or written        (exit 1)
+    ├── InputFileError           a file the manifest names is unreadable or outside its folder
+    ├── BudgetExceeded           the plan costs more than the budget allows    (exit 3)
+    ├── RunGuardHeld             another live run holds this manifest          (exit 5)
+    ├── ItemsFailed              the run finished but some items failed        (exit 4)
+    ├── Interrupted              Ctrl-C / SIGTERM stopped the run              (exit 130)
+    └── ApiError                 the API said no, or could not be reached      (exit 6)
+        ├── AuthError            401 / 403: nothing else can succeed
+        ├── BalanceExhausted     402: stop submitting
+        ├── RequestRejected      400 / 404 / 409 / 422: this item fails, the run goes on
+        └── TransientError       429 / 5xx / network / malformed reply: retried
+
+Foreign exceptions (yaml, jsonschema, jinja2, httpx, OSError) are translated into
+these at the module that calls the foreign library, always with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.diagnostics import Diagnostic
+
+
+class ImgspecError(Exception):
+    """Base class: a failure the user can act on; ``str()`` says what to do next."""
+
+    exit_code: int = 1
+
+
+class UsageError(ImgspecError):
+    """A command-line value or combination that cannot work."""
+
+    exit_code = 2
+
+
+class ManifestError(ImgspecError):
+    """The manifest (or a file it includes) is invalid; ``diagnostics`` lists every error."""
+
+    exit_code = 1
+
+    def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
+        self.diagnostics: tuple[Diagnostic, ...] = tuple(diagnostics)
+        count = len(self.diagnostics)
+        lines = [d.format() for d in self.diagnostics]
+        lines.append(f"{count} error{'s' if count != 1 else ''}: fix the lines above and run again")
+        super().__init__("\n".join(lines))
+
+
+class LockfileError(ImgspecError):
+    """The lockfile or its journal is unreadable, of an unknown version, or not writable."""
+
+    exit_code = 1
+
+
+class InputFileError(ImgspecError):
+    """A file the manifest refers to is missing, unreadable, or outside the manifest's folder."""
+
+    exit_code = 1
+
+
+class BudgetExceeded(ImgspecError):
+    """The plan (or the spend so far plus the next submission) passes the budget."""
+
+    exit_code = 3
+
+
+class RunGuardHeld(ImgspecError):
+    """Another live imgspec process is running this manifest."""
+
+    exit_code = 5
+
+
+class ItemsFailed(ImgspecError):
+    """The run ended with failed items; they are listed and kept for ``--only-failed``."""
+
+    exit_code = 4
+
+
+class Interrupted(ImgspecError):
+    """The user interrupted the run; everything recorded is kept and the next run resumes."""
+
+    exit_code = 130
+
+
+class ApiError(ImgspecError):
+    """The API refused a call or could not be reached."""
+
+    exit_code = 6
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        self.api_message = message
+        super().__init__(message if status is None else f"HTTP {status}: {message}")
+
+
+class AuthError(ApiError):
+    """401/403: the key is missing or wrong; nothing else can succeed."""
+
+
+class BalanceExhausted(ApiError):
+    """402: the account cannot pay for more images."""
+
+
+class RequestRejected(ApiError):
+    """400/404/409/422: this request (or task id) is wrong; retrying will not help."""
+
+
+class TransientError(ApiError):
+    """429, 5xx, a network failure or a malformed reply: worth retrying."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after

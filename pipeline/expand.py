@@ -1,0 +1,508 @@
+"""Expand a ``Manifest`` into instances: matrix, upstream fan-out and joins, templates, rules.
+
+Pure: the only input besides the manifest is a ``Workspace`` to read local
+images and template includes. Every problem in every job is collected and
+raised together in one ``ManifestError``; warnings ride along in the result.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.diagnostics import Diagnostic, collapse
+from pipeline.document import DocPath, Document
+from pipeline.errors import ImgspecError, ManifestError
+from pipeline.graph import job_order
+from pipeline.identity import canonical_json, derive_seed, make_key
+from pipeline.matrix import Combination, expand_matrix, key_order
+from pipeline.model import FIELD_KEYS, MODES, REQUEST_FIELDS, Job, Manifest, UpstreamRef
+from pipeline.rules import Problem, check_image, check_request, decode_data_uri, output_dimensions
+from pipeline.templates import TemplateProblem, TemplateRenderer
+from pipeline.workspace import Workspace
+
+
+@dataclass(frozen=True, slots=True)
+class UrlInput:
+    """An http(s) URL, sent as is."""
+
+    url: str
+
+    @property
+    def ref(self) -> str:
+        """How the input appears in rendered requests and fingerprints."""
+        return self.url
+
+
+@dataclass(frozen=True, slots=True)
+class DataInput:
+    """A ``data:`` URI written in the manifest; identified by its content hash."""
+
+    uri: str = field(repr=False)
+    mime: str
+    sha256: str
+    width: int
+    height: int
+
+    @property
+    def ref(self) -> str:
+        """How the input appears in rendered requests and fingerprints."""
+        return f"data:{self.mime};sha256={self.sha256}"
+
+
+@dataclass(frozen=True, slots=True)
+class FileInput:
+    """A local image relative to the manifest; sent as a data URI, identified by content."""
+
+    path: str
+    mime: str
+    sha256: str
+    width: int
+    height: int
+
+    @property
+    def ref(self) -> str:
+        """How the input appears in rendered requests and fingerprints."""
+        return f"file:{self.path}#sha256={self.sha256}"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamInput:
+    """Image ``index`` of upstream instance ``key``; known only once that has run."""
+
+    key: str
+    index: int
+
+    @property
+    def ref(self) -> str:
+        """How the input appears in rendered requests (fingerprints add the content hash)."""
+        return f"upstream:{self.key}#{self.index}"
+
+
+ImageInput = UrlInput | DataInput | FileInput | UpstreamInput
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One request to make: a job at one set of matrix values."""
+
+    key: str
+    job: str
+    matrix: tuple[tuple[str, Any], ...]
+    request: Mapping[str, Any]  # the wire body; image_urls hold each input's ``ref``
+    inputs: tuple[ImageInput, ...]
+    seed: int | None
+    upstream: tuple[str, ...]  # instance keys whose images this one edits
+    needs: tuple[str, ...]  # jobs that must be wholly done first (ordering only)
+
+    @property
+    def model(self) -> str:
+        """The model the request names."""
+        return str(self.request["model"])
+
+    @property
+    def n(self) -> int:
+        """How many images the request asks for (and is pre-charged for)."""
+        return int(self.request.get("n", 1))
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """All instances of a manifest, jobs in dependency order, plus the warnings found."""
+
+    manifest: Manifest
+    instances: tuple[Instance, ...]
+    job_order: tuple[str, ...]
+    warnings: tuple[Diagnostic, ...] = ()
+
+    def by_key(self) -> dict[str, Instance]:
+        """Instances by key."""
+        return {i.key: i for i in self.instances}
+
+    def counts(self) -> dict[str, int]:
+        """Instances per job."""
+        out = dict.fromkeys(self.job_order, 0)
+        for inst in self.instances:
+            out[inst.job] += 1
+        return out
+
+
+def expand(manifest: Manifest, workspace: Workspace) -> Expansion:
+    """Expand every job; raise ``ManifestError`` with all errors if there are any."""
+    order = job_order(manifest)
+    state = _Expander(manifest, workspace)
+    for job_id in order:
+        state.expand_job(manifest.jobs[job_id])
+    errors = [d for d in state.diagnostics if d.severity == "error"]
+    if errors:
+        raise ManifestError(collapse(errors))
+    warnings = collapse(d for d in state.diagnostics if d.severity == "warning")
+    instances = tuple(i for job_id in order for i in state.by_job.get(job_id, ()))
+    return Expansion(manifest, instances, tuple(order), tuple(warnings))
+
+
+class _Expander:
+    def __init__(self, manifest: Manifest, workspace: Workspace) -> None:
+        self.manifest = manifest
+        self.doc = manifest.document
+        self.workspace = workspace
+        self.renderer = TemplateRenderer(workspace)
+        self.diagnostics: list[Diagnostic] = []
+        self.by_job: dict[str, list[Instance]] = {}
+        self.failed_jobs: set[str] = set()
+        self._files: dict[str, FileInput | str] = {}
+        self._rules: dict[str, list[Problem]] = {}
+        self._sizes: dict[str, tuple[int, int] | None] = {}
+
+    # -- diagnostics -------------------------------------------------------------------
+
+    def error(self, path: DocPath, message: str, hint: str, *, instance: str | None = None,
+              key: bool = False, doc: Document | None = None, severity: str = "error") -> None:
+        self.diagnostics.append((doc or self.doc).diagnostic(
+            path, message, hint, key=key, instance=instance, severity=severity))
+
+    # -- jobs --------------------------------------------------------------------------
+
+    def expand_job(self, job: Job) -> None:
+        if any(up in self.failed_jobs for up in job.depends_on):
+            self.failed_jobs.add(job.id)  # its own errors show once the upstream is fixed
+            return
+        before = len([d for d in self.diagnostics if d.severity == "error"])
+        combos = self._combinations(job)
+        rows = self._upstream_rows(job)
+        if combos is None or rows is None:
+            self.failed_jobs.add(job.id)
+            return
+        total = len(rows) * len(combos)
+        if total > job.max_instances:
+            self.error((*job.path, "matrix") if job.matrix.axes else job.path,
+                       f"job expands to {total:,} instances, more than the cap of "
+                       f"{job.max_instances:,}",
+                       "narrow the matrix or the upstream where:, or raise max_instances")
+            self.failed_jobs.add(job.id)
+            return
+        out: list[Instance] = []
+        own_order = key_order(combos, [name for name, _ in job.matrix.axes])
+        for inherited, chosen in rows:
+            for combo in combos:
+                clash = [k for k in combo.values if k in inherited]
+                if clash:
+                    self.error((*job.path, "matrix"),
+                               f"matrix key {clash[0]!r} is also inherited from upstream "
+                               f"{chosen[0][1].job!r}", "rename the axis")
+                    self.failed_jobs.add(job.id)
+                    return
+                values = list(inherited.items())
+                values += [(k, combo.values[k]) for k in own_order if k in combo.values]
+                inst = self._instance(job, tuple(values), combo, inherited, chosen)
+                if inst is not None:
+                    out.append(inst)
+        if len([d for d in self.diagnostics if d.severity == "error"]) > before:
+            self.failed_jobs.add(job.id)
+        self.by_job[job.id] = out
+
+    def _combinations(self, job: Job) -> list[Combination] | None:
+        spec = job.matrix
+        combos, problems = expand_matrix(spec.axes, spec.exclude, spec.include,
+                                         limit=job.max_instances)
+        for p in problems:
+            if p.section == "exclude":
+                path: DocPath = (*job.path, "matrix", "exclude", p.entry or 0, p.key or "")
+                self.error(path, p.message, p.hint, key=True)
+            else:
+                self.error((*job.path, "matrix"), p.message, p.hint, key=True)
+        if problems:
+            return None
+        if not combos:
+            if spec.axes or spec.include:
+                self.error((*job.path, "matrix"), "the matrix expands to no combinations",
+                           "check exclude: it removes every combination")
+                return None
+            combos = [Combination({}, ("product", 0))]
+        return combos
+
+    # -- upstream fan-out and joins ------------------------------------------------------
+
+    def _upstream_rows(
+        self, job: Job
+    ) -> list[tuple[dict[str, Any], list[tuple[int, UpstreamRef, Instance]]]] | None:
+        """One row per joined combination of upstream instances: (inherited values, choices)."""
+        rows: list[tuple[dict[str, Any], list[tuple[int, UpstreamRef, Instance]]]] = [({}, [])]
+        for position, ref in job.upstream_refs:
+            candidates = self.by_job.get(ref.job, [])
+            keys: set[str] = set()
+            for inst in candidates:
+                keys.update(k for k, _ in inst.matrix)
+            bad = [k for k, _ in ref.where if k not in keys]
+            for k in bad:
+                self.error((*ref.path, "where", k), f"{k!r} is not an axis of job {ref.job!r}",
+                           f"use one of: {', '.join(sorted(keys)) or '(it has no axes)'}",
+                           key=True)
+            if bad:
+                return None
+            wanted = [(k, canonical_json(v)) for k, v in ref.where]
+            matching = [
+                inst for inst in candidates
+                if all(canonical_json(dict(inst.matrix).get(k)) == v for k, v in wanted)
+            ]
+            rows = _join(rows, position, ref, matching)
+            if not rows:
+                self.error(ref.path, f"no instance of job {ref.job!r} matches",
+                           "check the where: values against the upstream matrix")
+                return None
+        return rows
+
+    # -- one instance ------------------------------------------------------------------
+
+    def _instance(
+        self,
+        job: Job,
+        values: tuple[tuple[str, Any], ...],
+        combo: Combination,
+        inherited: Mapping[str, Any],
+        chosen: Sequence[tuple[int, UpstreamRef, Instance]],
+    ) -> Instance | None:
+        key = make_key(job.id, values)
+        fields = dict(job.fields)
+        origins: dict[str, tuple[DocPath, Document | None]] = {
+            k: (p, None) for k, p in job.field_paths.items()
+        }
+        for name, value in inherited.items():
+            if name in FIELD_KEYS and origins.get(name, (("defaults",),))[0][0] == "defaults":
+                fields[name] = value
+                origins[name] = (job.path, None)
+        for name, value in combo.values.items():
+            if name in FIELD_KEYS:
+                fields[name] = value
+                origins[name] = self._combo_origin(job, combo, name)
+        context = {**self.manifest.vars, **job.vars, **dict(values), "job": job.id}
+
+        def fail(name: str, message: str, hint: str, severity: str = "error") -> None:
+            path, doc = origins.get(name, (job.path, None))
+            self.error(path, message, hint, instance=key, doc=doc, severity=severity)
+
+        rendered: dict[str, Any] = {}
+        for name, value in fields.items():
+            try:
+                rendered[name] = _coerce(name, self._render(value, context))
+            except TemplateProblem as exc:
+                fail(name, exc.message, exc.hint)
+                return None
+
+        mode = rendered.pop("mode", None)
+        urls = rendered.pop("image_urls", None)
+        if mode is None:
+            mode = "edit" if urls else "text-to-image"
+        if mode not in MODES:
+            fail("mode", f"unknown mode {mode!r}", f"use one of: {', '.join(MODES)}")
+            return None
+        if mode == "edit" and not urls:
+            fail("mode", "mode edit needs image_urls", "add image_urls, or use text-to-image")
+            return None
+        if mode == "text-to-image" and urls:
+            fail("image_urls", "image_urls make this an edit, but mode is text-to-image",
+                 "set mode: edit, or remove image_urls")
+            return None
+
+        inputs: list[ImageInput] = []
+        sizes: list[tuple[int, int] | None] = []
+        refs = {pos: inst for pos, _, inst in chosen}
+        for pos, entry in enumerate(urls or ()):
+            got = self._inputs(entry, refs.get(pos), lambda m, h: fail("image_urls", m, h))
+            if got is None:
+                return None
+            for item, size in got:
+                inputs.append(item)
+                sizes.append(size)
+
+        seed_value = rendered.pop("seed", None)
+        derived = seed_value is None
+        seed = derive_seed(key) if derived else None if seed_value == "random" else seed_value
+        body: dict[str, Any] = {}
+        for name in REQUEST_FIELDS:
+            if name == "image_urls" and inputs:
+                body[name] = [i.ref for i in inputs]
+            elif name == "seed" and seed is not None:
+                body[name] = seed
+            elif name == "enable_sequential" and mode == "sequential":
+                body[name] = True
+            elif name in rendered:
+                body[name] = rendered[name]
+        body.setdefault("model", "wan2.7-image")
+
+        problems = self._check(body, sizes, derived)
+        for problem in problems:
+            name = problem.field if problem.field in origins else (
+                "mode" if problem.field == "enable_sequential" and "mode" in origins else "")
+            fail(name, problem.message, problem.hint, problem.severity)
+        if any(p.severity == "error" for p in problems):
+            return None
+        upstream = tuple(dict.fromkeys(inst.key for _, _, inst in chosen))
+        return Instance(key, job.id, values, body, tuple(inputs), seed, upstream, job.needs)
+
+    def _combo_origin(self, job: Job, combo: Combination,
+                      name: str) -> tuple[DocPath, Document | None]:
+        spec = job.matrix
+        kind, index = combo.source
+        if kind == "include" or name not in dict(spec.axes):
+            # The value came from the include entry that added it (the last one that did).
+            for i in range(len(spec.include) - 1, -1, -1):
+                if name in spec.include[i] and (kind != "include" or i == index):
+                    return (*spec.include_base, i, name), spec.include_doc
+        return (*job.path, "matrix", name), None
+
+    def _render(self, value: Any, context: Mapping[str, Any]) -> Any:
+        if isinstance(value, str):
+            return self.renderer.render(value, context)
+        if isinstance(value, list | tuple):
+            return [self._render(v, context) for v in value]
+        if isinstance(value, dict):
+            return {k: self._render(v, context) for k, v in value.items()}
+        return value
+
+    def _check(self, body: Mapping[str, Any], sizes: Sequence[tuple[int, int] | None],
+               derived_seed: bool) -> list[Problem]:
+        """API rules, cached on everything but prompt text and derived seeds.
+
+        The rules look at a prompt's length, not its words, and a derived seed is in
+        range by construction; caching on the rest makes 100,000 instances cheap.
+        """
+        probe = dict(body)
+        for name in ("prompt", "negative_prompt"):
+            if isinstance(probe.get(name), str):
+                probe[name] = len(probe[name])
+        if derived_seed:
+            probe["seed"] = 0
+        ident = canonical_json([probe, sizes])
+        found = self._rules.get(ident)
+        if found is None:
+            found = check_request(body, input_sizes=sizes, check_urls=False)
+            self._rules[ident] = found
+        return found
+
+    # -- inputs ------------------------------------------------------------------------
+
+    def _inputs(
+        self, entry: Any, upstream: Instance | None, fail: Any
+    ) -> list[tuple[ImageInput, tuple[int, int] | None]] | None:
+        if isinstance(entry, UpstreamRef):
+            assert upstream is not None
+            count = upstream.n
+            if entry.image == "all":
+                indexes = list(range(count))
+            elif entry.image >= count:
+                fail(f"image {entry.image} does not exist: {upstream.key} makes {count}",
+                     f"use an index from 0 to {count - 1}, or image: all")
+                return None
+            else:
+                indexes = [entry.image]
+            size = self._output_size(upstream)
+            return [(UpstreamInput(upstream.key, i), size) for i in indexes]
+        if not isinstance(entry, str):
+            fail(f"{entry!r} is not an image reference",
+                 "use a URL, a data: URI, a file path, or {from: JOB}")
+            return None
+        if entry.startswith(("http://", "https://")):
+            return [(UrlInput(entry), None)]
+        if entry.startswith("data:"):
+            try:
+                mime, data = decode_data_uri(entry)
+            except ValueError as exc:
+                fail(f"invalid data URI: {exc}", "use data:image/png;base64,...")
+                return None
+            info = self._image_info(data, entry[:40], fail)
+            if info is None:
+                return None
+            digest = hashlib.sha256(data).hexdigest()
+            return [(DataInput(entry, mime, digest, *info), info)]
+        found = self._files.get(entry)
+        if found is None:
+            found = self._load_file(entry)
+            self._files[entry] = found
+        if isinstance(found, str):
+            fail(found, "give a path relative to the manifest, inside its folder")
+            return None
+        return [(found, (found.width, found.height))]
+
+    def _load_file(self, relpath: str) -> FileInput | str:
+        try:
+            data = self.workspace.read_bytes(relpath)
+        except ImgspecError as exc:
+            return str(exc)
+        info, problems = check_image(data)
+        errors = [p for p in problems if p.severity == "error"]
+        if info is None or errors:
+            return f"{relpath}: " + "; ".join(p.message for p in errors or problems)
+        mime = f"image/{info.format.lower()}"
+        return FileInput(relpath, mime, hashlib.sha256(data).hexdigest(), info.width,
+                         info.height)
+
+    def _image_info(self, data: bytes, label: str, fail: Any) -> tuple[int, int] | None:
+        info, problems = check_image(data)
+        errors = [p for p in problems if p.severity == "error"]
+        if info is None or errors:
+            fail(f"{label}...: " + "; ".join(p.message for p in errors or problems),
+                 "use a JPEG, PNG, WEBP or BMP image within the API's limits")
+            return None
+        return info.width, info.height
+
+    def _output_size(self, inst: Instance) -> tuple[int, int] | None:
+        if inst.key not in self._sizes:
+            try:
+                self._sizes[inst.key] = output_dimensions(inst.request)
+            except (ValueError, KeyError, TypeError):
+                self._sizes[inst.key] = None
+        return self._sizes[inst.key]
+
+
+def _join(
+    rows: list[tuple[dict[str, Any], list[tuple[int, UpstreamRef, Instance]]]],
+    position: int,
+    ref: UpstreamRef,
+    matching: Sequence[Instance],
+) -> list[tuple[dict[str, Any], list[tuple[int, UpstreamRef, Instance]]]]:
+    """Natural join of the rows so far with the upstream instances of one reference."""
+    index: dict[tuple[frozenset[str], tuple[str, ...]], dict[str, list[Instance]]] = {}
+    groups: dict[frozenset[str], list[Instance]] = {}
+    for inst in matching:
+        groups.setdefault(frozenset(k for k, _ in inst.matrix), []).append(inst)
+    out: list[tuple[dict[str, Any], list[tuple[int, UpstreamRef, Instance]]]] = []
+    for values, chosen in rows:
+        for keyset, members in groups.items():
+            shared = tuple(sorted(keyset & values.keys()))
+            table = index.get((keyset, shared))
+            if table is None:
+                table = {}
+                for inst in members:
+                    mv = dict(inst.matrix)
+                    table.setdefault(canonical_json([mv[k] for k in shared]), []).append(inst)
+                index[(keyset, shared)] = table
+            for inst in table.get(canonical_json([values[k] for k in shared]), ()):
+                merged = dict(values)
+                for k, v in inst.matrix:
+                    merged.setdefault(k, v)
+                out.append((merged, [*chosen, (position, ref, inst)]))
+    return out
+
+
+_TRUE = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Values from CSV rows and templates are text; give numeric and boolean fields their type."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if name in ("n", "seed") and text.isdigit():
+        return int(text)
+    if name in ("watermark", "thinking_mode") and text.lower() in _TRUE:
+        return _TRUE[text.lower()]
+    return value
+
+
+def data_uri(mime: str, data: bytes) -> str:
+    """A ``data:`` URI for image bytes (how local and offline inputs are sent)."""
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"

@@ -1,0 +1,129 @@
+"""The job graph: edges from ``from:`` inputs and ``needs:``, order, cycles, and drawings."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from pipeline.diagnostics import Diagnostic
+from pipeline.errors import ManifestError
+from pipeline.model import Manifest
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """``upstream`` must finish (its matching instances) before ``downstream`` starts."""
+
+    upstream: str
+    downstream: str
+    kind: str  # "images" | "needs"
+
+
+def job_edges(manifest: Manifest) -> list[Edge]:
+    """Every job-level edge, in manifest order, without duplicates."""
+    edges: dict[tuple[str, str, str], Edge] = {}
+    for job in manifest.jobs.values():
+        for _, ref in job.upstream_refs:
+            edges.setdefault((ref.job, job.id, "images"), Edge(ref.job, job.id, "images"))
+        for need in job.needs:
+            edges.setdefault((need, job.id, "needs"), Edge(need, job.id, "needs"))
+    return list(edges.values())
+
+
+def job_order(manifest: Manifest) -> list[str]:
+    """Jobs with every upstream before its dependants (manifest order breaks ties).
+
+    Raises ``ManifestError`` naming each unknown job reference and each cycle.
+    """
+    doc = manifest.document
+    errors: list[Diagnostic] = []
+    known = list(manifest.jobs)
+    for job in manifest.jobs.values():
+        for _, ref in job.upstream_refs:
+            if ref.job not in manifest.jobs:
+                errors.append(doc.diagnostic((*ref.path, "from"), f"unknown job {ref.job!r}",
+                                             _known_hint(known)))
+            elif ref.job == job.id:
+                errors.append(doc.diagnostic((*ref.path, "from"),
+                                             "a job cannot use its own images",
+                                             "take the images from another job"))
+        for index, need in enumerate(job.needs):
+            if need not in manifest.jobs:
+                errors.append(doc.diagnostic((*job.path, "needs", index),
+                                             f"unknown job {need!r}", _known_hint(known)))
+    if errors:
+        raise ManifestError(errors)
+
+    deps = {job_id: set(job.depends_on) for job_id, job in manifest.jobs.items()}
+    order: list[str] = []
+    remaining = dict(deps)
+    while remaining:
+        ready = [j for j in known if j in remaining and not (remaining[j] & set(remaining))]
+        if not ready:
+            raise ManifestError(_cycle_errors(manifest, remaining))
+        for job_id in ready:
+            order.append(job_id)
+            del remaining[job_id]
+    return order
+
+
+def _known_hint(known: Sequence[str]) -> str:
+    return f"use one of the jobs: {', '.join(known)}"
+
+
+def _cycle_errors(manifest: Manifest, remaining: Mapping[str, set[str]]) -> list[Diagnostic]:
+    cycle = _find_cycle(remaining)
+    text = " -> ".join([*cycle, cycle[0]])
+    job = manifest.jobs[cycle[0]]
+    return [manifest.document.diagnostic(
+        job.path, f"jobs form a cycle: {text}", "remove one of the from:/needs: edges", key=True)]
+
+
+def _find_cycle(graph: Mapping[str, set[str]]) -> list[str]:
+    """One cycle among ``graph`` (job → jobs it depends on), as a list of jobs."""
+    start = next(iter(graph))
+    path: list[str] = []
+    node = start
+    while node not in path:
+        path.append(node)
+        node = sorted(d for d in graph[node] if d in graph)[0]
+    return list(reversed(path[path.index(node):]))
+
+
+def render_graph(manifest: Manifest, counts: Mapping[str, int], fmt: str) -> str:
+    """The job graph as ``text``, ``mermaid`` or ``dot``; ``counts`` are instances per job."""
+    edges = job_edges(manifest)
+    jobs = job_order(manifest)
+    if fmt == "mermaid":
+        lines = ["flowchart LR"]
+        lines += [f'  {_ident(j)}["{j} ({counts.get(j, 0)})"]' for j in jobs]
+        lines += [
+            f"  {_ident(e.upstream)} {'-->' if e.kind == 'images' else '-.->'}"
+            f"|{e.kind}| {_ident(e.downstream)}"
+            for e in edges
+        ]
+        return "\n".join(lines) + "\n"
+    if fmt == "dot":
+        lines = [f"digraph {json.dumps(manifest.name)} {{", "  rankdir=LR;"]
+        lines += [f"  {json.dumps(j)} [label={json.dumps(f'{j} ({counts.get(j, 0)})')}];"
+                  for j in jobs]
+        lines += [
+            f"  {json.dumps(e.upstream)} -> {json.dumps(e.downstream)}"
+            + (" [style=dashed, label=\"needs\"];" if e.kind == "needs" else
+               " [label=\"images\"];")
+            for e in edges
+        ]
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+    lines = []
+    for job_id in jobs:
+        ups = [e for e in edges if e.downstream == job_id]
+        arrow = "" if not ups else "  <- " + ", ".join(
+            f"{e.upstream} ({e.kind})" for e in ups)
+        lines.append(f"{job_id}: {counts.get(job_id, 0)} instance(s){arrow}")
+    return "\n".join(lines) + "\n"
+
+
+def _ident(job_id: str) -> str:
+    return "j_" + "".join(c if c.isalnum() else "_" for c in job_id)

@@ -1,0 +1,217 @@
+"""The plan: what a run would do, per instance, against the lockfile, and what it costs.
+
+``make_plan`` is pure: an ``Expansion``, a ``Lockfile`` and a predicate saying
+which recorded output files still exist go in; a ``Plan`` value comes out. The
+``plan`` command prints it; ``run`` executes it. Nothing is threaded through as
+a "dry run" flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from pipeline.diagnostics import Diagnostic
+from pipeline.expand import Expansion, Instance, UpstreamInput
+from pipeline.identity import fingerprint
+from pipeline.lockfile import Lockfile, LockEntry
+from pipeline.matrix import same
+
+
+class Status(StrEnum):
+    """What the next run does with an instance."""
+
+    NEW = "new"  # never run
+    CHANGED = "changed"  # its rendered request differs from the recorded one
+    RETRY = "retry"  # the last attempt failed
+    RESUME = "resume"  # a task was submitted and not finished: poll it, pay nothing new
+    MISSING = "missing"  # done, but its files are gone
+    WAITING = "waiting"  # its inputs come from upstream work in this plan
+    UP_TO_DATE = "up-to-date"
+    SKIPPED = "skipped"  # left out by --job/--where/--only-failed
+
+
+STATUS_ORDER = tuple(Status)
+TO_SUBMIT = frozenset({Status.NEW, Status.CHANGED, Status.RETRY, Status.MISSING,
+                       Status.WAITING})
+PENDING = TO_SUBMIT | {Status.RESUME}
+
+
+@dataclass(frozen=True, slots=True)
+class PlanItem:
+    """One instance and what the run will do with it."""
+
+    instance: Instance
+    status: Status
+    fingerprint: str | None  # None while it waits for upstream images
+    cost: Decimal  # what submitting it pre-charges (0 unless it will be submitted)
+    needs: tuple[str, ...]  # instance keys that must be done first
+
+    @property
+    def key(self) -> str:
+        """The instance key."""
+        return self.instance.key
+
+    @property
+    def job(self) -> str:
+        """The instance's job."""
+        return self.instance.job
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every instance's status and cost, the orphaned lock entries, and the budget."""
+
+    manifest: str
+    name: str
+    currency: str
+    items: tuple[PlanItem, ...]
+    orphaned: tuple[str, ...]
+    budget: Decimal | None
+    warnings: tuple[Diagnostic, ...] = ()
+
+    def counts(self) -> dict[str, int]:
+        """Instances per status (every status present, zero or not)."""
+        out = {s.value: 0 for s in STATUS_ORDER}
+        for item in self.items:
+            out[item.status.value] += 1
+        out["orphaned"] = len(self.orphaned)
+        return out
+
+    def submitting(self) -> list[PlanItem]:
+        """The items a run will submit (and pay for)."""
+        return [i for i in self.items if i.status in TO_SUBMIT]
+
+    @property
+    def images(self) -> int:
+        """Images the run will pay for."""
+        return sum(i.instance.n for i in self.submitting())
+
+    @property
+    def total(self) -> Decimal:
+        """The exact cost of the run."""
+        return sum((i.cost for i in self.items), Decimal(0))
+
+    def cost_by(self, attribute: Callable[[PlanItem], str]) -> dict[str, Decimal]:
+        """Cost summed by a property of the items (job, model), zero-cost groups left out."""
+        out: dict[str, Decimal] = {}
+        for item in self.submitting():
+            name = attribute(item)
+            out[name] = out.get(name, Decimal(0)) + item.cost
+        return out
+
+    @property
+    def within_budget(self) -> bool:
+        """Whether the run's cost fits the budget (always, without one)."""
+        return self.budget is None or self.total <= self.budget
+
+    def select(self, keep: Callable[[PlanItem], bool]) -> Plan:
+        """A plan in which items not kept become ``skipped`` (cost 0).
+
+        Upstream work a kept item waits for is kept too, so the run can feed it.
+        """
+        by_key = {i.key: i for i in self.items}
+        wanted = {i.key for i in self.items if keep(i)}
+        stack = list(wanted)
+        while stack:
+            for need in by_key[stack.pop()].needs:
+                if need in by_key and need not in wanted and by_key[need].status in PENDING:
+                    wanted.add(need)
+                    stack.append(need)
+        items = tuple(
+            i if i.key in wanted else replace(i, status=Status.SKIPPED, cost=Decimal(0))
+            for i in self.items
+        )
+        return replace(self, items=items)
+
+
+def make_plan(
+    expansion: Expansion,
+    lock: Lockfile,
+    *,
+    present: Callable[[str], bool],
+    max_cost: Decimal | None = None,
+) -> Plan:
+    """Diff the expansion against the lockfile; ``present(path)`` says if an output exists.
+
+    ``max_cost`` (from the command line) overrides the manifest's budget.
+    """
+    manifest = expansion.manifest
+    pricing = manifest.pricing
+    by_job: dict[str, list[str]] = {}
+    for inst in expansion.instances:
+        by_job.setdefault(inst.job, []).append(inst.key)
+    statuses: dict[str, Status] = {}
+    items: list[PlanItem] = []
+    for inst in expansion.instances:
+        needs = tuple(inst.upstream) + tuple(k for job in inst.needs for k in by_job.get(job, ()))
+        entry = lock.entries.get(inst.key)
+        status, fp = _status(inst, entry, statuses, lock.entries, present)
+        statuses[inst.key] = status
+        cost = pricing.cost(inst.model, inst.n) if status in TO_SUBMIT else Decimal(0)
+        items.append(PlanItem(inst, status, fp, cost, needs))
+    keys = set(statuses)
+    orphaned = tuple(sorted(k for k in lock.entries if k not in keys))
+    return Plan(
+        manifest=manifest.file,
+        name=manifest.name,
+        currency=pricing.currency,
+        items=tuple(items),
+        orphaned=orphaned,
+        budget=max_cost if max_cost is not None else manifest.budget,
+        warnings=expansion.warnings,
+    )
+
+
+def resolved_request(inst: Instance, entries: Mapping[str, LockEntry]) -> dict[str, Any] | None:
+    """The request with upstream images by content hash, or None if one is not yet known."""
+    if not inst.upstream:
+        return dict(inst.request)
+    refs = []
+    for item in inst.inputs:
+        if isinstance(item, UpstreamInput):
+            entry = entries.get(item.key)
+            if entry is None or entry.status != "done" or item.index >= len(entry.outputs):
+                return None
+            refs.append(f"{item.ref}@sha256={entry.outputs[item.index].sha256}")
+        else:
+            refs.append(item.ref)
+    return {**inst.request, "image_urls": refs}
+
+
+def _status(
+    inst: Instance,
+    entry: LockEntry | None,
+    statuses: Mapping[str, Status],
+    entries: Mapping[str, LockEntry],
+    present: Callable[[str], bool],
+) -> tuple[Status, str | None]:
+    if any(statuses.get(up) in PENDING for up in inst.upstream):
+        return Status.WAITING, None
+    request = resolved_request(inst, entries)
+    if request is None:
+        return Status.WAITING, None
+    fp = fingerprint(request)
+    if entry is None:
+        return Status.NEW, fp
+    if entry.fingerprint != fp:
+        return Status.CHANGED, fp
+    if entry.status == "failed":
+        return Status.RETRY, fp
+    if entry.status in ("submitting", "running"):
+        return Status.RESUME, fp
+    if not entry.outputs or not all(present(o.path) for o in entry.outputs):
+        return Status.MISSING, fp
+    return Status.UP_TO_DATE, fp
+
+
+def matches_where(item: PlanItem, where: Iterable[tuple[str, str]]) -> bool:
+    """``--where AXIS=VALUE`` filters: every pair must equal the item's matrix value."""
+    values = dict(item.instance.matrix)
+    return all(
+        name in values and (same(values[name], raw) or str(values[name]) == raw)
+        for name, raw in where
+    )

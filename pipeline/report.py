@@ -1,0 +1,160 @@
+"""How a plan reads: Terraform-style text for people, stable JSON for machines."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from pipeline.diagnostics import Diagnostic
+from pipeline.lockfile import json_number
+from pipeline.plan import STATUS_ORDER, TO_SUBMIT, Plan, PlanItem, Status
+
+# Up to this many changed items are listed one per line; beyond it, counts per job.
+MAX_LISTED = 200
+SYMBOLS = {
+    Status.NEW: "+", Status.CHANGED: "~", Status.RETRY: "↻", Status.RESUME: "…",
+    Status.MISSING: "!", Status.WAITING: "⧗", Status.UP_TO_DATE: "=", Status.SKIPPED: "-",
+}
+CURRENCY_SIGNS = {"CNY": "¥"}
+
+
+def money(amount: Decimal, currency: str) -> str:
+    """``¥1.20`` for CNY, ``1.20 XYZ`` otherwise; always two decimals or more if needed."""
+    text = f"{amount:.2f}" if amount == amount.quantize(Decimal("0.01")) else f"{amount.normalize()}"
+    sign = CURRENCY_SIGNS.get(currency)
+    return f"{sign}{text}" if sign else f"{text} {currency}"
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    """The stable machine-readable plan (``imgspec plan --json``)."""
+    submitting = plan.submitting()
+    return {
+        "manifest": plan.manifest,
+        "name": plan.name,
+        "counts": plan.counts(),
+        "to_submit": {"instances": len(submitting), "images": plan.images},
+        "cost": {
+            "currency": plan.currency,
+            "total": json_number(plan.total),
+            "by_model": {k: json_number(v) for k, v in sorted(plan.cost_by(_model).items())},
+            "by_job": {k: json_number(v) for k, v in plan.cost_by(_job).items()},
+        },
+        "budget": {
+            "max_cost": None if plan.budget is None else json_number(plan.budget),
+            "within": plan.within_budget,
+        },
+        "orphaned": list(plan.orphaned),
+        "warnings": [d.format(snippet=False) for d in plan.warnings],
+        "items": [_item_json(i) for i in plan.items],
+    }
+
+
+def _item_json(item: PlanItem) -> dict[str, Any]:
+    inst = item.instance
+    return {
+        "key": item.key,
+        "job": item.job,
+        "status": item.status.value,
+        "model": inst.model,
+        "n": inst.n,
+        "cost": json_number(item.cost),
+        "matrix": dict(inst.matrix),
+        "needs": list(item.needs),
+        "fingerprint": item.fingerprint,
+    }
+
+
+def _model(item: PlanItem) -> str:
+    return item.instance.model
+
+
+def _job(item: PlanItem) -> str:
+    return item.job
+
+
+def plan_text(plan: Plan) -> str:
+    """The human plan: changes, a cost table by job and model, totals and the budget."""
+    cur = plan.currency
+    lines = [f"imgspec plan: {plan.name} ({plan.manifest})", ""]
+    lines += [d.format(snippet=False) for d in plan.warnings]
+    if plan.warnings:
+        lines.append("")
+    changes = [i for i in plan.items if i.status not in (Status.UP_TO_DATE, Status.SKIPPED)]
+    if not changes:
+        lines.append("No changes. Every instance is up to date.")
+    elif len(changes) <= MAX_LISTED:
+        width = max(len(i.key) for i in changes)
+        for item in changes:
+            price = (f"{item.instance.n} × {item.instance.model}  {money(item.cost, cur)}"
+                     if item.status in TO_SUBMIT else "paid")
+            lines.append(f"  {SYMBOLS[item.status]} {item.status.value:<8} "
+                         f"{item.key:<{width}}  {price}")
+    else:
+        lines.append(f"  {len(changes):,} instances change (listed per job below; "
+                     "--json lists each)")
+    for key in plan.orphaned[:MAX_LISTED]:
+        lines.append(f"  ? orphaned {key}  (kept in the lockfile until `imgspec prune`)")
+    if len(plan.orphaned) > MAX_LISTED:
+        lines.append(f"  ? ... and {len(plan.orphaned) - MAX_LISTED:,} more orphaned")
+    lines += ["", *cost_table(plan), ""]
+    counts = plan.counts()
+    parts = [f"{counts[s.value]:,} {s.value}" for s in STATUS_ORDER if counts[s.value]]
+    if counts["orphaned"]:
+        parts.append(f"{counts['orphaned']:,} orphaned")
+    submitting = plan.submitting()
+    lines.append(
+        f"Plan: {len(submitting):,} to submit ({plan.images:,} images, "
+        f"{money(plan.total, cur)}); " + ", ".join(parts) + "."
+    )
+    lines.append(budget_line(plan))
+    return "\n".join(lines) + "\n"
+
+
+def cost_table(plan: Plan) -> list[str]:
+    """Rows of instances, images and cost per (job, model) for what will be submitted."""
+    rows: dict[tuple[str, str], list[Any]] = {}
+    for item in plan.submitting():
+        row = rows.setdefault((item.job, item.instance.model), [0, 0, Decimal(0)])
+        row[0] += 1
+        row[1] += item.instance.n
+        row[2] += item.cost
+    if not rows:
+        return ["Nothing to submit: this run costs nothing."]
+    cur = plan.currency
+    header = ("job", "model", "instances", "images", "cost")
+    body = [(job, model, f"{r[0]:,}", f"{r[1]:,}", money(r[2], cur))
+            for (job, model), r in rows.items()]
+    total = ("total", "", f"{len(plan.submitting()):,}", f"{plan.images:,}",
+             money(plan.total, cur))
+    widths = [max(len(r[c]) for r in (header, *body, total)) for c in range(5)]
+
+    def fmt(row: tuple[str, ...]) -> str:
+        return "  " + "  ".join(
+            cell.ljust(widths[c]) if c < 2 else cell.rjust(widths[c])
+            for c, cell in enumerate(row)).rstrip()
+
+    rule = "  " + "  ".join("-" * w for w in widths)
+    return [fmt(header), rule, *(fmt(r) for r in body), rule, fmt(total)]
+
+
+def budget_line(plan: Plan) -> str:
+    """``Budget: ¥7.40 of ¥30.00: within budget`` (or over, or no budget set)."""
+    cur = plan.currency
+    if plan.budget is None:
+        return "Budget: none set (add budget: {max_cost: N} or pass --max-cost)."
+    if plan.within_budget:
+        return f"Budget: {money(plan.total, cur)} of {money(plan.budget, cur)}: within budget."
+    return (f"Budget: {money(plan.total, cur)} is over the budget of "
+            f"{money(plan.budget, cur)}: narrow the plan (--job, --where) or raise "
+            "budget.max_cost / --max-cost.")
+
+
+def warnings_text(warnings: tuple[Diagnostic, ...]) -> str:
+    """Warnings, one per paragraph, with snippets."""
+    return "\n".join(d.format() for d in warnings)
+
+
+def counts_line(counts: Mapping[str, int]) -> str:
+    """``3 new, 2 up-to-date`` from a counts mapping, zeros left out."""
+    return ", ".join(f"{v:,} {k}" for k, v in counts.items() if v) or "nothing"

@@ -1,0 +1,122 @@
+"""JSON Schema validation with errors anchored at the offending line and column."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError, best_match
+
+from pipeline.diagnostics import Diagnostic
+from pipeline.document import Document
+
+SCHEMA_NAMES = ("manifest.schema.json", "lockfile.schema.json")
+
+
+def schema_dir() -> Path:
+    """Where the published schemas live: the repo's ``schemas/`` or the wheel's copy."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "schemas", here / "_schemas"):
+        if (candidate / SCHEMA_NAMES[0]).is_file():
+            return candidate
+    raise FileNotFoundError("the imgspec schemas are missing from this installation")
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    """A published schema by file name."""
+    with (schema_dir() / name).open(encoding="utf-8") as handle:
+        schema: dict[str, Any] = json.load(handle)
+    return schema
+
+
+@cache
+def _validator(name: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(load_schema(name))
+
+
+def validate_document(doc: Document, schema_name: str) -> list[Diagnostic]:
+    """Every schema violation of ``doc`` as a positioned diagnostic (empty when valid)."""
+    out: list[Diagnostic] = []
+    for error in _validator(schema_name).iter_errors(doc.data):
+        out.extend(_diagnose(doc, error))
+    return out
+
+
+def _diagnose(doc: Document, error: ValidationError) -> list[Diagnostic]:
+    path = tuple(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = list(error.schema.get("properties", {})) if isinstance(error.schema, dict) else []
+        patterns = error.schema.get("patternProperties", {}) if isinstance(error.schema,
+                                                                            dict) else {}
+        extras = [
+            k for k in error.instance
+            if k not in allowed and not any(_re_search(p, k) for p in patterns)
+        ]
+        diags = []
+        for key in extras:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else (
+                f"allowed here: {', '.join(allowed)}" if allowed else "remove it")
+            diags.append(doc.diagnostic((*path, key), f"unknown field {key!r}", hint, key=True))
+        if diags:
+            return diags
+    if error.validator == "propertyNames":
+        bad = error.instance
+        return [doc.diagnostic((*path, bad) if isinstance(bad, str) else path,
+                               f"invalid name {bad!r}",
+                               "use lowercase letters, digits, '-' and '_'", key=True)]
+    if error.validator in ("anyOf", "oneOf") and error.context:
+        inner = best_match(error.context)
+        message = _message(inner)
+    else:
+        message = _message(error)
+    return [doc.diagnostic(path, message, _hint(error))]
+
+
+def _re_search(pattern: str, text: str) -> bool:
+    import re
+
+    return re.search(pattern, text) is not None
+
+
+def _message(error: ValidationError) -> str:
+    validator = error.validator
+    value = error.instance
+    if validator == "required":
+        return error.message.replace("is a required property", "is required")
+    if validator == "type":
+        return f"{_show(value)} is not of type {error.validator_value}"
+    if validator == "enum":
+        options = ", ".join(map(str, error.validator_value))
+        return f"{_show(value)} is not one of: {options}"
+    if validator == "const":
+        return f"{_show(value)} must be {error.validator_value!r}"
+    return error.message
+
+
+def _hint(error: ValidationError) -> str:
+    validator = error.validator
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if validator == "required":
+        return "add the missing field"
+    if validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        low, high = schema.get("minimum"), schema.get("maximum")
+        if low is not None and high is not None:
+            return f"use a value from {low} to {high}"
+    if validator in ("minItems", "maxItems"):
+        return "change the number of entries"
+    description = schema.get("description")
+    if isinstance(description, str) and description:
+        first = description.split(". ")[0].rstrip(".")
+        return f"expected: {first[:160]}"
+    return "see schemas/manifest.schema.json"
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
