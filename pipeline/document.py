@@ -103,8 +103,9 @@ def format_path(path: DocPath) -> str:
 
 def parse_yaml(text: str, file: str) -> Document:
     """Parse one YAML (or JSON) document, keeping positions; raise ``ManifestError`` on bad YAML."""
-    loader = yaml.SafeLoader(text)
+    loader: yaml.SafeLoader | None = None
     try:
+        loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
         builder = _Builder(loader)
         data = None if node is None else builder.build(node, ())
@@ -119,6 +120,13 @@ def parse_yaml(text: str, file: str) -> Document:
                            "fix the syntax at this position", source_line=doc.line_text(line))
             ]
         ) from exc
+    except yaml.reader.ReaderError as exc:
+        line, col = _line_col(text, exc.position)
+        raise ManifestError(
+            [Diagnostic(file, line, col, "yaml",
+                        f"invalid character {exc.character!r} ({exc.reason})",
+                        "remove the control character or save the file as UTF-8 text")]
+        ) from exc
     except yaml.YAMLError as exc:
         raise ManifestError(
             [Diagnostic(file, 1, 1, "yaml", f"invalid YAML: {exc}", "fix the file's syntax")]
@@ -130,8 +138,15 @@ def parse_yaml(text: str, file: str) -> Document:
                         source_line=doc.line_text(exc.line))]
         ) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return Document(file, data, text, builder.positions, builder.key_positions)
+
+
+def _line_col(text: str, offset: int) -> tuple[int, int]:
+    """1-based line and column of a character offset."""
+    before = text[:offset]
+    return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
 
 
 def parse_csv(text: str, file: str) -> Document:

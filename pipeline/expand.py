@@ -156,6 +156,7 @@ class _Expander:
         self._files: dict[str, FileInput | str] = {}
         self._rules: dict[str, list[Problem]] = {}
         self._sizes: dict[str, tuple[int, int] | None] = {}
+        self._origins: dict[str, dict[str, tuple[DocPath, Document | None]]] = {}
 
     # -- diagnostics -------------------------------------------------------------------
 
@@ -267,9 +268,7 @@ class _Expander:
     ) -> Instance | None:
         key = make_key(job.id, values)
         fields = dict(job.fields)
-        origins: dict[str, tuple[DocPath, Document | None]] = {
-            k: (p, None) for k, p in job.field_paths.items()
-        }
+        origins = dict(self._job_origins(job))
         for name, value in inherited.items():
             if name in FIELD_KEYS and origins.get(name, (("defaults",),))[0][0] == "defaults":
                 fields[name] = value
@@ -343,6 +342,13 @@ class _Expander:
         upstream = tuple(dict.fromkeys(inst.key for _, _, inst in chosen))
         return Instance(key, job.id, values, body, tuple(inputs), seed, upstream, job.needs)
 
+    def _job_origins(self, job: Job) -> dict[str, tuple[DocPath, Document | None]]:
+        found = self._origins.get(job.id)
+        if found is None:
+            found = {k: (p, None) for k, p in job.field_paths.items()}
+            self._origins[job.id] = found
+        return found
+
     def _combo_origin(self, job: Job, combo: Combination,
                       name: str) -> tuple[DocPath, Document | None]:
         spec = job.matrix
@@ -356,7 +362,7 @@ class _Expander:
 
     def _render(self, value: Any, context: Mapping[str, Any]) -> Any:
         if isinstance(value, str):
-            return self.renderer.render(value, context)
+            return self.renderer.render(value, context) if "{" in value else value
         if isinstance(value, list | tuple):
             return [self._render(v, context) for v in value]
         if isinstance(value, dict):
@@ -376,7 +382,9 @@ class _Expander:
                 probe[name] = len(probe[name])
         if derived_seed:
             probe["seed"] = 0
-        ident = canonical_json([probe, sizes])
+        # repr, not canonical JSON: bodies are built in one fixed field order, and this
+        # runs once per instance.
+        ident = repr((probe, sizes))
         found = self._rules.get(ident)
         if found is None:
             found = check_request(body, input_sizes=sizes, check_urls=False)

@@ -85,11 +85,13 @@ def plan_text(plan: Plan) -> str:
         lines.append("No changes. Every instance is up to date.")
     elif len(changes) <= MAX_LISTED:
         width = max(len(i.key) for i in changes)
+        model_width = max(len(i.instance.model) for i in changes)
         for item in changes:
-            price = (f"{item.instance.n} × {item.instance.model}  {money(item.cost, cur)}"
-                     if item.status in TO_SUBMIT else "paid")
+            price = (f"{item.instance.n:>2} × {item.instance.model:<{model_width}}  "
+                     f"{money(item.cost, cur):>8}"
+                     if item.status in TO_SUBMIT else "already paid, will be polled")
             lines.append(f"  {SYMBOLS[item.status]} {item.status.value:<8} "
-                         f"{item.key:<{width}}  {price}")
+                         f"{item.key:<{width}}  {price}".rstrip())
     else:
         lines.append(f"  {len(changes):,} instances change (listed per job below; "
                      "--json lists each)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ def validate_document(doc: Document, schema_name: str) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     for error in _validator(schema_name).iter_errors(doc.data):
         out.extend(_diagnose(doc, error))
-    return out
+    return sorted(out, key=lambda d: d.sort_key())
 
 
 def _diagnose(doc: Document, error: ValidationError) -> list[Diagnostic]:
@@ -79,8 +80,6 @@ def _diagnose(doc: Document, error: ValidationError) -> list[Diagnostic]:
 
 
 def _re_search(pattern: str, text: str) -> bool:
-    import re
-
     return re.search(pattern, text) is not None
 
 
@@ -110,6 +109,12 @@ def _hint(error: ValidationError) -> str:
             return f"use a value from {low} to {high}"
     if validator in ("minItems", "maxItems"):
         return "change the number of entries"
+    if validator in ("enum", "const"):
+        return "check the spelling"
+    if validator == "type" and error.validator_value == "string" and isinstance(
+        error.instance, int | float | bool
+    ):
+        return "quote the value: YAML reads 16:9, yes, no, on and off as numbers or booleans"
     description = schema.get("description")
     if isinstance(description, str) and description:
         first = description.split(". ")[0].rstrip(".")

@@ -1,0 +1,297 @@
+"""What the APIMart API's replies mean: pure, tolerant parsing with no I/O.
+
+The published documentation disagrees with itself in places (``code`` 200 or
+``"success"``; ``data`` a list or an object; an image ``url`` a string or a
+list of strings), and error bodies are not published at all. Everything here
+accepts each documented variant and turns anything else into the right
+exception from :mod:`pipeline.errors`:
+
+- a reply whose shape we cannot trust is a :class:`TransientError`
+  ("malformed"), since a re-poll or a replayed submit may well get a good one;
+- an HTTP status (or an error ``code`` inside a 200 reply) is classified per
+  ``APIMART.md`` §3 by :func:`error_for_status`.
+
+Fields the pipeline must rely on (task id, status, image URLs) are strict;
+hints (``progress``, ``estimated_time``, ``expires_at``) are lenient: garbage
+there becomes ``None`` rather than a failed call.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Final, Literal, TypeAlias, get_args
+
+from pipeline.errors import (
+    ApiError,
+    AuthError,
+    BalanceExhausted,
+    RequestRejected,
+    TransientError,
+)
+
+Status: TypeAlias = Literal["pending", "processing", "completed", "failed", "cancelled"]
+_STATUS_BY_NAME: Final[Mapping[str, Status]] = {name: name for name in get_args(Status)}
+FINISHED: Final[frozenset[str]] = frozenset({"completed", "failed", "cancelled"})
+
+MAX_MESSAGE_CHARS: Final = 300
+_SUCCESS_CODES: Final[frozenset[object]] = frozenset({200, "200", "success"})
+_TRANSIENT_4XX: Final[frozenset[int]] = frozenset({408, 425, 429})
+_WHITESPACE_RE: Final = re.compile(r"\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskImage:
+    """One result image: where to fetch it and until when (Unix seconds) that URL works."""
+
+    url: str
+    expires_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskState:
+    """A task as the API last described it."""
+
+    task_id: str
+    status: Status
+    progress: int | None
+    estimated_time: float | None  # seconds, from the reply
+    images: tuple[TaskImage, ...]  # only when completed
+    error: str | None  # the API's message when failed
+
+    @property
+    def finished(self) -> bool:
+        """True once the task can change no more: completed, failed or cancelled."""
+        return self.status in FINISHED
+
+
+def malformed(what: str) -> TransientError:
+    """The error for a reply we cannot trust: worth retrying, never worth trusting."""
+    return TransientError(f"malformed reply from the API: {what}")
+
+
+def shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` on one line, cut to ``limit`` characters with an ellipsis."""
+    line = _WHITESPACE_RE.sub(" ", text).strip()
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def error_message(payload: object, text: str) -> str:
+    """The human message of an error reply.
+
+    ``payload`` is the decoded JSON body (anything, if the body was not JSON)
+    and ``text`` the raw body. Tries ``message``, then ``error.message``, then an
+    ``error`` string, and falls back to the body text, shortened.
+    """
+    if isinstance(payload, Mapping):
+        candidates: list[object] = [payload.get("message")]
+        error = payload.get("error")
+        if isinstance(error, Mapping):
+            candidates.append(error.get("message"))
+        else:
+            candidates.append(error)
+        for candidate in candidates:
+            if isinstance(candidate, str) and candidate.strip():
+                return shorten(candidate)
+    return shorten(text) or "(empty reply body)"
+
+
+def parse_retry_after(value: str | None, *, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
+
+    ``now`` is the current Unix time (for the date form). Returns None when the
+    header is absent or unreadable; never a negative number.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # RFC 9110 dates are GMT; a naive one would mean local time
+            return None
+        seconds = when.timestamp() - now
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def error_for_status(
+    status: int, message: str, *, retry_after: float | None = None, download: bool = False
+) -> ApiError:
+    """The exception an HTTP error status means (``APIMART.md`` §3).
+
+    With ``download=True`` the status came from an image URL, not the API: any
+    4xx other than a rate limit (404/410 expired, 401/403 a signed URL gone
+    stale) means "re-poll the task for a fresh URL", so it is a RequestRejected,
+    never an AuthError that would stop the whole run.
+    """
+    if status in _TRANSIENT_4XX or status >= 500 or status < 300:
+        return TransientError(message, status=status, retry_after=retry_after)
+    if download:
+        return RequestRejected(f"image URL failed ({message}): re-poll the task", status=status)
+    if status in (401, 403):
+        return AuthError(
+            f"{message} — the API key was refused: check APIMART_API_KEY", status=status
+        )
+    if status == 402:
+        return BalanceExhausted(
+            f"{message} — the account balance is exhausted: top it up to go on", status=status
+        )
+    # 400/404/409/422, any other 4xx and an unexpected redirect: retrying cannot help.
+    return RequestRejected(message, status=status)
+
+
+def _code_status(code: object) -> int | None:
+    if isinstance(code, int) and not isinstance(code, bool):
+        return code
+    if isinstance(code, str) and code.strip().isdigit():
+        return int(code.strip())
+    return None
+
+
+def unwrap(payload: object) -> object:
+    """The ``data`` of a successful reply envelope ``{"code", "message", "data"}``.
+
+    An error ``code`` inside an HTTP 200 reply (e.g. ``{"code": 402, ...}``) is
+    classified as that status would be; anything else unexpected is malformed.
+    """
+    if not isinstance(payload, Mapping):
+        raise malformed(f"expected a JSON object, got {_kind(payload)}")
+    code = payload.get("code")
+    if "code" in payload and code not in _SUCCESS_CODES:
+        status = _code_status(code)
+        if status is not None and 300 <= status <= 599:
+            raise error_for_status(status, error_message(payload, f"error code {status}"))
+        raise malformed(f"unexpected code {shorten(repr(code), 60)}")
+    if payload.get("data") is None:
+        raise malformed("no 'data' in the reply")
+    return payload["data"]
+
+
+def _single(data: object) -> Mapping[str, object]:
+    """The one task object of ``data``: an object or a list holding exactly one."""
+    if isinstance(data, list):
+        if len(data) != 1:
+            raise malformed(f"expected one task in 'data', got {len(data)}")
+        data = data[0]
+    if not isinstance(data, Mapping):
+        raise malformed(f"expected a task object in 'data', got {_kind(data)}")
+    return data
+
+
+def parse_submit(payload: object) -> TaskState:
+    """The task a ``POST /v1/images/generations`` reply announces.
+
+    A missing ``status`` is taken as ``pending``: the task exists, which is all
+    a submit must establish.
+    """
+    return _parse_task(_single(unwrap(payload)), expected_id=None)
+
+
+def parse_poll(payload: object, task_id: str) -> TaskState:
+    """The state a ``GET /v1/tasks/{task_id}`` reply describes.
+
+    The reply may omit the id (the URL said it); a different id is malformed.
+    """
+    return _parse_task(_single(unwrap(payload)), expected_id=task_id)
+
+
+def _parse_task(data: Mapping[str, object], *, expected_id: str | None) -> TaskState:
+    task_id = _task_id(data, expected_id)
+    raw_status = data.get("status")
+    if raw_status is None and expected_id is None:
+        status: Status = "pending"
+    else:
+        status = _status(raw_status)
+    images = _images(data.get("result")) if status == "completed" else ()
+    error = _error_text(data.get("error")) if status in ("failed", "cancelled") else None
+    progress = _number(data.get("progress"))
+    return TaskState(
+        task_id=task_id,
+        status=status,
+        progress=None if progress is None else max(0, min(100, int(progress))),
+        estimated_time=_number(data.get("estimated_time")),
+        images=images,
+        error=error,
+    )
+
+
+def _task_id(data: Mapping[str, object], expected: str | None) -> str:
+    raw = data.get("task_id", data.get("id"))
+    if raw is None and expected is not None:
+        return expected
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = str(raw)
+    if not isinstance(raw, str) or not raw.strip():
+        raise malformed(f"no usable task id (got {shorten(repr(raw), 60)})")
+    task_id = raw.strip()
+    if expected is not None and task_id != expected:
+        raise malformed(f"asked for task {expected}, the reply is about {shorten(task_id, 60)}")
+    return task_id
+
+
+def _status(raw: object) -> Status:
+    status = _STATUS_BY_NAME.get(raw.strip().lower()) if isinstance(raw, str) else None
+    if status is not None:
+        return status
+    raise malformed(f"unknown task status {shorten(repr(raw), 60)}")
+
+
+def _images(result: object) -> tuple[TaskImage, ...]:
+    if not isinstance(result, Mapping) or not isinstance(result.get("images"), list):
+        raise malformed("a completed task without 'result.images'")
+    images: list[TaskImage] = []
+    for item in result["images"]:
+        if isinstance(item, str):  # undocumented, but unambiguous: a bare URL
+            item = {"url": item}
+        if not isinstance(item, Mapping):
+            raise malformed(f"an image entry is {_kind(item)}, not an object")
+        urls = item.get("url")
+        url_list = urls if isinstance(urls, list) else [urls]
+        expires = _number(item.get("expires_at"))
+        for url in url_list:
+            if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+                raise malformed(f"an image url is {shorten(repr(url), 80)}, not an http(s) URL")
+            images.append(TaskImage(url=url, expires_at=None if expires is None else int(expires)))
+    if not images:
+        raise malformed("a completed task with no image URLs")
+    return tuple(images)
+
+
+def _error_text(error: object) -> str | None:
+    if isinstance(error, str):
+        return shorten(error) or None
+    if isinstance(error, Mapping):
+        message, code = error.get("message"), error.get("code")
+        text = message.strip() if isinstance(message, str) else ""
+        code_text = str(code).strip() if isinstance(code, str | int) else ""
+        if text and code_text:
+            return shorten(f"{text} ({code_text})")
+        return shorten(text or code_text) or None
+    return None
+
+
+def _number(value: object) -> float | None:
+    """A non-negative finite number from an int, float or numeric string; else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, int | float) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return None
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__

@@ -1,0 +1,282 @@
+"""Expansion: matrix values, fan-out from upstream jobs, joins, keys, seeds, modes and rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.errors import ManifestError
+from pipeline.expand import FileInput, UpstreamInput
+from pipeline.identity import derive_seed
+from pipeline.plan import resolved_request
+from tests.unit.conftest import Build, png_bytes
+
+
+def error_text(build: Build, body: str, files: dict[str, bytes | str] | None = None) -> str:
+    with pytest.raises(ManifestError) as info:
+        build(body, files)
+    return str(info.value)
+
+
+def test_matrix_axes_set_fields_and_variables(build: Build) -> None:
+    """An axis named after a request field sets it; any other axis is a template variable."""
+    exp = build("""
+        jobs:
+          s:
+            prompt: "a {{ shop }}"
+            matrix: {shop: [bakery, florist], model: [wan2.7-image, wan2.7-image-pro]}
+    """)
+    keys = [i.key for i in exp.instances]
+    assert keys == [
+        "s@shop=bakery,model=wan2.7-image", "s@shop=bakery,model=wan2.7-image-pro",
+        "s@shop=florist,model=wan2.7-image", "s@shop=florist,model=wan2.7-image-pro"]
+    assert exp.instances[1].request["model"] == "wan2.7-image-pro"
+    assert exp.instances[2].request["prompt"] == "a florist"
+
+
+def test_context_precedence(build: Build) -> None:
+    """Manifest vars < job vars < matrix values < the job id."""
+    exp = build("""
+        vars: {a: manifest, b: manifest, c: manifest}
+        jobs:
+          j:
+            vars: {b: job, c: job}
+            prompt: "{{ a }} {{ b }} {{ c }} {{ job }}"
+            matrix: {c: [matrix]}
+    """)
+    assert exp.instances[0].request["prompt"] == "manifest job matrix j"
+
+
+def test_fan_out_one_instance_per_matching_upstream(build: Build) -> None:
+    """An edit job gets one instance per upstream instance matching `where`, inheriting values."""
+    exp = build("""
+        jobs:
+          gen:
+            prompt: "{{ shop }} in {{ season }}"
+            n: 2
+            matrix: {shop: [a, b], season: [spring, winter]}
+          night:
+            prompt: "{{ shop }} at night"
+            image_urls: [{from: gen, where: {season: winter}, image: 1}]
+    """)
+    night = [i for i in exp.instances if i.job == "night"]
+    assert [i.key for i in night] == ["night@shop=a,season=winter", "night@shop=b,season=winter"]
+    assert night[0].upstream == ("gen@shop=a,season=winter",)
+    assert night[0].inputs == (UpstreamInput("gen@shop=a,season=winter", 1),)
+    assert night[0].request["prompt"] == "a at night"
+    assert night[0].request["image_urls"] == ["upstream:gen@shop=a,season=winter#1"]
+
+
+def test_image_all_takes_every_upstream_image(build: Build) -> None:
+    """`image: all` feeds every image of the upstream instance."""
+    exp = build("""
+        jobs:
+          gen: {prompt: x, n: 3}
+          fuse: {prompt: y, image_urls: [{from: gen, image: all}]}
+    """)
+    fuse = exp.instances[-1]
+    assert [i.index for i in fuse.inputs if isinstance(i, UpstreamInput)] == [0, 1, 2]
+
+
+def test_join_on_shared_axes(build: Build) -> None:
+    """Several `from` entries join on the axes their upstreams share; own matrix crosses on top."""
+    exp = build("""
+        jobs:
+          car:
+            prompt: "{{ colour }} car"
+            matrix: {colour: [red, blue], make: [x, y]}
+          paint:
+            prompt: "{{ colour }} paint"
+            matrix: {colour: [red, blue]}
+          fuse:
+            prompt: "{{ colour }} {{ make }} {{ style }}"
+            image_urls: [{from: car}, {from: paint}]
+            matrix: {style: [matte, gloss]}
+    """)
+    fuse = [i for i in exp.instances if i.job == "fuse"]
+    assert len(fuse) == 4 * 2
+    first = fuse[0]
+    assert first.key == "fuse@colour=red,make=x,style=matte"
+    assert first.upstream == ("car@colour=red,make=x", "paint@colour=red")
+    assert all(dict(i.matrix)["colour"] in i.upstream[1] for i in fuse)
+
+
+def test_join_with_no_shared_axes_is_a_cross_product(build: Build) -> None:
+    """Upstreams without shared axes combine every pair."""
+    exp = build("""
+        jobs:
+          a: {prompt: x, matrix: {p: [1, 2]}}
+          b: {prompt: x, matrix: {q: [1, 2, 3]}}
+          c: {prompt: x, image_urls: [{from: a}, {from: b}]}
+    """)
+    assert len([i for i in exp.instances if i.job == "c"]) == 6
+
+
+def test_inherited_request_axis_sets_field_unless_job_sets_it(build: Build) -> None:
+    """An upstream's model axis carries into the edit, unless the edit job sets model itself."""
+    exp = build("""
+        jobs:
+          gen: {prompt: x, matrix: {model: [wan2.7-image, wan2.7-image-pro]}}
+          inherit: {prompt: y, image_urls: [{from: gen}]}
+          own: {prompt: y, model: wan2.7-image, image_urls: [{from: gen}]}
+    """)
+    by_job = {}
+    for inst in exp.instances:
+        by_job.setdefault(inst.job, []).append(inst.model)
+    assert by_job["inherit"] == ["wan2.7-image", "wan2.7-image-pro"]
+    assert by_job["own"] == ["wan2.7-image", "wan2.7-image"]
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("jobs:\n  a: {prompt: x, image_urls: [{from: nope}]}\n", "unknown job 'nope'"),
+    ("jobs:\n  a: {prompt: x, needs: [nope]}\n", "unknown job 'nope'"),
+    ("jobs:\n  a: {prompt: x, image_urls: [{from: a}]}\n", "cannot use its own images"),
+    ("jobs:\n  a: {prompt: x, needs: [b]}\n  b: {prompt: x, needs: [a]}\n",
+     "jobs form a cycle"),
+    ("jobs:\n  a: {prompt: x, matrix: {s: [1]}}\n"
+     "  b: {prompt: x, image_urls: [{from: a, where: {t: 1}}]}\n", "'t' is not an axis"),
+    ("jobs:\n  a: {prompt: x, matrix: {s: [1]}}\n"
+     "  b: {prompt: x, image_urls: [{from: a, where: {s: 2}}]}\n", "no instance of job 'a'"),
+    ("jobs:\n  a: {prompt: x, n: 2}\n  b: {prompt: x, image_urls: [{from: a, image: 2}]}\n",
+     "image 2 does not exist"),
+])
+def test_graph_errors(build: Build, body: str, message: str) -> None:
+    """Unknown jobs, self-references, cycles and bad where/image references are errors."""
+    assert message in error_text(build, body)
+
+
+def test_needs_orders_without_images(build: Build) -> None:
+    """`needs:` puts the job after its dependency and records the edge."""
+    exp = build("jobs:\n  b: {prompt: x, needs: [a]}\n  a: {prompt: y}\n")
+    assert exp.job_order == ("a", "b")
+    assert exp.instances[-1].needs == ("a",)
+
+
+def test_undefined_variable_error_names_everything(build: Build) -> None:
+    """A missing variable names the variable, the job, the matrix values and the position."""
+    text = error_text(build, """
+        jobs:
+          s:
+            prompt: "{{ shop }} in {{ season }}"
+            matrix: {shop: [bakery]}
+    """)
+    assert "m.yaml:6:13: jobs.s.prompt: undefined variable 'season'" in text
+    assert "s@shop=bakery" in text
+
+
+def test_same_error_in_many_instances_is_reported_once(build: Build) -> None:
+    """One mistake broken by many instances is one error with a count."""
+    text = error_text(build, """
+        jobs:
+          s:
+            prompt: "{{ missing }}"
+            matrix: {i: [1, 2, 3, 4, 5]}
+    """)
+    assert text.count("undefined variable") == 1
+    assert "in 5 instances" in text
+
+
+def test_seeds_derived_explicit_and_random(build: Build) -> None:
+    """No seed → derived from the key; an int is kept; `random` sends none."""
+    exp = build("""
+        jobs:
+          a: {prompt: x}
+          b: {prompt: x, seed: 42}
+          c: {prompt: x, seed: random}
+    """)
+    a, b, c = exp.instances
+    assert a.seed == a.request["seed"] == derive_seed("a")
+    assert b.request["seed"] == 42
+    assert c.seed is None and "seed" not in c.request
+
+
+def test_modes(build: Build) -> None:
+    """Sequential sends enable_sequential; images imply edit; contradictions are errors."""
+    exp = build("jobs:\n  s: {prompt: x, mode: sequential, n: 8}\n")
+    assert exp.instances[0].request["enable_sequential"] is True
+    assert "mode edit needs image_urls" in error_text(
+        build, "jobs:\n  e: {prompt: x, mode: edit}\n")
+    assert "mode is text-to-image" in error_text(
+        build, "jobs:\n  e: {prompt: x, mode: text-to-image, image_urls: [https://x/a.png]}\n")
+
+
+def test_api_rule_errors_point_at_the_field(build: Build) -> None:
+    """An API rule broken by a rendered request points at the field's line."""
+    text = error_text(build, "jobs:\n  a:\n    prompt: x\n    n: 6\n")
+    assert "m.yaml:6:8: jobs.a.n:" in text
+
+
+def test_api_rule_errors_point_at_the_matrix_axis(build: Build) -> None:
+    """A value set by a matrix axis is blamed on that axis."""
+    text = error_text(build, """
+        jobs:
+          a:
+            prompt: x
+            mode: edit
+            image_urls: [https://example.com/a.png]
+            matrix: {size: [2K, 4K]}
+    """)
+    assert "jobs.a.matrix.size" in text
+    assert "a@size=4K" in text
+
+
+def test_warnings_for_ignored_fields(build: Build) -> None:
+    """Fields the API ignores in a mode are warnings, not errors."""
+    exp = build("jobs:\n  s: {prompt: x, mode: sequential, thinking_mode: true}\n")
+    assert exp.warnings and exp.warnings[0].severity == "warning"
+    assert "thinking_mode" in exp.warnings[0].format()
+
+
+def test_local_images_are_read_checked_and_hashed(build: Build) -> None:
+    """Local inputs are read from the workspace, checked against the API's limits, hashed."""
+    exp = build("jobs:\n  e: {prompt: x, image_urls: [a.png]}\n", {"a.png": png_bytes(300, 400)})
+    (item,) = exp.instances[0].inputs
+    assert isinstance(item, FileInput) and (item.width, item.height) == (300, 400)
+    assert exp.instances[0].request["image_urls"] == [f"file:a.png#sha256={item.sha256}"]
+    text = error_text(build, "jobs:\n  e: {prompt: x, image_urls: [b.png]}\n",
+                      {"b.png": png_bytes(100, 100)})
+    assert "b.png" in text and "jobs.e.image_urls" in text
+
+
+def test_missing_local_image(build: Build) -> None:
+    """A missing local image is an error at the image_urls field."""
+    assert "no such file" in error_text(build, "jobs:\n  e: {prompt: x, image_urls: [a.png]}\n")
+
+
+def test_csv_values_get_field_types(build: Build) -> None:
+    """CSV text in numeric and boolean fields becomes int and bool."""
+    exp = build("jobs:\n  p: {prompt: '{{ item }}', matrix: {include: r.csv}}\n",
+                {"r.csv": "item,n,watermark\nvase,2,true\ncan,1,no\n"})
+    assert [(i.request["n"], i.request["watermark"]) for i in exp.instances] == [
+        (2, True), (1, False)]
+
+
+def test_instance_cap(build: Build) -> None:
+    """More instances than max_instances fails loudly."""
+    text = error_text(build, "max_instances: 3\njobs:\n  a: {prompt: x, matrix: {i: [1, 2, 3, 4]}}\n")
+    assert "cap of 3" in text
+
+
+def test_keys_and_fingerprints_survive_reordering(build: Build) -> None:
+    """Reordering jobs and fields changes neither keys nor fingerprints."""
+    one = build("""
+        jobs:
+          a: {prompt: "{{ x }}", size: 1K, matrix: {x: [p, q]}}
+          b: {prompt: y, image_urls: [{from: a}]}
+    """)
+    two = build("""
+        jobs:
+          b: {image_urls: [{from: a}], prompt: y}
+          a: {matrix: {x: [p, q]}, size: 1K, prompt: "{{ x }}"}
+    """)
+    def ids(exp: object) -> set[tuple[str, str]]:
+        return {(i.key, str(resolved_request(i, {}))) for i in exp.instances}  # type: ignore[attr-defined]
+    assert ids(one) == ids(two)
+
+
+def test_keys_stable_when_other_rows_change(build: Build) -> None:
+    """Adding a row or a job leaves existing keys and requests untouched."""
+    before = build("jobs:\n  a: {prompt: '{{ x }}', matrix: {x: [p, q]}}\n")
+    after = build("jobs:\n  a: {prompt: '{{ x }}', matrix: {x: [p, q, r]}}\n  z: {prompt: z}\n")
+    old = {i.key: i.request for i in before.instances}
+    new = {i.key: i.request for i in after.instances}
+    assert all(new[k] == v for k, v in old.items())

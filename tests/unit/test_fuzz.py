@@ -1,0 +1,80 @@
+"""Random manifests and random bytes never produce a traceback: only ImgspecError."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline.errors import ImgspecError
+from pipeline.expand import expand
+from pipeline.lockfile import Lockfile, parse_lockfile
+from pipeline.manifest import parse_manifest
+from pipeline.plan import make_plan
+from pipeline.workspace import MemoryWorkspace
+from tests.unit.conftest import png_bytes
+
+FILES = {"a.png": png_bytes(300, 300), "rows.csv": "x,n\n1,2\n3,x\n", "t.j2": "{{ x }}"}
+SETTINGS = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 20), st.sampled_from(
+    ["wan2.7-image", "wan2.7-image-pro", "2K", "4K", "1K", "16:9", "999x999", "edit",
+     "sequential", "text-to-image", "random", "{{ x }}", "{{ missing }}", "a.png",
+     "https://x/y.png", "data:image/png;base64,AAAA", "rows.csv", "{{ ''.__class__ }}",
+     "{% include 't.j2' %}", "../up.png", "#FFFFFF", "50.00%", "all"]), st.text(max_size=8))
+values = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(
+        ["from", "where", "image", "hex", "ratio", "x", "n", "model", "size"]), inner,
+        max_size=3)), max_leaves=12)
+field_names = st.sampled_from(
+    ["model", "mode", "prompt", "negative_prompt", "n", "size", "resolution", "seed",
+     "watermark", "thinking_mode", "color_palette", "bbox_list", "image_urls", "vars",
+     "needs", "matrix", "max_instances", "bogus"])
+jobs = st.dictionaries(st.sampled_from(["a", "b", "c"]),
+                       st.dictionaries(field_names, values, max_size=6), min_size=1, max_size=3)
+manifests = st.fixed_dictionaries(
+    {"version": st.sampled_from([1, 1, 1, 2]), "name": st.sampled_from(["t", "T!", "ok-1"]),
+     "jobs": jobs},
+    optional={"defaults": st.dictionaries(field_names, values, max_size=3),
+              "vars": st.dictionaries(st.sampled_from(["x", "y"]), values, max_size=2),
+              "budget": st.fixed_dictionaries({"max_cost": st.integers(-1, 50)}),
+              "pricing": st.dictionaries(st.sampled_from(["wan2.7-image", "other"]),
+                                         st.integers(-1, 3), max_size=2)})
+
+
+def run_core(text: str) -> None:
+    workspace = MemoryWorkspace(FILES)
+    try:
+        manifest = parse_manifest(text, file="m.yaml", workspace=workspace)
+        expansion = expand(manifest, workspace)
+        make_plan(expansion, Lockfile("m.yaml"), present=lambda p: False)
+    except ImgspecError:
+        pass
+
+
+@SETTINGS
+@given(manifests)
+def test_random_manifests_never_traceback(data: dict[str, Any]) -> None:
+    """Structured random manifests end in a value or an ImgspecError."""
+    run_core(yaml.safe_dump(data, allow_unicode=True))
+
+
+@SETTINGS
+@given(st.text(max_size=300))
+def test_random_text_never_tracebacks(text: str) -> None:
+    """Arbitrary text is either a manifest or a clear error."""
+    run_core(text)
+
+
+@SETTINGS
+@given(st.binary(max_size=300))
+def test_random_bytes_as_lockfile_never_traceback(data: bytes) -> None:
+    """Arbitrary lockfile content is a LockfileError, never a crash."""
+    try:
+        parse_lockfile(data.decode("utf-8", errors="replace"))
+    except ImgspecError:
+        pass
