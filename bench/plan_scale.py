@@ -34,7 +34,8 @@ vars: {{brand: Floralia}}
 jobs:
   shots:
     prompt: >-
-      A {{{{ subject }}}} for {{{{ brand }}}} in the style {{{{ style }}}}, variant {{{{ variant }}}}
+      A {{{{ subject }}}} for {{{{ brand }}}} in the style {{{{ style }}}},
+      variant {{{{ variant }}}}
     n: 2
     matrix:
       subject: {subjects}
@@ -45,7 +46,7 @@ jobs:
 
 def write_fixture(folder: Path, instances: int) -> Path:
     """Manifest, half-done lockfile and its output files; returns the manifest path."""
-    from pipeline.lockfile import Lockfile, LockEntry, Output, lockfile_path, write_lockfile
+    from pipeline.lockfile import LockEntry, Lockfile, Output, lockfile_path, write_lockfile
     from pipeline.plan import resolved_request
     from pipeline.project import prepare
 

@@ -17,7 +17,7 @@ from typing import Any
 from pipeline.diagnostics import Diagnostic
 from pipeline.expand import Expansion, Instance, UpstreamInput
 from pipeline.identity import fingerprint
-from pipeline.lockfile import Lockfile, LockEntry
+from pipeline.lockfile import LockEntry, Lockfile
 from pipeline.matrix import same
 
 

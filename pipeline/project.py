@@ -81,7 +81,7 @@ def prepare(
 
     def present(relpath: str) -> bool:
         # os.path over pathlib: this runs once per recorded output, 100,000s of times.
-        return os.path.isfile(os.path.join(base, relpath))
+        return os.path.isfile(os.path.join(base, relpath))  # noqa: PTH113, PTH118
 
     plan = make_plan(expansion, lock, present=present, max_cost=max_cost)
     return Prepared(manifest, workspace, expansion, lock, plan, paths)

@@ -21,7 +21,8 @@ CURRENCY_SIGNS = {"CNY": "¥"}
 
 def money(amount: Decimal, currency: str) -> str:
     """``¥1.20`` for CNY, ``1.20 XYZ`` otherwise; always two decimals or more if needed."""
-    text = f"{amount:.2f}" if amount == amount.quantize(Decimal("0.01")) else f"{amount.normalize()}"
+    cents = amount == amount.quantize(Decimal("0.01"))
+    text = f"{amount:.2f}" if cents else f"{amount.normalize()}"
     sign = CURRENCY_SIGNS.get(currency)
     return f"{sign}{text}" if sign else f"{text} {currency}"
 

@@ -91,11 +91,16 @@ def _message(error: ValidationError) -> str:
     if validator == "type":
         return f"{_show(value)} is not of type {error.validator_value}"
     if validator == "enum":
-        options = ", ".join(map(str, error.validator_value))
+        options = ", ".join(str(v) for v in schema_list(error.validator_value))
         return f"{_show(value)} is not one of: {options}"
     if validator == "const":
         return f"{_show(value)} must be {error.validator_value!r}"
     return error.message
+
+
+def schema_list(value: object) -> list[Any]:
+    """A schema keyword's value as a list (jsonschema types it loosely)."""
+    return list(value) if isinstance(value, list | tuple) else [value]
 
 
 def _hint(error: ValidationError) -> str:

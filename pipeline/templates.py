@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from pipeline.errors import ImgspecError
 from pipeline.workspace import Workspace, read_text

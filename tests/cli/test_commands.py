@@ -53,7 +53,8 @@ def test_unknown_flag_and_missing_file() -> None:
     """Unknown flags and bad paths get click's usual errors (exit 2)."""
     assert CliRunner().invoke(cli, ["plan", "--bogus", "x.yaml"]).exit_code == 2
     result = CliRunner().invoke(cli, ["plan", "does-not-exist.yaml"])
-    assert result.exit_code == 2 and "does not exist" in result.output
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
 
 
 def test_render_job_filter(tmp_path: Path) -> None:
@@ -70,7 +71,8 @@ def test_plan_reads_the_lockfile(tmp_path: Path) -> None:
     (tmp_path / "m.lock.json").write_text(json.dumps({"version": 1, "entries": {
         "old": {"job": "old", "fingerprint": "f", "status": "done"}}}))
     data = json.loads(CliRunner().invoke(cli, ["plan", "--json", path]).output)
-    assert data["orphaned"] == ["old"] and data["counts"]["orphaned"] == 1
+    assert data["orphaned"] == ["old"]
+    assert data["counts"]["orphaned"] == 1
 
 
 def test_damaged_lockfile_is_a_clear_error(tmp_path: Path) -> None:
@@ -78,7 +80,8 @@ def test_damaged_lockfile_is_a_clear_error(tmp_path: Path) -> None:
     path = write(tmp_path, "jobs:\n  a: {prompt: x}\n")
     (tmp_path / "m.lock.json").write_text("{broken")
     result = CliRunner().invoke(cli, ["plan", path])
-    assert result.exit_code == 1 and "not valid JSON" in result.output
+    assert result.exit_code == 1
+    assert "not valid JSON" in result.output
 
 
 def test_outputs_folder_follows_the_manifest(tmp_path: Path) -> None:

@@ -29,7 +29,8 @@ def test_syntax_error_is_positioned() -> None:
     with pytest.raises(ManifestError) as info:
         parse_yaml("a: [1, 2\nb: 3\n", "f.yaml")
     diag = info.value.diagnostics[0]
-    assert diag.file == "f.yaml" and diag.line >= 2
+    assert diag.file == "f.yaml"
+    assert diag.line >= 2
     assert "invalid YAML" in diag.message
 
 

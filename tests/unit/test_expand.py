@@ -119,7 +119,7 @@ def test_inherited_request_axis_sets_field_unless_job_sets_it(build: Build) -> N
           inherit: {prompt: y, image_urls: [{from: gen}]}
           own: {prompt: y, model: wan2.7-image, image_urls: [{from: gen}]}
     """)
-    by_job = {}
+    by_job: dict[str, list[str]] = {}
     for inst in exp.instances:
         by_job.setdefault(inst.job, []).append(inst.model)
     assert by_job["inherit"] == ["wan2.7-image", "wan2.7-image-pro"]
@@ -186,7 +186,8 @@ def test_seeds_derived_explicit_and_random(build: Build) -> None:
     a, b, c = exp.instances
     assert a.seed == a.request["seed"] == derive_seed("a")
     assert b.request["seed"] == 42
-    assert c.seed is None and "seed" not in c.request
+    assert c.seed is None
+    assert "seed" not in c.request
 
 
 def test_modes(build: Build) -> None:
@@ -222,7 +223,8 @@ def test_api_rule_errors_point_at_the_matrix_axis(build: Build) -> None:
 def test_warnings_for_ignored_fields(build: Build) -> None:
     """Fields the API ignores in a mode are warnings, not errors."""
     exp = build("jobs:\n  s: {prompt: x, mode: sequential, thinking_mode: true}\n")
-    assert exp.warnings and exp.warnings[0].severity == "warning"
+    assert exp.warnings
+    assert exp.warnings[0].severity == "warning"
     assert "thinking_mode" in exp.warnings[0].format()
 
 
@@ -230,11 +232,13 @@ def test_local_images_are_read_checked_and_hashed(build: Build) -> None:
     """Local inputs are read from the workspace, checked against the API's limits, hashed."""
     exp = build("jobs:\n  e: {prompt: x, image_urls: [a.png]}\n", {"a.png": png_bytes(300, 400)})
     (item,) = exp.instances[0].inputs
-    assert isinstance(item, FileInput) and (item.width, item.height) == (300, 400)
+    assert isinstance(item, FileInput)
+    assert (item.width, item.height) == (300, 400)
     assert exp.instances[0].request["image_urls"] == [f"file:a.png#sha256={item.sha256}"]
     text = error_text(build, "jobs:\n  e: {prompt: x, image_urls: [b.png]}\n",
                       {"b.png": png_bytes(100, 100)})
-    assert "b.png" in text and "jobs.e.image_urls" in text
+    assert "b.png" in text
+    assert "jobs.e.image_urls" in text
 
 
 def test_missing_local_image(build: Build) -> None:
@@ -252,7 +256,8 @@ def test_csv_values_get_field_types(build: Build) -> None:
 
 def test_instance_cap(build: Build) -> None:
     """More instances than max_instances fails loudly."""
-    text = error_text(build, "max_instances: 3\njobs:\n  a: {prompt: x, matrix: {i: [1, 2, 3, 4]}}\n")
+    text = error_text(
+        build, "max_instances: 3\njobs:\n  a: {prompt: x, matrix: {i: [1, 2, 3, 4]}}\n")
     assert "cap of 3" in text
 
 

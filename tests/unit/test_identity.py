@@ -35,7 +35,8 @@ def test_values_are_shown_plainly_or_quoted(value: object, shown: str) -> None:
 def test_non_scalar_values_are_shown_by_short_hash() -> None:
     """Lists and mappings appear as a short hash, stable across runs."""
     shown = format_value([{"hex": "#FFFFFF", "ratio": "100%"}])
-    assert shown.startswith("~") and len(shown) == 9
+    assert shown.startswith("~")
+    assert len(shown) == 9
     assert shown == format_value([{"ratio": "100%", "hex": "#FFFFFF"}])
 
 
@@ -45,8 +46,11 @@ def test_non_scalar_values_are_shown_by_short_hash() -> None:
 def test_folder_names_are_confined(key: str) -> None:
     """Folder names never contain separators, never escape, never hide, and stay bounded."""
     name = folder_name(key)
-    assert "/" not in name and "\\" not in name and "\x00" not in name
-    assert name not in (".", "..") and not name.startswith(".")
+    assert "/" not in name
+    assert "\\" not in name
+    assert "\x00" not in name
+    assert name not in (".", "..")
+    assert not name.startswith(".")
     assert len(name) <= 90
 
 

@@ -11,8 +11,8 @@ import pytest
 
 from pipeline.errors import LockfileError
 from pipeline.lockfile import (
-    Lockfile,
     LockEntry,
+    Lockfile,
     Output,
     dump_lockfile,
     lockfile_path,
@@ -41,8 +41,9 @@ def test_round_trip() -> None:
 
 def test_stable_sorted_text() -> None:
     """The text is sorted and identical however the entries were inserted."""
-    one = Lockfile("m", {"b": LockEntry("b", "b", "f", "done"), "a": LockEntry("a", "a", "f", "done")})
-    two = Lockfile("m", {"a": LockEntry("a", "a", "f", "done"), "b": LockEntry("b", "b", "f", "done")})
+    a, b = LockEntry("a", "a", "f", "done"), LockEntry("b", "b", "f", "done")
+    one = Lockfile("m", {"b": b, "a": a})
+    two = Lockfile("m", {"a": a, "b": b})
     assert dump_lockfile(one) == dump_lockfile(two)
     assert list(json.loads(dump_lockfile(one))["entries"]) == ["a", "b"]
     assert '"cost": 0.4' in dump_lockfile(Lockfile("m", {ENTRY.key: ENTRY}))

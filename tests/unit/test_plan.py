@@ -7,9 +7,9 @@ from decimal import Decimal
 from typing import Any
 
 from pipeline.expand import Expansion
-from pipeline.lockfile import Lockfile, LockEntry, Output
-from pipeline.plan import Status, make_plan, matches_where, resolved_request
 from pipeline.identity import fingerprint
+from pipeline.lockfile import LockEntry, Lockfile, Output
+from pipeline.plan import Status, make_plan, matches_where, resolved_request
 from pipeline.report import plan_json
 from tests.unit.conftest import Build
 
@@ -77,7 +77,8 @@ def test_downstream_fingerprint_uses_upstream_content(build: Build) -> None:
     lock = Lockfile("m.yaml", {up: done(exp, up)})
     edit = next(i for i in make_plan(exp, lock, present=lambda p: True).items
                 if i.job == "edit" and up in i.needs)
-    assert edit.status == Status.NEW and edit.fingerprint is not None
+    assert edit.status == Status.NEW
+    assert edit.fingerprint is not None
     other = Lockfile("m.yaml", {up: done(exp, up, outputs=(Output("o", "f" * 64, 1, 1, 1),) * 2)})
     edit2 = next(i for i in make_plan(exp, other, present=lambda p: True).items
                  if i.key == edit.key)
@@ -88,7 +89,8 @@ def test_budget_override_and_over_budget(build: Build) -> None:
     """--max-cost overrides the manifest budget; a larger total is not within budget."""
     plan = make_plan(build(MANIFEST), Lockfile("m.yaml"), present=lambda p: True,
                      max_cost=Decimal("1"))
-    assert plan.budget == Decimal("1") and not plan.within_budget
+    assert plan.budget == Decimal("1")
+    assert not plan.within_budget
 
 
 def test_json_form_has_the_documented_fields(build: Build) -> None:
@@ -96,7 +98,8 @@ def test_json_form_has_the_documented_fields(build: Build) -> None:
     data = plan_json(make_plan(build(MANIFEST), Lockfile("m.yaml"), present=lambda p: True))
     assert {"manifest", "counts", "to_submit", "cost", "budget", "items"} <= set(data)
     assert data["to_submit"] == {"instances": 6, "images": 10}
-    assert data["cost"]["total"] == 3.2 and data["cost"]["currency"] == "CNY"
+    assert data["cost"]["total"] == 3.2
+    assert data["cost"]["currency"] == "CNY"
     assert data["cost"]["by_model"] == {"wan2.7-image": 1.2, "wan2.7-image-pro": 2}
     assert data["budget"] == {"max_cost": 5, "within": True}
     item = data["items"][4]
