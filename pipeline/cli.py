@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -11,13 +14,36 @@ from typing import Any
 
 import click
 
-from pipeline import __version__
-from pipeline.errors import BudgetExceeded, ImgspecError, UsageError
+from rich.console import Console
+
+from pipeline import __version__, housekeeping
+from pipeline.errors import (
+    BudgetExceeded,
+    ImgspecError,
+    Interrupted,
+    ItemsFailed,
+    LockfileError,
+    UsageError,
+)
+from pipeline.executor import RunOptions
 from pipeline.expand import expand
 from pipeline.graph import render_graph
 from pipeline.manifest import load_manifest
+from pipeline.plan import Status
+from pipeline.progress import JsonReporter, LiveReporter, PlainReporter, Reporter, run_summary
 from pipeline.project import prepare
-from pipeline.report import plan_json, plan_text
+from pipeline.report import money, plan_json, plan_text
+from pipeline.run import (
+    DEFAULT_BASE_URL,
+    RunSettings,
+    Selection,
+    check_budget,
+    execute_run,
+    parse_where,
+    run_session,
+)
+from pipeline.simulator import SimulatorConfig, run_in_thread
+from pipeline.simulator.cli import simulator
 
 EXIT_INTERNAL = 70
 
@@ -144,15 +170,127 @@ def graph(manifest: Path, fmt: str) -> None:
     click.echo(render_graph(loaded, expansion.counts(), fmt), nl=False)
 
 
-def _add_optional_commands() -> None:
-    try:
-        from pipeline.simulator.cli import simulator
-    except ImportError:  # pragma: no cover - the simulator ships with the package
-        return
-    cli.add_command(simulator)
+@cli.command()
+@manifest_argument
+@click.option("--simulate", is_flag=True,
+              help="Run against an in-process simulator: no key, no cost, own lockfile/outputs.")
+@click.option("--base-url", metavar="URL", envvar="APIMART_BASE_URL",
+              default=DEFAULT_BASE_URL, show_default=True, help="API origin.")
+@click.option("--concurrency", type=click.IntRange(1, 1000), default=8, show_default=True,
+              help="Tasks in flight at once.")
+@click.option("--max-rate", type=click.FloatRange(min=0.1), default=50.0, show_default=True,
+              help="Requests per second at most.")
+@click.option("--only-failed", is_flag=True, help="Only retry failed and unfinished instances.")
+@click.option("--job", "jobs", multiple=True, metavar="ID", help="Only this job (repeatable).")
+@click.option("--where", "where", multiple=True, metavar="AXIS=VALUE",
+              help="Only instances with this matrix value (repeatable).")
+@click.option("--max-cost", metavar="X", help="Budget in CNY, overriding the manifest's.")
+@click.option("--task-timeout", type=click.FloatRange(min=1), default=1800.0,
+              show_default=True, help="Seconds to poll one task before leaving it to the "
+              "next run.")
+@click.option("--yes", is_flag=True, help="Do not ask before spending.")
+@click.option("--json", "as_json", is_flag=True, help="Emit one JSON event per line.")
+def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rate: float,
+        only_failed: bool, jobs: tuple[str, ...], where: tuple[str, ...],
+        max_cost: str | None, task_timeout: float, yes: bool, as_json: bool) -> None:
+    """Run what the plan says: submit, poll, download; rerun to do only what is left.
+
+    Exit 0 all done, 3 over budget, 4 items failed or unfinished, 130 interrupted.
+    """
+    api_key = "sim-key" if simulate else os.environ.get("APIMART_API_KEY", "")
+    if not simulate and not api_key:
+        raise UsageError("set APIMART_API_KEY to your APIMart key (or try --simulate)")
+    if not simulate and not yes and not sys.stdin.isatty():
+        raise UsageError("refusing to spend without confirmation: pass --yes "
+                         "(there is no terminal to ask on)")
+    settings = RunSettings(
+        manifest=manifest, simulate=simulate, base_url=base_url, api_key=api_key,
+        selection=Selection(jobs=jobs, where=parse_where(where), only_failed=only_failed),
+        max_cost=_max_cost(max_cost),
+        options=RunOptions(concurrency=concurrency, task_timeout=task_timeout),
+        max_rate=max_rate)
+    with contextlib.ExitStack() as stack:
+        if simulate:
+            sim = stack.enter_context(run_in_thread(SimulatorConfig()))
+            settings = dataclasses.replace(settings, base_url=sim.base_url)
+        prepared, the_plan, store = stack.enter_context(run_session(settings))
+        out = sys.stderr if as_json else sys.stdout
+        if not as_json:
+            click.echo(plan_text(the_plan), nl=False)
+        check_budget(the_plan)
+        if not the_plan.submitting() and not any(
+            i.status == Status.RESUME for i in the_plan.items
+        ):
+            click.echo("Nothing to do.", file=out)
+            return
+        if not simulate and not yes and not click.confirm(
+            f"Spend up to {money(the_plan.total, the_plan.currency)}?", default=False
+        ):
+            raise UsageError("cancelled; nothing was submitted")
+        reporter = _reporter(as_json, the_plan.currency, len(the_plan.items))
+        with reporter:
+            result = asyncio.run(execute_run(settings, prepared, the_plan, store,
+                                             on_event=reporter))
+    click.echo(run_summary(result, the_plan.currency, prepared.paths.outputs), file=out,
+               nl=False)
+    if result.fatal is not None:
+        raise result.fatal
+    if result.stopped == "interrupted":
+        raise Interrupted("interrupted; everything recorded is kept: run again to resume")
+    if result.stopped == "budget":
+        raise BudgetExceeded("stopped submitting at the budget; raise it to continue")
+    if not result.complete:
+        raise ItemsFailed("some instances did not finish; see above. Rerun with "
+                          "--only-failed to retry them")
 
 
-_add_optional_commands()
+def _reporter(as_json: bool, currency: str, total: int) -> Reporter:
+    if as_json:
+        return JsonReporter(currency, sys.stdout)
+    if sys.stdout.isatty():
+        return LiveReporter(currency, Console(), total)
+    return PlainReporter(currency, sys.stdout)
+
+
+@cli.command()
+@manifest_argument
+@click.option("--simulate", is_flag=True, help="Read the --simulate lockfile.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def status(manifest: Path, simulate: bool, as_json: bool) -> None:
+    """What the lockfile says: counts, money charged, failures, tasks in progress."""
+    report = housekeeping.status(manifest, simulate=simulate)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(report.text(), nl=False)
+
+
+@cli.command()
+@manifest_argument
+@click.option("--simulate", is_flag=True, help="Check the --simulate outputs.")
+def verify(manifest: Path, simulate: bool) -> None:
+    """Re-hash every output against the lockfile (exit 0 intact, 1 missing or changed)."""
+    checked, problems = housekeeping.verify(manifest, simulate=simulate)
+    for problem in problems:
+        click.echo(f"{problem.problem}: {problem.path} ({problem.key})", err=True)
+    click.echo(f"{checked} file(s) checked, {len(problems)} problem(s)")
+    if problems:
+        raise LockfileError(f"{len(problems)} output(s) do not match the lockfile; "
+                            "`imgspec run` downloads or regenerates them")
+
+
+@cli.command()
+@manifest_argument
+@click.option("--simulate", is_flag=True, help="Prune the --simulate lockfile.")
+def prune(manifest: Path, simulate: bool) -> None:
+    """Drop lockfile entries whose instances are no longer in the manifest."""
+    removed = housekeeping.prune(manifest, simulate=simulate)
+    for key in removed:
+        click.echo(f"pruned {key}")
+    click.echo(f"{len(removed)} orphaned entr{'y' if len(removed) == 1 else 'ies'} removed")
+
+
+cli.add_command(simulator)
 
 
 def main() -> None:

@@ -142,14 +142,15 @@ def parse_lockfile(text: str, *, source: str = "lockfile") -> Lockfile:
     entries = {}
     for key, raw in raw_entries.items():
         try:
-            entries[key] = _entry(key, raw)
+            entries[key] = entry_from_json(key, raw)
         except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
             raise LockfileError(f"{source}: entry {key!r} is malformed ({exc!r}); restore "
                                 "the lockfile from git or remove that entry") from exc
     return Lockfile(manifest=str(data.get("manifest", "")), entries=entries)
 
 
-def _entry(key: str, raw: Mapping[str, Any]) -> LockEntry:
+def entry_from_json(key: str, raw: Mapping[str, Any]) -> LockEntry:
+    """A ``LockEntry`` from its stored JSON (``KeyError``/``TypeError``/``ValueError`` if bad)."""
     if not isinstance(raw, dict):
         raise TypeError("entry is not an object")
     status = raw["status"]

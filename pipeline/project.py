@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+from pipeline.errors import LockfileError
 from pipeline.expand import Expansion, expand
+from pipeline.journal import fold_journal, journal_path
 from pipeline.lockfile import Lockfile, lockfile_path, read_lockfile
 from pipeline.manifest import load_manifest
 from pipeline.model import Manifest
@@ -57,6 +59,19 @@ def paths_for(manifest_path: Path, manifest: Manifest, *, simulate: bool = False
     return Paths(manifest_path, lockfile_path(manifest_path, simulate=simulate), outputs)
 
 
+def current_lock(lock_path: Path, *, manifest: str) -> Lockfile:
+    """The lockfile with any journal a crashed run left folded in (read-only: nothing written)."""
+    lock = read_lockfile(lock_path, manifest=manifest)
+    journal = journal_path(lock_path)
+    try:
+        text = journal.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return lock
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LockfileError(f"{journal}: cannot be read ({exc})") from exc
+    return fold_journal(lock, text, source=str(journal))
+
+
 @dataclass(frozen=True)
 class Prepared:
     """Everything ``plan`` and ``run`` need: manifest, expansion, lockfile, plan, paths."""
@@ -76,7 +91,7 @@ def prepare(
     manifest, workspace = load_manifest(manifest_path)
     expansion = expand(manifest, workspace)
     paths = paths_for(manifest_path, manifest, simulate=simulate)
-    lock = read_lockfile(paths.lockfile, manifest=manifest_path.name)
+    lock = current_lock(paths.lockfile, manifest=manifest_path.name)
     base = str(paths.base)
 
     def present(relpath: str) -> bool:

@@ -161,3 +161,4 @@ def warnings_text(warnings: tuple[Diagnostic, ...]) -> str:
 def counts_line(counts: Mapping[str, int]) -> str:
     """``3 new, 2 up-to-date`` from a counts mapping, zeros left out."""
     return ", ".join(f"{v:,} {k}" for k, v in counts.items() if v) or "nothing"
+

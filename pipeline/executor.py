@@ -1,0 +1,419 @@
+"""Execute a ``Plan`` against the API: submit, poll, download, record; never pay twice.
+
+The order of writes is the safety argument:
+
+1. before a POST, the instance's lock entry records ``submitting`` with its
+   Idempotency-Key (durably, in the journal);
+2. right after the POST, ``running`` with the task id;
+3. after every image is downloaded, verified and renamed into place, ``done``.
+
+A crash at any point leaves an entry that the next run resumes: ``submitting``
+replays the same key (the API returns the same task, no new charge) and
+``running`` polls the recorded task. Only ``failed``, ``cancelled`` or an
+unknown task id start a new attempt, with a new key.
+
+Work is scheduled per instance: ``concurrency`` workers take instances whose
+upstream instances are done; a failed upstream blocks its dependants and
+everything else goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from pathlib import Path
+
+from pipeline.client import ApiClient, TaskState
+from pipeline.errors import (
+    ApiError,
+    AuthError,
+    BalanceExhausted,
+    ImgspecError,
+    RequestRejected,
+    TransientError,
+)
+from pipeline.expand import DataInput, FileInput, ImageInput, UpstreamInput, UrlInput
+from pipeline.identity import fingerprint
+from pipeline.journal import LockStore
+from pipeline.lockfile import LockEntry, Output
+from pipeline.outputs import OutputFolder, utc_now
+from pipeline.plan import PENDING, Plan, PlanItem, Status, resolved_request
+from pipeline.pricing import PriceTable
+from pipeline.workspace import Workspace
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """How a run paces itself."""
+
+    concurrency: int = 8
+    task_timeout: float = 1800.0  # stop polling a task after this; the next run resumes it
+    first_poll: float = 2.0  # before the first poll when no estimate is known yet
+    max_poll_interval: float = 15.0
+    url_margin: float = 600.0  # an upstream URL expiring sooner is replaced by the local file
+    download_attempts: int = 3  # re-polls for fresh URLs after failed downloads
+
+
+@dataclass(frozen=True, slots=True)
+class RunEvent:
+    """Something happened to one instance (or to the run, when ``key`` is None)."""
+
+    kind: str  # submitted, resumed, done, failed, blocked, unfinished, skipped, stopping
+    key: str | None
+    message: str
+    done: int
+    failed: int
+    in_flight: int
+    total: int
+    spent: Decimal
+
+
+@dataclass
+class RunResult:
+    """What a run achieved; ``stopped`` names why it stopped early, if it did."""
+
+    done: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+    unfinished: list[tuple[str, str]] = field(default_factory=list)
+    spent: Decimal = Decimal(0)
+    stopped: str | None = None  # "auth", "balance", "budget", "interrupted"
+    fatal: ApiError | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Every instance of the plan is done."""
+        return not (self.failed or self.blocked or self.unfinished or self.stopped)
+
+
+def idempotency_key(key: str, fp: str, attempt: int) -> str:
+    """Stable per instance, request and attempt, so a replay after a crash reuses it."""
+    digest = hashlib.sha256(f"{key}\0{fp}\0{attempt}".encode()).hexdigest()
+    return f"imgspec-{digest[:40]}"
+
+
+def next_poll_delay(*, elapsed: float, estimate: float | None, polls: int,
+                    options: RunOptions) -> float:
+    """Seconds until the next poll of a task submitted ``elapsed`` seconds ago.
+
+    Until the estimate has passed, wait for it (plus a small margin, so the first
+    poll usually finds the task done); after that, grow the interval by half each
+    time, up to ``max_poll_interval``.
+    """
+    if estimate is not None and elapsed < estimate:
+        return estimate - elapsed + max(0.02, estimate * 0.02)
+    return min(options.max_poll_interval, 0.5 * 1.5 ** max(polls - 1, 0))
+
+
+class _Stop(Exception):
+    """Ends one instance's work early without failing it (budget, balance, fatal)."""
+
+
+class Executor:
+    """Runs one plan; create one per run."""
+
+    def __init__(self, plan: Plan, *, client: ApiClient, store: LockStore,
+                 outputs: OutputFolder, workspace: Workspace, pricing: PriceTable,
+                 options: RunOptions, on_event: Callable[[RunEvent], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.plan = plan
+        self.client = client
+        self.store = store
+        self.outputs = outputs
+        self.workspace = workspace
+        self.pricing = pricing
+        self.options = options
+        self.on_event = on_event
+        self.clock = clock
+        self.result = RunResult()
+        self.items = [i for i in plan.items if i.status in PENDING]
+        self.pending = {i.key for i in self.items}
+        self.in_flight = 0
+        self.estimate: float | None = None  # the latest estimated_time the API gave
+        self.submitting_stopped: str | None = None
+        self.finished: dict[str, bool] = {}  # key -> succeeded
+
+    # -- events ------------------------------------------------------------------------
+
+    def emit(self, kind: str, key: str | None, message: str = "") -> None:
+        if self.on_event is not None:
+            self.on_event(RunEvent(kind, key, message, len(self.result.done),
+                                   len(self.result.failed), self.in_flight, len(self.items),
+                                   self.result.spent))
+
+    # -- scheduling --------------------------------------------------------------------
+
+    async def run(self) -> RunResult:
+        """Process every pending item; returns when all are finished, blocked or stopped."""
+        dependants: dict[str, list[PlanItem]] = {}
+        waiting: dict[str, int] = {}
+        ready: deque[PlanItem] = deque()
+        for item in self.items:
+            needs = [n for n in item.needs if n in self.pending]
+            waiting[item.key] = len(needs)
+            for need in needs:
+                dependants.setdefault(need, []).append(item)
+            if not needs:
+                ready.append(item)
+        queue: asyncio.Queue[PlanItem | None] = asyncio.Queue()
+        for item in ready:
+            queue.put_nowait(item)
+        remaining = len(self.items)
+        workers_n = max(1, min(self.options.concurrency, remaining))
+
+        def finish(item: PlanItem, ok: bool) -> None:
+            nonlocal remaining
+            self.finished[item.key] = ok
+            remaining -= 1
+            for child in dependants.get(item.key, ()):
+                waiting[child.key] -= 1
+                if not ok and child.key not in self.finished:
+                    self.result.blocked.append(child.key)
+                    self.emit("blocked", child.key, f"upstream {item.key} did not finish")
+                    finish(child, False)
+                elif waiting[child.key] == 0 and child.key not in self.finished:
+                    queue.put_nowait(child)
+            if remaining == 0:
+                for _ in range(workers_n):
+                    queue.put_nowait(None)
+
+        async def worker() -> None:
+            while (item := await queue.get()) is not None:
+                if item.key in self.finished:
+                    continue
+                ok = await self.process(item)
+                finish(item, ok)
+
+        if remaining == 0:
+            return self.result
+        workers = [asyncio.create_task(worker()) for _ in range(workers_n)]
+        try:
+            await asyncio.gather(*workers)
+        except BaseException:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            raise
+        return self.result
+
+    # -- one instance ------------------------------------------------------------------
+
+    async def process(self, item: PlanItem) -> bool:
+        """Submit (or resume), poll and download one instance; True when it is done."""
+        key = item.key
+        if self.result.fatal is not None:
+            return False
+        self.in_flight += 1
+        try:
+            task_id = await self.submit(item)
+            if task_id is None:
+                return False
+            state = await self.wait(item, task_id)
+            if state is None:
+                return False
+            return await self.collect(item, task_id, state)
+        except _Stop:
+            return False
+        except AuthError as exc:
+            self.result.fatal = exc
+            self.result.stopped = "auth"
+            self.emit("stopping", key, str(exc))
+            return False
+        finally:
+            self.in_flight -= 1
+
+    async def submit(self, item: PlanItem) -> str | None:
+        """The task id to poll: the recorded one when resuming, else a fresh submission."""
+        inst, key = item.instance, item.key
+        entry = self.store.get(key)
+        if (item.status == Status.RESUME and entry is not None and entry.status == "running"
+                and entry.task_id):
+            self.emit("resumed", key, entry.task_id)
+            return entry.task_id
+        request = resolved_request(inst, self.store.lock.entries)
+        if request is None:  # an upstream finished without the image this one needs
+            return self._fail(item, None, "an upstream image is missing")
+        fp = fingerprint(request)
+        replay = (entry is not None and entry.status == "submitting"
+                  and entry.fingerprint == fp and entry.idempotency_key is not None)
+        if replay and entry is not None and entry.idempotency_key is not None:
+            attempt, idem = entry.attempts, entry.idempotency_key
+        else:
+            attempt = (entry.attempts if entry else 0) + 1
+            idem = idempotency_key(key, fp, attempt)
+        cost = self.pricing.cost(inst.model, inst.n)
+        if self.submitting_stopped is not None:
+            self.result.unfinished.append((key, f"not submitted ({self.submitting_stopped})"))
+            raise _Stop
+        budget = self.plan.budget
+        if not replay and budget is not None and self.result.spent + cost > budget:
+            self.submitting_stopped = "budget"
+            self.result.stopped = "budget"
+            self.result.unfinished.append((key, "not submitted: the budget would be passed"))
+            self.emit("stopping", key, "budget reached: no further submissions")
+            raise _Stop
+        now = utc_now()
+        base = LockEntry(
+            key=key, job=inst.job, fingerprint=fp, status="submitting", request=request,
+            matrix=dict(inst.matrix), seed=inst.seed, idempotency_key=idem, task_id=None,
+            attempts=attempt, last_error=None, cost=Decimal(0),
+            created_at=entry.created_at if entry and entry.created_at else now, updated_at=now,
+            outputs=entry.outputs if entry else ())
+        self.store.record(base)
+        body = {**inst.request, **({"image_urls": self._sendable(inst.inputs)}
+                                   if inst.inputs else {})}
+        try:
+            state = await self.client.submit(body, idempotency_key=idem)
+        except RequestRejected as exc:
+            return self._fail(item, base, exc.api_message)
+        except BalanceExhausted as exc:
+            self.submitting_stopped = "balance exhausted"
+            self.result.stopped = "balance"
+            self.result.unfinished.append((key, f"not submitted: {exc.api_message}"))
+            self.emit("stopping", key, "the account's balance is exhausted (HTTP 402)")
+            raise _Stop from exc
+        except TransientError as exc:
+            # The POST may or may not have created a task: keep the key, replay it next run.
+            self.result.unfinished.append((key, f"submission outcome unknown: {exc}"))
+            self.emit("unfinished", key, str(exc))
+            raise _Stop from exc
+        self.result.spent += cost
+        self.store.record(replace(base, status="running", task_id=state.task_id, cost=cost,
+                                  updated_at=utc_now()))
+        self.emit("submitted", key, state.task_id)
+        return state.task_id
+
+    async def wait(self, item: PlanItem, task_id: str) -> TaskState | None:
+        """Poll until the task completes (its state) or fails, or the deadline passes (None)."""
+        started = time.monotonic()
+        resumed = item.status == Status.RESUME
+        polls = 0
+        while True:
+            elapsed = time.monotonic() - started
+            if elapsed > self.options.task_timeout:
+                self.result.unfinished.append(
+                    (item.key, f"task {task_id} still running after "
+                               f"{self.options.task_timeout:.0f} s; the next run polls it"))
+                self.emit("unfinished", item.key, task_id)
+                return None
+            estimate = self.estimate if self.estimate is not None else self.options.first_poll
+            delay = 0.0 if resumed and polls == 0 else next_poll_delay(
+                elapsed=elapsed, estimate=estimate, polls=polls, options=self.options)
+            await asyncio.sleep(delay)
+            polls += 1
+            try:
+                state = await self.client.poll(task_id)
+            except TransientError:
+                continue  # the client already retried; keep polling until the deadline
+            except RequestRejected as exc:
+                self._fail(item, self.store.get(item.key), f"task {task_id}: {exc.api_message}")
+                return None
+            if state.estimated_time is not None:
+                self.estimate = state.estimated_time
+            if state.status == "completed":
+                return state
+            if state.status in ("failed", "cancelled"):
+                self._fail(item, self.store.get(item.key),
+                           state.error or f"the task was {state.status}")
+                return None
+
+    async def collect(self, item: PlanItem, task_id: str, state: TaskState) -> bool:
+        """Download every image, rename into place, record done and write meta.json."""
+        inst, key = item.instance, item.key
+        for attempt in range(self.options.download_attempts):
+            if not state.images:
+                self._fail(item, self.store.get(key), "the task completed without images")
+                return False
+            temps: list[Path] = []
+            try:
+                got = []
+                for index, image in enumerate(state.images):
+                    temp = self.outputs.temp_path(inst.job, key, index)
+                    temps.append(temp)
+                    got.append((temp, image, await self.client.download(image.url, temp)))
+            except (RequestRejected, TransientError) as exc:
+                for temp in temps:
+                    temp.unlink(missing_ok=True)
+                if attempt + 1 == self.options.download_attempts:
+                    self.result.unfinished.append((key, f"download failed: {exc}"))
+                    self.emit("unfinished", key, str(exc))
+                    return False
+                try:  # fresh URLs for the next try
+                    state = await self.client.poll(task_id)
+                except (RequestRejected, TransientError):
+                    continue
+                continue
+            except BaseException:
+                for temp in temps:
+                    temp.unlink(missing_ok=True)
+                raise
+            outputs = []
+            for index, (temp, image, info) in enumerate(got):
+                final = self.outputs.install(temp, inst.job, key, index, info.format)
+                outputs.append(Output(self.outputs.relative(final), info.sha256, info.bytes,
+                                      info.width, info.height, image.url, image.expires_at))
+            entry = self.store.get(key)
+            assert entry is not None
+            done = replace(entry, status="done", outputs=tuple(outputs), last_error=None,
+                           updated_at=utc_now())
+            self.store.record(done)
+            self.outputs.remove_extra_images(inst.job, key, len(outputs))
+            self.outputs.write_meta(inst, done, self.plan.manifest)
+            self.result.done.append(key)
+            self.emit("done", key, f"{len(outputs)} image(s)")
+            return True
+        return False
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _fail(self, item: PlanItem, entry: LockEntry | None, message: str) -> None:
+        if entry is not None:
+            if entry.status == "running":
+                self.result.spent -= entry.cost  # failed tasks are refunded
+            self.store.record(replace(entry, status="failed", last_error=message,
+                                      cost=Decimal(0), updated_at=utc_now()))
+        self.result.failed.append((item.key, message))
+        self.emit("failed", item.key, message)
+
+    def _sendable(self, inputs: tuple[ImageInput, ...]) -> list[str]:
+        """The image_urls to send: URLs as they are, local files and stale URLs as data URIs."""
+        out = []
+        for item in inputs:
+            if isinstance(item, UrlInput):
+                out.append(item.url)
+            elif isinstance(item, DataInput):
+                out.append(item.uri)
+            elif isinstance(item, FileInput):
+                out.append(_data_uri(item.mime, self.workspace.read_bytes(item.path)))
+            else:
+                out.append(self._upstream(item))
+        return out
+
+    def _upstream(self, item: UpstreamInput) -> str:
+        entry = self.store.get(item.key)
+        if entry is None or entry.status != "done" or item.index >= len(entry.outputs):
+            raise ImgspecError(f"upstream image {item.ref} is not available")
+        output = entry.outputs[item.index]
+        fresh = output.expires_at is not None and output.expires_at > (
+            self.clock() + self.options.url_margin)
+        if output.url and fresh:
+            return output.url
+        path = self.outputs.absolute(output.path)
+        fmt = path.suffix.lstrip(".").lower()
+        return _data_uri(f"image/{'jpeg' if fmt == 'jpg' else fmt}", path.read_bytes())
+
+
+def _data_uri(mime: str, data: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def summarise(result: RunResult) -> Mapping[str, int]:
+    """Counts for the closing line of a run."""
+    return {"done": len(result.done), "failed": len(result.failed),
+            "blocked": len(result.blocked), "unfinished": len(result.unfinished)}

@@ -1,0 +1,135 @@
+"""How a run reports as it goes: a live rich display, plain lines, or JSON events."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from pipeline.executor import RunEvent, RunResult
+from pipeline.lockfile import json_number
+from pipeline.report import money
+
+# Events that end an instance; the rest are progress within one.
+TERMINAL = frozenset({"done", "failed", "blocked", "unfinished"})
+
+
+class Reporter:
+    """Receives run events; a context manager so a live display can tidy the terminal."""
+
+    def __init__(self, currency: str) -> None:
+        self.currency = currency
+
+    def __call__(self, event: RunEvent) -> None:
+        """Handle one event."""
+
+    def __enter__(self) -> Reporter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        return None
+
+
+class JsonReporter(Reporter):
+    """One JSON object per line per event, for machines (``--json``)."""
+
+    def __init__(self, currency: str, stream: IO[str]) -> None:
+        super().__init__(currency)
+        self.stream = stream
+
+    def __call__(self, event: RunEvent) -> None:
+        record: dict[str, Any] = {
+            "event": event.kind, "key": event.key, "message": event.message,
+            "done": event.done, "failed": event.failed, "in_flight": event.in_flight,
+            "total": event.total, "spent": json_number(event.spent),
+        }
+        self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.stream.flush()
+
+
+class PlainReporter(Reporter):
+    """A line per finished instance, for logs and pipes."""
+
+    def __init__(self, currency: str, stream: IO[str]) -> None:
+        super().__init__(currency)
+        self.stream = stream
+
+    def __call__(self, event: RunEvent) -> None:
+        if event.kind not in TERMINAL and event.kind != "stopping":
+            return
+        where = f" {event.key}" if event.key else ""
+        detail = f": {event.message}" if event.message else ""
+        self.stream.write(
+            f"[{event.done + event.failed}/{event.total}] {event.kind}{where}{detail} "
+            f"(spent {money(event.spent, self.currency)})\n")
+        self.stream.flush()
+
+
+class LiveReporter(Reporter):
+    """A live bar with done/failed/in-flight counts, spend and ETA on a terminal."""
+
+    def __init__(self, currency: str, console: Console, total: int) -> None:
+        super().__init__(currency)
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("[red]{task.fields[failed]} failed[/] · {task.fields[in_flight]} in "
+                       "flight · {task.fields[spent]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task: TaskID = self.progress.add_task(
+            "running", total=total, failed=0, in_flight=0, spent=money(Decimal(0), currency))
+
+    def __call__(self, event: RunEvent) -> None:
+        if event.kind in ("failed", "blocked", "unfinished", "stopping"):
+            where = f" {event.key}" if event.key else ""
+            self.progress.console.print(f"[yellow]{event.kind}[/]{where}: {event.message}")
+        self.progress.update(
+            self.task, completed=event.done + event.failed, failed=event.failed,
+            in_flight=event.in_flight, spent=money(event.spent, self.currency))
+
+    def __enter__(self) -> Reporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.progress.stop()
+
+
+def run_summary(result: RunResult, currency: str, outputs: Path) -> str:
+    """The closing lines of a run: counts, spend, each failure with the API's message."""
+    lines = [""]
+    for key, message in result.failed:
+        lines.append(f"  failed      {key}: {message}")
+    for key in result.blocked:
+        lines.append(f"  blocked     {key}: an upstream instance did not finish")
+    for key, message in result.unfinished:
+        lines.append(f"  unfinished  {key}: {message}")
+    lines.append(
+        f"Run: {len(result.done):,} done, {len(result.failed):,} failed, "
+        f"{len(result.blocked):,} blocked, {len(result.unfinished):,} unfinished; "
+        f"spent {money(result.spent, currency)}.")
+    if result.done:
+        lines.append(f"Images are in {outputs}")
+    return "\n".join(lines) + "\n"

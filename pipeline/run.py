@@ -1,0 +1,158 @@
+"""``imgspec run``: take the run guard, fold any crash journal, plan, execute, write the index.
+
+The CLI normalises options into a ``RunSettings`` value at the edge and calls
+``prepare_run`` (to show the plan and ask) and then ``execute_run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from pipeline.client import ApiClient
+from pipeline.errors import BudgetExceeded, UsageError
+from pipeline.executor import Executor, RunEvent, RunOptions, RunResult
+from pipeline.guard import RunGuard, guard_path
+from pipeline.journal import LockStore
+from pipeline.lockfile import lockfile_path
+from pipeline.outputs import OutputFolder
+from pipeline.plan import Plan, PlanItem, Status, matches_where
+from pipeline.project import Prepared, prepare
+
+DEFAULT_BASE_URL = "https://api.apimart.ai"
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which instances a run covers (``--job``, ``--where``, ``--only-failed``)."""
+
+    jobs: tuple[str, ...] = ()
+    where: tuple[tuple[str, str], ...] = ()
+    only_failed: bool = False
+
+    def keeps(self, item: PlanItem) -> bool:
+        """Whether ``item`` is in the selection."""
+        if self.jobs and item.job not in self.jobs:
+            return False
+        if self.where and not matches_where(item, self.where):
+            return False
+        return not self.only_failed or item.status in (Status.RETRY, Status.RESUME)
+
+    @property
+    def narrows(self) -> bool:
+        """Whether anything is selected away at all."""
+        return bool(self.jobs or self.where or self.only_failed)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    """Everything ``run`` was asked to do, checked once at the edge."""
+
+    manifest: Path
+    simulate: bool
+    base_url: str
+    api_key: str
+    selection: Selection
+    max_cost: Decimal | None
+    options: RunOptions
+    max_rate: float | None
+
+
+def parse_where(pairs: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """``("shop=bakery",)`` → ``(("shop", "bakery"),)``; UsageError for a pair without ``=``."""
+    out = []
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--where {pair!r}: write AXIS=VALUE, e.g. --where season=winter")
+        out.append((name.strip(), value.strip()))
+    return tuple(out)
+
+
+def select(prepared: Prepared, selection: Selection) -> Plan:
+    """The plan narrowed to the selection; unknown job names are a usage error."""
+    unknown = [j for j in selection.jobs if j not in prepared.manifest.jobs]
+    if unknown:
+        raise UsageError(f"unknown job {unknown[0]!r}; jobs: {', '.join(prepared.manifest.jobs)}")
+    plan = prepared.plan
+    return plan.select(selection.keeps) if selection.narrows else plan
+
+
+@contextlib.contextmanager
+def run_session(settings: RunSettings) -> Iterator[tuple[Prepared, Plan, LockStore]]:
+    """Hold the run guard and the lock store while a run is planned and executed.
+
+    The journal of a crashed run is folded into the lockfile before planning, so
+    its recorded tasks show up as ``resume`` and are polled, not resubmitted.
+    """
+    lock_path = lockfile_path(settings.manifest, simulate=settings.simulate)
+    with RunGuard(guard_path(lock_path)), LockStore.open(
+        lock_path, manifest=settings.manifest.name
+    ) as store:
+        prepared = prepare(settings.manifest, simulate=settings.simulate,
+                           max_cost=settings.max_cost)
+        plan = select(prepared, settings.selection)
+        yield prepared, plan, store
+
+
+def check_budget(plan: Plan) -> None:
+    """Refuse (exit 3) a plan whose exact cost passes the budget."""
+    if not plan.within_budget:
+        raise BudgetExceeded(
+            f"the plan costs {plan.total} {plan.currency}, more than the budget of "
+            f"{plan.budget}; nothing was submitted. Narrow it with --job/--where or raise "
+            "budget.max_cost / --max-cost")
+
+
+async def execute_run(settings: RunSettings, prepared: Prepared, plan: Plan, store: LockStore,
+                      *, on_event: Callable[[RunEvent], None] | None = None) -> RunResult:
+    """Execute the plan; Ctrl-C or SIGTERM stops it cleanly with ``stopped == "interrupted"``."""
+    outputs = OutputFolder(prepared.paths.outputs, prepared.paths.base)
+    outputs.clean_temp_files()
+    async with ApiClient(base_url=settings.base_url, api_key=settings.api_key,
+                         max_rate=settings.max_rate) as client:
+        executor = Executor(plan, client=client, store=store, outputs=outputs,
+                            workspace=prepared.workspace, pricing=prepared.manifest.pricing,
+                            options=settings.options, on_event=on_event)
+        result = await _interruptible(executor.run(), executor)
+    store.checkpoint()
+    outputs.write_index(prepared.expansion, store.lock.entries, str(settings.manifest))
+    return result
+
+
+async def _interruptible(work: asyncio.Future[RunResult] | object,
+                         executor: Executor) -> RunResult:
+    """Run ``work``; the first SIGINT/SIGTERM cancels it and marks the result interrupted."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)  # type: ignore[arg-type]
+    interrupted = False
+
+    def on_signal() -> None:
+        nonlocal interrupted
+        interrupted = True
+        executor.emit("stopping", None, "interrupted: recording state, then exiting")
+        task.cancel()
+
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread (tests) or no signal support: Ctrl-C still raises
+    try:
+        result: RunResult = await task
+    except asyncio.CancelledError:
+        if not interrupted:
+            raise
+        result = executor.result
+        result.stopped = "interrupted"
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    return result
