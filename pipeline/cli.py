@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-
+import stamina
 from rich.console import Console
 
 from pipeline import __version__, housekeeping
@@ -83,6 +83,9 @@ def cli() -> None:
     Write a manifest, `validate` it, read the `plan` (exact cost, no spending),
     then `run` it; rerun to do only what failed or changed.
     """
+    # Retries are reported through the run's own events; stamina's default hook would
+    # log a warning line over the progress display for each one.
+    stamina.instrumentation.set_on_retry_hooks([])
 
 
 def _max_cost(value: str | None) -> Decimal | None:

@@ -54,7 +54,7 @@ class RunOptions:
 
     concurrency: int = 8
     task_timeout: float = 1800.0  # stop polling a task after this; the next run resumes it
-    first_poll: float = 2.0  # before the first poll when no estimate is known yet
+    first_poll: float = 1.0  # before the first poll when no estimate is known yet
     max_poll_interval: float = 15.0
     url_margin: float = 600.0  # an upstream URL expiring sooner is replaced by the local file
     download_attempts: int = 3  # re-polls for fresh URLs after failed downloads
@@ -107,7 +107,9 @@ def next_poll_delay(*, elapsed: float, estimate: float | None, polls: int,
     time, up to ``max_poll_interval``.
     """
     if estimate is not None and elapsed < estimate:
-        return estimate - elapsed + max(0.02, estimate * 0.02)
+        # ``elapsed`` counts from our reply, which the task's clock started before; the
+        # small margin covers coarse clocks on the API side.
+        return estimate - elapsed + max(0.005, estimate * 0.01)
     return min(options.max_poll_interval, 0.5 * 1.5 ** max(polls - 1, 0))
 
 
@@ -138,6 +140,7 @@ class Executor:
         self.estimate: float | None = None  # the latest estimated_time the API gave
         self.submitting_stopped: str | None = None
         self.finished: dict[str, bool] = {}  # key -> succeeded
+        self.slots = asyncio.Semaphore(options.concurrency)
 
     # -- events ------------------------------------------------------------------------
 
@@ -165,7 +168,10 @@ class Executor:
         for item in ready:
             queue.put_nowait(item)
         remaining = len(self.items)
-        workers_n = max(1, min(self.options.concurrency, remaining))
+        # Twice as many workers as task slots: a worker downloading a finished task's
+        # images has given its slot back, so another can submit meanwhile.
+        workers_n = max(1, min(2 * self.options.concurrency, remaining))
+        self.slots = asyncio.Semaphore(self.options.concurrency)
 
         def finish(item: PlanItem, ok: bool) -> None:
             nonlocal remaining
@@ -211,12 +217,13 @@ class Executor:
             return False
         self.in_flight += 1
         try:
-            task_id = await self.submit(item)
-            if task_id is None:
-                return False
-            state = await self.wait(item, task_id)
-            if state is None:
-                return False
+            async with self.slots:  # a slot is a task in flight at the API
+                task_id = await self.submit(item)
+                if task_id is None:
+                    return False
+                state = await self.wait(item, task_id)
+                if state is None:
+                    return False
             return await self.collect(item, task_id, state)
         except _Stop:
             return False
@@ -236,9 +243,10 @@ class Executor:
                 and entry.task_id):
             self.emit("resumed", key, entry.task_id)
             return entry.task_id
-        request = resolved_request(inst, self.store.lock.entries)
+        request = resolved_request(inst, self.store.entries)
         if request is None:  # an upstream finished without the image this one needs
-            return self._fail(item, None, "an upstream image is missing")
+            self._fail(item, None, "an upstream image is missing")
+            return None
         fp = fingerprint(request)
         replay = (entry is not None and entry.status == "submitting"
                   and entry.fingerprint == fp and entry.idempotency_key is not None)
@@ -271,7 +279,8 @@ class Executor:
         try:
             state = await self.client.submit(body, idempotency_key=idem)
         except RequestRejected as exc:
-            return self._fail(item, base, exc.api_message)
+            self._fail(item, base, exc.api_message)
+            return None
         except BalanceExhausted as exc:
             self.submitting_stopped = "balance exhausted"
             self.result.stopped = "balance"
@@ -353,17 +362,19 @@ class Executor:
                 for temp in temps:
                     temp.unlink(missing_ok=True)
                 raise
-            outputs = []
-            for index, (temp, image, info) in enumerate(got):
-                final = self.outputs.install(temp, inst.job, key, index, info.format)
-                outputs.append(Output(self.outputs.relative(final), info.sha256, info.bytes,
-                                      info.width, info.height, image.url, image.expires_at))
             entry = self.store.get(key)
             assert entry is not None
+            before = [o.path for o in entry.outputs]
+            outputs = []
+            for index, (temp, image, info) in enumerate(got):
+                final = self.outputs.install(temp, inst.job, key, index, info.format,
+                                             before[index] if index < len(before) else None)
+                outputs.append(Output(self.outputs.relative(final), info.sha256, info.bytes,
+                                      info.width, info.height, image.url, image.expires_at))
             done = replace(entry, status="done", outputs=tuple(outputs), last_error=None,
                            updated_at=utc_now())
             self.store.record(done)
-            self.outputs.remove_extra_images(inst.job, key, len(outputs))
+            self.outputs.remove_images(before[len(outputs):])
             self.outputs.write_meta(inst, done, self.plan.manifest)
             self.result.done.append(key)
             self.emit("done", key, f"{len(outputs)} image(s)")

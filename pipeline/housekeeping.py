@@ -79,7 +79,7 @@ def verify(manifest: Path, *, simulate: bool = False) -> tuple[int, list[VerifyP
 def prune(manifest: Path, *, simulate: bool = False) -> list[str]:
     """Drop lock entries whose instances are no longer in the manifest; the removed keys."""
     lock_path = lockfile_path(manifest, simulate=simulate)
-    with RunGuard(guard_path(lock_path)), LockStore.open(lock_path,
+    with RunGuard(guard_path(lock_path), subject=manifest.name), LockStore.open(lock_path,
                                                          manifest=manifest.name) as store:
         orphaned = list(prepare(manifest, simulate=simulate).plan.orphaned)
         store.delete(orphaned)

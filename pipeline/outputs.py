@@ -12,6 +12,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pipeline.identity import folder_name
 from pipeline.lockfile import LockEntry, Output, json_number, write_atomic
 
 EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "BMP": "bmp"}
+_SAFE_PART = re.compile(r"^[A-Za-z0-9._=,+-]{1,120}$")
 
 
 def utc_now() -> str:
@@ -39,26 +41,38 @@ class OutputFolder:
     base: Path  # the lockfile's folder
 
     def instance_dir(self, job: str, key: str) -> Path:
-        """``<root>/<job>/<folder of key>``, guaranteed inside the root."""
-        path = self.root / job / folder_name(key)
-        resolved_root = self.root.resolve()
-        if resolved_root not in path.resolve().parents:
-            raise ImgspecError(f"refusing to write outside {self.root}: {path}")
-        return path
+        """``<root>/<job>/<folder of key>``, guaranteed inside the root.
+
+        Checked on the names, not by resolving the path (that costs a system call per
+        component, per image): job ids are schema-checked slugs and instance folders
+        are sanitised, so neither can hold a separator or be ``.``/``..``.
+        """
+        folder = folder_name(key)
+        for part in (job, folder):
+            if not _SAFE_PART.match(part) or part in (".", ".."):
+                raise ImgspecError(f"refusing to write outside {self.root}: {part!r}")
+        return self.root / job / folder
 
     def temp_path(self, job: str, key: str, index: int) -> Path:
         """A fresh temp file name beside the final image (same filesystem, so rename is atomic)."""
         folder = self.instance_dir(job, key)
-        folder.mkdir(parents=True, exist_ok=True)
+        if index == 0:
+            folder.mkdir(parents=True, exist_ok=True)
         return folder / f".{index}.{secrets.token_hex(4)}.part"
 
-    def install(self, temp: Path, job: str, key: str, index: int, fmt: str) -> Path:
-        """Rename a verified temp file to ``<i>.<ext>``; the old image stays until replaced."""
+    def install(self, temp: Path, job: str, key: str, index: int, fmt: str,
+                previous: str | None = None) -> Path:
+        """Rename a verified temp file to ``<i>.<ext>``; the old image stays until replaced.
+
+        ``previous`` is the lockfile path of the image this slot held before, removed
+        only when it had another name (another format).
+        """
         final = self.instance_dir(job, key) / f"{index}.{EXTENSIONS.get(fmt.upper(), 'img')}"
-        for stale in final.parent.glob(f"{index}.*"):
-            if stale != final and stale.suffix.lstrip(".") in EXTENSIONS.values():
-                stale.unlink(missing_ok=True)  # a different format for the same slot
         temp.replace(final)
+        if previous is not None:
+            old = os.path.normpath(self.absolute(previous))
+            if old != os.path.normpath(final):  # lockfile paths hold "..": compare normalised
+                Path(old).unlink(missing_ok=True)
         return final
 
     def relative(self, path: Path) -> str:
@@ -69,20 +83,15 @@ class OutputFolder:
         """The file a lockfile output path names."""
         return self.base / stored
 
-    def remove_extra_images(self, job: str, key: str, keep: int) -> None:
-        """Delete images numbered ``keep`` and above (left by an earlier, larger ``n``)."""
-        folder = self.instance_dir(job, key)
-        if not folder.is_dir():
-            return
-        for path in folder.iterdir():
-            stem, _, ext = path.name.partition(".")
-            if stem.isdigit() and int(stem) >= keep and ext in EXTENSIONS.values():
-                path.unlink(missing_ok=True)
+    def remove_images(self, stored: Iterable[str]) -> None:
+        """Delete images the lockfile no longer lists (left by an earlier, larger ``n``)."""
+        for path in stored:
+            self.absolute(path).unlink(missing_ok=True)
 
     def clean_temp_files(self) -> None:
         """Remove ``.part`` files left by an interrupted download."""
         if self.root.is_dir():
-            for path in self.root.glob("*/*/.*.part"):
+            for path in self.root.glob("*/*/.*.part"):  # images and meta.json alike
                 path.unlink(missing_ok=True)
 
     def write_meta(self, inst: Instance, entry: LockEntry, manifest: str) -> None:
@@ -103,8 +112,12 @@ class OutputFolder:
             "finished_at": entry.updated_at,
             "images": [_image_json(o, self.absolute(o.path).name) for o in entry.outputs],
         }
-        write_atomic(folder / "meta.json",
-                     json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+        # Not fsynced, and a fixed temp name (one writer per instance): meta.json is a
+        # readable copy of what the lockfile already holds durably.
+        temp = folder / ".meta.json.part"
+        temp.write_text(json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
+                        encoding="utf-8")
+        temp.replace(folder / "meta.json")
 
     def write_index(self, expansion: Expansion, entries: Mapping[str, LockEntry],
                     manifest: str) -> Path:

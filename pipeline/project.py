@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from pipeline.errors import LockfileError
 from pipeline.expand import Expansion, expand
-from pipeline.journal import fold_journal, journal_path
+from pipeline.journal import fold_journal, journal_path, read_journal
 from pipeline.lockfile import Lockfile, lockfile_path, read_lockfile
 from pipeline.manifest import load_manifest
 from pipeline.model import Manifest
@@ -63,13 +62,8 @@ def current_lock(lock_path: Path, *, manifest: str) -> Lockfile:
     """The lockfile with any journal a crashed run left folded in (read-only: nothing written)."""
     lock = read_lockfile(lock_path, manifest=manifest)
     journal = journal_path(lock_path)
-    try:
-        text = journal.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return lock
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LockfileError(f"{journal}: cannot be read ({exc})") from exc
-    return fold_journal(lock, text, source=str(journal))
+    text = read_journal(journal)
+    return lock if text is None else fold_journal(lock, text, source=str(journal))
 
 
 @dataclass(frozen=True)

@@ -191,7 +191,8 @@ def parse_submit(payload: object) -> TaskState:
     """The task a ``POST /v1/images/generations`` reply announces.
 
     A missing ``status`` is taken as ``pending``: the task exists, which is all
-    a submit must establish.
+    a submit must establish. A replayed submit may already say ``completed``
+    without any result; its images then come from a poll.
     """
     return _parse_task(_single(unwrap(payload)), expected_id=None)
 
@@ -211,7 +212,11 @@ def _parse_task(data: Mapping[str, object], *, expected_id: str | None) -> TaskS
         status: Status = "pending"
     else:
         status = _status(raw_status)
-    images = _images(data.get("result")) if status == "completed" else ()
+    result = data.get("result")
+    if status != "completed" or (expected_id is None and result is None):
+        images: tuple[TaskImage, ...] = ()
+    else:
+        images = _images(result)
     error = _error_text(data.get("error")) if status in ("failed", "cancelled") else None
     progress = _number(data.get("progress"))
     return TaskState(

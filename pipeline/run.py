@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from pipeline.client import ApiClient
 from pipeline.errors import BudgetExceeded, UsageError
@@ -35,13 +36,13 @@ class Selection:
     where: tuple[tuple[str, str], ...] = ()
     only_failed: bool = False
 
-    def keeps(self, item: PlanItem) -> bool:
-        """Whether ``item`` is in the selection."""
+    def keeps(self, item: PlanItem, failed: frozenset[str] = frozenset()) -> bool:
+        """Whether ``item`` is in the selection (``failed``: keys ``--only-failed`` reruns)."""
         if self.jobs and item.job not in self.jobs:
             return False
         if self.where and not matches_where(item, self.where):
             return False
-        return not self.only_failed or item.status in (Status.RETRY, Status.RESUME)
+        return not self.only_failed or item.key in failed
 
     @property
     def narrows(self) -> bool:
@@ -80,7 +81,19 @@ def select(prepared: Prepared, selection: Selection) -> Plan:
     if unknown:
         raise UsageError(f"unknown job {unknown[0]!r}; jobs: {', '.join(prepared.manifest.jobs)}")
     plan = prepared.plan
-    return plan.select(selection.keeps) if selection.narrows else plan
+    if not selection.narrows:
+        return plan
+    failed = failed_work(plan) if selection.only_failed else frozenset()
+    return plan.select(lambda item: selection.keeps(item, failed))
+
+
+def failed_work(plan: Plan) -> frozenset[str]:
+    """Failed and unfinished instances, plus the dependants their failure blocked."""
+    kept = {i.key for i in plan.items if i.status in (Status.RETRY, Status.RESUME)}
+    for item in plan.items:  # upstream before downstream, so one pass suffices
+        if item.status != Status.UP_TO_DATE and any(n in kept for n in item.needs):
+            kept.add(item.key)
+    return frozenset(kept)
 
 
 @contextlib.contextmanager
@@ -91,7 +104,7 @@ def run_session(settings: RunSettings) -> Iterator[tuple[Prepared, Plan, LockSto
     its recorded tasks show up as ``resume`` and are polled, not resubmitted.
     """
     lock_path = lockfile_path(settings.manifest, simulate=settings.simulate)
-    with RunGuard(guard_path(lock_path)), LockStore.open(
+    with RunGuard(guard_path(lock_path), subject=settings.manifest.name), LockStore.open(
         lock_path, manifest=settings.manifest.name
     ) as store:
         prepared = prepare(settings.manifest, simulate=settings.simulate,
@@ -121,15 +134,15 @@ async def execute_run(settings: RunSettings, prepared: Prepared, plan: Plan, sto
                             options=settings.options, on_event=on_event)
         result = await _interruptible(executor.run(), executor)
     store.checkpoint()
-    outputs.write_index(prepared.expansion, store.lock.entries, str(settings.manifest))
+    outputs.write_index(prepared.expansion, store.entries, str(settings.manifest))
     return result
 
 
-async def _interruptible(work: asyncio.Future[RunResult] | object,
+async def _interruptible(work: Coroutine[Any, Any, RunResult],
                          executor: Executor) -> RunResult:
     """Run ``work``; the first SIGINT/SIGTERM cancels it and marks the result interrupted."""
     loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(work)  # type: ignore[arg-type]
+    task = asyncio.ensure_future(work)
     interrupted = False
 
     def on_signal() -> None:

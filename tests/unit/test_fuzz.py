@@ -18,7 +18,8 @@ from pipeline.plan import make_plan
 from pipeline.workspace import MemoryWorkspace
 from tests.unit.conftest import png_bytes
 
-FILES: dict[str, bytes | str] = {"a.png": png_bytes(300, 300), "rows.csv": "x,n\n1,2\n3,x\n", "t.j2": "{{ x }}"}
+FILES: dict[str, bytes | str] = {
+    "a.png": png_bytes(300, 300), "rows.csv": "x,n\n1,2\n3,x\n", "t.j2": "{{ x }}"}
 SETTINGS = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 

@@ -1,0 +1,441 @@
+"""The async client for APIMart's image API: submit, poll, download.
+
+One shared ``httpx.AsyncClient`` (HTTP/1.1, no redirects on API calls, a pool
+big enough for 100 tasks in flight), an optional request-rate bound, and
+retries with stamina on :class:`TransientError` only. Every failure leaves as
+one of the :mod:`pipeline.errors` classes; foreign exceptions are translated in
+exactly one place, :meth:`ApiClient._translated`. What a reply *means* lives in
+:mod:`pipeline.replies` (pure functions).
+
+Retries: jittered exponential backoff, bounded by ``retry_attempts`` and
+``retry_timeout``; a ``Retry-After`` is a lower bound on the wait, and one that
+would pass the deadline ends the retries at once (the TransientError carries
+``retry_after`` so the caller can pause). A submit whose outcome is unknown is
+retried with the same Idempotency-Key, so the server replays the task instead
+of charging again. Downloads retry themselves too (truncated, undecodable,
+5xx, network); an expired URL (404/410, and 401/403 from a signed URL) is a
+RequestRejected at once, since only a re-poll can give a fresh URL.
+
+The API key is sent only to the API's origin (never to a foreign image host)
+and is masked out of every message this module builds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, TypeVar
+from urllib.parse import quote, urlsplit
+
+import httpx
+import stamina
+
+from pipeline.errors import ApiError, AuthError, RequestRejected, TransientError, UsageError
+from pipeline.replies import (
+    TaskImage,
+    TaskState,
+    error_for_status,
+    error_message,
+    malformed,
+    parse_poll,
+    parse_retry_after,
+    parse_submit,
+    shorten,
+)
+from pipeline.rules import IMAGE_FORMATS, check_image
+
+__all__ = ["ApiClient", "Downloaded", "RetryEvent", "TaskImage", "TaskState"]
+
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+USER_AGENT: Final = "imgspec/0.1 (+httpx)"
+# Backoff before retry k (1-based): min(MAX, INITIAL * 2**(k-1)) + uniform(0, JITTER).
+WAIT_INITIAL: Final = 0.5
+WAIT_MAX: Final = 30.0
+WAIT_JITTER: Final = 1.0
+# Sides outside this range cannot come from the API (its largest output is ~11585 px
+# on the long side at 4K and 8:1); such a "picture" is a placeholder or garbage.
+MIN_SIDE: Final = 16
+MAX_SIDE: Final = 16384
+_ERROR_BODY_BYTES: Final = 4096
+_CHUNK_BYTES: Final = 256 * 1024
+# 8 pools of 32: room for 100+ tasks in flight, each pool small enough to scan cheaply.
+POOLS: Final = 8
+POOL_CONNECTIONS: Final = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Downloaded:
+    """A verified image on disk: its hash, size in bytes, pixel size and format."""
+
+    sha256: str
+    bytes: int
+    width: int
+    height: int
+    format: str  # "PNG", "JPEG", "WEBP", "BMP"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryEvent:
+    """Passed to ``on_retry`` before each backoff sleep.
+
+    ``attempt`` is the number (1-based) of the attempt that just failed, ``wait``
+    the seconds before the next one, ``error`` the failure's message (key masked).
+    """
+
+    operation: str  # "submit", "poll" or "download"
+    attempt: int
+    wait: float
+    error: str
+
+
+class _RateLimiter:
+    """Spaces requests at least ``1 / rate`` seconds apart, across all callers.
+
+    Each caller reserves the next free slot before sleeping. No lock is needed:
+    nothing awaits between reading and writing ``_next``, and asyncio switches
+    tasks only at an await.
+    """
+
+    def __init__(self, rate: float) -> None:
+        self._interval = 1.0 / rate
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        now = time.monotonic()
+        slot = max(now, self._next)
+        self._next = slot + self._interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return (parts.scheme.lower(), (parts.hostname or "").lower(), parts.port)
+
+
+def _inspect_image(path: Path) -> tuple[str, int, int] | None:
+    """(format, width, height) if the file decodes as an image (Pillow verify), else None.
+
+    ``check_image``'s problems are about *input* images (e.g. its 20 MB cap) and
+    do not apply to results; only whether it could read the image matters here.
+    """
+    info, _problems = check_image(path.read_bytes())
+    return None if info is None else (info.format, info.width, info.height)
+
+
+class ApiClient:
+    """An async client for one API origin and key; use as ``async with ApiClient(...)``."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        timeout: float = 30.0,
+        max_rate: float | None = None,
+        retry_attempts: int = 6,
+        retry_timeout: float = 120.0,
+        max_download_bytes: int = 64 * 2**20,
+        on_retry: Callable[[RetryEvent], None] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """Check the settings and open the connection pool (no request is made yet).
+
+        Raises AuthError for an unusable key and UsageError for other bad values;
+        neither message contains the key.
+        """
+        if not api_key or not api_key.isascii() or not api_key.isprintable() or " " in api_key:
+            raise AuthError(
+                "the API key is empty or holds spaces, control or non-ASCII characters: "
+                "check APIMART_API_KEY"
+            )
+        scheme, host, _port = _origin(base_url)
+        if scheme not in ("http", "https") or not host:
+            raise UsageError(
+                f"base URL {shorten(base_url.replace(api_key, '***'), 100)!r} is not an "
+                "http(s) URL: give e.g. https://api.apimart.ai"
+            )
+        if not (timeout > 0 and retry_timeout > 0 and retry_attempts >= 1):
+            raise UsageError("timeout and retry_timeout must be > 0 and retry_attempts >= 1")
+        if max_rate is not None and not max_rate > 0:
+            raise UsageError(f"max_rate {max_rate} must be a positive number of requests/s")
+        if max_download_bytes < 1:
+            raise UsageError("max_download_bytes must be positive")
+        self._base_url = base_url.rstrip("/")
+        self._api_origin = _origin(base_url)
+        self._key = api_key
+        self._auth: Mapping[str, str] = {"Authorization": f"Bearer {api_key}"}
+        self._retry_attempts = retry_attempts
+        self._retry_timeout = retry_timeout
+        self._max_download_bytes = max_download_bytes
+        self._on_retry = on_retry
+        self._limiter = _RateLimiter(max_rate) if max_rate is not None else None
+        # httpcore scans its whole pool for every request (and probes each idle socket),
+        # so one pool of 200 connections costs ~1 ms of CPU per request at 100 tasks in
+        # flight. Small pools used in turn keep that scan short.
+        tls = httpx.create_ssl_context()  # loading the CA store once, not per pool
+        self._pools = [
+            httpx.AsyncClient(
+                verify=tls,
+                timeout=httpx.Timeout(timeout),
+                limits=httpx.Limits(max_connections=POOL_CONNECTIONS,
+                                    max_keepalive_connections=POOL_CONNECTIONS),
+                http1=True,
+                http2=False,
+                follow_redirects=False,
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+                transport=transport,
+            )
+            for _ in range(POOLS if transport is None else 1)
+        ]
+        self._turn = 0
+
+    def _http(self) -> httpx.AsyncClient:
+        """The next connection pool, in turn."""
+        self._turn = (self._turn + 1) % len(self._pools)
+        return self._pools[self._turn]
+
+    def __repr__(self) -> str:
+        return f"ApiClient(base_url={self._base_url!r}, api_key='***')"
+
+    async def __aenter__(self) -> ApiClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool. Calling it twice is harmless."""
+        for pool in self._pools:
+            await pool.aclose()
+
+    # -- the three operations ------------------------------------------------
+
+    async def submit(self, body: Mapping[str, Any], *, idempotency_key: str) -> TaskState:
+        """Create a generation task: ``POST /v1/images/generations``.
+
+        Every retry sends the same ``Idempotency-Key``, so a POST whose reply was
+        lost is replayed by the server, never charged twice. Returns the task as
+        created (normally pending or processing).
+        """
+        if (
+            not idempotency_key
+            or not idempotency_key.isascii()
+            or not idempotency_key.isprintable()
+        ):
+            raise ValueError("idempotency_key must be non-empty printable ASCII")
+        try:
+            content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        except (TypeError, ValueError) as exc:
+            raise RequestRejected(f"the request body cannot be sent as JSON: {exc}") from exc
+        headers = {
+            **self._auth,
+            "Content-Type": "application/json",
+            "Idempotency-Key": idempotency_key,
+        }
+        url = f"{self._base_url}/v1/images/generations"
+
+        async def once() -> TaskState:
+            return parse_submit(await self._call_json("submit", "POST", url, headers, content))
+
+        return await self._retrying("submit", once)
+
+    async def poll(self, task_id: str) -> TaskState:
+        """The task's current state: ``GET /v1/tasks/{task_id}?language=en``.
+
+        An unknown task id (404) is a RequestRejected.
+        """
+        if not task_id:
+            raise RequestRejected("cannot poll a task with an empty id")
+        url = f"{self._base_url}/v1/tasks/{quote(task_id, safe='')}?language=en"
+
+        async def once() -> TaskState:
+            return parse_poll(await self._call_json("poll", "GET", url, self._auth, None), task_id)
+
+        return await self._retrying("poll", once)
+
+    async def download(self, url: str, dest: Path) -> Downloaded:
+        """Stream one result image into ``dest`` (a temporary path) and verify it.
+
+        The file is written, flushed and fsynced, bounded by ``max_download_bytes``,
+        then must decode as a PNG/JPEG/WEBP/BMP of a plausible size. Transient
+        failures (truncated, undecodable, 5xx, network) are retried here; if they
+        persist, TransientError. An expired or unknown URL (404/410, 401/403) is a
+        RequestRejected at once: re-poll the task for fresh URLs. On any failure
+        ``dest`` is removed.
+        """
+        try:
+            return await self._retrying("download", lambda: self._download_once(url, dest))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                dest.unlink(missing_ok=True)
+            raise
+
+    # -- plumbing ------------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._key, "***")
+
+    @contextlib.contextmanager
+    def _translated(self, what: str, dest: Path | None = None) -> Iterator[None]:
+        """The one place where foreign exceptions become :mod:`pipeline.errors` ones."""
+        try:
+            yield
+        except ApiError:
+            raise
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.TooManyRedirects) as exc:
+            raise RequestRejected(f"{what}: {self._redact(str(exc))}") from exc
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"{what}: timed out ({type(exc).__name__})") from exc
+        except (httpx.TransportError, httpx.DecodingError) as exc:
+            detail = self._redact(str(exc)) or "connection failed"
+            raise TransientError(f"{what}: {type(exc).__name__}: {shorten(detail)}") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise malformed(f"{what}: the body is not JSON ({type(exc).__name__})") from exc
+        except OSError as exc:  # httpx wraps socket errors, so this is the local file
+            raise TransientError(f"{what}: local file {dest}: {exc.strerror or exc}") from exc
+
+    def _status_error(
+        self, status: int, headers: httpx.Headers, body: bytes, *, download: bool = False
+    ) -> ApiError:
+        # Mask before shortening, so a key cut in half by the shortening cannot survive.
+        text = self._redact(body.decode("utf-8", errors="replace"))
+        payload: object = None
+        with contextlib.suppress(ValueError):  # not JSON: the text itself is the message
+            payload = json.loads(text)
+        message = self._redact(error_message(payload, text))
+        if 300 <= status < 400:
+            location = self._redact(headers.get("Location", "nowhere"))
+            message = f"unexpected redirect to {shorten(location, 100)}: check the base URL"
+        retry_after = parse_retry_after(headers.get("Retry-After"), now=time.time())
+        return error_for_status(status, message, retry_after=retry_after, download=download)
+
+    async def _call_json(
+        self,
+        what: str,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        content: bytes | None,
+    ) -> object:
+        """One API request; the decoded JSON body of a 2xx reply, else the right error."""
+        if self._limiter is not None:
+            await self._limiter.wait()
+        with self._translated(what):
+            response = await self._http().request(method, url, headers=headers, content=content)
+            if not 200 <= response.status_code < 300:
+                raise self._status_error(response.status_code, response.headers, response.content)
+            return json.loads(response.content)
+
+    async def _download_once(self, url: str, dest: Path) -> Downloaded:
+        # The key goes only to the API's own origin; a CDN link must not receive it.
+        headers = self._auth if _origin(url) == self._api_origin else {}
+        if self._limiter is not None:
+            await self._limiter.wait()
+        digest = hashlib.sha256()
+        size = 0
+        with self._translated("download", dest):
+            # Image hosts may redirect to storage; httpx drops Authorization cross-origin.
+            async with self._http().stream(
+                "GET", url, headers={**headers, "Accept": "image/*"}, follow_redirects=True
+            ) as response:
+                if response.status_code != 200:
+                    body = b""
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) >= _ERROR_BODY_BYTES:
+                            break
+                    raise self._status_error(
+                        response.status_code, response.headers, body, download=True
+                    )
+                declared = response.headers.get("Content-Length")
+                if declared is not None and declared.isdigit():
+                    self._check_size(int(declared))
+                with dest.open("wb") as out:
+                    async for chunk in response.aiter_bytes(_CHUNK_BYTES):
+                        size += len(chunk)
+                        self._check_size(size)
+                        digest.update(chunk)
+                        out.write(chunk)
+                    out.flush()
+                    # fsync can block for long on a busy disk: keep the event loop free.
+                    os.fsync(out.fileno())
+                # h11 already enforces Content-Length; this guards other transports. A
+                # content-encoded body decodes to a different length, so it is not compared.
+                plain = "content-encoding" not in response.headers
+                if plain and declared is not None and declared.isdigit() and size != int(declared):
+                    raise TransientError(f"download: truncated image ({size} of {declared} bytes)")
+            seen = _inspect_image(dest)
+        if seen is None:
+            raise TransientError(f"download: the {size}-byte file is truncated or not an image")
+        fmt, width, height = seen
+        if fmt not in IMAGE_FORMATS or not (
+            MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE
+        ):
+            raise TransientError(
+                f"download: got a {width}x{height} {fmt or 'unknown'} image, not a plausible result"
+            )
+        return Downloaded(digest.hexdigest(), size, width, height, fmt)
+
+    def _check_size(self, size: int) -> None:
+        if size > self._max_download_bytes:
+            raise RequestRejected(
+                f"download: the image is larger than the {self._max_download_bytes:,}-byte limit"
+            )
+
+    def _backoff(self, failures: int, retry_after: float | None) -> float:
+        wait = min(WAIT_MAX, WAIT_INITIAL * 2.0 ** (failures - 1)) + random.uniform(0, WAIT_JITTER)
+        if retry_after is not None:
+            # A small spread keeps many tasks told "1 s" from returning in lockstep.
+            wait = max(wait, retry_after + random.uniform(0, WAIT_JITTER / 4))
+        return wait
+
+    async def _retrying(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, retried with stamina while it raises a TransientError worth retrying."""
+        failures = 0
+        started = time.monotonic()
+
+        def backoff_hook(exc: Exception) -> bool | float:
+            # stamina asks this after each failure: False re-raises, a float is the wait.
+            nonlocal failures
+            failures += 1
+            if not isinstance(exc, TransientError) or isinstance(exc.__cause__, OSError):
+                return False  # a local disk error will not heal by retrying the download
+            if failures >= self._retry_attempts:
+                return False
+            wait = self._backoff(failures, exc.retry_after)
+            if time.monotonic() - started + wait > self._retry_timeout:
+                return False
+            _log.debug(
+                "%s attempt %d failed (%s); retrying in %.2f s", operation, failures, exc, wait
+            )
+            if self._on_retry is not None:
+                self._on_retry(RetryEvent(operation, failures, wait, str(exc)))
+            return wait
+
+        async for attempt in stamina.retry_context(
+            on=backoff_hook,
+            attempts=self._retry_attempts,
+            timeout=self._retry_timeout,
+            wait_max=WAIT_MAX,
+        ):
+            with attempt:
+                return await call()
+        raise AssertionError("unreachable: stamina re-raises the last error")

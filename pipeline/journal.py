@@ -1,0 +1,364 @@
+"""The run-time journal: every change to the lockfile, durable before it is acted on.
+
+During a run each change to an entry is appended to ``shop.lock.journal`` as one
+JSON line and fsynced; the lockfile itself is rewritten atomically only now and
+then (a *checkpoint*), because rewriting a large lockfile on every change would
+be slow. A line is a full snapshot of one entry (or a deletion), so folding a
+journal into a lockfile is idempotent: folding the same lines twice, or folding
+lines the lockfile already contains, gives the same result. That is what makes
+every crash point harmless, including one between writing the lockfile and
+emptying the journal.
+
+Line format (one per line, UTF-8)::
+
+    {"v": 1, "key": "hero@size=1K", "entry": {...LockEntry.to_json()...}}
+    {"v": 1, "key": "hero@size=1K", "delete": true}
+
+``LockStore`` is the only writer of both files during a run. It assumes the
+caller holds the run guard (``pipeline.guard``) so no other process writes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from decimal import InvalidOperation
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import Any
+
+from pipeline.errors import LockfileError
+from pipeline.lockfile import (
+    LockEntry,
+    Lockfile,
+    entry_from_json,
+    read_lockfile,
+    write_lockfile,
+)
+
+JOURNAL_VERSION = 1
+
+_log = logging.getLogger(__name__)
+
+
+def journal_path(lock_path: Path) -> Path:
+    """``shop.lock.json`` → ``shop.lock.journal``, in the same folder."""
+    name = lock_path.name.removesuffix(".json")
+    return lock_path.with_name(f"{name}.journal")
+
+
+def journal_line(key: str, entry: LockEntry | None) -> str:
+    """One journal line (with its newline): ``entry``'s snapshot, or a deletion if ``None``."""
+    record: dict[str, Any] = {"v": JOURNAL_VERSION, "key": key}
+    if entry is None:
+        record["delete"] = True
+    else:
+        record["entry"] = entry.to_json()
+    # No indent: json.dumps escapes newlines inside strings, so a record is exactly one line.
+    return json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n"
+
+
+def _parse_line(line: str) -> tuple[str, LockEntry | None]:
+    """The key and entry (``None``: a deletion) of one line; ``ValueError`` says why not."""
+    try:
+        # Text read with surrogateescape carries undecodable bytes as lone surrogates;
+        # json.loads would accept them, so refuse them here.
+        line.encode("utf-8")
+        data = json.loads(line)
+    except ValueError as exc:  # UnicodeEncodeError and JSONDecodeError are ValueErrors
+        raise ValueError("not valid JSON") from exc
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    if data.get("v") != JOURNAL_VERSION:
+        raise ValueError(f"unknown journal version {data.get('v')!r}")
+    key = data.get("key")
+    if not isinstance(key, str) or not key:
+        raise ValueError("no entry key")
+    if data.get("delete") is True and "entry" not in data:
+        return key, None
+    if "entry" not in data or "delete" in data:
+        raise ValueError("expected exactly one of 'entry' or 'delete'")
+    try:
+        return key, entry_from_json(key, data["entry"])
+    except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
+        raise ValueError(f"malformed entry ({exc!r})") from exc
+
+
+def fold_journal(lock: Lockfile, text: str, *, source: str) -> Lockfile:
+    """``lock`` with the journal ``text`` applied line by line (pure; the last write wins).
+
+    A final line that is unterminated or unreadable is what a crash in the middle of
+    an append leaves behind: its ``record()`` never returned, so it is dropped. An
+    unreadable line anywhere else means the file was damaged: ``LockfileError``
+    names the line and what to do.
+    """
+    lines = text.split("\n")
+    # Every complete record ends with "\n", so the piece after the last "\n" is either
+    # empty or a torn append; either way it was never acknowledged.
+    lines.pop()
+    last = max((n for n, line in enumerate(lines, start=1) if line.strip()), default=0)
+    entries = dict(lock.entries)
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            key, entry = _parse_line(line)
+        except ValueError as exc:
+            if number == last:
+                break
+            raise LockfileError(
+                f"{source}:{number}: journal line is damaged ({exc}); the journal holds the "
+                "work recorded since the lockfile was last saved. Repair or delete that line "
+                "(or move the journal aside) and run again; work recorded only there may be "
+                "redone and paid again"
+            ) from exc
+        if entry is None:
+            entries.pop(key, None)
+        else:
+            entries[key] = entry
+    return replace(lock, entries=entries)
+
+
+def read_journal(journal: Path) -> str | None:
+    """The journal's text for ``fold_journal``, or ``None`` if there is none.
+
+    Undecodable bytes (a crash can cut a multi-byte character in the last line)
+    are kept as lone surrogates, which ``fold_journal`` treats as a damaged line
+    rather than failing on the whole file.
+    """
+    try:
+        data = journal.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise LockfileError(f"{journal}: cannot be read ({_reason(exc)}); check its "
+                            "permissions, then run again") from exc
+    return data.decode("utf-8", errors="surrogateescape")
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a created or removed directory entry durable (best effort)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a directory; nothing more can be done
+    finally:
+        os.close(fd)
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+class LockStore:
+    """The lockfile plus its append-only journal: the only writer of both during a run.
+
+    Synchronous on purpose: a record is one ``write`` plus one ``fsync`` (about
+    0.1 ms on local disks), short enough to call from the event loop's thread.
+    Not thread-safe: use it from one thread. The caller must hold the run guard.
+    """
+
+    def __init__(
+        self,
+        lock_path: Path,
+        lock: Lockfile,
+        journal_fd: int,
+        *,
+        checkpoint_every: float,
+        clock: Callable[[], float],
+    ) -> None:
+        """Use ``LockStore.open``; this only assembles an already-opened store."""
+        self._lock_path = lock_path
+        self._journal_path = journal_path(lock_path)
+        self._manifest = lock.manifest
+        self._entries: dict[str, LockEntry] = dict(lock.entries)
+        self._snapshot: Lockfile | None = lock
+        self._fd: int | None = journal_fd
+        self._journal_size = 0
+        self._dirty = False  # the journal holds changes the lockfile does not
+        self._checkpoint_every = checkpoint_every
+        self._clock = clock
+        self._last_checkpoint = clock()
+
+    @classmethod
+    def open(
+        cls,
+        lock_path: Path,
+        *,
+        manifest: str,
+        checkpoint_every: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> LockStore:
+        """Open the store, first folding in a journal left behind by a crash.
+
+        The lockfile is read (empty, naming ``manifest``, if there is none). A
+        leftover journal is folded in, the lockfile rewritten atomically, and only
+        then the journal removed, so a crash during recovery is itself recoverable.
+        """
+        journal = journal_path(lock_path)
+        lock = read_lockfile(lock_path, manifest=manifest)
+        text = read_journal(journal)
+        try:
+            if text is not None:
+                recovered = fold_journal(lock, text, source=str(journal))
+                if recovered != lock:
+                    write_lockfile(lock_path, recovered)
+                    lock = recovered
+                journal.unlink()
+            fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        except OSError as exc:
+            raise LockfileError(f"{journal}: cannot be written ({_reason(exc)}); check the "
+                                "folder's permissions and free space") from exc
+        # The journal's directory entry must survive a power cut, or its lines would too.
+        _sync_folder(journal.parent)
+        return cls(lock_path, lock, fd, checkpoint_every=checkpoint_every, clock=clock)
+
+    @property
+    def lock(self) -> Lockfile:
+        """The current state: the lockfile plus everything recorded (a snapshot)."""
+        if self._snapshot is None:
+            self._snapshot = Lockfile(manifest=self._manifest, entries=dict(self._entries))
+        return self._snapshot
+
+    @property
+    def entries(self) -> Mapping[str, LockEntry]:
+        """A read-only live view of the current entries (no copy; ``lock`` is the snapshot)."""
+        return MappingProxyType(self._entries)
+
+    @property
+    def path(self) -> Path:
+        """The lockfile this store writes."""
+        return self._lock_path
+
+    def get(self, key: str) -> LockEntry | None:
+        """The current entry for ``key``, if any."""
+        return self._entries.get(key)
+
+    def record(self, entry: LockEntry) -> None:
+        """Record ``entry`` (replacing any entry with its key); durable when this returns.
+
+        ``LockfileError`` if the journal cannot be written; the state is then
+        unchanged. A periodic checkpoint may follow; if that fails the change is
+        still safe in the journal, so it is logged and retried later rather than
+        raised (``close`` raises it).
+        """
+        self._append(journal_line(entry.key, entry))
+        self._entries[entry.key] = entry
+        self._changed()
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Remove the entries for ``keys`` (absent keys are ignored); durable when this returns."""
+        present = sorted({key for key in keys if key in self._entries})
+        if not present:
+            return
+        self._append("".join(journal_line(key, None) for key in present))
+        for key in present:
+            del self._entries[key]
+        self._changed()
+
+    def checkpoint(self) -> None:
+        """Write the lockfile atomically with the current state, then empty the journal.
+
+        The order matters: a crash after the lockfile is written but before the
+        journal is emptied only means the same lines are folded again at the next
+        start, which changes nothing.
+        """
+        fd = self._require_open()
+        self._last_checkpoint = self._clock()
+        if not self._dirty:
+            return
+        write_lockfile(self._lock_path, self.lock)
+        try:
+            os.ftruncate(fd, 0)
+            os.fsync(fd)
+        except OSError as exc:
+            raise LockfileError(f"{self._journal_path}: cannot be emptied ({_reason(exc)}); "
+                                "check the folder's permissions and free space") from exc
+        self._journal_size = 0
+        self._dirty = False
+
+    def close(self) -> None:
+        """Final checkpoint, then close and remove the journal. Idempotent.
+
+        If the final checkpoint fails the journal is kept (it holds the state the
+        lockfile lacks) and ``LockfileError`` is raised; the next run folds it in.
+        """
+        fd = self._fd
+        if fd is None:
+            return
+        try:
+            self.checkpoint()
+        except BaseException:
+            self._fd = None
+            os.close(fd)
+            raise
+        self._fd = None
+        os.close(fd)
+        try:
+            self._journal_path.unlink(missing_ok=True)
+        except OSError as exc:
+            # The journal is empty, so leaving it behind is harmless: the next open folds nothing.
+            _log.warning("could not remove %s: %s", self._journal_path, _reason(exc))
+            return
+        _sync_folder(self._journal_path.parent)
+
+    def __enter__(self) -> LockStore:
+        """The store itself; leaving the block closes it, whatever ended the block."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the store (also on KeyboardInterrupt and CancelledError)."""
+        self.close()
+
+    def _require_open(self) -> int:
+        if self._fd is None:
+            raise ValueError(f"{self._journal_path}: the lock store is closed")
+        return self._fd
+
+    def _append(self, text: str) -> None:
+        fd = self._require_open()
+        data = text.encode("utf-8")
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        except BaseException as exc:
+            # A partial line (disk full, or Ctrl-C between two writes) would otherwise be
+            # followed by the next record and read back as a damaged middle line.
+            # If even this fails, the fold at the next start still drops a torn last line.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self._journal_size)
+            if isinstance(exc, OSError):
+                raise LockfileError(
+                    f"{self._journal_path}: cannot be written ({_reason(exc)}); check the "
+                    "folder's permissions and free space, then run again (recorded work is kept)"
+                ) from exc
+            raise
+        self._journal_size += len(data)
+
+    def _changed(self) -> None:
+        self._snapshot = None
+        self._dirty = True
+        if self._clock() - self._last_checkpoint < self._checkpoint_every:
+            return
+        try:
+            self.checkpoint()
+        except LockfileError as exc:
+            self._last_checkpoint = self._clock()
+            _log.warning("checkpoint failed, changes stay in the journal: %s", exc)

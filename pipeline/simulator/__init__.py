@@ -1,0 +1,31 @@
+"""A local stand-in for APIMart's wan2.7 image API, with seeded fault injection.
+
+Python API::
+
+    from pipeline.simulator import SimulatorConfig, run_in_thread
+
+    with run_in_thread(SimulatorConfig(faults={"poll.5xx": 0.1}, seed=7)) as sim:
+        ...  # talk HTTP to sim.base_url with key "sim-key"
+        print(sim.ledger().cost_charged)
+
+The click command is ``pipeline.simulator.cli.simulator``.
+"""
+
+from pipeline.simulator.config import Clock, ManualClock, SimulatorConfig, parse_latency
+from pipeline.simulator.faults import FAULT_KINDS, FAULTS_HELP, parse_faults
+from pipeline.simulator.runner import RunningSimulator, run_in_thread, serve
+from pipeline.simulator.tasks import Ledger
+
+__all__ = [
+    "FAULTS_HELP",
+    "FAULT_KINDS",
+    "Clock",
+    "Ledger",
+    "ManualClock",
+    "RunningSimulator",
+    "SimulatorConfig",
+    "parse_faults",
+    "parse_latency",
+    "run_in_thread",
+    "serve",
+]

@@ -1,0 +1,99 @@
+"""``imgspec simulator``: run the local APIMart simulator until Ctrl-C."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+import click
+
+from pipeline.errors import UsageError
+from pipeline.simulator.config import SimulatorConfig, parse_latency
+from pipeline.simulator.faults import FAULTS_HELP, parse_faults
+from pipeline.simulator.runner import serve
+
+
+def _balance(text: str | None) -> Decimal | None:
+    if text is None:
+        return None
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        raise UsageError(f"balance {text!r} is not a number: give CNY, e.g. 10.00") from None
+
+
+# \b keeps click from re-wrapping the table of fault kinds.
+_EPILOG = "\b\n" + FAULTS_HELP
+
+
+@click.command("simulator", epilog=_EPILOG)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", type=int, default=8787, show_default=True, help="Port to listen on (0: any free one)."
+)
+@click.option("--api-key", default="sim-key", show_default=True, help="Bearer key to accept.")
+@click.option(
+    "--latency",
+    default="1..3",
+    show_default=True,
+    help="Task latency in seconds: S (fixed) or A..B (sampled per task).",
+)
+@click.option(
+    "--url-ttl",
+    type=float,
+    default=86_400.0,
+    show_default=True,
+    help="Seconds a result URL stays valid after the task completes.",
+)
+@click.option("--faults", "faults_spec", default="", help="Fault rates, e.g. 'submit.429=0.1'.")
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed for every random choice."
+)
+@click.option(
+    "--stuck-factor",
+    type=float,
+    default=20.0,
+    show_default=True,
+    help="A stuck task takes this many times its latency.",
+)
+@click.option("--balance", default=None, help="Account balance in CNY; beyond it, 402.")
+def simulator(
+    host: str,
+    port: int,
+    api_key: str,
+    latency: str,
+    url_ttl: float,
+    faults_spec: str,
+    seed: int,
+    stuck_factor: float,
+    balance: str | None,
+) -> None:
+    """Run a local simulator of the APIMart image API (with fault injection).
+
+    Point imgspec at it with APIMART_BASE_URL=<printed URL> and APIMART_API_KEY=<key>.
+    Bad option values raise UsageError, which the imgspec CLI reports (exit 2).
+    """
+    try:
+        config = SimulatorConfig(
+            host=host,
+            port=port,
+            api_key=api_key,
+            latency=parse_latency(latency),
+            url_ttl=url_ttl,
+            faults=parse_faults(faults_spec),
+            seed=seed,
+            stuck_factor=stuck_factor,
+            balance=_balance(balance),
+        )
+
+        def ready(base_url: str) -> None:
+            faults = ",".join(f"{k}={v:g}" for k, v in config.faults.items()) or "none"
+            click.echo(f"simulator listening on {base_url}", nl=True)
+            click.echo(
+                f"  key {api_key!r}, latency {latency} s, faults {faults}, seed {seed}; "
+                f"ledger at {base_url}/_sim/ledger; Ctrl-C to stop"
+            )
+
+        serve(config, on_ready=ready)
+    except KeyboardInterrupt:
+        pass
+    click.echo("simulator stopped")

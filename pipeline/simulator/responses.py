@@ -1,0 +1,105 @@
+"""Reply bodies and result URLs, in the shapes the API documents.
+
+Where the published examples disagree (``code`` 200 or ``"success"``; an
+image ``url`` as a string or a list of strings), each task picks one variant by
+a hash of its id, so a client meets every documented shape, reproducibly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from typing import Final
+
+from pipeline.simulator.tasks import Status, Task
+
+_TOKEN_RE: Final = re.compile(r"(task_[0-9A-Z]{26})-([0-9]{1,2})-([0-9]{1,9})-([0-9a-f]{16})")
+
+_SUBMIT_CODE_BIT: Final = 1
+_POLL_CODE_BIT: Final = 2
+_URL_LIST_BIT: Final = 4
+
+
+def json_bytes(data: object) -> bytes:
+    """Compact JSON; ASCII-escaped, so even lone surrogates echoed from a request encode."""
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def error_body(status: int, message: str, kind: str) -> bytes:
+    """The error body the simulator uses for every non-2xx JSON reply."""
+    return json_bytes(
+        {"code": status, "message": message, "error": {"message": message, "type": kind}}
+    )
+
+
+def submit_reply(task: Task, status: Status) -> bytes:
+    """The reply to an accepted POST /v1/images/generations."""
+    code: int | str = 200 if task.variant & _SUBMIT_CODE_BIT else "success"
+    return json_bytes(
+        {"code": code, "message": "", "data": [{"task_id": task.id, "status": status}]}
+    )
+
+
+class UrlSigner:
+    """Result URL tokens: unguessable without the seed, verifiable without a table."""
+
+    def __init__(self, seed: int) -> None:
+        self._secret = hashlib.sha256(f"{seed}:urls".encode()).digest()
+
+    def _sig(self, task_id: str, index: int, epoch: int) -> str:
+        message = f"{task_id}/{index}/{epoch}".encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:16]
+
+    def token(self, task_id: str, index: int, epoch: int) -> str:
+        """The file token for image ``index`` of a task, for URL generation ``epoch``."""
+        return f"{task_id}-{index}-{epoch}-{self._sig(task_id, index, epoch)}"
+
+    def parse(self, token: str) -> tuple[str, int, int] | None:
+        """(task id, index, epoch) of a genuine token, else None."""
+        match = _TOKEN_RE.fullmatch(token)
+        if match is None:
+            return None
+        task_id, index, epoch = match[1], int(match[2]), int(match[3])
+        if not hmac.compare_digest(match[4], self._sig(task_id, index, epoch)):
+            return None
+        return task_id, index, epoch
+
+
+def poll_reply(task: Task, now: float, origin: str, ttl: float, signer: UrlSigner) -> bytes:
+    """The reply to GET /v1/tasks/{id} at ``now``; URLs point at ``origin``."""
+    status, progress = task.status_at(now)
+    epoch = task.epoch_at(now, ttl) if status == "completed" else -1
+    cached = task.reply_cache
+    if cached is not None and cached[0] == epoch and cached[1] == origin:
+        return cached[2]
+    data: dict[str, object] = {
+        "id": task.id,
+        "status": status,
+        "progress": progress,
+        "created": int(task.created_at),
+        "estimated_time": task.estimated_time,
+    }
+    if status == "completed":
+        expires = task.expires_at(epoch, ttl)
+        images = []
+        for i in range(task.n):
+            url = f"{origin}/files/{signer.token(task.id, i, epoch)}.png"
+            images.append(
+                {"url": [url] if task.variant & _URL_LIST_BIT else url, "expires_at": expires}
+            )
+        data["result"] = {"images": images}
+    if status in ("completed", "failed"):
+        finished = int(task.done_at)
+        if status == "completed":
+            data["completed"] = finished
+            data["actual_time"] = finished - int(task.created_at)
+        else:
+            data["error"] = {"message": task.error_message, "code": task.error_code}
+    code: int | str = 200 if task.variant & _POLL_CODE_BIT else "success"
+    reply = json_bytes({"code": code, "data": data})
+    if status in ("completed", "failed"):
+        # Finished tasks are polled most and change only when their URLs roll over.
+        task.reply_cache = (epoch, origin, reply)
+    return reply

@@ -1,0 +1,545 @@
+"""ApiClient against the real simulator over HTTP on 127.0.0.1 (and a few scripted replies).
+
+Backoff sleeps are switched off with ``stamina.set_testing`` (restored after each
+test), so retried faults cost no wall time; the one test that checks a real
+Retry-After wait turns testing mode off for itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import stamina
+
+from pipeline.client import ApiClient, Downloaded, RetryEvent, TaskState
+from pipeline.errors import ApiError, AuthError, BalanceExhausted, RequestRejected, TransientError
+from pipeline.simulator import ManualClock, SimulatorConfig, run_in_thread
+
+KEY = "sk-live-TOPSECRET-7f3a9c2e5d1b"
+WRONG_KEY = "sk-wrong-ALSOSECRET-0b1c2d3e"
+FAST = (0.05, 0.05)  # task latency in the simulator, seconds
+
+
+def body(seed: int = 1, **extra: Any) -> dict[str, Any]:
+    """A small valid text-to-image request (1K, so images render fast)."""
+    return {"model": "wan2.7-image", "prompt": "a lighthouse", "size": "1K", "seed": seed, **extra}
+
+
+@pytest.fixture(autouse=True)
+def no_backoff() -> Iterator[None]:
+    """Retries keep their attempt limits but sleep 0 s; testing mode is restored after."""
+    was_testing = stamina.is_testing()
+    with stamina.set_testing(True, attempts=1000, cap=True):
+        yield
+    assert stamina.is_testing() == was_testing
+
+
+@contextlib.contextmanager
+def simulator(**options: Any) -> Iterator[Any]:
+    """A simulator on a free port with key KEY and the given config options."""
+    options.setdefault("latency", FAST)
+    with run_in_thread(SimulatorConfig(api_key=KEY, seed=7, **options)) as sim:
+        yield sim
+
+
+def run(
+    base_url: str,
+    scenario: Callable[[ApiClient], Awaitable[Any]],
+    *,
+    events: list[RetryEvent] | None = None,
+    **options: Any,
+) -> Any:
+    """Run ``scenario(client)`` in a fresh event loop with an ApiClient on ``base_url``."""
+    options.setdefault("api_key", KEY)
+    hook = events.append if events is not None else None
+
+    async def main() -> Any:
+        async with ApiClient(base_url=base_url, on_retry=hook, **options) as client:
+            return await scenario(client)
+
+    return asyncio.run(main())
+
+
+async def finish(client: ApiClient, task_id: str, deadline: float = 10.0) -> TaskState:
+    """Poll until the task is finished (bounded)."""
+    give_up = time.monotonic() + deadline
+    while True:
+        state = await client.poll(task_id)
+        if state.finished:
+            return state
+        assert time.monotonic() < give_up, f"task {task_id} did not finish"
+        await asyncio.sleep(0.02)
+
+
+async def generate(
+    client: ApiClient, folder: Path, seed: int, key: str
+) -> tuple[TaskState, list[Downloaded]]:
+    """Submit, poll to completion and download every image of one request."""
+    created = await client.submit(body(seed), idempotency_key=key)
+    done = await finish(client, created.task_id)
+    assert done.status == "completed", done
+    assert done.task_id == created.task_id
+    files = []
+    for i, image in enumerate(done.images):
+        files.append(await client.download(image.url, folder / f"{seed}-{i}.png.part"))
+    return done, files
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# -- the normal path -----------------------------------------------------------
+
+
+def test_submit_poll_download_happy_path(tmp_path: Path) -> None:
+    """A request is created, completes, and its image lands verified on disk."""
+    with simulator() as sim:
+
+        async def scenario(client: ApiClient) -> tuple[TaskState, TaskState, Downloaded]:
+            created = await client.submit(body(n=2), idempotency_key="happy-1")
+            done = await finish(client, created.task_id)
+            got = await client.download(done.images[1].url, tmp_path / "1.png.part")
+            return created, done, got
+
+        created, done, got = run(sim.base_url, scenario)
+        ledger = sim.ledger()
+    assert created.status in ("pending", "processing", "completed")
+    assert created.task_id.startswith("task_")
+    assert done.status == "completed"
+    assert done.progress == 100
+    assert done.estimated_time is not None
+    assert len(done.images) == 2
+    assert all(image.expires_at is not None for image in done.images)
+    data = (tmp_path / "1.png.part").read_bytes()
+    assert got == Downloaded(hashlib.sha256(data).hexdigest(), len(data), 1024, 1024, "PNG")
+    assert (ledger.tasks_created, ledger.images_charged, ledger.downloads_ok) == (1, 2, 1)
+
+
+def test_rate_limit_spaces_requests() -> None:
+    """max_rate=20 spaces 11 concurrent polls over at least 0.5 s."""
+    with simulator() as sim:
+
+        async def scenario(client: ApiClient) -> float:
+            created = await client.submit(body(), idempotency_key="rate-1")
+            started = time.monotonic()
+            await asyncio.gather(*(client.poll(created.task_id) for _ in range(11)))
+            return time.monotonic() - started
+
+        elapsed = run(sim.base_url, scenario, max_rate=20.0)
+    assert elapsed >= 0.45
+
+
+# -- errors that are not retried -------------------------------------------------
+
+
+def test_wrong_key_is_auth_error() -> None:
+    """401 from the API is an AuthError at once, for submit and poll alike."""
+    events: list[RetryEvent] = []
+    with simulator() as sim:
+
+        async def scenario(client: ApiClient) -> list[ApiError]:
+            errors: list[ApiError] = []
+            for call in (
+                client.submit(body(), idempotency_key="auth-1"),
+                client.poll("task_00000000000000000000000000"),
+            ):
+                with pytest.raises(AuthError) as caught:
+                    await call
+                errors.append(caught.value)
+            return errors
+
+        errors = run(sim.base_url, scenario, api_key=WRONG_KEY, events=events)
+        ledger = sim.ledger()
+    assert [e.status for e in errors] == [401, 401]
+    assert "invalid API key" in str(errors[0])
+    assert events == []
+    assert ledger.tasks_created == 0
+
+
+def test_rule_violation_is_rejected_with_the_simulators_message() -> None:
+    """A 400 rule violation is a RequestRejected carrying the API's own message."""
+    events: list[RetryEvent] = []
+    with simulator() as sim:
+
+        async def scenario(client: ApiClient) -> RequestRejected:
+            with pytest.raises(RequestRejected) as caught:
+                await client.submit(body(n=5), idempotency_key="rule-1")
+            return caught.value
+
+        error = run(sim.base_url, scenario, events=events)
+        ledger = sim.ledger()
+    assert error.status == 400
+    assert error.api_message.startswith("invalid request: n: n is 5")
+    assert events == []
+    assert (ledger.submissions, ledger.tasks_created) == (1, 0)
+
+
+def test_unknown_task_and_unknown_file_are_rejected(tmp_path: Path) -> None:
+    """404 on a task id or an image URL is a RequestRejected, not retried."""
+    events: list[RetryEvent] = []
+    with simulator() as sim:
+
+        async def scenario(client: ApiClient) -> list[RequestRejected]:
+            errors = []
+            with pytest.raises(RequestRejected) as caught:
+                await client.poll("task_NOPE")
+            errors.append(caught.value)
+            with pytest.raises(RequestRejected) as caught:
+                await client.download(f"{sim.base_url}/files/nope.png", tmp_path / "x.part")
+            errors.append(caught.value)
+            return errors
+
+        errors = run(sim.base_url, scenario, events=events)
+    assert [e.status for e in errors] == [404, 404]
+    assert events == []
+    assert not (tmp_path / "x.part").exists()
+
+
+def test_reused_key_with_another_body_is_rejected() -> None:
+    """An Idempotency-Key reused for a different body is a RequestRejected (422)."""
+    with simulator() as sim:
+
+        async def scenario(client: ApiClient) -> RequestRejected:
+            await client.submit(body(1), idempotency_key="same")
+            with pytest.raises(RequestRejected) as caught:
+                await client.submit(body(2), idempotency_key="same")
+            return caught.value
+
+        error = run(sim.base_url, scenario)
+        ledger = sim.ledger()
+    assert error.status == 422
+    assert "Idempotency-Key" in error.api_message
+    assert ledger.tasks_created == 1
+
+
+# -- retries and idempotency -------------------------------------------------------
+
+
+FAULTS = {
+    "submit.429": 0.15,
+    "submit.5xx": 0.15,
+    "submit.reset": 0.15,
+    "submit.lost_reply": 0.15,
+    "poll.429": 0.15,
+    "poll.5xx": 0.15,
+    "poll.malformed": 0.15,
+    "download.5xx": 0.3,
+    "download.truncate": 0.3,
+}
+
+
+def test_faults_are_retried_and_nothing_is_charged_twice(tmp_path: Path) -> None:
+    """With every retryable fault at a high seeded rate, 12 concurrent items all succeed once."""
+    events: list[RetryEvent] = []
+    count = 12
+    # Latency 0: tasks are done at creation, so the number of requests per stage
+    # (and with the seed, which faults fire) does not depend on timing.
+    with simulator(latency=(0.0, 0.0), faults=FAULTS) as sim:
+
+        async def scenario(client: ApiClient) -> list[tuple[TaskState, list[Downloaded]]]:
+            return await asyncio.gather(
+                *(generate(client, tmp_path, i, f"faults-{i}") for i in range(count))
+            )
+
+        results = run(sim.base_url, scenario, events=events, retry_attempts=15)
+        ledger = sim.ledger()
+    assert len({state.task_id for state, _ in results}) == count
+    assert all(files[0].format == "PNG" for _, files in results)
+    assert (ledger.tasks_created, ledger.images_charged, ledger.downloads_ok) == (count,) * 3
+    assert all(ledger.faults.get(name, 0) > 0 for name in FAULTS), ledger.faults
+    assert ledger.replays >= ledger.faults["submit.lost_reply"]
+    assert {e.operation for e in events} == {"submit", "poll", "download"}
+    assert len(events) == sum(ledger.faults.values())
+    assert all(e.attempt >= 1 and e.wait > 0 for e in events)
+
+
+def test_lost_replies_are_retried_with_the_same_key() -> None:
+    """A POST whose reply is lost is retried with its key: one task, the rest replays."""
+    events: list[RetryEvent] = []
+    with simulator(faults={"submit.lost_reply": 1.0}) as sim:
+
+        async def scenario(client: ApiClient) -> TransientError:
+            with pytest.raises(TransientError) as caught:
+                await client.submit(body(), idempotency_key="lost-1")
+            return caught.value
+
+        error = run(sim.base_url, scenario, events=events, retry_attempts=3)
+        ledger = sim.ledger()
+    assert "RemoteProtocolError" in str(error)
+    assert [(e.operation, e.attempt) for e in events] == [("submit", 1), ("submit", 2)]
+    assert (ledger.submissions, ledger.tasks_created, ledger.replays) == (3, 1, 2)
+    assert ledger.images_charged == 1
+
+
+def test_lost_reply_then_resubmit_yields_the_same_task() -> None:
+    """After lost replies, the task id returned is the key's task: a resubmit replays it."""
+    events: list[RetryEvent] = []
+    with simulator(faults={"submit.lost_reply": 0.5}) as sim:
+
+        async def scenario(client: ApiClient) -> list[tuple[str, str]]:
+            pairs = []
+            for i in range(6):
+                first = await client.submit(body(i), idempotency_key=f"lost-{i}")
+                again = await client.submit(body(i), idempotency_key=f"lost-{i}")
+                pairs.append((first.task_id, again.task_id))
+            return pairs
+
+        pairs = run(sim.base_url, scenario, events=events, retry_attempts=15)
+        ledger = sim.ledger()
+    assert all(first == again for first, again in pairs)
+    assert ledger.faults["submit.lost_reply"] > 0
+    assert ledger.tasks_created == len(pairs) == ledger.images_charged
+    assert ledger.submissions == 2 * len(pairs) + len(events)
+    assert ledger.replays == ledger.submissions - ledger.tasks_created
+
+
+def test_retries_give_up_after_retry_attempts() -> None:
+    """A fault that never clears ends in a TransientError after exactly retry_attempts tries."""
+    events: list[RetryEvent] = []
+    with simulator(faults={"poll.5xx": 1.0}) as sim:
+
+        async def scenario(client: ApiClient) -> TransientError:
+            created = await client.submit(body(), idempotency_key="give-up")
+            with pytest.raises(TransientError) as caught:
+                await client.poll(created.task_id)
+            return caught.value
+
+        error = run(sim.base_url, scenario, events=events, retry_attempts=4)
+        ledger = sim.ledger()
+    assert error.status in (500, 502, 503)
+    assert len(events) == 3
+    assert ledger.polls == 4
+
+
+def test_retry_after_is_honoured() -> None:
+    """A 429's Retry-After is waited for for real before the retry."""
+    events: list[RetryEvent] = []
+    with simulator(faults={"submit.429": 1.0}, retry_after=1) as sim:
+
+        async def scenario(client: ApiClient) -> float:
+            started = time.monotonic()
+            with pytest.raises(TransientError) as caught:
+                await client.submit(body(), idempotency_key="ra-1")
+            assert caught.value.retry_after == 1.0
+            assert caught.value.status == 429
+            return time.monotonic() - started
+
+        with stamina.set_testing(False):
+            elapsed = run(sim.base_url, scenario, events=events, retry_attempts=2)
+    assert len(events) == 1
+    assert 1.0 <= events[0].wait <= 1.5
+    assert elapsed >= 1.0
+
+
+def test_retry_after_beyond_the_deadline_stops_at_once() -> None:
+    """A Retry-After longer than retry_timeout is not slept: the error carries it instead."""
+    events: list[RetryEvent] = []
+    with simulator(faults={"poll.429": 1.0}, retry_after=600) as sim:
+
+        async def scenario(client: ApiClient) -> TransientError:
+            with pytest.raises(TransientError) as caught:
+                await client.poll("task_anything")
+            return caught.value
+
+        error = run(sim.base_url, scenario, events=events, retry_timeout=30.0)
+    assert error.retry_after == 600.0
+    assert events == []
+
+
+def test_unreachable_api_is_transient() -> None:
+    """A refused connection is a TransientError once the retries are spent."""
+    events: list[RetryEvent] = []
+
+    async def scenario(client: ApiClient) -> TransientError:
+        with pytest.raises(TransientError) as caught:
+            await client.poll("task_x")
+        return caught.value
+
+    error = run(f"http://127.0.0.1:{free_port()}", scenario, events=events, retry_attempts=2)
+    assert "ConnectError" in str(error)
+    assert isinstance(error.__cause__, httpx.ConnectError)
+    assert len(events) == 1
+
+
+# -- downloads ---------------------------------------------------------------------
+
+
+def test_truncated_download_is_retried_then_transient(tmp_path: Path) -> None:
+    """A download cut short is retried by download() itself; if it persists, TransientError."""
+    events: list[RetryEvent] = []
+    dest = tmp_path / "img.part"
+    with simulator(faults={"download.truncate": 1.0}) as sim:
+
+        async def scenario(client: ApiClient) -> TransientError:
+            created = await client.submit(body(), idempotency_key="trunc-1")
+            done = await finish(client, created.task_id)
+            with pytest.raises(TransientError) as caught:
+                await client.download(done.images[0].url, dest)
+            return caught.value
+
+        error = run(sim.base_url, scenario, events=events, retry_attempts=3)
+        ledger = sim.ledger()
+    assert "RemoteProtocolError" in str(error)
+    assert [e.operation for e in events] == ["download", "download"]
+    assert (ledger.downloads, ledger.downloads_ok) == (3, 0)
+    assert not dest.exists()
+
+
+def test_expired_url_is_rejected_and_a_re_poll_gives_a_fresh_one(tmp_path: Path) -> None:
+    """A URL past its expires_at is a RequestRejected (410); re-polling yields a working URL."""
+    clock = ManualClock()
+    events: list[RetryEvent] = []
+    with simulator(clock=clock, latency=(0.0, 0.0), url_ttl=60.0) as sim:
+
+        async def scenario(client: ApiClient) -> tuple[RequestRejected, str, str, Downloaded]:
+            created = await client.submit(body(), idempotency_key="exp-1")
+            done = await finish(client, created.task_id)
+            old = done.images[0]
+            assert old.expires_at is not None
+            clock.advance(old.expires_at - clock() + 1)
+            with pytest.raises(RequestRejected) as caught:
+                await client.download(old.url, tmp_path / "a.part")
+            fresh = (await client.poll(created.task_id)).images[0]
+            got = await client.download(fresh.url, tmp_path / "b.part")
+            return caught.value, old.url, fresh.url, got
+
+        error, old_url, fresh_url, got = run(sim.base_url, scenario, events=events)
+    assert error.status == 410
+    assert "re-poll" in str(error)
+    assert fresh_url != old_url
+    assert got.width == 1024
+    assert events == []
+    assert not (tmp_path / "a.part").exists()
+
+
+def test_injected_expired_download_is_rejected_at_once(tmp_path: Path) -> None:
+    """The simulator's download.expired fault (410) is a RequestRejected without retries."""
+    events: list[RetryEvent] = []
+    with simulator(faults={"download.expired": 1.0}) as sim:
+
+        async def scenario(client: ApiClient) -> RequestRejected:
+            created = await client.submit(body(), idempotency_key="exp-2")
+            done = await finish(client, created.task_id)
+            with pytest.raises(RequestRejected) as caught:
+                await client.download(done.images[0].url, tmp_path / "a.part")
+            return caught.value
+
+        error = run(sim.base_url, scenario, events=events)
+        ledger = sim.ledger()
+    assert error.status == 410
+    assert events == []
+    assert ledger.downloads == 1
+
+
+def test_download_larger_than_the_limit_is_rejected(tmp_path: Path) -> None:
+    """An image bigger than max_download_bytes is refused, and the partial file removed."""
+    with simulator() as sim:
+
+        async def scenario(client: ApiClient) -> RequestRejected:
+            created = await client.submit(body(), idempotency_key="big-1")
+            done = await finish(client, created.task_id)
+            with pytest.raises(RequestRejected) as caught:
+                await client.download(done.images[0].url, tmp_path / "a.part")
+            return caught.value
+
+        error = run(sim.base_url, scenario, max_download_bytes=1000)
+    assert "1,000-byte limit" in str(error)
+    assert not (tmp_path / "a.part").exists()
+
+
+# -- the key never leaks -------------------------------------------------------------
+
+
+def _echo_key(request: httpx.Request) -> httpx.Response:
+    """A hostile server: every reply quotes the Authorization header back."""
+    auth = request.headers.get("Authorization", "")
+    path = request.url.path
+    if path.endswith("/timeout"):
+        raise httpx.ReadTimeout(f"timed out talking with {auth}", request=request)
+    if path.endswith("/reset"):
+        raise httpx.ReadError(f"connection reset; sent {auth}", request=request)
+    status = int(path.rsplit("/", 1)[-1]) if path.rsplit("/", 1)[-1].isdigit() else 400
+    headers = {"Location": f"https://elsewhere/?k={auth}"} if 300 <= status < 400 else {}
+    if path.startswith("/files/"):
+        return httpx.Response(status, text=f"denied for {auth}", headers=headers)
+    return httpx.Response(status, json={"message": f"bad token {auth}"}, headers=headers)
+
+
+def _ours(error: BaseException) -> Iterator[BaseException]:
+    """The error and every imgspec error chained under it (httpx's own are not ours)."""
+    seen: BaseException | None = error
+    while isinstance(seen, ApiError):
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def test_the_key_never_leaks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """No error path puts the key in str(), repr(), a retry event or a log record."""
+    caplog.set_level(logging.DEBUG)
+    events: list[RetryEvent] = []
+    errors: list[BaseException] = []
+
+    async def collect(call: Awaitable[Any]) -> None:
+        with pytest.raises(ApiError) as caught:
+            await call
+        errors.append(caught.value)
+
+    def hostile(client: ApiClient) -> Iterator[Awaitable[Any]]:
+        # A generator, so a failing call leaves no un-awaited coroutines behind.
+        for status in (301, 400, 401, 402, 404, 409, 422, 429, 500, 503):
+            yield client.poll(str(status))
+        yield client.poll("timeout")
+        yield client.poll("reset")
+        yield client.submit(body(), idempotency_key="k")
+        for name in ("403", "410", "502", "reset"):
+            yield client.download(f"http://api.test/files/{name}", tmp_path / "x")
+
+    async def against_hostile() -> None:
+        transport = httpx.MockTransport(_echo_key)
+        async with ApiClient(
+            base_url="http://api.test",
+            api_key=KEY,
+            on_retry=events.append,
+            retry_attempts=2,
+            transport=transport,
+        ) as client:
+            assert KEY not in repr(client)
+            for call in hostile(client):
+                await collect(call)
+
+    asyncio.run(against_hostile())
+
+    with simulator(faults={"poll.malformed": 1.0, "download.truncate": 1.0}) as sim:
+
+        async def against_simulator(client: ApiClient) -> None:
+            await collect(client.submit(body(n=9), idempotency_key="leak-1"))
+            created = await client.submit(body(), idempotency_key="leak-2")
+            await collect(client.poll(created.task_id))
+            await collect(client.download(f"{sim.base_url}/files/nope.png", tmp_path / "y"))
+
+        run(sim.base_url, against_simulator, events=events, retry_attempts=2)
+        run(sim.base_url, lambda c: collect(c.poll("task_x")), api_key=WRONG_KEY)
+
+    kinds = {type(e) for e in errors}
+    assert kinds == {AuthError, BalanceExhausted, RequestRejected, TransientError}
+    assert len(errors) == 21
+    texts = [text for e in errors for c in _ours(e) for text in (str(c), repr(c))]
+    texts += [repr(e) for e in events] + [f"{r.getMessage()} {r.__dict__}" for r in caplog.records]
+    for secret in (KEY, WRONG_KEY):
+        assert not [t for t in texts if secret in t]
+    assert any("***" in t for t in texts)  # the hostile echoes were there, and masked
