@@ -14,7 +14,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-MAX_SEED = 2_147_483_647
+from pipeline.rules import MAX_SEED
+
 FOLDER_MAX = 80
 _PLAIN_VALUE = re.compile(r"^[^,=@\"\s\[\]{}]([^,=@\"\[\]{}]*[^,=@\"\s\[\]{}])?$")
 _UNSAFE_FOLDER_CHARS = re.compile(r"[^A-Za-z0-9._=,+-]+")

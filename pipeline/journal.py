@@ -37,6 +37,7 @@ from pipeline.lockfile import (
     LockEntry,
     Lockfile,
     entry_from_json,
+    fsync_dir,
     read_lockfile,
     write_lockfile,
 )
@@ -141,20 +142,6 @@ def read_journal(journal: Path) -> str | None:
     return data.decode("utf-8", errors="surrogateescape")
 
 
-def _sync_folder(folder: Path) -> None:
-    """Make a created or removed directory entry durable (best effort)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems cannot fsync a directory; nothing more can be done
-    finally:
-        os.close(fd)
-
-
 def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
@@ -219,7 +206,7 @@ class LockStore:
             raise LockfileError(f"{journal}: cannot be written ({_reason(exc)}); check the "
                                 "folder's permissions and free space") from exc
         # The journal's directory entry must survive a power cut, or its lines would too.
-        _sync_folder(journal.parent)
+        fsync_dir(journal.parent)
         return cls(lock_path, lock, fd, checkpoint_every=checkpoint_every, clock=clock)
 
     @property
@@ -309,7 +296,7 @@ class LockStore:
             # The journal is empty, so leaving it behind is harmless: the next open folds nothing.
             _log.warning("could not remove %s: %s", self._journal_path, _reason(exc))
             return
-        _sync_folder(self._journal_path.parent)
+        fsync_dir(self._journal_path.parent)
 
     def __enter__(self) -> LockStore:
         """The store itself; leaving the block closes it, whatever ended the block."""

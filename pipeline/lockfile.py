@@ -211,7 +211,7 @@ def write_atomic(path: Path, text: str, *, durable: bool = True) -> None:
                 os.fsync(handle.fileno())
         Path(tmp).replace(path)
         if durable:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -226,7 +226,8 @@ def write_lockfile(path: Path, lock: Lockfile) -> None:
                             "check the folder's permissions and free space") from exc
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a created, renamed or removed directory entry durable (best effort)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:

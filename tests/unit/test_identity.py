@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from pipeline.identity import (
-    MAX_SEED,
     derive_seed,
     fingerprint,
     folder_name,
     format_value,
     make_key,
 )
+from pipeline.rules import MAX_SEED
 
 
 def test_key_reads_job_at_axis_values_in_order() -> None:
