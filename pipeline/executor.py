@@ -328,8 +328,9 @@ class Executor:
             if state.status == "completed":
                 return state
             if state.status in ("failed", "cancelled"):
+                # "Failed requests are not charged" (the API's pricing notes).
                 self._fail(item, self.store.get(item.key),
-                           state.error or f"the task was {state.status}")
+                           state.error or f"the task was {state.status}", refunded=True)
                 return None
 
     async def collect(self, item: PlanItem, task_id: str, state: TaskState) -> bool:
@@ -350,6 +351,13 @@ class Executor:
                 for temp in temps:
                     temp.unlink(missing_ok=True)
                 if attempt + 1 == self.options.download_attempts:
+                    if isinstance(exc, RequestRejected):
+                        # Refused even with fresh URLs (expired results, say): resuming
+                        # would refuse forever, so this attempt fails and the next run
+                        # starts a new one.
+                        self._fail(item, self.store.get(key),
+                                   f"the results cannot be downloaded: {exc}")
+                        return False
                     self.result.unfinished.append((key, f"download failed: {exc}"))
                     self.emit("unfinished", key, str(exc))
                     return False
@@ -383,12 +391,16 @@ class Executor:
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _fail(self, item: PlanItem, entry: LockEntry | None, message: str) -> None:
+    def _fail(self, item: PlanItem, entry: LockEntry | None, message: str, *,
+              refunded: bool = False) -> None:
+        """Record the attempt as failed; ``refunded`` when the API does not charge for it."""
         if entry is not None:
-            if entry.status == "running":
-                self.result.spent -= entry.cost  # failed tasks are refunded
-            self.store.record(replace(entry, status="failed", last_error=message,
-                                      cost=Decimal(0), updated_at=utc_now()))
+            cost = entry.cost
+            if refunded and entry.status == "running":
+                self.result.spent -= entry.cost
+                cost = Decimal(0)
+            self.store.record(replace(entry, status="failed", last_error=message, cost=cost,
+                                      updated_at=utc_now()))
         self.result.failed.append((item.key, message))
         self.emit("failed", item.key, message)
 

@@ -196,3 +196,17 @@ def test_status_verify_prune(project: Project, sim: RunningSimulator, imgspec: I
     pruned = imgspec("prune", str(project.manifest))
     assert "pruned logo" in pruned.output
     assert "logo" not in project.lock()["entries"]
+
+
+def test_undownloadable_results_fail_instead_of_resuming_forever(
+        project: Project, start_sim: StartSim, imgspec: Imgspec) -> None:
+    """Results refused even after re-polls fail the attempt, so a rerun can start afresh."""
+    sim = start_sim(faults={"download.expired": 1.0})
+    result = imgspec(*run_args(project, sim, "--job", "logo"))
+    assert result.exit_code == 4
+    entry = project.lock()["entries"]["logo"]
+    assert entry["status"] == "failed"
+    assert "cannot be downloaded" in entry["last_error"]
+    assert entry["cost"] == 0.2  # the task completed, so it was charged
+    plan = json.loads(imgspec("plan", "--json", str(project.manifest)).output)
+    assert next(i for i in plan["items"] if i["key"] == "logo")["status"] == "retry"
