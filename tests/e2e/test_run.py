@@ -118,19 +118,29 @@ def test_sigkill_at_random_moments_then_resume(project: Project, sim: RunningSim
     assert ledger.images_charged == IMAGES
 
 
-def test_interrupt_exits_130_and_resumes(project: Project, sim: RunningSimulator) -> None:
-    """SIGINT stops the run with exit 130; the next run finishes without paying twice."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_exits_130_and_resumes(project: Project, start_sim: StartSim,
+                                         sig: signal.Signals) -> None:
+    """SIGINT/SIGTERM stop the run with exit 130; the next run resumes, paying once."""
+    sim = start_sim(latency=(3.0, 3.0))  # tasks are surely in flight when the signal lands
     proc = spawn(run_args(project, sim))
-    time.sleep(1.5)
-    proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 30
+    while sim.ledger().tasks_created == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(sig)
     output, _ = proc.communicate(timeout=60)
-    assert proc.returncode in (0, 130), output
+    assert proc.returncode == 130, output
+    assert "interrupted" in output
     assert "Traceback" not in output
+    running = [e for e in project.lock()["entries"].values() if e["status"] == "running"]
+    assert running  # recorded in-flight tasks, to be polled by the next run
     final = spawn(run_args(project, sim))
     output, _ = final.communicate(timeout=120)
     assert final.returncode == 0, output
     assert_complete(project)
-    assert sim.ledger().images_charged == IMAGES
+    ledger = sim.ledger()
+    assert ledger.tasks_created == INSTANCES
+    assert ledger.images_charged == IMAGES
 
 
 def test_concurrent_run_is_refused(project: Project, sim: RunningSimulator,
