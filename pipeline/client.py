@@ -41,6 +41,7 @@ import httpx
 import stamina
 
 from pipeline.errors import ApiError, AuthError, RequestRejected, TransientError, UsageError
+from pipeline.images import IMAGE_FORMATS, check_image
 from pipeline.replies import (
     TaskImage,
     TaskState,
@@ -52,7 +53,6 @@ from pipeline.replies import (
     parse_submit,
     shorten,
 )
-from pipeline.rules import IMAGE_FORMATS, check_image
 
 __all__ = ["ApiClient", "Downloaded", "RetryEvent", "TaskImage", "TaskState"]
 

@@ -24,7 +24,7 @@ import base64
 import hashlib
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -435,8 +435,3 @@ class Executor:
 def _data_uri(mime: str, data: bytes) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
-
-def summarise(result: RunResult) -> Mapping[str, int]:
-    """Counts for the closing line of a run."""
-    return {"done": len(result.done), "failed": len(result.failed),
-            "blocked": len(result.blocked), "unfinished": len(result.unfinished)}

@@ -7,7 +7,6 @@ raised together in one ``ManifestError``; warnings ride along in the result.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,9 +17,10 @@ from pipeline.document import DocPath, Document
 from pipeline.errors import ImgspecError, ManifestError
 from pipeline.graph import job_order
 from pipeline.identity import canonical_json, derive_seed, make_key
+from pipeline.images import check_image, decode_data_uri
 from pipeline.matrix import Combination, expand_matrix, key_order
 from pipeline.model import FIELD_KEYS, MODES, REQUEST_FIELDS, Job, Manifest, UpstreamRef
-from pipeline.rules import Problem, check_image, check_request, decode_data_uri, output_dimensions
+from pipeline.rules import Problem, check_request, output_dimensions
 from pipeline.templates import TemplateProblem, TemplateRenderer
 from pipeline.workspace import Workspace
 
@@ -509,8 +509,3 @@ def _coerce(name: str, value: Any) -> Any:
     if name in ("watermark", "thinking_mode") and text.lower() in _TRUE:
         return _TRUE[text.lower()]
     return value
-
-
-def data_uri(mime: str, data: bytes) -> str:
-    """A ``data:`` URI for image bytes (how local and offline inputs are sent)."""
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from pipeline.diagnostics import Diagnostic
 from pipeline.lockfile import json_number
 from pipeline.plan import STATUS_ORDER, TO_SUBMIT, Plan, PlanItem, Status
 
@@ -151,14 +149,4 @@ def budget_line(plan: Plan) -> str:
     return (f"Budget: {money(plan.total, cur)} is over the budget of "
             f"{money(plan.budget, cur)}: narrow the plan (--job, --where) or raise "
             "budget.max_cost / --max-cost.")
-
-
-def warnings_text(warnings: tuple[Diagnostic, ...]) -> str:
-    """Warnings, one per paragraph, with snippets."""
-    return "\n".join(d.format() for d in warnings)
-
-
-def counts_line(counts: Mapping[str, int]) -> str:
-    """``3 new, 2 up-to-date`` from a counts mapping, zeros left out."""
-    return ", ".join(f"{v:,} {k}" for k, v in counts.items() if v) or "nothing"
 
