@@ -17,7 +17,8 @@ from click.testing import CliRunner, Result
 from PIL import Image
 
 from pipeline.cli import cli
-from pipeline.simulator import RunningSimulator, SimulatorConfig, run_in_thread
+from pipeline.simulator import RunningSimulator
+from tests.simulator.simkit import StartSim, simulators
 
 KEY = "sk-e2e-SECRET-7f3a9c"
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,24 +86,11 @@ def project(tmp_path: Path) -> Project:
     return Project(tmp_path)
 
 
-StartSim = Callable[..., RunningSimulator]
-
-
 @pytest.fixture
 def start_sim() -> Iterator[StartSim]:
     """Start simulators on free loopback ports (fast tasks unless overridden); stopped after."""
-    started: list[RunningSimulator] = []
-
-    def start(**overrides: Any) -> RunningSimulator:
-        settings: dict[str, Any] = {"latency": (0.05, 0.2), "seed": 11, "api_key": KEY}
-        settings.update(overrides)
-        sim = run_in_thread(SimulatorConfig(**settings))
-        started.append(sim)
-        return sim
-
-    yield start
-    for sim in started:
-        sim.stop()
+    with simulators(latency=(0.05, 0.2), seed=11, api_key=KEY) as start:
+        yield start
 
 
 @pytest.fixture

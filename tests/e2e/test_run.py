@@ -14,7 +14,8 @@ from PIL import Image
 
 from pipeline.guard import RunGuard, guard_path
 from pipeline.simulator import RunningSimulator
-from tests.e2e.conftest import IMAGES, INSTANCES, KEY, Imgspec, Project, StartSim, run_args, spawn
+from tests.e2e.conftest import IMAGES, INSTANCES, KEY, Imgspec, Project, run_args, spawn
+from tests.simulator.simkit import StartSim
 
 
 def image_files(project: Project) -> list[Path]:

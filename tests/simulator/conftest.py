@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import httpx
 import pytest
 
-from pipeline.simulator import ManualClock, RunningSimulator, SimulatorConfig, run_in_thread
-from tests.simulator.simkit import AUTH
-
-StartSim = Callable[..., RunningSimulator]
+from pipeline.simulator import ManualClock, RunningSimulator
+from tests.simulator.simkit import AUTH, StartSim, simulators
 
 
 @pytest.fixture
@@ -23,18 +20,8 @@ def clock() -> ManualClock:
 @pytest.fixture
 def start_sim(clock: ManualClock) -> Iterator[StartSim]:
     """Start simulators (latency 10 s on the manual clock unless overridden); stopped after."""
-    started: list[RunningSimulator] = []
-
-    def start(**overrides: Any) -> RunningSimulator:
-        settings: dict[str, Any] = {"clock": clock, "latency": (10.0, 10.0)}
-        settings.update(overrides)
-        sim = run_in_thread(SimulatorConfig(**settings))
-        started.append(sim)
-        return sim
-
-    yield start
-    for sim in started:
-        sim.stop()
+    with simulators(clock=clock, latency=(10.0, 10.0)) as start:
+        yield start
 
 
 @pytest.fixture

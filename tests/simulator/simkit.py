@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import math
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 from PIL import Image
+
+from pipeline.simulator import RunningSimulator, SimulatorConfig, run_in_thread
 
 KEY = "sim-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -16,6 +20,25 @@ SUBMIT = "/v1/images/generations"
 
 PRO = "wan2.7-image-pro"
 STD = "wan2.7-image"
+
+StartSim = Callable[..., RunningSimulator]
+
+
+@contextlib.contextmanager
+def simulators(**defaults: Any) -> Iterator[StartSim]:
+    """A starter of simulators (``defaults`` overridable per call), all stopped on exit."""
+    started: list[RunningSimulator] = []
+
+    def start(**overrides: Any) -> RunningSimulator:
+        sim = run_in_thread(SimulatorConfig(**{**defaults, **overrides}))
+        started.append(sim)
+        return sim
+
+    try:
+        yield start
+    finally:
+        for sim in started:
+            sim.stop()
 
 
 def body(**fields: object) -> dict[str, object]:
