@@ -64,7 +64,7 @@ class RunOptions:
 class RunEvent:
     """Something happened to one instance (or to the run, when ``key`` is None)."""
 
-    kind: str  # submitted, resumed, done, failed, blocked, unfinished, skipped, stopping
+    kind: str  # submitted, resumed, retry, done, failed, blocked, unfinished, stopping
     key: str | None
     message: str
     done: int

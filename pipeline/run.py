@@ -15,7 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pipeline.client import ApiClient
+from pipeline.client import ApiClient, RetryEvent
 from pipeline.errors import BudgetExceeded, UsageError
 from pipeline.executor import Executor, RunEvent, RunOptions, RunResult
 from pipeline.guard import RunGuard, guard_path
@@ -127,8 +127,15 @@ async def execute_run(settings: RunSettings, prepared: Prepared, plan: Plan, sto
     """Execute the plan; Ctrl-C or SIGTERM stops it cleanly with ``stopped == "interrupted"``."""
     outputs = OutputFolder(prepared.paths.outputs, prepared.paths.base)
     outputs.clean_temp_files()
+    executor: Executor | None = None
+
+    def on_retry(event: RetryEvent) -> None:
+        if executor is not None:
+            executor.emit("retry", None, f"{event.operation} attempt {event.attempt} failed "
+                                         f"({event.error}); retrying in {event.wait:.1f} s")
+
     async with ApiClient(base_url=settings.base_url, api_key=settings.api_key,
-                         max_rate=settings.max_rate) as client:
+                         max_rate=settings.max_rate, on_retry=on_retry) as client:
         executor = Executor(plan, client=client, store=store, outputs=outputs,
                             workspace=prepared.workspace, pricing=prepared.manifest.pricing,
                             options=settings.options, on_event=on_event)

@@ -102,6 +102,18 @@ def test_faults_never_pay_twice(project: Project, start_sim: StartSim,
     assert sum(ledger.faults.values()) > 0
 
 
+def test_retries_are_reported_as_events(project: Project, start_sim: StartSim,
+                                        imgspec: Imgspec) -> None:
+    """With --json, each retry the client makes is an event with what failed and the wait."""
+    sim = start_sim(seed=3, faults={"poll.5xx": 0.5})
+    result = imgspec(*run_args(project, sim, "--json", "--job", "logo"))
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    retries = [e for e in events if e["event"] == "retry"]
+    assert retries
+    assert "poll attempt 1 failed" in retries[0]["message"]
+
+
 def test_sigkill_at_random_moments_then_resume(project: Project, sim: RunningSimulator) -> None:
     """Killing runs with SIGKILL at ten seeded moments loses nothing and pays nothing twice."""
     rng = random.Random(1234)
