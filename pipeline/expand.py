@@ -19,8 +19,8 @@ from pipeline.graph import job_order
 from pipeline.identity import canonical_json, derive_seed, make_key
 from pipeline.images import check_image, decode_data_uri
 from pipeline.matrix import Combination, expand_matrix, key_order
-from pipeline.model import FIELD_KEYS, MODES, REQUEST_FIELDS, Job, Manifest, UpstreamRef
-from pipeline.rules import Problem, check_request, output_dimensions
+from pipeline.model import FIELD_KEYS, MODES, Job, Manifest, UpstreamRef
+from pipeline.rules import REQUEST_FIELDS, Problem, check_request, output_dimensions
 from pipeline.templates import TemplateProblem, TemplateRenderer
 from pipeline.workspace import Workspace
 

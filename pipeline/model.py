@@ -9,15 +9,11 @@ from typing import Any, Literal
 
 from pipeline.document import DocPath, Document
 from pipeline.pricing import PriceTable
+from pipeline.rules import REQUEST_FIELDS
 
 MODES = ("text-to-image", "edit", "sequential")
 DEFAULT_MAX_INSTANCES = 10_000
 
-# Wire order of the request body, so rendered requests read the same everywhere.
-REQUEST_FIELDS = (
-    "model", "prompt", "negative_prompt", "image_urls", "n", "size", "resolution",
-    "seed", "watermark", "thinking_mode", "enable_sequential", "bbox_list", "color_palette",
-)
 # Keys that set a request field when they appear in defaults, a job, or a matrix row.
 FIELD_KEYS = frozenset(REQUEST_FIELDS) - {"enable_sequential"} | {"mode"}
 

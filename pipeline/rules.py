@@ -43,23 +43,12 @@ MAX_PIXELS_PRO_T2I: Final = 4096 * 4096
 MAX_ASPECT: Final = 8  # both for pixel sizes and input images: 1:8 .. 8:1
 
 
-KNOWN_FIELDS: Final[frozenset[str]] = frozenset(
-    {
-        "model",
-        "prompt",
-        "image_urls",
-        "n",
-        "size",
-        "resolution",
-        "negative_prompt",
-        "watermark",
-        "seed",
-        "thinking_mode",
-        "enable_sequential",
-        "bbox_list",
-        "color_palette",
-    }
+# Every field of the generation endpoint, in the order imgspec writes request bodies.
+REQUEST_FIELDS: Final[tuple[str, ...]] = (
+    "model", "prompt", "negative_prompt", "image_urls", "n", "size", "resolution",
+    "seed", "watermark", "thinking_mode", "enable_sequential", "bbox_list", "color_palette",
 )
+KNOWN_FIELDS: Final[frozenset[str]] = frozenset(REQUEST_FIELDS)
 BOOLEAN_FIELDS: Final[tuple[str, ...]] = ("watermark", "thinking_mode", "enable_sequential")
 
 _PIXELS_RE: Final = re.compile(r"([1-9][0-9]{0,5})[x*]([1-9][0-9]{0,5})")

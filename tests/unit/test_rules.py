@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from pipeline.rules import (
     ASPECT_RATIOS,
     MODELS,
+    REQUEST_FIELDS,
     TIERS,
     Problem,
     check_request,
@@ -434,24 +435,7 @@ _JSON = st.recursive(
     ),
     max_leaves=12,
 )
-_FIELDS = st.sampled_from(
-    [
-        "model",
-        "prompt",
-        "image_urls",
-        "n",
-        "size",
-        "resolution",
-        "seed",
-        "watermark",
-        "thinking_mode",
-        "enable_sequential",
-        "bbox_list",
-        "color_palette",
-        "negative_prompt",
-        "x",
-    ]
-)
+_FIELDS = st.sampled_from([*REQUEST_FIELDS, "x"])  # every API field and an unknown one
 
 
 @settings(max_examples=300, deadline=None)
