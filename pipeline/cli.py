@@ -221,7 +221,7 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
         if not as_json:
             click.echo(plan_text(the_plan), nl=False)
         check_budget(the_plan)
-        if not the_plan.submitting() and not any(
+        if not the_plan.submitting and not any(
             i.status == Status.RESUME for i in the_plan.items
         ):
             click.echo("Nothing to do.", file=out)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from pipeline.diagnostics import Diagnostic
@@ -81,16 +82,17 @@ class Plan:
         out["orphaned"] = len(self.orphaned)
         return out
 
-    def submitting(self) -> list[PlanItem]:
-        """The items a run will submit (and pay for)."""
-        return [i for i in self.items if i.status in TO_SUBMIT]
+    @cached_property
+    def submitting(self) -> tuple[PlanItem, ...]:
+        """The items a run will submit (and pay for); computed once, the plan is frozen."""
+        return tuple(i for i in self.items if i.status in TO_SUBMIT)
 
-    @property
+    @cached_property
     def images(self) -> int:
         """Images the run will pay for."""
-        return sum(i.instance.n for i in self.submitting())
+        return sum(i.instance.n for i in self.submitting)
 
-    @property
+    @cached_property
     def total(self) -> Decimal:
         """The exact cost of the run."""
         return sum((i.cost for i in self.items), Decimal(0))
@@ -98,7 +100,7 @@ class Plan:
     def cost_by(self, attribute: Callable[[PlanItem], str]) -> dict[str, Decimal]:
         """Cost summed by a property of the items (job, model), zero-cost groups left out."""
         out: dict[str, Decimal] = {}
-        for item in self.submitting():
+        for item in self.submitting:
             name = attribute(item)
             out[name] = out.get(name, Decimal(0)) + item.cost
         return out

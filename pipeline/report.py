@@ -27,7 +27,7 @@ def money(amount: Decimal, currency: str) -> str:
 
 def plan_json(plan: Plan) -> dict[str, Any]:
     """The stable machine-readable plan (``imgspec plan --json``)."""
-    submitting = plan.submitting()
+    submitting = plan.submitting
     return {
         "manifest": plan.manifest,
         "name": plan.name,
@@ -103,7 +103,7 @@ def plan_text(plan: Plan) -> str:
     parts = [f"{counts[s.value]:,} {s.value}" for s in STATUS_ORDER if counts[s.value]]
     if counts["orphaned"]:
         parts.append(f"{counts['orphaned']:,} orphaned")
-    submitting = plan.submitting()
+    submitting = plan.submitting
     lines.append(
         f"Plan: {len(submitting):,} to submit ({plan.images:,} images, "
         f"{money(plan.total, cur)}); " + ", ".join(parts) + "."
@@ -115,7 +115,7 @@ def plan_text(plan: Plan) -> str:
 def cost_table(plan: Plan) -> list[str]:
     """Rows of instances, images and cost per (job, model) for what will be submitted."""
     rows: dict[tuple[str, str], list[Any]] = {}
-    for item in plan.submitting():
+    for item in plan.submitting:
         row = rows.setdefault((item.job, item.instance.model), [0, 0, Decimal(0)])
         row[0] += 1
         row[1] += item.instance.n
@@ -126,7 +126,7 @@ def cost_table(plan: Plan) -> list[str]:
     header = ("job", "model", "instances", "images", "cost")
     body = [(job, model, f"{r[0]:,}", f"{r[1]:,}", money(r[2], cur))
             for (job, model), r in rows.items()]
-    total = ("total", "", f"{len(plan.submitting()):,}", f"{plan.images:,}",
+    total = ("total", "", f"{len(plan.submitting):,}", f"{plan.images:,}",
              money(plan.total, cur))
     widths = [max(len(r[c]) for r in (header, *body, total)) for c in range(5)]
 
