@@ -10,11 +10,9 @@ import os
 import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import stamina
-from rich.console import Console
 
 from pipeline import __version__, housekeeping
 from pipeline.errors import (
@@ -25,26 +23,21 @@ from pipeline.errors import (
     LockfileError,
     UsageError,
 )
-from pipeline.executor import RunOptions
 from pipeline.expand import expand
 from pipeline.graph import render_graph
 from pipeline.manifest import load_manifest
 from pipeline.plan import Status
-from pipeline.progress import JsonReporter, LiveReporter, PlainReporter, Reporter, run_summary
 from pipeline.project import prepare
 from pipeline.report import money, plan_json, plan_text
-from pipeline.run import (
-    DEFAULT_BASE_URL,
-    RunSettings,
-    Selection,
-    check_budget,
-    execute_run,
-    parse_where,
-    run_session,
-)
-from pipeline.simulator import SimulatorConfig, run_in_thread
 from pipeline.simulator.cli import simulator
 
+if TYPE_CHECKING:
+    from pipeline.progress import Reporter
+
+# The run layer (httpx, stamina, rich, the simulator's aiohttp) is imported inside the
+# commands that use it, so validate/plan/render/graph start quickly.
+
+DEFAULT_BASE_URL = "https://api.apimart.ai"
 EXIT_INTERNAL = 70
 
 manifest_argument = click.argument(
@@ -83,9 +76,6 @@ def cli() -> None:
     Write a manifest, `validate` it, read the `plan` (exact cost, no spending),
     then `run` it; rerun to do only what failed or changed.
     """
-    # Retries are reported through the run's own events; stamina's default hook would
-    # log a warning line over the progress display for each one.
-    stamina.instrumentation.set_on_retry_hooks([])
 
 
 def _max_cost(value: str | None) -> Decimal | None:
@@ -200,6 +190,23 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
 
     Exit 0 all done, 3 over budget, 4 items failed or unfinished, 130 interrupted.
     """
+    import stamina
+
+    from pipeline.executor import RunOptions
+    from pipeline.progress import run_summary
+    from pipeline.run import (
+        RunSettings,
+        Selection,
+        check_budget,
+        execute_run,
+        parse_where,
+        run_session,
+    )
+    from pipeline.simulator import SimulatorConfig, run_in_thread
+
+    # Retries are reported through the run's own events; stamina's default hook would
+    # log a warning line over the progress display for each one.
+    stamina.instrumentation.set_on_retry_hooks([])
     api_key = "sim-key" if simulate else os.environ.get("APIMART_API_KEY", "")
     if not simulate and not api_key:
         raise UsageError("set APIMART_API_KEY to your APIMart key (or try --simulate)")
@@ -248,6 +255,10 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
 
 
 def _reporter(as_json: bool, currency: str, total: int) -> Reporter:
+    from rich.console import Console
+
+    from pipeline.progress import JsonReporter, LiveReporter, PlainReporter
+
     if as_json:
         return JsonReporter(currency, sys.stdout)
     if sys.stdout.isatty():

@@ -25,8 +25,6 @@ from pipeline.outputs import OutputFolder
 from pipeline.plan import Plan, PlanItem, Status, matches_where
 from pipeline.project import Prepared, prepare
 
-DEFAULT_BASE_URL = "https://api.apimart.ai"
-
 
 @dataclass(frozen=True, slots=True)
 class Selection:

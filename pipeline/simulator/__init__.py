@@ -11,10 +11,29 @@ Python API::
 The click command is ``pipeline.simulator.cli.simulator``.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from pipeline.simulator.config import Clock, ManualClock, SimulatorConfig, parse_latency
 from pipeline.simulator.faults import FAULT_KINDS, FAULTS_HELP, parse_faults
-from pipeline.simulator.runner import RunningSimulator, run_in_thread, serve
-from pipeline.simulator.tasks import Ledger
+
+if TYPE_CHECKING:
+    from pipeline.simulator.runner import RunningSimulator, run_in_thread, serve
+    from pipeline.simulator.tasks import Ledger
+
+# The server half pulls in aiohttp (~0.15 s); `imgspec validate` and `plan` register the
+# simulator command without ever starting one, so it is imported on first use.
+_LAZY = {"RunningSimulator": "runner", "run_in_thread": "runner", "serve": "runner",
+         "Ledger": "tasks"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"pipeline.simulator.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'pipeline.simulator' has no attribute {name!r}")
 
 __all__ = [
     "FAULTS_HELP",

@@ -9,7 +9,6 @@ import click
 from pipeline.errors import UsageError
 from pipeline.simulator.config import SimulatorConfig, parse_latency
 from pipeline.simulator.faults import FAULTS_HELP, parse_faults
-from pipeline.simulator.runner import serve
 
 
 def _balance(text: str | None) -> Decimal | None:
@@ -92,6 +91,8 @@ def simulator(
                 f"  key {api_key!r}, latency {latency} s, faults {faults}, seed {seed}; "
                 f"ledger at {base_url}/_sim/ledger; Ctrl-C to stop"
             )
+
+        from pipeline.simulator.runner import serve  # aiohttp: only when a server starts
 
         serve(config, on_ready=ready)
     except KeyboardInterrupt:
