@@ -3,10 +3,13 @@
 An image is a grid of tiles, each a horizontal colour ramp, drawn from a
 256-colour palette. Every pixel row inside a tile row is the same, so the PNG
 is written by hand: each tile row's first scanline with filter 0 (None), the
-rest with filter 2 (Up), whose filtered bytes are all zero. zlib then sees
-long zero runs and compresses a 4096x4096 image (16.8 MB of scanlines) in a
-few tens of milliseconds, to tens of kilobytes. Pillow is not used to encode:
-it would filter and compress every row the slow way.
+rest with filter 2 (Up), whose filtered bytes are all zero. Those runs of
+zero rows are the bulk of the data (16.8 MB of scanlines at 4096x4096), and
+one render happens per download, so they are not compressed per image: the
+zlib stream is assembled from raw-deflate pieces, each run's piece (and its
+Adler-32) cached by (width, row count), and only the few distinct rows
+compressed fresh. Pillow is not used to encode: it would filter and compress
+every row the slow way.
 
 The picture depends only on ``key`` (a hash of the request body, the image
 index and a seed), so the same request gives the same bytes.
@@ -14,6 +17,7 @@ index and a seed), so the same request gives the same bytes.
 
 from __future__ import annotations
 
+import functools
 import random
 import struct
 import threading
@@ -24,6 +28,92 @@ from collections.abc import Callable, Sequence
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SHADES = 16  # palette entries per base colour: the ramp inside one tile
 _MAX_BASE_COLOURS = 256 // _SHADES
+_LEVEL = 6
+# CMF 0x78 (deflate, 32 KiB window) and FLG 0x9C (default level): what zlib.compress writes.
+_ZLIB_HEADER = b"\x78\x9c"
+_ADLER_BASE = 65521  # the largest prime below 2**16
+_RUN_CHUNK = 1 << 20  # bytes of zero rows fed to zlib at once, to bound memory on a cache miss
+
+
+def adler32_combine(adler1: int, adler2: int, len2: int) -> int:
+    """The Adler-32 of ``a + b``, given ``adler1`` of ``a``, ``adler2`` of ``b`` and ``len(b)``.
+
+    A port of zlib's ``adler32_combine``, which Python's zlib does not expose. It
+    lets a cached run's checksum stand in for re-reading the run's megabytes.
+    """
+    low1, high1 = adler1 & 0xFFFF, adler1 >> 16
+    low2, high2 = adler2 & 0xFFFF, adler2 >> 16
+    # Each byte of ``b`` adds ``low1 - 1`` more to its running sum than it did alone.
+    low = (low1 + low2 - 1) % _ADLER_BASE
+    high = (high1 + high2 + (len2 % _ADLER_BASE) * (low1 - 1)) % _ADLER_BASE
+    return low | high << 16
+
+
+def _raw_deflater() -> zlib._Compress:
+    """A compressor of raw deflate (no zlib header or trailer), to build a stream from pieces."""
+    return zlib.compressobj(_LEVEL, zlib.DEFLATED, -15)
+
+
+# An empty final block: it sets BFINAL after the pieces, which a sync flush never does.
+_FINAL_BLOCK = _raw_deflater().flush(zlib.Z_FINISH)
+
+
+def _deflate(data: bytes) -> bytes:
+    """``data`` as self-contained, non-final raw deflate blocks that end on a byte boundary.
+
+    A sync flush byte-aligns the output without setting BFINAL, and a fresh
+    compressor makes no back-reference into earlier pieces, so such pieces can
+    simply be concatenated into one deflate stream.
+    """
+    compressor = _raw_deflater()
+    return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+
+
+@functools.lru_cache(maxsize=128)
+def _zero_rows(width: int, count: int) -> tuple[bytes, int]:
+    """``count`` Up-filtered all-zero scanlines of ``width`` pixels: deflated, and their Adler-32.
+
+    Images come in a few dozen sizes and tile rows in a few heights, so a small
+    cache serves almost every run; each entry holds kilobytes, not the megabytes
+    it stands for.
+    """
+    up_row = b"\x02" + bytes(width)
+    per_chunk = max(1, _RUN_CHUNK // len(up_row))
+    compressor = _raw_deflater()
+    parts: list[bytes] = []
+    adler = zlib.adler32(b"")
+    while count > 0:
+        chunk = up_row * min(per_chunk, count)
+        parts.append(compressor.compress(chunk))
+        adler = zlib.adler32(chunk, adler)
+        count -= per_chunk
+    parts.append(compressor.flush(zlib.Z_SYNC_FLUSH))
+    return b"".join(parts), adler
+
+
+class _ZlibStream:
+    """A zlib stream assembled from deflate pieces, with its Adler-32 kept up as they come."""
+
+    def __init__(self) -> None:
+        self._pieces = [_ZLIB_HEADER]
+        self._adler = zlib.adler32(b"")
+
+    def add(self, data: bytes) -> None:
+        """Append ``data``, compressed now: for the small, distinct scanlines."""
+        self._pieces.append(_deflate(data))
+        self._adler = zlib.adler32(data, self._adler)
+
+    def add_zero_rows(self, width: int, count: int) -> None:
+        """Append ``count`` Up-filtered zero scanlines from the cache, not compressed anew."""
+        if count <= 0:
+            return
+        deflated, adler = _zero_rows(width, count)
+        self._pieces.append(deflated)
+        self._adler = adler32_combine(self._adler, adler, count * (width + 1))
+
+    def finish(self) -> bytes:
+        """The complete zlib stream: header, pieces, final block and big-endian Adler-32."""
+        return b"".join((*self._pieces, _FINAL_BLOCK, struct.pack(">I", self._adler)))
 
 
 def _chunk(tag: bytes, data: bytes) -> bytes:
@@ -92,8 +182,7 @@ def render_png(
             )
         return b"".join(parts)
 
-    up_row = b"\x02" + bytes(width)  # an Up-filtered copy of the row above: all zeros
-    pieces: list[bytes] = []
+    stream = _ZlibStream()
     mark_top = height - max(1, height // 16)
     mark_left = width - max(1, width // 5)
     for r in range(rows):
@@ -103,14 +192,13 @@ def render_png(
             marked = row[:mark_left] + bytes([mark_index]) * (width - mark_left)
             plain_rows = max(0, mark_top - top)
             if plain_rows:
-                pieces.append(b"\x00" + row)
-                pieces.append(up_row * (plain_rows - 1))
-            pieces.append(b"\x00" + marked)
-            pieces.append(up_row * (bottom - max(top, mark_top) - 1))
+                stream.add(b"\x00" + row)
+                stream.add_zero_rows(width, plain_rows - 1)
+            stream.add(b"\x00" + marked)
+            stream.add_zero_rows(width, bottom - max(top, mark_top) - 1)
         else:
-            pieces.append(b"\x00" + row)
-            pieces.append(up_row * (bottom - top - 1))
-    raw = b"".join(pieces)
+            stream.add(b"\x00" + row)
+            stream.add_zero_rows(width, bottom - top - 1)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)
     plte = b"".join(bytes(rgb) for rgb in palette)
@@ -121,7 +209,7 @@ def render_png(
             _chunk(b"IHDR", ihdr),
             _chunk(b"PLTE", plte),
             _chunk(b"tEXt", text),
-            _chunk(b"IDAT", zlib.compress(raw, 6)),
+            _chunk(b"IDAT", stream.finish()),
             _chunk(b"IEND", b""),
         )
     )

@@ -49,6 +49,11 @@ MAX_BODY_BYTES = 9 * 20 * 1024 * 1024 * 4 // 3 + 1024 * 1024
 _LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
+# Up to 2K a render takes well under a millisecond (``images`` caches the costly part):
+# cheaper on the loop than a trip to a worker thread. Larger ones go to the thread.
+_INLINE_RENDER_PIXELS = 2048 * 2048
+
+
 def _json(status: int, body: bytes, headers: Mapping[str, str] | None = None) -> web.Response:
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
@@ -393,6 +398,8 @@ class Simulator:
         )
         cache_key = (task.id, index)
         data = self.cache.get(cache_key)
+        if data is None and task.width * task.height <= _INLINE_RENDER_PIXELS:
+            data = self.cache.get_or_render(cache_key, render)
         if data is None:
             loop = asyncio.get_running_loop()
             data = await loop.run_in_executor(

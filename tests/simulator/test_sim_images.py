@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import io
+import random
+import struct
 import time
+import zlib
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from pipeline.rules import output_dimensions
-from pipeline.simulator.images import render_png
+from pipeline.simulator import images
+from pipeline.simulator.images import adler32_combine, render_png
 from pipeline.simulator.inputs import foreign_size
 from tests.simulator.simkit import (
     PRO,
@@ -142,3 +149,158 @@ def test_palette_colours_appear_in_image(client: httpx.Client, clock: Any) -> No
         colours.add((r, g, b))
     assert any(r > 200 and g < 80 and b < 80 for r, g, b in colours)  # shades of #FF0000
     assert any(b > 200 and r < 80 and g < 80 for r, g, b in colours)  # shades of #0000FF
+
+
+# The encoder before the zlib stream was assembled from cached pieces: the same
+# random draws and scanlines, compressed whole with plain zlib.compress. The fast
+# encoder must decode to exactly these pixels.
+
+
+def _reference_ramp(base: tuple[int, int, int]) -> list[tuple[int, int, int]]:
+    """The 16 shades of one base colour, as the original encoder made them."""
+
+    def shade(channel: int, t: float) -> int:
+        return min(255, int(channel * (0.55 + 0.45 * t)) + int(60 * t))
+
+    red, green, blue = base
+    steps = [s / 15 for s in range(16)]
+    return [(shade(red, t), shade(green, t), shade(blue, t)) for t in steps]
+
+
+def _reference_scanlines(
+    width: int,
+    height: int,
+    key: bytes,
+    colours: Sequence[tuple[int, int, int]] = (),
+    watermark: bool = False,
+) -> tuple[bytes, bytes]:
+    """The palette bytes and the filtered raw scanlines, built row by row the slow way."""
+    rng = random.Random(key)
+    bases = list(colours[:15])
+    if not bases:
+        bases = [(rng.randrange(256), rng.randrange(256), rng.randrange(256)) for _ in range(6)]
+    palette = [rgb for base in bases for rgb in _reference_ramp(base)]
+    mark_index = len(palette)
+    palette.append((245, 245, 245))
+    cols = min(rng.randint(3, 7), width)
+    rows = min(rng.randint(3, 7), height)
+    xs = [width * i // cols for i in range(cols + 1)]
+    ys = [height * i // rows for i in range(rows + 1)]
+    tiles = [[rng.randrange(len(bases)) for _ in range(cols)] for _ in range(rows)]
+    mark_top = height - max(1, height // 16)
+    mark_left = width - max(1, width // 5)
+    lines: list[bytes] = []
+    for r in range(rows):
+        row = bytearray()
+        for c in range(cols):
+            span = xs[c + 1] - xs[c]
+            for s in range(16):
+                row += bytes([tiles[r][c] * 16 + s]) * (span * (s + 1) // 16 - span * s // 16)
+        marked = bytes(row[:mark_left]) + bytes([mark_index]) * (width - mark_left)
+        for y in range(ys[r], ys[r + 1]):
+            first = y == ys[r] or (watermark and y == mark_top)
+            if not first:
+                lines.append(b"\x02" + bytes(width))
+            elif watermark and y >= mark_top:
+                lines.append(b"\x00" + marked)
+            else:
+                lines.append(b"\x00" + bytes(row))
+    return b"".join(bytes(rgb) for rgb in palette), b"".join(lines)
+
+
+def _reference_png(width: int, height: int, palette: bytes, raw: bytes) -> bytes:
+    """A plain palette PNG of ``raw`` scanlines, compressed whole with zlib.compress."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    return b"".join(
+        (
+            b"\x89PNG\r\n\x1a\n",
+            chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)),
+            chunk(b"PLTE", palette),
+            chunk(b"IDAT", zlib.compress(raw, 6)),
+            chunk(b"IEND", b""),
+        )
+    )
+
+
+def _idat(data: bytes) -> bytes:
+    """The concatenated IDAT payload of a PNG."""
+    payload, offset = b"", 8
+    while offset < len(data):
+        (length,) = struct.unpack(">I", data[offset : offset + 4])
+        if data[offset + 4 : offset + 8] == b"IDAT":
+            payload += data[offset + 8 : offset + 8 + length]
+        offset += 12 + length
+    return payload
+
+
+def _decoded(data: bytes) -> tuple[tuple[int, int], str, list[int] | None, bytes]:
+    """Size, mode, palette and pixel bytes of a PNG, fully decoded by Pillow."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        return image.size, image.mode, image.getpalette(), image.tobytes()
+
+
+RED_GREEN_BLUE = ((255, 0, 0), (0, 255, 0), (0, 0, 255))
+ENCODING_CASES = [
+    (1, 1, False, ()),
+    (1, 1, True, ()),
+    (17, 5, False, ()),
+    (17, 5, True, RED_GREEN_BLUE),
+    (5, 17, True, ()),
+    (1024, 1024, False, ()),
+    (1024, 1024, True, ()),
+    (1024, 1024, False, RED_GREEN_BLUE),
+    (2048, 256, False, ()),
+    (2048, 256, True, RED_GREEN_BLUE),
+    (2720, 1536, True, ()),
+]
+
+
+@pytest.mark.parametrize(("width", "height", "watermark", "colours"), ENCODING_CASES)
+@pytest.mark.parametrize("seed", [b"a", b"b", b"c"])
+def test_pixels_match_plain_zlib_encoding(
+    width: int,
+    height: int,
+    watermark: bool,
+    colours: tuple[tuple[int, int, int], ...],
+    seed: bytes,
+) -> None:
+    """The pieced-together PNG decodes to the same image as one compressed with zlib.compress."""
+    key = hashlib.sha256(seed).digest()
+    data = render_png(width, height, key, colours=colours, watermark=watermark)
+    palette, raw = _reference_scanlines(width, height, key, colours, watermark)
+    assert _decoded(data) == _decoded(_reference_png(width, height, palette, raw))
+    assert _decoded(data)[0] == (width, height)
+
+
+@pytest.mark.parametrize(("width", "height", "watermark", "colours"), ENCODING_CASES)
+def test_idat_inflates_to_the_raw_scanlines(
+    width: int, height: int, watermark: bool, colours: tuple[tuple[int, int, int], ...]
+) -> None:
+    """The IDAT zlib stream inflates (Adler-32 checked) to exactly the filtered scanlines."""
+    key = hashlib.sha256(b"idat").digest()
+    data = render_png(width, height, key, colours=colours, watermark=watermark)
+    _, raw = _reference_scanlines(width, height, key, colours, watermark)
+    assert zlib.decompress(_idat(data)) == raw
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.binary(max_size=64), st.integers(0, 3000))
+def test_adler32_combine_matches_zlib(first: bytes, unit: bytes, repeats: int) -> None:
+    """adler32_combine of two checksums is zlib's Adler-32 of the joined bytes, empty or long."""
+    second = unit * repeats  # up to ~190 KB: lengths past the modulus 65521 are covered
+    combined = adler32_combine(zlib.adler32(first), zlib.adler32(second), len(second))
+    assert combined == zlib.adler32(first + second)
+
+
+def test_same_key_gives_same_bytes_with_or_without_cache() -> None:
+    """render_png is deterministic, whether the zero-row runs come from the cache or not."""
+    key = hashlib.sha256(b"determinism").digest()
+    images._zero_rows.cache_clear()
+    cold = render_png(1024, 768, key, watermark=True)
+    assert render_png(1024, 768, key, watermark=True) == cold
+    images._zero_rows.cache_clear()
+    assert render_png(1024, 768, key, watermark=True) == cold
