@@ -1,8 +1,12 @@
 """The async client for APIMart's image API: submit, poll, download.
 
-One shared ``httpx.AsyncClient`` (HTTP/1.1, no redirects on API calls, a pool
-big enough for 100 tasks in flight), an optional request-rate bound, and
-retries with stamina on :class:`TransientError` only. Every failure leaves as
+One shared ``httpx.AsyncClient`` (HTTP/1.1, no redirects on API calls) over
+aiohttp's connection pool (httpx-aiohttp's transport), an optional request-rate
+bound, and retries with stamina on :class:`TransientError` only. httpx gives the
+API (requests, responses, streaming, redirects); aiohttp moves the bytes, at
+about a quarter of httpcore's CPU per request with 100 connections busy.
+Downloads are written, fsynced, hashed and checked in a worker thread, so the
+event loop never waits on the disk. Every failure leaves as
 one of the :mod:`pipeline.errors` classes; foreign exceptions are translated in
 exactly one place, :meth:`ApiClient._translated`. What a reply *means* lives in
 :mod:`pipeline.replies` (pure functions).
@@ -25,20 +29,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ipaddress
 import json
 import logging
 import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import IO, Any, Final, TypeVar
 from urllib.parse import quote, urlsplit
 
+import aiohttp
 import httpx
 import stamina
+from httpx_aiohttp import AiohttpTransport
 
 from pipeline.errors import ApiError, AuthError, RequestRejected, TransientError, UsageError
 from pipeline.images import IMAGE_FORMATS, check_image
@@ -70,9 +77,8 @@ MIN_SIDE: Final = 16
 MAX_SIDE: Final = 16384
 _ERROR_BODY_BYTES: Final = 4096
 _CHUNK_BYTES: Final = 256 * 1024
-# 8 pools of 32: room for 100+ tasks in flight, each pool small enough to scan cheaply.
-POOLS: Final = 8
-POOL_CONNECTIONS: Final = 32
+# A download is buffered up to this much between trips to the disk (in a worker thread).
+_SPOOL_BYTES: Final = 2**20
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +141,79 @@ def _inspect_image(path: Path) -> tuple[str, int, int] | None:
     return None if info is None else (info.format, info.width, info.height)
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _aiohttp_transport(*, trust_env: bool) -> AiohttpTransport:
+    """httpx's requests carried by aiohttp's pool (no connection limit: the executor bounds it).
+
+    ``trust_env`` makes aiohttp honour HTTP(S)_PROXY and NO_PROXY; never for a
+    loopback origin (the simulator), which a proxy could not reach.
+    """
+
+    tls = httpx.create_ssl_context()  # httpx's trust store (certifi), as before the swap
+
+    def session() -> aiohttp.ClientSession:  # made lazily, inside the running loop
+        connector = aiohttp.TCPConnector(limit=0, ssl=tls)
+        return aiohttp.ClientSession(connector=connector, trust_env=trust_env)
+
+    return AiohttpTransport(client=session)
+
+
+class _ImageSink:
+    """A download's bytes on their way to a file: buffered in memory, then written,
+    hashed and fsynced by a worker thread (``spill``, ``finish``), never on the loop.
+
+    Only one of ``add`` / ``spill`` / ``finish`` runs at a time: the caller awaits each
+    worker-thread call before adding more.
+    """
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = dest
+        self.size = 0
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._digest = hashlib.sha256()
+        self._file: IO[bytes] | None = None
+
+    def add(self, chunk: bytes) -> bool:
+        """Buffer ``chunk``; True when the buffer is full enough to ``spill``."""
+        self._chunks.append(chunk)
+        self._buffered += len(chunk)
+        self.size += len(chunk)
+        return self._buffered >= _SPOOL_BYTES
+
+    def spill(self) -> None:
+        """(Worker thread.) Write and hash the buffered bytes, creating the file first."""
+        if self._file is None:
+            self._file = self.dest.open("wb")
+        for chunk in self._chunks:
+            self._digest.update(chunk)
+            self._file.write(chunk)
+        self._chunks.clear()
+        self._buffered = 0
+
+    def finish(self) -> tuple[str, tuple[str, int, int] | None]:
+        """(Worker thread.) Write the rest, fsync, close; the SHA-256 and what the image is."""
+        self.spill()
+        assert self._file is not None
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        return self._digest.hexdigest(), _inspect_image(self.dest)
+
+    def close(self) -> None:
+        """Close the file if a failure left it open (the caller removes it)."""
+        if self._file is not None:
+            self._file.close()
+
+
 class ApiClient:
     """An async client for one API origin and key; use as ``async with ApiClient(...)``."""
 
@@ -182,30 +261,14 @@ class ApiClient:
         self._max_download_bytes = max_download_bytes
         self._on_retry = on_retry
         self._limiter = _RateLimiter(max_rate) if max_rate is not None else None
-        # httpcore scans its whole pool for every request (and probes each idle socket),
-        # so one pool of 200 connections costs ~1 ms of CPU per request at 100 tasks in
-        # flight. Small pools used in turn keep that scan short.
-        tls = httpx.create_ssl_context()  # loading the CA store once, not per pool
-        self._pools = [
-            httpx.AsyncClient(
-                verify=tls,
-                timeout=httpx.Timeout(timeout),
-                limits=httpx.Limits(max_connections=POOL_CONNECTIONS,
-                                    max_keepalive_connections=POOL_CONNECTIONS),
-                http1=True,
-                http2=False,
-                follow_redirects=False,
-                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-                transport=transport,
-            )
-            for _ in range(POOLS if transport is None else 1)
-        ]
-        self._turn = 0
-
-    def _http(self) -> httpx.AsyncClient:
-        """The next connection pool, in turn."""
-        self._turn = (self._turn + 1) % len(self._pools)
-        return self._pools[self._turn]
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout),
+            http1=True,
+            http2=False,
+            follow_redirects=False,
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            transport=transport or _aiohttp_transport(trust_env=not _is_loopback(host)),
+        )
 
     def __repr__(self) -> str:
         return f"ApiClient(base_url={self._base_url!r}, api_key='***')"
@@ -223,8 +286,7 @@ class ApiClient:
 
     async def aclose(self) -> None:
         """Close the connection pool. Calling it twice is harmless."""
-        for pool in self._pools:
-            await pool.aclose()
+        await self._http.aclose()
 
     # -- the three operations ------------------------------------------------
 
@@ -253,7 +315,8 @@ class ApiClient:
         url = f"{self._base_url}/v1/images/generations"
 
         async def once() -> TaskState:
-            return parse_submit(await self._call_json("submit", "POST", url, headers, content))
+            payload, asked_at = await self._call_json("submit", "POST", url, headers, content)
+            return replace(parse_submit(payload), asked_at=asked_at)
 
         return await self._retrying("submit", once)
 
@@ -267,7 +330,8 @@ class ApiClient:
         url = f"{self._base_url}/v1/tasks/{quote(task_id, safe='')}?language=en"
 
         async def once() -> TaskState:
-            return parse_poll(await self._call_json("poll", "GET", url, self._auth, None), task_id)
+            payload, asked_at = await self._call_json("poll", "GET", url, self._auth, None)
+            return replace(parse_poll(payload, task_id), asked_at=asked_at)
 
         return await self._retrying("poll", once)
 
@@ -302,11 +366,18 @@ class ApiClient:
             raise
         except (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.TooManyRedirects) as exc:
             raise RequestRejected(f"{what}: {self._redact(str(exc))}") from exc
-        except httpx.TimeoutException as exc:
-            raise TransientError(f"{what}: timed out ({type(exc).__name__})") from exc
-        except (httpx.TransportError, httpx.DecodingError) as exc:
-            detail = self._redact(str(exc)) or "connection failed"
-            raise TransientError(f"{what}: {type(exc).__name__}: {shorten(detail)}") from exc
+        except (httpx.TransportError, httpx.DecodingError, aiohttp.ClientError,
+                TimeoutError) as exc:
+            # httpx-aiohttp re-raises aiohttp's errors as httpx ones, loosely (a server
+            # that hangs up becomes a "ConnectTimeout"), keeping aiohttp's as the cause:
+            # name the cause, which says what really happened.
+            cause: BaseException = exc
+            if isinstance(exc.__cause__, (aiohttp.ClientError, TimeoutError)):
+                cause = exc.__cause__
+            if isinstance(cause, (httpx.TimeoutException, TimeoutError)):
+                raise TransientError(f"{what}: timed out ({type(cause).__name__})") from exc
+            detail = self._redact(str(cause)) or "connection failed"
+            raise TransientError(f"{what}: {type(cause).__name__}: {shorten(detail)}") from exc
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise malformed(f"{what}: the body is not JSON ({type(exc).__name__})") from exc
         except OSError as exc:  # httpx wraps socket errors, so this is the local file
@@ -334,57 +405,61 @@ class ApiClient:
         url: str,
         headers: Mapping[str, str],
         content: bytes | None,
-    ) -> object:
-        """One API request; the decoded JSON body of a 2xx reply, else the right error."""
+    ) -> tuple[object, float]:
+        """One API request: the decoded JSON body of a 2xx reply and when it was asked.
+
+        Any other reply raises the right error.
+        """
         if self._limiter is not None:
             await self._limiter.wait()
         with self._translated(what):
-            response = await self._http().request(method, url, headers=headers, content=content)
+            asked_at = time.monotonic()
+            response = await self._http.request(method, url, headers=headers, content=content)
             if not 200 <= response.status_code < 300:
                 raise self._status_error(response.status_code, response.headers, response.content)
-            return json.loads(response.content)
+            return json.loads(response.content), asked_at
 
     async def _download_once(self, url: str, dest: Path) -> Downloaded:
         # The key goes only to the API's own origin; a CDN link must not receive it.
         headers = self._auth if _origin(url) == self._api_origin else {}
         if self._limiter is not None:
             await self._limiter.wait()
-        digest = hashlib.sha256()
-        size = 0
-        with self._translated("download", dest):
-            # Image hosts may redirect to storage; httpx drops Authorization cross-origin.
-            async with self._http().stream(
-                "GET", url, headers={**headers, "Accept": "image/*"}, follow_redirects=True
-            ) as response:
-                if response.status_code != 200:
-                    body = b""
-                    async for chunk in response.aiter_bytes():
-                        body += chunk
-                        if len(body) >= _ERROR_BODY_BYTES:
-                            break
-                    raise self._status_error(
-                        response.status_code, response.headers, body, download=True
-                    )
-                declared = response.headers.get("Content-Length")
-                if declared is not None and declared.isdigit():
-                    self._check_size(int(declared))
-                with dest.open("wb") as out:
+        sink = _ImageSink(dest)
+        try:
+            with self._translated("download", dest):
+                # Image hosts may redirect to storage; httpx drops Authorization cross-origin.
+                async with self._http.stream(
+                    "GET", url, headers={**headers, "Accept": "image/*"}, follow_redirects=True
+                ) as response:
+                    if response.status_code != 200:
+                        body = b""
+                        async for chunk in response.aiter_bytes():
+                            body += chunk
+                            if len(body) >= _ERROR_BODY_BYTES:
+                                break
+                        raise self._status_error(
+                            response.status_code, response.headers, body, download=True
+                        )
+                    declared = response.headers.get("Content-Length")
+                    if declared is not None and declared.isdigit():
+                        self._check_size(int(declared))
                     async for chunk in response.aiter_bytes(_CHUNK_BYTES):
-                        size += len(chunk)
-                        self._check_size(size)
-                        digest.update(chunk)
-                        out.write(chunk)
-                    out.flush()
-                    # fsync can block for long on a busy disk: keep the event loop free.
-                    os.fsync(out.fileno())
-                # h11 already enforces Content-Length; this guards other transports. A
-                # content-encoded body decodes to a different length, so it is not compared.
-                plain = "content-encoding" not in response.headers
-                if plain and declared is not None and declared.isdigit() and size != int(declared):
-                    raise TransientError(f"download: truncated image ({size} of {declared} bytes)")
-            seen = _inspect_image(dest)
+                        self._check_size(sink.size + len(chunk))
+                        if sink.add(chunk):
+                            await asyncio.to_thread(sink.spill)
+                    # The transport enforces Content-Length; this guards others. A
+                    # content-encoded body decodes to another length: not compared.
+                    plain = "content-encoding" not in response.headers
+                    if (plain and declared is not None and declared.isdigit()
+                            and sink.size != int(declared)):
+                        raise TransientError(
+                            f"download: truncated image ({sink.size} of {declared} bytes)")
+                sha256, seen = await asyncio.to_thread(sink.finish)
+        finally:
+            sink.close()
         if seen is None:
-            raise TransientError(f"download: the {size}-byte file is truncated or not an image")
+            raise TransientError(
+                f"download: the {sink.size}-byte file is truncated or not an image")
         fmt, width, height = seen
         if fmt not in IMAGE_FORMATS or not (
             MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE
@@ -392,7 +467,7 @@ class ApiClient:
             raise TransientError(
                 f"download: got a {width}x{height} {fmt or 'unknown'} image, not a plausible result"
             )
-        return Downloaded(digest.hexdigest(), size, width, height, fmt)
+        return Downloaded(sha256, sink.size, width, height, fmt)
 
     def _check_size(self, size: int) -> None:
         if size > self._max_download_bytes:

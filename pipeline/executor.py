@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 
-from pipeline.client import ApiClient, TaskState
+from pipeline.client import ApiClient, Downloaded, TaskImage, TaskState
 from pipeline.errors import (
     ApiError,
     AuthError,
@@ -38,7 +38,7 @@ from pipeline.errors import (
     RequestRejected,
     TransientError,
 )
-from pipeline.expand import DataInput, FileInput, ImageInput, UpstreamInput, UrlInput
+from pipeline.expand import DataInput, FileInput, ImageInput, Instance, UpstreamInput, UrlInput
 from pipeline.identity import fingerprint
 from pipeline.journal import LockStore
 from pipeline.lockfile import LockEntry, Output
@@ -98,19 +98,29 @@ def idempotency_key(key: str, fp: str, attempt: int) -> str:
     return f"imgspec-{digest[:40]}"
 
 
-def next_poll_delay(*, elapsed: float, estimate: float | None, polls: int,
+def next_poll_delay(*, elapsed: float, estimate: float, polls: int,
                     options: RunOptions) -> float:
-    """Seconds until the next poll of a task submitted ``elapsed`` seconds ago.
+    """Seconds until the next poll of a task whose clock started ``elapsed`` seconds ago.
 
-    Until the estimate has passed, wait for it (plus a small margin, so the first
-    poll usually finds the task done); after that, grow the interval by half each
-    time, up to ``max_poll_interval``.
+    Until the estimate has passed, wait for it plus a small margin (1 %, at least
+    5 ms), so the first poll usually finds the task done. A task still running
+    after that is polled again soon, a twentieth of the estimate later (at least
+    20 ms), then half as long again each time, up to ``max_poll_interval``: a
+    task found just short of done costs one cheap extra poll, and a stuck task
+    is not polled in a tight loop.
     """
-    if estimate is not None and elapsed < estimate:
-        # ``elapsed`` counts from our reply, which the task's clock started before; the
-        # small margin covers coarse clocks on the API side.
+    if elapsed < estimate:
         return estimate - elapsed + max(0.005, estimate * 0.01)
-    return min(options.max_poll_interval, 0.5 * 1.5 ** max(polls - 1, 0))
+    overdue = max(polls - 1, 0)  # polls made after the estimate had passed
+    return min(options.max_poll_interval, max(0.02, estimate / 20) * 1.5 ** overdue)
+
+
+@dataclass(frozen=True, slots=True)
+class _Flight:
+    """A task in flight at the API, and when its clock started (None: resumed, unknown)."""
+
+    task_id: str
+    started: float | None
 
 
 class _Stop(Exception):
@@ -218,13 +228,13 @@ class Executor:
         self.in_flight += 1
         try:
             async with self.slots:  # a slot is a task in flight at the API
-                task_id = await self.submit(item)
-                if task_id is None:
+                flight = await self.submit(item)
+                if flight is None:
                     return False
-                state = await self.wait(item, task_id)
+                state = await self.wait(item, flight)
                 if state is None:
                     return False
-            return await self.collect(item, task_id, state)
+            return await self.collect(item, flight.task_id, state)
         except _Stop:
             return False
         except AuthError as exc:
@@ -235,17 +245,17 @@ class Executor:
         finally:
             self.in_flight -= 1
 
-    async def submit(self, item: PlanItem) -> str | None:
-        """The task id to poll: the recorded one when resuming, else a fresh submission."""
+    async def submit(self, item: PlanItem) -> _Flight | None:
+        """The task to poll: the recorded one when resuming, else a fresh submission."""
         inst, key = item.instance, item.key
         entry = self.store.get(key)
         if (item.status == Status.RESUME and entry is not None and entry.status == "running"
                 and entry.task_id):
             self.emit("resumed", key, entry.task_id)
-            return entry.task_id
+            return _Flight(entry.task_id, started=None)
         request = resolved_request(inst, self.store.entries)
         if request is None:  # an upstream finished without the image this one needs
-            self._fail(item, None, "an upstream image is missing")
+            await self._fail(item, None, "an upstream image is missing")
             return None
         fp = fingerprint(request)
         replay = (entry is not None and entry.status == "submitting"
@@ -273,13 +283,14 @@ class Executor:
             attempts=attempt, last_error=None, cost=Decimal(0),
             created_at=entry.created_at if entry and entry.created_at else now, updated_at=now,
             outputs=entry.outputs if entry else ())
-        self.store.record(base)
+        await self.store.commit(base)
         body = {**inst.request, **({"image_urls": self._sendable(inst.inputs)}
                                    if inst.inputs else {})}
         try:
             state = await self.client.submit(body, idempotency_key=idem)
+            replied = time.monotonic()
         except RequestRejected as exc:
-            self._fail(item, base, exc.api_message)
+            await self._fail(item, base, exc.api_message)
             return None
         except BalanceExhausted as exc:
             self.submitting_stopped = "balance exhausted"
@@ -293,15 +304,21 @@ class Executor:
             self.emit("unfinished", key, str(exc))
             raise _Stop from exc
         self.result.spent += cost
-        self.store.record(replace(base, status="running", task_id=state.task_id, cost=cost,
-                                  updated_at=utc_now()))
+        await self.store.commit(replace(base, status="running", task_id=state.task_id,
+                                        cost=cost, updated_at=utc_now()))
         self.emit("submitted", key, state.task_id)
-        return state.task_id
+        # The API started the task's clock between our sending the request and our
+        # reading the reply (which may sit a while behind other work on a busy loop).
+        # The midpoint is off by at most half that time either way; a poll that comes
+        # too early is followed by a short one (``next_poll_delay``).
+        asked = state.asked_at if state.asked_at is not None else replied
+        return _Flight(state.task_id, started=(asked + replied) / 2)
 
-    async def wait(self, item: PlanItem, task_id: str) -> TaskState | None:
+    async def wait(self, item: PlanItem, flight: _Flight) -> TaskState | None:
         """Poll until the task completes (its state) or fails, or the deadline passes (None)."""
-        started = time.monotonic()
-        resumed = item.status == Status.RESUME
+        task_id = flight.task_id
+        resumed = flight.started is None
+        started = time.monotonic() if flight.started is None else flight.started
         polls = 0
         while True:
             elapsed = time.monotonic() - started
@@ -321,7 +338,8 @@ class Executor:
             except TransientError:
                 continue  # the client already retried; keep polling until the deadline
             except RequestRejected as exc:
-                self._fail(item, self.store.get(item.key), f"task {task_id}: {exc.api_message}")
+                await self._fail(item, self.store.get(item.key),
+                                 f"task {task_id}: {exc.api_message}")
                 return None
             if state.estimated_time is not None:
                 self.estimate = state.estimated_time
@@ -329,8 +347,8 @@ class Executor:
                 return state
             if state.status in ("failed", "cancelled"):
                 # "Failed requests are not charged" (the API's pricing notes).
-                self._fail(item, self.store.get(item.key),
-                           state.error or f"the task was {state.status}", refunded=True)
+                await self._fail(item, self.store.get(item.key),
+                                 state.error or f"the task was {state.status}", refunded=True)
                 return None
 
     async def collect(self, item: PlanItem, task_id: str, state: TaskState) -> bool:
@@ -338,15 +356,15 @@ class Executor:
         inst, key = item.instance, item.key
         for attempt in range(self.options.download_attempts):
             if not state.images:
-                self._fail(item, self.store.get(key), "the task completed without images")
+                await self._fail(item, self.store.get(key), "the task completed without images")
                 return False
-            temps: list[Path] = []
+            temps = [self.outputs.temp_path(inst.job, key, index)
+                     for index in range(len(state.images))]
             try:
-                got = []
-                for index, image in enumerate(state.images):
-                    temp = self.outputs.temp_path(inst.job, key, index)
-                    temps.append(temp)
-                    got.append((temp, image, await self.client.download(image.url, temp)))
+                # Disk work goes to a worker thread: the loop serves other tasks meanwhile.
+                await asyncio.to_thread(self.outputs.make_instance_dir, inst.job, key)
+                got = [(temp, image, await self.client.download(image.url, temp))
+                       for temp, image in zip(temps, state.images, strict=True)]
             except (RequestRejected, TransientError) as exc:
                 for temp in temps:
                     temp.unlink(missing_ok=True)
@@ -355,8 +373,8 @@ class Executor:
                         # Refused even with fresh URLs (expired results, say): resuming
                         # would refuse forever, so this attempt fails and the next run
                         # starts a new one.
-                        self._fail(item, self.store.get(key),
-                                   f"the results cannot be downloaded: {exc}")
+                        await self._fail(item, self.store.get(key),
+                                         f"the results cannot be downloaded: {exc}")
                         return False
                     self.result.unfinished.append((key, f"download failed: {exc}"))
                     self.emit("unfinished", key, str(exc))
@@ -373,17 +391,11 @@ class Executor:
             entry = self.store.get(key)
             assert entry is not None
             before = [o.path for o in entry.outputs]
-            outputs = []
-            for index, (temp, image, info) in enumerate(got):
-                final = self.outputs.install(temp, inst.job, key, index, info.format,
-                                             before[index] if index < len(before) else None)
-                outputs.append(Output(self.outputs.relative(final), info.sha256, info.bytes,
-                                      info.width, info.height, image.url, image.expires_at))
-            done = replace(entry, status="done", outputs=tuple(outputs), last_error=None,
+            outputs = await asyncio.to_thread(self._install, inst, got, before)
+            done = replace(entry, status="done", outputs=outputs, last_error=None,
                            updated_at=utc_now())
-            self.store.record(done)
-            self.outputs.remove_images(before[len(outputs):])
-            self.outputs.write_meta(inst, done, self.plan.manifest)
+            await self.store.commit(done)
+            await asyncio.to_thread(self._tidy, inst, done, before[len(outputs):])
             self.result.done.append(key)
             self.emit("done", key, f"{len(outputs)} image(s)")
             return True
@@ -391,16 +403,32 @@ class Executor:
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _fail(self, item: PlanItem, entry: LockEntry | None, message: str, *,
-              refunded: bool = False) -> None:
+    def _install(self, inst: Instance, got: list[tuple[Path, TaskImage, Downloaded]],
+                 before: list[str]) -> tuple[Output, ...]:
+        """(In a worker thread.) Rename verified downloads into place; their outputs."""
+        outputs = []
+        for index, (temp, image, info) in enumerate(got):
+            final = self.outputs.install(temp, inst.job, inst.key, index, info.format,
+                                         before[index] if index < len(before) else None)
+            outputs.append(Output(self.outputs.relative(final), info.sha256, info.bytes,
+                                  info.width, info.height, image.url, image.expires_at))
+        return tuple(outputs)
+
+    def _tidy(self, inst: Instance, done: LockEntry, stale: list[str]) -> None:
+        """(In a worker thread.) Remove images a smaller ``n`` left over; write meta.json."""
+        self.outputs.remove_images(stale)
+        self.outputs.write_meta(inst, done, self.plan.manifest)
+
+    async def _fail(self, item: PlanItem, entry: LockEntry | None, message: str, *,
+                    refunded: bool = False) -> None:
         """Record the attempt as failed; ``refunded`` when the API does not charge for it."""
         if entry is not None:
             cost = entry.cost
             if refunded and entry.status == "running":
                 self.result.spent -= entry.cost
                 cost = Decimal(0)
-            self.store.record(replace(entry, status="failed", last_error=message, cost=cost,
-                                      updated_at=utc_now()))
+            await self.store.commit(replace(entry, status="failed", last_error=message,
+                                            cost=cost, updated_at=utc_now()))
         self.result.failed.append((item.key, message))
         self.emit("failed", item.key, message)
 

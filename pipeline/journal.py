@@ -20,12 +20,15 @@ caller holds the run guard (``pipeline.guard``) so no other process writes them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from decimal import InvalidOperation
 from pathlib import Path
@@ -149,9 +152,11 @@ def _reason(exc: OSError) -> str:
 class LockStore:
     """The lockfile plus its append-only journal: the only writer of both during a run.
 
-    Synchronous on purpose: a record is one ``write`` plus one ``fsync`` (about
-    0.1 ms on local disks), short enough to call from the event loop's thread.
-    Not thread-safe: use it from one thread. The caller must hold the run guard.
+    Two ways to record a change, both durable when they return: ``record`` writes
+    and fsyncs in the caller's thread; ``commit`` (for the event loop) hands the
+    disk work to a worker thread and writes every change committed meanwhile in
+    the same write and fsync (group commit). Otherwise use it from one thread.
+    The caller must hold the run guard.
     """
 
     def __init__(
@@ -175,6 +180,13 @@ class LockStore:
         self._checkpoint_every = checkpoint_every
         self._clock = clock
         self._last_checkpoint = clock()
+        # Held around every use of the journal's descriptor, so a checkpoint can never
+        # truncate the journal in the middle of a commit's write in the worker thread.
+        self._fd_mutex = threading.Lock()
+        self._batch: tuple[list[str], asyncio.Future[None]] | None = None  # to write next
+        self._writer: asyncio.Task[None] | None = None  # writes batches while there are any
+        # Its own thread, so a commit never queues behind other disk work (downloads).
+        self._thread: ThreadPoolExecutor | None = None
 
     @classmethod
     def open(
@@ -238,16 +250,93 @@ class LockStore:
         still safe in the journal, so it is logged and retried later rather than
         raised (``close`` raises it).
         """
-        self._append(journal_line(entry.key, entry))
+        with self._fd_mutex:
+            self._append(journal_line(entry.key, entry))
         self._entries[entry.key] = entry
         self._changed()
+
+    async def commit(self, entry: LockEntry) -> None:
+        """Record ``entry`` from the event loop, without blocking it on the disk.
+
+        Durable when this returns: the line is written and fsynced by a worker
+        thread, together with every entry committed while the previous write was
+        in flight (one fsync for a burst of changes, not one each). The state
+        changes at once, so ``get`` and ``lock`` show the entry even while it is
+        being written, and a later ``checkpoint`` or ``close`` saves it even if
+        this caller is cancelled meanwhile. If the write fails, every caller of
+        that batch gets the ``LockfileError``. Await ``settle`` before calling
+        ``checkpoint`` from the loop, so no write is still in flight.
+        """
+        self._require_open()
+        self._entries[entry.key] = entry
+        self._snapshot = None
+        self._dirty = True
+        if self._batch is None:
+            self._batch = ([], asyncio.get_running_loop().create_future())
+        lines, durable = self._batch
+        lines.append(journal_line(entry.key, entry))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_batches())
+        # Shielded: a cancelled caller must not cancel the batch its neighbours wait for.
+        await asyncio.shield(durable)
+
+    async def settle(self) -> None:
+        """Wait until every committed entry has been written (or has failed to be)."""
+        while self._writer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._writer)
+
+    async def _write_batches(self) -> None:
+        try:
+            while self._batch is not None:
+                (lines, durable), self._batch = self._batch, None
+                snapshot = None
+                if self._clock() - self._last_checkpoint >= self._checkpoint_every:
+                    snapshot = self.lock
+                    self._last_checkpoint = self._clock()
+                if self._thread is None:
+                    self._thread = ThreadPoolExecutor(1, thread_name_prefix="imgspec-journal")
+                try:
+                    failed = await asyncio.get_running_loop().run_in_executor(
+                        self._thread, self._write_batch, "".join(lines), snapshot)
+                except Exception as exc:  # the LockfileError of the append
+                    if not durable.done():
+                        durable.set_exception(exc)
+                        durable.exception()  # retrieved: a batch nobody awaits any more is fine
+                    continue
+                if not durable.done():
+                    durable.set_result(None)
+                if failed is not None:
+                    _log.warning("checkpoint failed, changes stay in the journal: %s", failed)
+                elif snapshot is not None:
+                    # Still clean only if nothing was committed while the snapshot was written.
+                    self._dirty = self._snapshot is not snapshot
+        finally:
+            self._writer = None
+
+    def _write_batch(self, text: str, snapshot: Lockfile | None) -> LockfileError | None:
+        """(In a worker thread.) Append ``text``; then checkpoint ``snapshot``, if given.
+
+        Returns the checkpoint's error instead of raising it: the lines are already
+        safe in the journal, so a failed checkpoint is only retried later.
+        """
+        with self._fd_mutex:
+            self._append(text)
+            if snapshot is None:
+                return None
+            try:
+                self._write_snapshot(snapshot)
+            except LockfileError as exc:
+                return exc
+            return None
 
     def delete(self, keys: Iterable[str]) -> None:
         """Remove the entries for ``keys`` (absent keys are ignored); durable when this returns."""
         present = sorted({key for key in keys if key in self._entries})
         if not present:
             return
-        self._append("".join(journal_line(key, None) for key in present))
+        with self._fd_mutex:
+            self._append("".join(journal_line(key, None) for key in present))
         for key in present:
             del self._entries[key]
         self._changed()
@@ -259,11 +348,18 @@ class LockStore:
         journal is emptied only means the same lines are folded again at the next
         start, which changes nothing.
         """
-        fd = self._require_open()
+        self._require_open()
         self._last_checkpoint = self._clock()
         if not self._dirty:
             return
-        write_lockfile(self._lock_path, self.lock)
+        with self._fd_mutex:
+            self._write_snapshot(self.lock)
+        self._dirty = False
+
+    def _write_snapshot(self, lock: Lockfile) -> None:
+        """Write ``lock`` as the lockfile, then empty the journal (hold ``_fd_mutex``)."""
+        fd = self._require_open()
+        write_lockfile(self._lock_path, lock)
         try:
             os.ftruncate(fd, 0)
             os.fsync(fd)
@@ -271,7 +367,6 @@ class LockStore:
             raise LockfileError(f"{self._journal_path}: cannot be emptied ({_reason(exc)}); "
                                 "check the folder's permissions and free space") from exc
         self._journal_size = 0
-        self._dirty = False
 
     def close(self) -> None:
         """Final checkpoint, then close and remove the journal. Idempotent.
@@ -285,11 +380,9 @@ class LockStore:
         try:
             self.checkpoint()
         except BaseException:
-            self._fd = None
-            os.close(fd)
+            self._release(fd)
             raise
-        self._fd = None
-        os.close(fd)
+        self._release(fd)
         try:
             self._journal_path.unlink(missing_ok=True)
         except OSError as exc:
@@ -297,6 +390,14 @@ class LockStore:
             _log.warning("could not remove %s: %s", self._journal_path, _reason(exc))
             return
         fsync_dir(self._journal_path.parent)
+
+    def _release(self, fd: int) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)  # lets a write still in flight finish
+            self._thread = None
+        with self._fd_mutex:
+            self._fd = None
+            os.close(fd)
 
     def __enter__(self) -> LockStore:
         """The store itself; leaving the block closes it, whatever ended the block."""
@@ -317,6 +418,7 @@ class LockStore:
         return self._fd
 
     def _append(self, text: str) -> None:
+        """Write and fsync ``text``, or leave the journal as it was (hold ``_fd_mutex``)."""
         fd = self._require_open()
         data = text.encode("utf-8")
         try:

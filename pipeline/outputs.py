@@ -53,12 +53,18 @@ class OutputFolder:
                 raise ImgspecError(f"refusing to write outside {self.root}: {part!r}")
         return self.root / job / folder
 
-    def temp_path(self, job: str, key: str, index: int) -> Path:
-        """A fresh temp file name beside the final image (same filesystem, so rename is atomic)."""
+    def make_instance_dir(self, job: str, key: str) -> Path:
+        """Create (if need be) and return ``instance_dir(job, key)``."""
         folder = self.instance_dir(job, key)
-        if index == 0:
-            folder.mkdir(parents=True, exist_ok=True)
-        return folder / f".{index}.{secrets.token_hex(4)}.part"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def temp_path(self, job: str, key: str, index: int) -> Path:
+        """A fresh temp file name beside the final image (same filesystem, so rename is atomic).
+
+        Only a name: ``make_instance_dir`` creates the folder.
+        """
+        return self.instance_dir(job, key) / f".{index}.{secrets.token_hex(4)}.part"
 
     def install(self, temp: Path, job: str, key: str, index: int, fmt: str,
                 previous: str | None = None) -> Path:

@@ -61,6 +61,8 @@ class TaskState:
     estimated_time: float | None  # seconds, from the reply
     images: tuple[TaskImage, ...]  # only when completed
     error: str | None  # the API's message when failed
+    # time.monotonic() when the request this reply answers was sent; set by the client
+    asked_at: float | None = None
 
     @property
     def finished(self) -> bool:

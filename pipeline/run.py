@@ -138,6 +138,7 @@ async def execute_run(settings: RunSettings, prepared: Prepared, plan: Plan, sto
                             workspace=prepared.workspace, pricing=prepared.manifest.pricing,
                             options=settings.options, on_event=on_event)
         result = await _interruptible(executor.run(), executor)
+    await store.settle()  # journal writes still in flight (after Ctrl-C, say)
     store.checkpoint()
     outputs.write_index(prepared.expansion, store.entries, str(settings.manifest))
     return result
