@@ -192,6 +192,7 @@ class _ImageSink:
     def spill(self) -> None:
         """(Worker thread.) Write and hash the buffered bytes, creating the file first."""
         if self._file is None:
+            self.dest.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.dest.open("wb")
         for chunk in self._chunks:
             self._digest.update(chunk)
@@ -336,7 +337,7 @@ class ApiClient:
         return await self._retrying("poll", once)
 
     async def download(self, url: str, dest: Path) -> Downloaded:
-        """Stream one result image into ``dest`` (a temporary path) and verify it.
+        """Stream one result image into ``dest`` (a temporary path; its folder is created).
 
         The file is written, flushed and fsynced, bounded by ``max_download_bytes``,
         then must decode as a PNG/JPEG/WEBP/BMP of a plausible size. Transient
@@ -406,7 +407,8 @@ class ApiClient:
         headers: Mapping[str, str],
         content: bytes | None,
     ) -> tuple[object, float]:
-        """One API request: the decoded JSON body of a 2xx reply and when it was asked.
+        """One API request: the decoded JSON body of a 2xx reply and when it was asked
+        (``time.monotonic()`` just before the request was handed to httpx).
 
         Any other reply raises the right error.
         """

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import time
 from collections import deque
@@ -58,6 +59,7 @@ class RunOptions:
     max_poll_interval: float = 15.0
     url_margin: float = 600.0  # an upstream URL expiring sooner is replaced by the local file
     download_attempts: int = 3  # re-polls for fresh URLs after failed downloads
+    download_give_way: float = 0.5  # longest a download waits for submissions to go first
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +106,7 @@ def next_poll_delay(*, elapsed: float, estimate: float, polls: int,
 
     Until the estimate has passed, wait for it plus a small margin (1 %, at least
     5 ms), so the first poll usually finds the task done. A task still running
-    after that is polled again soon, a twentieth of the estimate later (at least
+    after that is polled again soon, a fiftieth of the estimate later (at least
     20 ms), then half as long again each time, up to ``max_poll_interval``: a
     task found just short of done costs one cheap extra poll, and a stuck task
     is not polled in a tight loop.
@@ -112,15 +114,16 @@ def next_poll_delay(*, elapsed: float, estimate: float, polls: int,
     if elapsed < estimate:
         return estimate - elapsed + max(0.005, estimate * 0.01)
     overdue = max(polls - 1, 0)  # polls made after the estimate had passed
-    return min(options.max_poll_interval, max(0.02, estimate / 20) * 1.5 ** overdue)
+    return min(options.max_poll_interval, max(0.02, estimate / 50) * 1.5 ** overdue)
 
 
 @dataclass(frozen=True, slots=True)
 class _Flight:
-    """A task in flight at the API, and when its clock started (None: resumed, unknown)."""
+    """A task in flight at the API, and when (``time.monotonic()``) its clock started."""
 
     task_id: str
-    started: float | None
+    started: float | None  # None when not known: polling then counts from now
+    resumed: bool = False  # recorded by an earlier run: poll at once
 
 
 class _Stop(Exception):
@@ -151,6 +154,9 @@ class Executor:
         self.submitting_stopped: str | None = None
         self.finished: dict[str, bool] = {}  # key -> succeeded
         self.slots = asyncio.Semaphore(options.concurrency)
+        self.submissions = 0  # between recording ``submitting`` and recording the reply
+        self.no_submissions = asyncio.Event()
+        self.no_submissions.set()
 
     # -- events ------------------------------------------------------------------------
 
@@ -252,7 +258,7 @@ class Executor:
         if (item.status == Status.RESUME and entry is not None and entry.status == "running"
                 and entry.task_id):
             self.emit("resumed", key, entry.task_id)
-            return _Flight(entry.task_id, started=None)
+            return _Flight(entry.task_id, started=None, resumed=True)
         request = resolved_request(inst, self.store.entries)
         if request is None:  # an upstream finished without the image this one needs
             await self._fail(item, None, "an upstream image is missing")
@@ -283,12 +289,24 @@ class Executor:
             attempts=attempt, last_error=None, cost=Decimal(0),
             created_at=entry.created_at if entry and entry.created_at else now, updated_at=now,
             outputs=entry.outputs if entry else ())
+        self.submissions += 1
+        self.no_submissions.clear()
+        try:
+            return await self._post(item, base, cost)
+        finally:
+            self.submissions -= 1
+            if not self.submissions:
+                self.no_submissions.set()
+
+    async def _post(self, item: PlanItem, base: LockEntry, cost: Decimal) -> _Flight | None:
+        """Record ``submitting``, POST, record ``running``: the new task, if it was created."""
+        inst, key = item.instance, item.key
+        assert base.idempotency_key is not None
         await self.store.commit(base)
         body = {**inst.request, **({"image_urls": self._sendable(inst.inputs)}
                                    if inst.inputs else {})}
         try:
-            state = await self.client.submit(body, idempotency_key=idem)
-            replied = time.monotonic()
+            state = await self.client.submit(body, idempotency_key=base.idempotency_key)
         except RequestRejected as exc:
             await self._fail(item, base, exc.api_message)
             return None
@@ -307,17 +325,17 @@ class Executor:
         await self.store.commit(replace(base, status="running", task_id=state.task_id,
                                         cost=cost, updated_at=utc_now()))
         self.emit("submitted", key, state.task_id)
-        # The API started the task's clock between our sending the request and our
-        # reading the reply (which may sit a while behind other work on a busy loop).
-        # The midpoint is off by at most half that time either way; a poll that comes
-        # too early is followed by a short one (``next_poll_delay``).
-        asked = state.asked_at if state.asked_at is not None else replied
-        return _Flight(state.task_id, started=(asked + replied) / 2)
+        # The API starts the task's clock when the request reaches it: not before we
+        # sent it, and usually just after. Timing polls from our reading the reply
+        # instead would add, every cycle, however long that reply waited behind other
+        # work on a busy loop. A poll that comes a little early is followed by a short
+        # one (``next_poll_delay``).
+        return _Flight(state.task_id, started=state.asked_at)
 
     async def wait(self, item: PlanItem, flight: _Flight) -> TaskState | None:
         """Poll until the task completes (its state) or fails, or the deadline passes (None)."""
         task_id = flight.task_id
-        resumed = flight.started is None
+        resumed = flight.resumed
         started = time.monotonic() if flight.started is None else flight.started
         polls = 0
         while True:
@@ -358,11 +376,10 @@ class Executor:
             if not state.images:
                 await self._fail(item, self.store.get(key), "the task completed without images")
                 return False
+            await self._give_way()
             temps = [self.outputs.temp_path(inst.job, key, index)
                      for index in range(len(state.images))]
             try:
-                # Disk work goes to a worker thread: the loop serves other tasks meanwhile.
-                await asyncio.to_thread(self.outputs.make_instance_dir, inst.job, key)
                 got = [(temp, image, await self.client.download(image.url, temp))
                        for temp, image in zip(temps, state.images, strict=True)]
             except (RequestRejected, TransientError) as exc:
@@ -402,6 +419,19 @@ class Executor:
         return False
 
     # -- helpers -----------------------------------------------------------------------
+
+    async def _give_way(self) -> None:
+        """Let submissions in progress go first, for at most ``options.download_give_way`` s.
+
+        When a wave of tasks completes at once, each completion frees a slot for a
+        new submission and also needs a download. The submissions are on the run's
+        critical path (the API idles until they arrive) and the downloads are not,
+        so on a busy event loop the downloads wait their turn.
+        """
+        if self.no_submissions.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.no_submissions.wait(), self.options.download_give_way)
 
     def _install(self, inst: Instance, got: list[tuple[Path, TaskImage, Downloaded]],
                  before: list[str]) -> tuple[Output, ...]:

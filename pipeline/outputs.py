@@ -53,16 +53,10 @@ class OutputFolder:
                 raise ImgspecError(f"refusing to write outside {self.root}: {part!r}")
         return self.root / job / folder
 
-    def make_instance_dir(self, job: str, key: str) -> Path:
-        """Create (if need be) and return ``instance_dir(job, key)``."""
-        folder = self.instance_dir(job, key)
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
-
     def temp_path(self, job: str, key: str, index: int) -> Path:
         """A fresh temp file name beside the final image (same filesystem, so rename is atomic).
 
-        Only a name: ``make_instance_dir`` creates the folder.
+        Only a name: the download creates the folder along with the file.
         """
         return self.instance_dir(job, key) / f".{index}.{secrets.token_hex(4)}.part"
 

@@ -91,7 +91,8 @@ async def generate(
     assert done.task_id == created.task_id
     files = []
     for i, image in enumerate(done.images):
-        files.append(await client.download(image.url, folder / f"{seed}-{i}.png.part"))
+        # The folder need not exist: download() creates it with the file.
+        files.append(await client.download(image.url, folder / "new" / f"{seed}-{i}.png.part"))
     return done, files
 
 
@@ -374,6 +375,38 @@ def test_unreachable_api_is_transient() -> None:
     assert "ClientConnectorError: Cannot connect to host" in str(error)
     assert isinstance(error.__cause__, httpx.TransportError)
     assert len(events) == 1
+
+
+def test_proxy_environment_is_not_used_for_a_loopback_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP(S)_PROXY without NO_PROXY does not divert calls to a simulator on 127.0.0.1."""
+    dead_proxy = f"http://127.0.0.1:{free_port()}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, dead_proxy)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with simulator() as sim:
+
+        async def scenario(client: ApiClient) -> TaskState:
+            return await client.submit(body(), idempotency_key="proxy-1")
+
+        state = run(sim.base_url, scenario, retry_attempts=1)
+    assert state.task_id
+
+
+def test_submit_and_poll_say_when_they_were_asked() -> None:
+    """Each TaskState carries the monotonic time its request was sent, for poll pacing."""
+    with simulator() as sim:
+
+        async def scenario(client: ApiClient) -> tuple[float, TaskState, TaskState, float]:
+            before = time.monotonic()
+            created = await client.submit(body(), idempotency_key="asked-1")
+            polled = await client.poll(created.task_id)
+            return before, created, polled, time.monotonic()
+
+        before, created, polled, after = run(sim.base_url, scenario)
+    assert created.asked_at is not None
+    assert polled.asked_at is not None
+    assert before <= created.asked_at <= polled.asked_at <= after
 
 
 # -- downloads ---------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import os
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from decimal import Decimal
 from pathlib import Path
 
@@ -419,20 +421,25 @@ TIMED_KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("seed", range(10))
-def test_sigkill_at_any_moment_keeps_every_acknowledged_record(tmp_path: Path, seed: int) -> None:
-    """A kill at an arbitrary instant (mid-write, mid-checkpoint) keeps all acknowledged records."""
-    lock_path = tmp_path / "shop.lock.json"
-    delay = random.Random(seed).uniform(0.005, 0.08)
+def run_until_killed(script: str, lock_path: Path, delay: float) -> int:
+    """Run a kill script (SIGKILLed after ``delay`` s); the number of records it acknowledged."""
     done = subprocess.run(
-        [sys.executable, "-c", TIMED_KILL_SCRIPT, str(REPO), str(lock_path), str(delay)],
+        [sys.executable, "-c", script, str(REPO), str(lock_path), str(delay)],
         capture_output=True, text=True, timeout=30, check=False,
     )
     assert done.returncode == -signal.SIGKILL, done.stderr
     printed = done.stdout.split()
     assert printed[0] == "ready", done.stdout
-    acknowledged = int(printed[-1]) if len(printed) > 1 else 0
+    return int(printed[-1]) if len(printed) > 1 else 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("seed", range(10))
+def test_sigkill_at_any_moment_keeps_every_acknowledged_record(tmp_path: Path, seed: int) -> None:
+    """A kill at an arbitrary instant (mid-write, mid-checkpoint) keeps all acknowledged records."""
+    lock_path = tmp_path / "shop.lock.json"
+    acknowledged = run_until_killed(TIMED_KILL_SCRIPT, lock_path,
+                                    random.Random(seed).uniform(0.005, 0.08))
 
     def prefix(n: int) -> dict[str, LockEntry]:
         text = "".join(journal_line(e.key, e) for e in (crash_entry(i % 500) for i in range(n)))
@@ -441,3 +448,142 @@ def test_sigkill_at_any_moment_keeps_every_acknowledged_record(tmp_path: Path, s
     with LockStore.open(lock_path, manifest="shop.yaml") as store:
         # The kill may land after record() returned but before its "acknowledged" print.
         assert store.lock.entries in (prefix(acknowledged), prefix(acknowledged + 1))
+
+
+# --- commit(): group commit from the event loop ------------------------------------
+
+
+def test_commit_writes_a_burst_in_few_fsyncs_and_is_durable_on_return(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Concurrent commits share writes and fsyncs; when they return, every line is on disk."""
+    lock_path = tmp_path / "shop.lock.json"
+    fsyncs = 0
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        nonlocal fsyncs
+        fsyncs += 1
+        real_fsync(fd)
+
+    async def burst(store: LockStore) -> None:
+        monkeypatch.setattr(os, "fsync", counting_fsync)
+        await asyncio.gather(*(store.commit(entry(f"k{i:02d}")) for i in range(50)))
+        monkeypatch.undo()
+        lines = lines_of(journal_path(lock_path))
+        assert sorted(json.loads(line)["key"] for line in lines) == [
+            f"k{i:02d}" for i in range(50)]
+
+    with LockStore.open(lock_path, manifest="m") as store:
+        asyncio.run(burst(store))
+        assert set(store.entries) == {f"k{i:02d}" for i in range(50)}
+    assert 1 <= fsyncs < 10
+    assert set(read_lockfile(lock_path).entries) == {f"k{i:02d}" for i in range(50)}
+
+
+def test_commit_of_a_cancelled_caller_is_still_written(tmp_path: Path) -> None:
+    """A caller cancelled while its batch is written does not cancel the write."""
+    lock_path = tmp_path / "shop.lock.json"
+
+    async def scenario(store: LockStore) -> None:
+        waiting = asyncio.create_task(store.commit(entry("a")))
+        neighbour = asyncio.create_task(store.commit(entry("b")))
+        await asyncio.sleep(0)  # both have queued their lines
+        waiting.cancel()
+        await neighbour  # the shared batch is not cancelled with the first caller
+        await store.settle()
+        assert store.get("a") == entry("a")
+
+    with LockStore.open(lock_path, manifest="m") as store:
+        asyncio.run(scenario(store))
+        assert {json.loads(line)["key"] for line in lines_of(journal_path(lock_path))} == {
+            "a", "b"}
+
+
+def test_commit_failure_reaches_every_caller_of_the_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A disk error while writing a batch raises LockfileError in each of its callers."""
+
+    def enospc(fd: int, data: bytes | memoryview) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    async def scenario(store: LockStore) -> list[BaseException | None]:
+        monkeypatch.setattr(os, "write", enospc)
+        results = await asyncio.gather(store.commit(entry("a")), store.commit(entry("b")),
+                                       return_exceptions=True)
+        monkeypatch.undo()
+        return list(results)
+
+    with LockStore.open(tmp_path / "s.lock.json", manifest="m") as store:
+        results = asyncio.run(scenario(store))
+    assert all(isinstance(r, LockfileError) and "free space" in str(r) for r in results)
+
+
+def test_commit_during_a_checkpoint_is_not_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An entry committed while the writer checkpoints still reaches the final lockfile."""
+    lock_path = tmp_path / "shop.lock.json"
+    clock = FakeClock()
+    in_checkpoint = threading.Event()
+    release = threading.Event()
+    real_write_lockfile = write_lockfile
+
+    def slow_write_lockfile(path: Path, lock: Lockfile) -> None:
+        in_checkpoint.set()
+        assert release.wait(10)
+        real_write_lockfile(path, lock)
+
+    async def scenario(store: LockStore) -> None:
+        clock.now = 5.0  # the first batch is due for a checkpoint
+        first = asyncio.create_task(store.commit(entry("a")))
+        await asyncio.to_thread(in_checkpoint.wait, 10)
+        second = asyncio.create_task(store.commit(entry("b")))  # not in the snapshot
+        await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(first, second)
+        await store.settle()
+
+    monkeypatch.setattr(journal_module, "write_lockfile", slow_write_lockfile)
+    with LockStore.open(lock_path, manifest="m", checkpoint_every=5.0, clock=clock) as store:
+        asyncio.run(scenario(store))
+        assert set(read_lockfile(lock_path).entries) == {"a"}  # the checkpoint's snapshot
+    assert set(read_lockfile(lock_path).entries) == {"a", "b"}  # close() saved the rest
+    assert not journal_path(lock_path).exists()
+
+
+COMMIT_KILL_SCRIPT = textwrap.dedent("""
+    import asyncio, itertools, os, signal, sys, threading
+    sys.path.insert(0, sys.argv[1])
+    from pathlib import Path
+    from pipeline.journal import LockStore
+    from tests.unit.test_journal import entry
+
+    lock_path, delay = Path(sys.argv[2]), float(sys.argv[3])
+    store = LockStore.open(lock_path, manifest="shop.yaml", checkpoint_every=7,
+                           clock=itertools.count().__next__)
+
+    async def main():
+        threading.Timer(delay, os.kill, (os.getpid(), signal.SIGKILL)).start()
+        print("ready", flush=True)
+        for group in itertools.count():
+            keys = [f"k{group * 10 + i:05d}" for i in range(10)]
+            await asyncio.gather(*(store.commit(entry(k)) for k in keys))
+            print((group + 1) * 10, flush=True)  # acknowledged: every commit returned
+
+    asyncio.run(main())
+""")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("seed", range(5))
+def test_sigkill_keeps_every_acknowledged_commit(tmp_path: Path, seed: int) -> None:
+    """A kill at an arbitrary instant keeps every commit that had returned, intact."""
+    lock_path = tmp_path / "shop.lock.json"
+    acknowledged = run_until_killed(COMMIT_KILL_SCRIPT, lock_path,
+                                    random.Random(seed).uniform(0.05, 0.3))
+    with LockStore.open(lock_path, manifest="shop.yaml") as store:
+        recovered = dict(store.entries)
+    assert {f"k{i:05d}" for i in range(acknowledged)} <= set(recovered)
+    assert all(value == entry(key) for key, value in recovered.items())
