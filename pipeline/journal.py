@@ -269,8 +269,7 @@ class LockStore:
         """
         self._require_open()
         self._entries[entry.key] = entry
-        self._snapshot = None
-        self._dirty = True
+        self._mark_changed()
         if self._batch is None:
             self._batch = ([], asyncio.get_running_loop().create_future())
         lines, durable = self._batch
@@ -291,7 +290,7 @@ class LockStore:
             while self._batch is not None:
                 (lines, durable), self._batch = self._batch, None
                 snapshot = None
-                if self._clock() - self._last_checkpoint >= self._checkpoint_every:
+                if self._checkpoint_due():
                     snapshot = self.lock
                     self._last_checkpoint = self._clock()
                 if self._thread is None:
@@ -441,10 +440,17 @@ class LockStore:
             raise
         self._journal_size += len(data)
 
-    def _changed(self) -> None:
+    def _mark_changed(self) -> None:
         self._snapshot = None
         self._dirty = True
-        if self._clock() - self._last_checkpoint < self._checkpoint_every:
+
+    def _checkpoint_due(self) -> bool:
+        return self._clock() - self._last_checkpoint >= self._checkpoint_every
+
+    def _changed(self) -> None:
+        """After a synchronous change: mark it, and checkpoint if one is due."""
+        self._mark_changed()
+        if not self._checkpoint_due():
             return
         try:
             self.checkpoint()
