@@ -26,7 +26,6 @@ from pipeline.errors import (
 from pipeline.expand import expand
 from pipeline.graph import render_graph
 from pipeline.manifest import load_manifest
-from pipeline.plan import Status
 from pipeline.project import prepare
 from pipeline.report import money, plan_json, plan_text
 from pipeline.simulator.cli import simulator
@@ -201,6 +200,7 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
         execute_run,
         parse_where,
         run_session,
+        write_index,
     )
     from pipeline.simulator import SimulatorConfig, run_in_thread
 
@@ -228,9 +228,8 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
         if not as_json:
             click.echo(plan_text(the_plan), nl=False)
         check_budget(the_plan)
-        if not the_plan.submitting and not any(
-            i.status == Status.RESUME for i in the_plan.items
-        ):
+        if not the_plan.has_work:
+            write_index(prepared, store)
             click.echo("Nothing to do.", file=out)
             return
         if not simulate and not yes and not click.confirm(

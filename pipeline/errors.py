@@ -6,6 +6,7 @@ The hierarchy::
     ├── UsageError               a bad option value or combination             (exit 2)
     ├── ManifestError            the manifest is invalid; carries diagnostics  (exit 1)
     ├── LockfileError            the lockfile cannot be read or written        (exit 1)
+    │   └── OutputOutsideRoot    it names an output outside the output folder
     ├── InputFileError           a file the manifest names is unreadable or outside its folder
     ├── BudgetExceeded           the plan costs more than the budget allows    (exit 3)
     ├── RunGuardHeld             another live run holds this manifest          (exit 5)
@@ -27,6 +28,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from pipeline.diagnostics import Diagnostic
 
 
@@ -59,6 +62,20 @@ class LockfileError(ImgspecError):
     """The lockfile or its journal is unreadable, of an unknown version, or not writable."""
 
     exit_code = 1
+
+
+class OutputOutsideRoot(LockfileError):
+    """A lockfile names an output file outside the output folder: nothing there is touched."""
+
+    def __init__(self, path: str, root: Path, *, key: str | None = None) -> None:
+        self.path = path
+        self.root = root
+        self.key = key
+        where = f"entry {key!r}: " if key else ""
+        super().__init__(
+            f"{where}output path {path!r} lies outside the output folder {root}; imgspec "
+            "never reads, replaces or deletes files there. Restore the lockfile from git, "
+            "or remove that entry (its image is then generated again)")
 
 
 class InputFileError(ImgspecError):

@@ -44,7 +44,7 @@ from pipeline.identity import fingerprint
 from pipeline.journal import LockStore
 from pipeline.lockfile import LockEntry, Output
 from pipeline.outputs import OutputFolder, utc_now
-from pipeline.plan import PENDING, Plan, PlanItem, Status, resolved_request
+from pipeline.plan import ACTIVE, Plan, PlanItem, Status, resolved_request
 from pipeline.pricing import PriceTable
 from pipeline.workspace import Workspace
 
@@ -147,7 +147,7 @@ class Executor:
         self.on_event = on_event
         self.clock = clock
         self.result = RunResult()
-        self.items = [i for i in plan.items if i.status in PENDING]
+        self.items = [i for i in plan.items if i.status in ACTIVE]
         self.pending = {i.key for i in self.items}
         self.in_flight = 0
         self.estimate: float | None = None  # the latest estimated_time the API gave
@@ -231,6 +231,8 @@ class Executor:
         key = item.key
         if self.result.fatal is not None:
             return False
+        if item.status == Status.DOWNLOAD:
+            return await self.refetch(item)
         self.in_flight += 1
         try:
             async with self.slots:  # a slot is a task in flight at the API
@@ -417,6 +419,57 @@ class Executor:
             self.emit("done", key, f"{len(outputs)} image(s)")
             return True
         return False
+
+    async def refetch(self, item: PlanItem) -> bool:
+        """Download again, at no cost, the images of a done instance that are gone or damaged.
+
+        Only the images the plan named, from the links the lockfile recorded; each must
+        be the very image recorded (same sha256). A link that no longer works is
+        forgotten, so the next plan prices the instance as ``missing`` instead of
+        trying it again: this run never pays for what its plan said was free.
+        """
+        key = item.key
+        entry = self.store.get(key)
+        assert entry is not None
+        outputs = list(entry.outputs)
+        for index in item.refetch:
+            output = outputs[index]
+            await self._give_way()
+            temp = self.outputs.temp_path(item.job, key, index)
+            problem: str | None = None
+            try:
+                got = await self.client.download(output.url or "", temp)
+                if got.sha256 != output.sha256:
+                    problem = "the link now serves a different image"
+            except RequestRejected as exc:
+                problem = f"the link no longer works ({exc})"
+            except TransientError as exc:
+                temp.unlink(missing_ok=True)
+                self.result.unfinished.append((key, f"download failed: {exc}"))
+                self.emit("unfinished", key, str(exc))
+                return False
+            except BaseException:
+                temp.unlink(missing_ok=True)
+                raise
+            if problem is not None:
+                temp.unlink(missing_ok=True)
+                outputs[index] = replace(output, url=None, expires_at=None)
+                await self.store.commit(replace(entry, outputs=tuple(outputs),
+                                                updated_at=utc_now()))
+                message = (f"image {index}: {problem}; the next plan shows it as missing "
+                           "(generating it again is paid)")
+                self.result.failed.append((key, message))
+                self.emit("failed", key, message)
+                return False
+            final = await asyncio.to_thread(self.outputs.install, temp, item.job, key, index,
+                                            got.format, output.path)
+            outputs[index] = replace(output, path=self.outputs.relative(final))
+        done = replace(entry, outputs=tuple(outputs), updated_at=utc_now())
+        await self.store.commit(done)
+        await asyncio.to_thread(self.outputs.write_meta, item.instance, done, self.plan.manifest)
+        self.result.done.append(key)
+        self.emit("done", key, f"{len(item.refetch)} image(s) downloaded again")
+        return True
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from typing import Any
 from pipeline.guard import RunGuard, guard_path
 from pipeline.journal import LockStore
 from pipeline.lockfile import ENTRY_STATUSES, Lockfile, json_number, lockfile_path
-from pipeline.outputs import OutputFolder, VerifyProblem, verify_outputs
+from pipeline.outputs import VerifyProblem, verify_outputs
 from pipeline.project import current_lock, prepare
 
 
@@ -69,11 +69,16 @@ def summarise_lock(path: Path, lock: Lockfile) -> StatusReport:
 
 
 def verify(manifest: Path, *, simulate: bool = False) -> tuple[int, list[VerifyProblem]]:
-    """Re-hash every output the lockfile records; (files checked, problems)."""
+    """Re-hash every output the lockfile records and check the index; (files checked, problems).
+    """
     prepared = prepare(manifest, simulate=simulate)
-    folder = OutputFolder(prepared.paths.outputs, prepared.paths.base)
+    folder = prepared.paths.output_folder()
     done = [e for e in prepared.lock.entries.values() if e.status == "done"]
-    return sum(len(e.outputs) for e in done), verify_outputs(done, folder)
+    problems = verify_outputs(done, folder)
+    index = folder.check_index(prepared.expansion, prepared.lock.entries)
+    if index is not None:
+        problems.append(index)
+    return sum(len(e.outputs) for e in done) + 1, problems
 
 
 def prune(manifest: Path, *, simulate: bool = False) -> list[str]:

@@ -17,9 +17,9 @@ import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pipeline.errors import ImgspecError
+from pipeline.errors import ImgspecError, OutputOutsideRoot
 from pipeline.expand import Expansion, Instance
 from pipeline.identity import folder_name
 from pipeline.lockfile import LockEntry, Output, json_number, write_atomic
@@ -39,6 +39,12 @@ class OutputFolder:
 
     root: Path
     base: Path  # the lockfile's folder
+
+    def __post_init__(self) -> None:
+        # Absolute once, here: every comparison below is between absolute paths,
+        # whatever the current directory and however the manifest was named.
+        object.__setattr__(self, "root", Path(os.path.abspath(self.root)))  # noqa: PTH100
+        object.__setattr__(self, "base", Path(os.path.abspath(self.base)))  # noqa: PTH100
 
     def instance_dir(self, job: str, key: str) -> Path:
         """``<root>/<job>/<folder of key>``, guaranteed inside the root.
@@ -65,28 +71,70 @@ class OutputFolder:
         """Rename a verified temp file to ``<i>.<ext>``; the old image stays until replaced.
 
         ``previous`` is the lockfile path of the image this slot held before, removed
-        only when it had another name (another format).
+        only when it is another file (another format) inside the output folder.
         """
         final = self.instance_dir(job, key) / f"{index}.{EXTENSIONS.get(fmt.upper(), 'img')}"
         temp.replace(final)
         if previous is not None:
-            old = os.path.normpath(self.absolute(previous))
-            if old != os.path.normpath(final):  # lockfile paths hold "..": compare normalised
-                Path(old).unlink(missing_ok=True)
+            old = self.confined(previous)
+            # Compared as files, not as strings: however the two paths were spelt
+            # (relative, absolute, through a symlink), the image just renamed into
+            # place is never the one removed.
+            if old is not None and not _same_file(old, final):
+                self._remove(old)
         return final
 
     def relative(self, path: Path) -> str:
         """A path as the lockfile stores it: relative to the lockfile's folder, POSIX style."""
         return Path(os.path.relpath(path, self.base)).as_posix()
 
+    def confined(self, stored: str) -> str | None:
+        """The file a lockfile output path names, or None when it is not inside the root.
+
+        Lockfiles come from other people (pull requests, merges): a stored path is
+        trusted only when, normalised, it names a file under the output folder. This
+        is lexical (no system call), so the plan can ask it for every output.
+        """
+        if not stored or "\\" in stored or "\0" in stored or os.path.isabs(stored):  # noqa: PTH117
+            return None
+        full = os.path.normpath(os.path.join(self.base, stored))  # noqa: PTH118
+        return full if full.startswith(self._prefix) else None
+
     def absolute(self, stored: str) -> Path:
-        """The file a lockfile output path names."""
-        return self.base / stored
+        """The file a lockfile output path names; ``LockfileError`` if outside the root."""
+        full = self.confined(stored)
+        if full is None:
+            raise OutputOutsideRoot(stored, self.root)
+        return Path(full)
+
+    def check_entries(self, entries: Iterable[LockEntry]) -> None:
+        """Refuse a lockfile any of whose output paths lies outside the output folder."""
+        for entry in entries:
+            for output in entry.outputs:
+                if self.confined(output.path) is None:
+                    raise OutputOutsideRoot(output.path, self.root, key=entry.key)
 
     def remove_images(self, stored: Iterable[str]) -> None:
         """Delete images the lockfile no longer lists (left by an earlier, larger ``n``)."""
         for path in stored:
-            self.absolute(path).unlink(missing_ok=True)
+            full = self.confined(path)
+            if full is not None:
+                self._remove(full)
+
+    def _remove(self, full: str) -> None:
+        # The lexical check cannot see symlinks: a folder under the root that links
+        # elsewhere must not turn a tidy-up into a deletion outside it.
+        real = os.path.realpath(full)
+        if real.startswith(self._real_prefix):
+            Path(real).unlink(missing_ok=True)
+
+    @property
+    def _prefix(self) -> str:
+        return os.path.join(os.path.normpath(self.root), "")  # noqa: PTH118
+
+    @property
+    def _real_prefix(self) -> str:
+        return os.path.join(os.path.realpath(self.root), "")  # noqa: PTH118
 
     def clean_temp_files(self) -> None:
         """Remove ``.part`` files left by an interrupted download."""
@@ -122,6 +170,20 @@ class OutputFolder:
     def write_index(self, expansion: Expansion, entries: Mapping[str, LockEntry],
                     manifest: str) -> Path:
         """``index.json``: every instance of the manifest with its status and images."""
+        index = {"manifest": manifest, "name": expansion.manifest.name,
+                 "generated_at": utc_now(), "instances": self.index_instances(expansion, entries)}
+        path = self.index_path
+        write_atomic(path, json.dumps(index, indent=2, ensure_ascii=False) + "\n")
+        return path
+
+    @property
+    def index_path(self) -> Path:
+        """``<root>/index.json``."""
+        return self.root / "index.json"
+
+    def index_instances(self, expansion: Expansion,
+                        entries: Mapping[str, LockEntry]) -> list[dict[str, Any]]:
+        """The ``instances`` of ``index.json`` for these lock entries."""
         instances = []
         for inst in expansion.instances:
             entry = entries.get(inst.key)
@@ -138,11 +200,39 @@ class OutputFolder:
                 ],
                 "error": entry.last_error if entry and entry.status == "failed" else None,
             })
-        index = {"manifest": manifest, "name": expansion.manifest.name,
-                 "generated_at": utc_now(), "instances": instances}
-        path = self.root / "index.json"
-        write_atomic(path, json.dumps(index, indent=2, ensure_ascii=False) + "\n")
-        return path
+        return instances
+
+    def check_index(self, expansion: Expansion,
+                    entries: Mapping[str, LockEntry]) -> VerifyProblem | None:
+        """Whether ``index.json`` is there and says what the lockfile says."""
+        name = self.relative(self.index_path)
+        try:
+            index = json.loads(self.index_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return VerifyProblem("index.json", name, "missing")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return VerifyProblem("index.json", name, "changed")
+        listed = index.get("instances") if isinstance(index, dict) else None
+        if not isinstance(listed, list):
+            return VerifyProblem("index.json", name, "changed")
+        by_key = {i.get("key"): i for i in listed if isinstance(i, dict)}
+        # What the lockfile records must be what the index says; instances the manifest
+        # gained since (not run yet) or lost (orphaned) do not make the index wrong.
+        for want in self.index_instances(expansion, entries):
+            if want["key"] not in entries:
+                continue
+            got = by_key.get(want["key"])
+            if got is None or (got.get("status"), got.get("images")) != (want["status"],
+                                                                          want["images"]):
+                return VerifyProblem("index.json", name, "changed")
+        return None
+
+
+def _same_file(a: str, b: Path) -> bool:
+    try:
+        return Path(a).samefile(b)
+    except OSError:  # ``a`` is gone already: nothing to remove either way
+        return True
 
 
 def _image_json(output: Output, name: str) -> dict[str, Any]:
@@ -156,7 +246,7 @@ class VerifyProblem:
 
     key: str
     path: str
-    problem: str  # "missing" | "changed"
+    problem: Literal["missing", "changed"]
 
 
 def verify_outputs(entries: Iterable[LockEntry], folder: OutputFolder) -> list[VerifyProblem]:

@@ -18,7 +18,7 @@ from typing import Any
 from pipeline.diagnostics import Diagnostic
 from pipeline.expand import Expansion, Instance, UpstreamInput
 from pipeline.identity import fingerprint
-from pipeline.lockfile import LockEntry, Lockfile
+from pipeline.lockfile import LockEntry, Lockfile, Output
 from pipeline.matrix import same
 
 
@@ -29,7 +29,8 @@ class Status(StrEnum):
     CHANGED = "changed"  # its rendered request differs from the recorded one
     RETRY = "retry"  # the last attempt failed
     RESUME = "resume"  # a task was submitted and not finished: poll it, pay nothing new
-    MISSING = "missing"  # done, but its files are gone
+    MISSING = "missing"  # done, but files are gone or damaged and their links expired: pay again
+    DOWNLOAD = "download"  # done, files gone or damaged, links still valid: fetch again, free
     WAITING = "waiting"  # its inputs come from upstream work in this plan
     UP_TO_DATE = "up-to-date"
     SKIPPED = "skipped"  # left out by --job/--where/--only-failed
@@ -38,7 +39,11 @@ class Status(StrEnum):
 STATUS_ORDER = tuple(Status)
 TO_SUBMIT = frozenset({Status.NEW, Status.CHANGED, Status.RETRY, Status.MISSING,
                        Status.WAITING})
-PENDING = TO_SUBMIT | {Status.RESUME}
+PENDING = TO_SUBMIT | {Status.RESUME}  # work at the API; what depends on it must wait
+ACTIVE = PENDING | {Status.DOWNLOAD}  # everything a run does something with
+# A result link this close to its expiry is not counted on: by the time the run gets
+# to it, it may be gone.
+LINK_MARGIN = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +55,7 @@ class PlanItem:
     fingerprint: str | None  # None while it waits for upstream images
     cost: Decimal  # what submitting it pre-charges (0 unless it will be submitted)
     needs: tuple[str, ...]  # instance keys that must be done first
+    refetch: tuple[int, ...] = ()  # DOWNLOAD: the indexes of the images to fetch again
 
     @property
     def key(self) -> str:
@@ -87,6 +93,11 @@ class Plan:
         """The items a run will submit (and pay for); computed once, the plan is frozen."""
         return tuple(i for i in self.items if i.status in TO_SUBMIT)
 
+    @property
+    def has_work(self) -> bool:
+        """Whether a run would do anything at all (submit, poll or download)."""
+        return any(i.status in ACTIVE for i in self.items)
+
     @cached_property
     def images(self) -> int:
         """Images the run will pay for."""
@@ -120,7 +131,7 @@ class Plan:
         stack = list(wanted)
         while stack:
             for need in by_key[stack.pop()].needs:
-                if need in by_key and need not in wanted and by_key[need].status in PENDING:
+                if need in by_key and need not in wanted and by_key[need].status in ACTIVE:
                     wanted.add(need)
                     stack.append(need)
         items = tuple(
@@ -134,12 +145,16 @@ def make_plan(
     expansion: Expansion,
     lock: Lockfile,
     *,
-    present: Callable[[str], bool],
+    present: Callable[[Output], bool],
     max_cost: Decimal | None = None,
+    now: float | None = None,
 ) -> Plan:
-    """Diff the expansion against the lockfile; ``present(path)`` says if an output exists.
+    """Diff the expansion against the lockfile; ``present(output)`` says if it is intact.
 
-    ``max_cost`` (from the command line) overrides the manifest's budget.
+    ``max_cost`` (from the command line) overrides the manifest's budget. ``now`` (Unix
+    time) is when the plan is made: a missing image whose result link is still valid
+    then is fetched again for free (``download``); without it, every link counts as
+    expired.
     """
     manifest = expansion.manifest
     pricing = manifest.pricing
@@ -151,10 +166,10 @@ def make_plan(
     for inst in expansion.instances:
         needs = tuple(inst.upstream) + tuple(k for job in inst.needs for k in by_job.get(job, ()))
         entry = lock.entries.get(inst.key)
-        status, fp = _status(inst, entry, statuses, lock.entries, present)
+        status, fp, refetch = _status(inst, entry, statuses, lock.entries, present, now)
         statuses[inst.key] = status
         cost = pricing.cost(inst.model, inst.n) if status in TO_SUBMIT else Decimal(0)
-        items.append(PlanItem(inst, status, fp, cost, needs))
+        items.append(PlanItem(inst, status, fp, cost, needs, refetch))
     keys = set(statuses)
     orphaned = tuple(sorted(k for k in lock.entries if k not in keys))
     return Plan(
@@ -189,25 +204,36 @@ def _status(
     entry: LockEntry | None,
     statuses: Mapping[str, Status],
     entries: Mapping[str, LockEntry],
-    present: Callable[[str], bool],
-) -> tuple[Status, str | None]:
+    present: Callable[[Output], bool],
+    now: float | None,
+) -> tuple[Status, str | None, tuple[int, ...]]:
     if any(statuses.get(up) in PENDING for up in inst.upstream):
-        return Status.WAITING, None
+        return Status.WAITING, None, ()
     request = resolved_request(inst, entries)
     if request is None:
-        return Status.WAITING, None
+        return Status.WAITING, None, ()
     fp = fingerprint(request)
     if entry is None:
-        return Status.NEW, fp
+        return Status.NEW, fp, ()
     if entry.fingerprint != fp:
-        return Status.CHANGED, fp
+        return Status.CHANGED, fp, ()
     if entry.status == "failed":
-        return Status.RETRY, fp
+        return Status.RETRY, fp, ()
     if entry.status in ("submitting", "running"):
-        return Status.RESUME, fp
-    if not entry.outputs or not all(present(o.path) for o in entry.outputs):
-        return Status.MISSING, fp
-    return Status.UP_TO_DATE, fp
+        return Status.RESUME, fp, ()
+    if not entry.outputs:
+        return Status.MISSING, fp, ()
+    bad = tuple(i for i, o in enumerate(entry.outputs) if not present(o))
+    if not bad:
+        return Status.UP_TO_DATE, fp, ()
+    if now is not None and all(_link_valid(entry.outputs[i], now) for i in bad):
+        return Status.DOWNLOAD, fp, bad
+    return Status.MISSING, fp, ()
+
+
+def _link_valid(output: Output, now: float) -> bool:
+    return (output.url is not None and output.expires_at is not None
+            and output.expires_at > now + LINK_MARGIN)
 
 
 def matches_where(item: PlanItem, where: Iterable[tuple[str, str]]) -> bool:

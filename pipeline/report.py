@@ -12,7 +12,8 @@ from pipeline.plan import STATUS_ORDER, TO_SUBMIT, Plan, PlanItem, Status
 MAX_LISTED = 200
 SYMBOLS = {
     Status.NEW: "+", Status.CHANGED: "~", Status.RETRY: "↻", Status.RESUME: "…",
-    Status.MISSING: "!", Status.WAITING: "⧗", Status.UP_TO_DATE: "=", Status.SKIPPED: "-",
+    Status.MISSING: "!", Status.DOWNLOAD: "↓", Status.WAITING: "⧗", Status.UP_TO_DATE: "=",
+    Status.SKIPPED: "-",
 }
 CURRENCY_SIGNS = {"CNY": "¥"}
 

@@ -21,7 +21,6 @@ from pipeline.executor import Executor, RunEvent, RunOptions, RunResult
 from pipeline.guard import RunGuard, guard_path
 from pipeline.journal import LockStore
 from pipeline.lockfile import lockfile_path
-from pipeline.outputs import OutputFolder
 from pipeline.plan import Plan, PlanItem, Status, matches_where
 from pipeline.project import Prepared, prepare
 
@@ -123,7 +122,7 @@ def check_budget(plan: Plan) -> None:
 async def execute_run(settings: RunSettings, prepared: Prepared, plan: Plan, store: LockStore,
                       *, on_event: Callable[[RunEvent], None] | None = None) -> RunResult:
     """Execute the plan; Ctrl-C or SIGTERM stops it cleanly with ``stopped == "interrupted"``."""
-    outputs = OutputFolder(prepared.paths.outputs, prepared.paths.base)
+    outputs = prepared.paths.output_folder()
     outputs.clean_temp_files()
     executor: Executor | None = None
 
@@ -140,8 +139,15 @@ async def execute_run(settings: RunSettings, prepared: Prepared, plan: Plan, sto
         result = await _interruptible(executor.run(), executor)
     await store.settle()  # journal writes still in flight (after Ctrl-C, say)
     store.checkpoint()
-    outputs.write_index(prepared.expansion, store.entries, str(settings.manifest))
+    write_index(prepared, store)
     return result
+
+
+def write_index(prepared: Prepared, store: LockStore) -> Path:
+    """Rewrite ``index.json`` from the lock store: every run ends with a current index,
+    including one that had nothing else to do (so a deleted index comes back)."""
+    return prepared.paths.output_folder().write_index(
+        prepared.expansion, store.entries, str(prepared.paths.manifest))
 
 
 async def _interruptible(work: Coroutine[Any, Any, RunResult],
