@@ -3,7 +3,8 @@
 APIMart bills wan2.7 per successfully generated image, pre-charging ``n`` at
 submission; resolution and aspect do not change the price. Prices change, so
 they live in a table, not in code paths: the plan, the budget check and the
-simulator's ledger all read one :class:`PriceTable`.
+simulator's ledger all read one :class:`PriceTable`, whose defaults come from the
+model catalogue (``pipeline/catalogue.py``).
 """
 
 from __future__ import annotations
@@ -13,15 +14,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 
+from pipeline.catalogue import CATALOGUE, CURRENCY
 from pipeline.errors import UsageError
 
-CURRENCY = "CNY"
+__all__ = ["CURRENCY", "DEFAULT_PRICES", "DEFAULT_PRICE_TABLE", "PriceTable"]
 
 DEFAULT_PRICES: Mapping[str, Decimal] = MappingProxyType(
-    {
-        "wan2.7-image-pro": Decimal("0.50"),
-        "wan2.7-image": Decimal("0.20"),
-    }
+    {model.name: model.price for model in CATALOGUE.values()}
 )
 
 

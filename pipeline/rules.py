@@ -20,26 +20,31 @@ from decimal import Decimal, InvalidOperation
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
+from pipeline.catalogue import (
+    CATALOGUE,
+    DEFAULT_TIER,
+    MODELS,
+    SCENARIOS,
+    TIERS,
+    ImageModel,
+    Limits,
+    Scenario,
+    models_with_tier,
+    most_generous,
+)
+
+__all__ = ["DEFAULT_TIER", "MODELS", "TIERS"]  # re-exported: callers ask the rules
+
 Severity = Literal["error", "warning"]
 
-MODELS: tuple[str, ...] = ("wan2.7-image", "wan2.7-image-pro")
-PRO_MODEL: Final = "wan2.7-image-pro"
-
-TIERS: Final[Mapping[str, int]] = {"1K": 1024, "2K": 2048, "4K": 4096}
-DEFAULT_TIER: Final = "2K"
 ASPECT_RATIOS: Final[tuple[str, ...]] = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3")
 
 MAX_PROMPT_CHARS: Final = 5000
 MAX_IMAGES: Final = 9
-MAX_N_STANDARD: Final = 4
-MAX_N_SEQUENTIAL: Final = 12
 MAX_SEED: Final = 2_147_483_647
 MAX_BOXES_PER_IMAGE: Final = 2
 PALETTE_MIN: Final = 3
 PALETTE_MAX: Final = 10
-MIN_PIXELS: Final = 768 * 768
-MAX_PIXELS: Final = 2048 * 2048
-MAX_PIXELS_PRO_T2I: Final = 4096 * 4096
 MAX_ASPECT: Final = 8  # both for pixel sizes and input images: 1:8 .. 8:1
 
 
@@ -128,9 +133,16 @@ class _Checker:
         self.check_urls = check_urls
         self.problems: list[Problem] = []
         model = body.get("model")
-        self.model = model if isinstance(model, str) and model in MODELS else None
+        self.spec: ImageModel | None = (CATALOGUE.get(model) if isinstance(model, str)
+                                        else None)
+        self.model = None if self.spec is None else self.spec.name
         self.edit = "image_urls" in body
         self.sequential = body.get("enable_sequential") is True
+        self.scenario: Scenario = ("sequential" if self.sequential
+                                   else "edit" if self.edit else "text-to-image")
+        # An unknown model is already an error: judge the rest by the most generous limits.
+        self.limits: Limits = (most_generous(self.scenario) if self.spec is None
+                               else self.spec.limits(self.scenario))
 
     def error(self, field: str, message: str, hint: str, index: int | None = None) -> None:
         self.problems.append(Problem(field, message, hint, "error", index))
@@ -231,7 +243,7 @@ class _Checker:
         if "n" not in self.body:
             return
         n = self.body["n"]
-        limit = MAX_N_SEQUENTIAL if self.sequential else MAX_N_STANDARD
+        limit = self.limits.max_n
         mode = "sequential mode" if self.sequential else "standard mode"
         if isinstance(n, bool) or not isinstance(n, int):
             self.error(
@@ -239,10 +251,12 @@ class _Checker:
             )
         elif not 1 <= n <= limit:
             hint = f"set n between 1 and {limit}"
-            if not self.sequential and 1 <= n <= MAX_N_SEQUENTIAL:
+            sequential = (most_generous("sequential") if self.spec is None
+                          else self.spec.sequential).max_n
+            if not self.sequential and 1 <= n <= sequential:
                 hint = (
-                    f"lower n to {MAX_N_STANDARD} or less, "
-                    f"or set enable_sequential: true (up to {MAX_N_SEQUENTIAL})"
+                    f"lower n to {limit} or less, "
+                    f"or set enable_sequential: true (up to {sequential})"
                 )
             self.error("n", f"n is {n}, but {mode} allows 1-{limit}", hint)
 
@@ -299,53 +313,61 @@ class _Checker:
         return "sequential mode"
 
     def check_4k(self, field: str) -> None:
-        if self.model is None:
+        if self.spec is None:
             return  # the model error already says what to fix
-        if self.model != PRO_MODEL:
+        if "4K" in self.limits.tiers:
+            return
+        makers = " or ".join(models_with_tier("4K", "text-to-image"))
+        if not any("4K" in self.spec.limits(s).tiers for s in SCENARIOS):
             self.error(
                 field,
-                f"4K is only available with {PRO_MODEL}, and model is {self.model}",
-                f"use 1K or 2K, or set model: {PRO_MODEL}",
+                f"4K is only available with {makers}, and model is {self.spec.name}",
+                f"use 1K or 2K, or set model: {makers}",
             )
-        elif self.edit or self.sequential:
+        else:
             self.error(
                 field,
-                f"4K is not available for {self._scenario()}: at most 2K",
+                f"4K is not available for {self._scenario()}: at most {self.limits.tiers[-1]}",
                 "use 1K or 2K" + ("" if self.edit else ", or turn off enable_sequential"),
             )
 
     def check_pixels(self, pixels: tuple[int, int], text: str) -> None:
         width, height = pixels
         total = width * height
-        big = self.model == PRO_MODEL and not self.edit and not self.sequential
-        if total < MIN_PIXELS:
+        minimum = min(m.min_pixels for m in CATALOGUE.values()) if self.spec is None else (
+            self.spec.min_pixels)
+        if total < minimum:
+            side = math.isqrt(minimum)
             self.error(
                 "size",
-                f"size {text} has {total} pixels, fewer than the minimum 768x768 ({MIN_PIXELS})",
+                f"size {text} has {total} pixels, fewer than the minimum {side}x{side} "
+                f"({minimum})",
                 "use a larger size, or a tier like 1K",
             )
-        # An unknown model is already an error: judge pixels by the most generous limit.
-        elif total > (MAX_PIXELS_PRO_T2I if big or self.model is None else MAX_PIXELS):
-            if big or self.model is None:
-                context, limit_text = f"{PRO_MODEL} text-to-image", "4096x4096"
-                hint = "use at most 4096x4096 pixels in total"
-            elif self.model != PRO_MODEL:
-                context, limit_text = self.model, "2048x2048"
-                hint = f"use at most 2048x2048 pixels, or {PRO_MODEL} text-to-image for 4096x4096"
-            else:
-                context, limit_text = self._scenario(), "2048x2048"
-                hint = "use at most 2048x2048 pixels in total"
-            self.error(
-                "size",
-                f"size {text} has {total} pixels, more than the {limit_text} allowed for {context}",
-                hint,
-            )
+        elif total > self.limits.max_pixels:
+            self.error("size", *self._too_many_pixels(text, total))
         if max(width, height) > MAX_ASPECT * min(width, height):
             self.error(
                 "size",
                 f"size {text} has aspect {width}:{height}, outside 1:8 .. 8:1",
                 "make the longer side at most 8 times the shorter",
             )
+
+    def _too_many_pixels(self, text: str, total: int) -> tuple[str, str]:
+        """The message and hint for a pixel size over this request's limit."""
+        widest, scenario = max(((m, s) for m in CATALOGUE.values() for s in SCENARIOS),
+                               key=lambda ms: ms[0].limits(ms[1]).max_pixels)
+        top = widest.limits(scenario).max_side
+        side = self.limits.max_side
+        if self.spec is None or (self.spec is widest and self.scenario == scenario):
+            context, hint = f"{widest.name} {scenario}", f"use at most {top}x{top} pixels in total"
+        elif all(self.spec.limits(s).max_pixels <= self.limits.max_pixels for s in SCENARIOS):
+            context = self.spec.name
+            hint = f"use at most {side}x{side} pixels, or {widest.name} {scenario} for {top}x{top}"
+        else:
+            context, hint = self._scenario(), f"use at most {side}x{side} pixels in total"
+        return (f"size {text} has {total} pixels, more than the {side}x{side} allowed for "
+                f"{context}", hint)
 
     def check_seed(self) -> None:
         if "seed" not in self.body:
