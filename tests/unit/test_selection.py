@@ -82,10 +82,10 @@ def test_tally_separates_charged_from_reserved() -> None:
     tally.took_off("a", Decimal("0.40"))
     tally.took_off("b", Decimal("0.20"))
     tally.took_off("resumed")  # paid by an earlier run: in flight, holds nothing
-    assert (tally.in_flight, tally.charged, tally.reserved) == (3, 0, Decimal("0.60"))
+    assert (tally.in_flight, tally.charged, tally.reserved) == (3, Decimal(0), Decimal("0.60"))
     tally.landed("a")
     tally.settle("a", refunded=False)
     tally.landed("b")
     tally.settle("b", refunded=True)
     tally.settle("resumed", refunded=True)
-    assert (tally.in_flight, tally.charged, tally.reserved) == (1, Decimal("0.40"), 0)
+    assert (tally.in_flight, tally.charged, tally.reserved) == (1, Decimal("0.40"), Decimal(0))
