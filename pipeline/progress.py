@@ -87,7 +87,7 @@ class PlainReporter(Reporter):
 
 
 class LiveReporter(Reporter):
-    """A live bar with done/failed/in-flight counts, spend and ETA on a terminal."""
+    """A live bar with done/failed/in-flight counts, charged and reserved money, and ETA."""
 
     def __init__(self, currency: str, console: Console, total: int) -> None:
         super().__init__(currency)
