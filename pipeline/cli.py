@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import sys
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +18,7 @@ import click
 
 from pipeline import __version__, housekeeping
 from pipeline.errors import (
+    BalanceExhausted,
     BudgetExceeded,
     ImgspecError,
     Interrupted,
@@ -28,9 +31,11 @@ from pipeline.graph import render_graph
 from pipeline.manifest import load_manifest
 from pipeline.project import prepare
 from pipeline.report import money, plan_json, plan_text
+from pipeline.selection import Selection, narrow, parse_where
 from pipeline.simulator.cli import simulator
 
 if TYPE_CHECKING:
+    from pipeline.executor import RunResult
     from pipeline.progress import Reporter
 
 # The run layer (httpx, stamina, rich, the simulator's aiohttp) is imported inside the
@@ -42,6 +47,33 @@ EXIT_INTERNAL = 70
 manifest_argument = click.argument(
     "manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
+
+
+def selection_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``--job``, ``--where`` and ``--only-failed``, handed to ``command`` as ``selection``.
+
+    The one definition ``plan`` and ``run`` share, so they cannot drift apart:
+    the flags are parsed and checked here, at the edge, into a ``Selection``.
+    """
+
+    @functools.wraps(command)
+    def with_selection(*args: Any, jobs: tuple[str, ...], where: tuple[str, ...],
+                       only_failed: bool, **kwargs: Any) -> None:
+        selection = Selection(jobs=tuple(dict.fromkeys(jobs)), where=parse_where(where),
+                              only_failed=only_failed)
+        command(*args, selection=selection, **kwargs)
+
+    for option in reversed((
+        click.option("--job", "jobs", multiple=True, metavar="ID",
+                     help="Only this job (repeatable)."),
+        click.option("--where", "where", multiple=True, metavar="AXIS=VALUE",
+                     help="Only instances with this matrix value (repeatable: values of "
+                          "one axis are alternatives, different axes must all match)."),
+        click.option("--only-failed", is_flag=True,
+                     help="Only failed and unfinished instances (and what they block)."),
+    )):
+        with_selection = option(with_selection)
+    return with_selection
 
 
 class _Group(click.Group):
@@ -117,10 +149,15 @@ def validate(manifests: tuple[Path, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.option("--max-cost", metavar="X", help="Budget in CNY, overriding the manifest's.")
 @click.option("--simulate", is_flag=True, help="Plan against the --simulate lockfile.")
-def plan(manifest: Path, as_json: bool, max_cost: str | None, simulate: bool) -> None:
-    """Show what a run would do and cost (exit 0 ok, 1 invalid, 3 over budget)."""
+@selection_options
+def plan(manifest: Path, as_json: bool, max_cost: str | None, simulate: bool,
+         selection: Selection) -> None:
+    """Show what a run would do and cost (exit 0 ok, 1 invalid, 2 usage, 3 over budget).
+
+    Takes the same --job/--where/--only-failed as `run`, and shows the same plan.
+    """
     prepared = prepare(manifest, simulate=simulate, max_cost=_max_cost(max_cost))
-    the_plan = prepared.plan
+    the_plan = narrow(prepared.plan, selection, jobs=prepared.manifest.jobs)
     if as_json:
         click.echo(json.dumps(plan_json(the_plan), indent=2, ensure_ascii=False))
     else:
@@ -172,10 +209,7 @@ def graph(manifest: Path, fmt: str) -> None:
               help="Tasks in flight at once.")
 @click.option("--max-rate", type=click.FloatRange(min=0.1), default=50.0, show_default=True,
               help="Requests per second at most.")
-@click.option("--only-failed", is_flag=True, help="Only retry failed and unfinished instances.")
-@click.option("--job", "jobs", multiple=True, metavar="ID", help="Only this job (repeatable).")
-@click.option("--where", "where", multiple=True, metavar="AXIS=VALUE",
-              help="Only instances with this matrix value (repeatable).")
+@selection_options
 @click.option("--max-cost", metavar="X", help="Budget in CNY, overriding the manifest's.")
 @click.option("--task-timeout", type=click.FloatRange(min=1), default=1800.0,
               show_default=True, help="Seconds to poll one task before leaving it to the "
@@ -183,25 +217,18 @@ def graph(manifest: Path, fmt: str) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask before spending.")
 @click.option("--json", "as_json", is_flag=True, help="Emit one JSON event per line.")
 def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rate: float,
-        only_failed: bool, jobs: tuple[str, ...], where: tuple[str, ...],
-        max_cost: str | None, task_timeout: float, yes: bool, as_json: bool) -> None:
+        selection: Selection, max_cost: str | None, task_timeout: float, yes: bool,
+        as_json: bool) -> None:
     """Run what the plan says: submit, poll, download; rerun to do only what is left.
 
-    Exit 0 all done, 3 over budget, 4 items failed or unfinished, 130 interrupted.
+    Exit 0 all done, 2 usage error, 3 over budget, 4 items failed or unfinished,
+    6 the API refused the key, 7 the balance ran out (top up, run again), 130 interrupted.
     """
     import stamina
 
     from pipeline.executor import RunOptions
     from pipeline.progress import run_summary
-    from pipeline.run import (
-        RunSettings,
-        Selection,
-        check_budget,
-        execute_run,
-        parse_where,
-        run_session,
-        write_index,
-    )
+    from pipeline.run import RunSettings, check_budget, execute_run, run_session, write_index
     from pipeline.simulator import SimulatorConfig, run_in_thread
 
     # Retries are reported through the run's own events; stamina's default hook would
@@ -215,7 +242,7 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
                          "(there is no terminal to ask on)")
     settings = RunSettings(
         manifest=manifest, simulate=simulate, base_url=base_url, api_key=api_key,
-        selection=Selection(jobs=jobs, where=parse_where(where), only_failed=only_failed),
+        selection=selection,
         max_cost=_max_cost(max_cost),
         options=RunOptions(concurrency=concurrency, task_timeout=task_timeout),
         max_rate=max_rate)
@@ -246,11 +273,24 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
         raise result.fatal
     if result.stopped == "interrupted":
         raise Interrupted("interrupted; everything recorded is kept: run again to resume")
+    if result.stopped == "balance":
+        raise BalanceExhausted(_balance_advice(result), status=402)
     if result.stopped == "budget":
         raise BudgetExceeded("stopped submitting at the budget; raise it to continue")
     if not result.complete:
         raise ItemsFailed("some instances did not finish; see above. Rerun with "
                           "--only-failed to retry them")
+
+
+def _balance_advice(result: RunResult) -> str:
+    """What to do after a 402: top up, then a plain rerun (``--only-failed`` would skip
+    the instances never submitted, which are most of what is left)."""
+    left = len(result.unfinished) + len(result.blocked)
+    failed = (f" ({len(result.failed):,} instance(s) also failed; the rerun retries them)"
+              if result.failed else "")
+    return (f"the account's balance ran out: {left:,} instance(s) were not done{failed}. "
+            "Top up the APIMart account, then run the same command again: it submits "
+            "only what is left and pays nothing twice")
 
 
 def _reporter(as_json: bool, currency: str, total: int) -> Reporter:

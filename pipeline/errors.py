@@ -14,7 +14,7 @@ The hierarchy::
     ├── Interrupted              Ctrl-C / SIGTERM stopped the run              (exit 130)
     └── ApiError                 the API said no, or could not be reached      (exit 6)
         ├── AuthError            401 / 403: nothing else can succeed
-        ├── BalanceExhausted     402: stop submitting
+        ├── BalanceExhausted     402: stop submitting; top up, then run again  (exit 7)
         ├── RequestRejected      400 / 404 / 409 / 422: this item fails, the run goes on
         └── TransientError       429 / 5xx / network / malformed reply: retried
 
@@ -124,7 +124,13 @@ class AuthError(ApiError):
 
 
 class BalanceExhausted(ApiError):
-    """402: the account cannot pay for more images."""
+    """402: the account cannot pay for more images; topping it up is the remedy.
+
+    Its own exit code, because ``--only-failed`` cannot help: the instances it
+    stopped were never submitted, so they are not failed, just left to do.
+    """
+
+    exit_code = 7
 
 
 class RequestRejected(ApiError):

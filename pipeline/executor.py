@@ -71,9 +71,50 @@ class RunEvent:
     message: str
     done: int
     failed: int
-    in_flight: int
+    in_flight: int  # tasks at the API not yet seen to finish: never above the concurrency
     total: int
-    spent: Decimal
+    charged: Decimal  # see ``Tally``
+    reserved: Decimal
+
+
+@dataclass
+class Tally:
+    """What the progress display reads: the tasks at the API now, and the money they hold.
+
+    The API pre-charges a task's images when it is submitted and refunds a task
+    that fails. ``charged`` is what this run's finished tasks cost; ``reserved``
+    is the pre-charge of this run's tasks not yet seen to finish, which becomes
+    charged or is refunded. A task an earlier run submitted is in flight but
+    holds none of this run's money.
+    """
+
+    flying: set[str] = field(default_factory=set)
+    holds: dict[str, Decimal] = field(default_factory=dict)
+    charged: Decimal = Decimal(0)
+    reserved: Decimal = Decimal(0)
+
+    @property
+    def in_flight(self) -> int:
+        """Tasks at the API that the run is watching."""
+        return len(self.flying)
+
+    def took_off(self, key: str, cost: Decimal | None = None) -> None:
+        """``key``'s task is at the API; ``cost``: what this run's submission pre-charged."""
+        self.flying.add(key)
+        if cost is not None:
+            self.holds[key] = cost
+            self.reserved += cost
+
+    def landed(self, key: str) -> None:
+        """The run stopped watching ``key``'s task (finished, or left to the next run)."""
+        self.flying.discard(key)
+
+    def settle(self, key: str, *, refunded: bool) -> None:
+        """``key``'s task finished: its pre-charge is now charged, or was refunded."""
+        amount = self.holds.pop(key, Decimal(0))
+        self.reserved -= amount
+        if not refunded:
+            self.charged += amount
 
 
 @dataclass
@@ -87,6 +128,7 @@ class RunResult:
     spent: Decimal = Decimal(0)
     stopped: str | None = None  # "auth", "balance", "budget", "interrupted"
     fatal: ApiError | None = None
+    tally: Tally = field(default_factory=Tally)
 
     @property
     def complete(self) -> bool:
@@ -149,7 +191,6 @@ class Executor:
         self.result = RunResult()
         self.items = [i for i in plan.items if i.status in ACTIVE]
         self.pending = {i.key for i in self.items}
-        self.in_flight = 0
         self.estimate: float | None = None  # the latest estimated_time the API gave
         self.submitting_stopped: str | None = None
         self.finished: dict[str, bool] = {}  # key -> succeeded
@@ -162,9 +203,10 @@ class Executor:
 
     def emit(self, kind: str, key: str | None, message: str = "") -> None:
         if self.on_event is not None:
+            tally = self.result.tally
             self.on_event(RunEvent(kind, key, message, len(self.result.done),
-                                   len(self.result.failed), self.in_flight, len(self.items),
-                                   self.result.spent))
+                                   len(self.result.failed), tally.in_flight, len(self.items),
+                                   tally.charged, tally.reserved))
 
     # -- scheduling --------------------------------------------------------------------
 
@@ -233,15 +275,18 @@ class Executor:
             return False
         if item.status == Status.DOWNLOAD:
             return await self.refetch(item)
-        self.in_flight += 1
         try:
             async with self.slots:  # a slot is a task in flight at the API
-                flight = await self.submit(item)
-                if flight is None:
-                    return False
-                state = await self.wait(item, flight)
+                try:
+                    flight = await self.submit(item)
+                    if flight is None:
+                        return False
+                    state = await self.wait(item, flight)
+                finally:
+                    self.result.tally.landed(key)
                 if state is None:
                     return False
+                self.result.tally.settle(key, refunded=False)
             return await self.collect(item, flight.task_id, state)
         except _Stop:
             return False
@@ -250,8 +295,6 @@ class Executor:
             self.result.stopped = "auth"
             self.emit("stopping", key, str(exc))
             return False
-        finally:
-            self.in_flight -= 1
 
     async def submit(self, item: PlanItem) -> _Flight | None:
         """The task to poll: the recorded one when resuming, else a fresh submission."""
@@ -259,6 +302,7 @@ class Executor:
         entry = self.store.get(key)
         if (item.status == Status.RESUME and entry is not None and entry.status == "running"
                 and entry.task_id):
+            self.result.tally.took_off(key)
             self.emit("resumed", key, entry.task_id)
             return _Flight(entry.task_id, started=None, resumed=True)
         request = resolved_request(inst, self.store.entries)
@@ -324,6 +368,7 @@ class Executor:
             self.emit("unfinished", key, str(exc))
             raise _Stop from exc
         self.result.spent += cost
+        self.result.tally.took_off(key, cost)
         await self.store.commit(replace(base, status="running", task_id=state.task_id,
                                         cost=cost, updated_at=utc_now()))
         self.emit("submitted", key, state.task_id)
@@ -512,6 +557,7 @@ class Executor:
                 cost = Decimal(0)
             await self.store.commit(replace(entry, status="failed", last_error=message,
                                             cost=cost, updated_at=utc_now()))
+        self.result.tally.settle(item.key, refunded=refunded)
         self.result.failed.append((item.key, message))
         self.emit("failed", item.key, message)
 

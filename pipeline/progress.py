@@ -1,4 +1,10 @@
-"""How a run reports as it goes: a live rich display, plain lines, or JSON events."""
+"""How a run reports as it goes: a live rich display, plain lines, or JSON events.
+
+All three show the same facts: done and failed counts, the tasks in flight at
+the API (never more than ``--concurrency``), the money ``charged`` for finished
+tasks and the money ``reserved`` by tasks still running (pre-charged by the API,
+refunded if they fail). See ``executor.Tally``.
+"""
 
 from __future__ import annotations
 
@@ -55,7 +61,8 @@ class JsonReporter(Reporter):
         record: dict[str, Any] = {
             "event": event.kind, "key": event.key, "message": event.message,
             "done": event.done, "failed": event.failed, "in_flight": event.in_flight,
-            "total": event.total, "spent": json_number(event.spent),
+            "total": event.total, "charged": json_number(event.charged),
+            "reserved": json_number(event.reserved),
         }
         self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
         self.stream.flush()
@@ -75,12 +82,12 @@ class PlainReporter(Reporter):
         detail = f": {event.message}" if event.message else ""
         self.stream.write(
             f"[{event.done + event.failed}/{event.total}] {event.kind}{where}{detail} "
-            f"(spent {money(event.spent, self.currency)})\n")
+            f"({event.in_flight} in flight; {_money(event, self.currency)})\n")
         self.stream.flush()
 
 
 class LiveReporter(Reporter):
-    """A live bar with done/failed/in-flight counts, spend and ETA on a terminal."""
+    """A live bar with done/failed/in-flight counts, charged and reserved money, and ETA."""
 
     def __init__(self, currency: str, console: Console, total: int) -> None:
         super().__init__(currency)
@@ -90,7 +97,7 @@ class LiveReporter(Reporter):
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("[red]{task.fields[failed]} failed[/] · {task.fields[in_flight]} in "
-                       "flight · {task.fields[spent]}"),
+                       "flight · {task.fields[money]}"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
@@ -98,7 +105,8 @@ class LiveReporter(Reporter):
             transient=False,
         )
         self.task: TaskID = self.progress.add_task(
-            "running", total=total, failed=0, in_flight=0, spent=money(Decimal(0), currency))
+            "running", total=total, failed=0, in_flight=0,
+            money=f"charged {money(Decimal(0), currency)}, reserved {money(Decimal(0), currency)}")
 
     def __call__(self, event: RunEvent) -> None:
         if event.kind in ("failed", "blocked", "unfinished", "stopping"):
@@ -106,7 +114,7 @@ class LiveReporter(Reporter):
             self.progress.console.print(f"[yellow]{event.kind}[/]{where}: {event.message}")
         self.progress.update(
             self.task, completed=event.done + event.failed, failed=event.failed,
-            in_flight=event.in_flight, spent=money(event.spent, self.currency))
+            in_flight=event.in_flight, money=_money(event, self.currency))
 
     def __enter__(self) -> Reporter:
         self.progress.start()
@@ -115,6 +123,10 @@ class LiveReporter(Reporter):
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.progress.stop()
+
+
+def _money(event: RunEvent, currency: str) -> str:
+    return f"charged {money(event.charged, currency)}, reserved {money(event.reserved, currency)}"
 
 
 def run_summary(result: RunResult, currency: str, outputs: Path) -> str:
@@ -126,10 +138,15 @@ def run_summary(result: RunResult, currency: str, outputs: Path) -> str:
         lines.append(f"  blocked     {key}: an upstream instance did not finish")
     for key, message in result.unfinished:
         lines.append(f"  unfinished  {key}: {message}")
+    tally = result.tally
     lines.append(
         f"Run: {len(result.done):,} done, {len(result.failed):,} failed, "
         f"{len(result.blocked):,} blocked, {len(result.unfinished):,} unfinished; "
-        f"spent {money(result.spent, currency)}.")
+        f"charged {money(tally.charged, currency)}.")
+    if tally.holds:
+        lines.append(
+            f"Reserved: {money(tally.reserved, currency)} pre-charged for {len(tally.holds):,} "
+            "task(s) still running; the next run polls them (the API refunds any that fail).")
     if result.done:
         lines.append(f"Images are in {outputs}")
     return "\n".join(lines) + "\n"

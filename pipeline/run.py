@@ -16,35 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.client import ApiClient, RetryEvent
-from pipeline.errors import BudgetExceeded, UsageError
+from pipeline.errors import BudgetExceeded
 from pipeline.executor import Executor, RunEvent, RunOptions, RunResult
 from pipeline.guard import RunGuard, guard_path
 from pipeline.journal import LockStore
 from pipeline.lockfile import lockfile_path
-from pipeline.plan import Plan, PlanItem, Status, matches_where
+from pipeline.plan import Plan
 from pipeline.project import Prepared, prepare
-
-
-@dataclass(frozen=True, slots=True)
-class Selection:
-    """Which instances a run covers (``--job``, ``--where``, ``--only-failed``)."""
-
-    jobs: tuple[str, ...] = ()
-    where: tuple[tuple[str, str], ...] = ()
-    only_failed: bool = False
-
-    def keeps(self, item: PlanItem, failed: frozenset[str] = frozenset()) -> bool:
-        """Whether ``item`` is in the selection (``failed``: keys ``--only-failed`` reruns)."""
-        if self.jobs and item.job not in self.jobs:
-            return False
-        if self.where and not matches_where(item, self.where):
-            return False
-        return not self.only_failed or item.key in failed
-
-    @property
-    def narrows(self) -> bool:
-        """Whether anything is selected away at all."""
-        return bool(self.jobs or self.where or self.only_failed)
+from pipeline.selection import Selection, narrow
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,36 +40,9 @@ class RunSettings:
     max_rate: float | None
 
 
-def parse_where(pairs: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    """``("shop=bakery",)`` → ``(("shop", "bakery"),)``; UsageError for a pair without ``=``."""
-    out = []
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise UsageError(f"--where {pair!r}: write AXIS=VALUE, e.g. --where season=winter")
-        out.append((name.strip(), value.strip()))
-    return tuple(out)
-
-
 def select(prepared: Prepared, selection: Selection) -> Plan:
-    """The plan narrowed to the selection; unknown job names are a usage error."""
-    unknown = [j for j in selection.jobs if j not in prepared.manifest.jobs]
-    if unknown:
-        raise UsageError(f"unknown job {unknown[0]!r}; jobs: {', '.join(prepared.manifest.jobs)}")
-    plan = prepared.plan
-    if not selection.narrows:
-        return plan
-    failed = failed_work(plan) if selection.only_failed else frozenset()
-    return plan.select(lambda item: selection.keeps(item, failed))
-
-
-def failed_work(plan: Plan) -> frozenset[str]:
-    """Failed and unfinished instances, plus the dependants their failure blocked."""
-    kept = {i.key for i in plan.items if i.status in (Status.RETRY, Status.RESUME)}
-    for item in plan.items:  # upstream before downstream, so one pass suffices
-        if item.status != Status.UP_TO_DATE and any(n in kept for n in item.needs):
-            kept.add(item.key)
-    return frozenset(kept)
+    """The plan narrowed to the selection; unknown jobs, axes and values are usage errors."""
+    return narrow(prepared.plan, selection, jobs=prepared.manifest.jobs)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,161 @@
+"""Which instances ``plan`` and ``run`` cover: ``--job``, ``--where``, ``--only-failed``.
+
+Pure: a ``Selection`` (the flags, normalised once at the command line's edge)
+and a ``Plan`` go in, the narrowed ``Plan`` comes out. A selection that names
+something the manifest does not have (a job, a matrix axis, a value no instance
+takes) is a usage error that lists what exists, never a silent empty run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.errors import UsageError
+from pipeline.matrix import same
+from pipeline.plan import Plan, PlanItem, Status
+
+# An axis of a big catalogue can take thousands of values: list this many, then a count.
+MAX_VALUES_LISTED = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which instances a command covers (``--job``, ``--where``, ``--only-failed``).
+
+    ``where`` pairs on the same axis are alternatives (any of them); pairs on
+    different axes must all hold.
+    """
+
+    jobs: tuple[str, ...] = ()
+    where: tuple[tuple[str, str], ...] = ()
+    only_failed: bool = False
+
+    def keeps(self, item: PlanItem, failed: frozenset[str] = frozenset()) -> bool:
+        """Whether ``item`` is in the selection (``failed``: keys ``--only-failed`` reruns)."""
+        if self.jobs and item.job not in self.jobs:
+            return False
+        if self.where and not self.matches(item):
+            return False
+        return not self.only_failed or item.key in failed
+
+    def matches(self, item: PlanItem) -> bool:
+        """Whether ``item``'s matrix values satisfy every ``--where`` axis."""
+        values = dict(item.instance.matrix)
+        return all(
+            axis in values and any(matches_value(values[axis], raw) for raw in raws)
+            for axis, raws in self.where_by_axis().items()
+        )
+
+    def where_by_axis(self) -> dict[str, tuple[str, ...]]:
+        """The ``--where`` values grouped by axis, in the order given."""
+        grouped: dict[str, tuple[str, ...]] = {}
+        for axis, raw in self.where:
+            grouped[axis] = (*grouped.get(axis, ()), raw)
+        return grouped
+
+    @property
+    def narrows(self) -> bool:
+        """Whether anything is selected away at all."""
+        return bool(self.jobs or self.where or self.only_failed)
+
+
+def parse_where(pairs: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """``("shop=bakery",)`` → ``(("shop", "bakery"),)``; UsageError for a pair without ``=``."""
+    out = []
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--where {pair!r}: write AXIS=VALUE, e.g. --where season=winter")
+        out.append((name.strip(), value.strip()))
+    return tuple(out)
+
+
+def spelling(value: Any) -> str:
+    """How a matrix value is written on the command line: strings bare, the rest as in YAML."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def matches_value(value: Any, raw: str) -> bool:
+    """Whether the matrix ``value`` is what ``--where AXIS=raw`` names.
+
+    The matrix's own comparison decides (``matrix.same``), so ``--where`` agrees
+    with ``exclude``/``include``; a command-line word is always a string, so the
+    value's YAML spelling (``4``, ``true``) and Python's (``True``) match too.
+    """
+    return same(value, raw) or raw == spelling(value) or raw == str(value)
+
+
+def narrow(plan: Plan, selection: Selection, *, jobs: Iterable[str]) -> Plan:
+    """``plan`` narrowed to ``selection`` (``jobs``: the manifest's job ids).
+
+    Unknown jobs and axes, and ``--where`` values no instance takes, are usage
+    errors naming what exists. ``--only-failed`` may select nothing: then there
+    is simply nothing to do.
+    """
+    known = list(jobs)
+    unknown = [j for j in selection.jobs if j not in known]
+    if unknown:
+        raise UsageError(f"--job {unknown[0]}: no such job; jobs: {', '.join(known)}")
+    if not selection.narrows:
+        return plan
+    if selection.where:
+        _check_where(plan, selection)
+    failed = failed_work(plan) if selection.only_failed else frozenset()
+    return plan.select(lambda item: selection.keeps(item, failed))
+
+
+def failed_work(plan: Plan) -> frozenset[str]:
+    """Failed and unfinished instances, plus the dependants their failure blocked."""
+    kept = {i.key for i in plan.items if i.status in (Status.RETRY, Status.RESUME)}
+    for item in plan.items:  # upstream before downstream, so one pass suffices
+        if item.status != Status.UP_TO_DATE and any(n in kept for n in item.needs):
+            kept.add(item.key)
+    return frozenset(kept)
+
+
+def _check_where(plan: Plan, selection: Selection) -> None:
+    """UsageError unless every ``--where`` axis exists and each value matches an instance."""
+    scope = [i for i in plan.items if not selection.jobs or i.job in selection.jobs]
+    rows = [dict(i.instance.matrix) for i in scope]
+    within = (f" of job{'s' if len(selection.jobs) > 1 else ''} {', '.join(selection.jobs)}"
+              if selection.jobs else "")
+    for axis, raws in selection.where_by_axis().items():
+        values = [row[axis] for row in rows if axis in row]
+        if not values:
+            axes = sorted({a for row in rows for a in row})
+            listed = ", ".join(axes) if axes else "none (no job has a matrix)"
+            raise UsageError(f"--where {axis}={raws[0]}: no instance{within} has a matrix "
+                             f"axis {axis!r}; axes: {listed}")
+        for raw in raws:
+            if not any(matches_value(v, raw) for v in values):
+                raise UsageError(f"--where {axis}={raw}: no instance{within} has {axis} "
+                                 f"{raw!r}; {axis} is one of: {_listing(values)}")
+    if not any(selection.matches(i) for i in scope):
+        pairs = " ".join(f"--where {a}={r}" for a, r in selection.where)
+        raise UsageError(f"{pairs}: no instance{within} matches all of these together "
+                         "(each matches some on its own); drop or change one")
+
+
+def _listing(values: Iterable[Any]) -> str:
+    """The distinct values, sorted (numbers by size), the first ``MAX_VALUES_LISTED`` shown."""
+    distinct: dict[str, Any] = {}
+    for value in values:
+        distinct.setdefault(spelling(value), value)
+    ordered = sorted(distinct, key=lambda s: _order(distinct[s], s))
+    shown = ", ".join(ordered[:MAX_VALUES_LISTED])
+    more = len(ordered) - MAX_VALUES_LISTED
+    if more > 0:
+        return (f"{shown}, ... ({more:,} more of {len(ordered):,}; "
+                "`imgspec plan --json` lists every instance's values)")
+    return shown
+
+
+def _order(value: Any, text: str) -> tuple[int, float, str]:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (0, float(value), text)
+    return (1, 0.0, text)
