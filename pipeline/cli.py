@@ -47,6 +47,10 @@ EXIT_INTERNAL = 70
 manifest_argument = click.argument(
     "manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
+lockfile_option = click.option(
+    "--lockfile", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    metavar="PATH", help="Use this lockfile instead of the one beside the manifest "
+    "(e.g. one per shard).")
 
 
 def selection_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -149,14 +153,16 @@ def validate(manifests: tuple[Path, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.option("--max-cost", metavar="X", help="Budget in CNY, overriding the manifest's.")
 @click.option("--simulate", is_flag=True, help="Plan against the --simulate lockfile.")
+@lockfile_option
 @selection_options
 def plan(manifest: Path, as_json: bool, max_cost: str | None, simulate: bool,
-         selection: Selection) -> None:
+         lockfile: Path | None, selection: Selection) -> None:
     """Show what a run would do and cost (exit 0 ok, 1 invalid, 2 usage, 3 over budget).
 
     Takes the same --job/--where/--only-failed as `run`, and shows the same plan.
     """
-    prepared = prepare(manifest, simulate=simulate, max_cost=_max_cost(max_cost))
+    prepared = prepare(manifest, simulate=simulate, max_cost=_max_cost(max_cost),
+                       lockfile=lockfile)
     the_plan = narrow(prepared.plan, selection, jobs=prepared.manifest.jobs)
     if as_json:
         click.echo(json.dumps(plan_json(the_plan), indent=2, ensure_ascii=False))
@@ -216,9 +222,10 @@ def graph(manifest: Path, fmt: str) -> None:
               "next run.")
 @click.option("--yes", is_flag=True, help="Do not ask before spending.")
 @click.option("--json", "as_json", is_flag=True, help="Emit one JSON event per line.")
+@lockfile_option
 def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rate: float,
         selection: Selection, max_cost: str | None, task_timeout: float, yes: bool,
-        as_json: bool) -> None:
+        as_json: bool, lockfile: Path | None) -> None:
     """Run what the plan says: submit, poll, download; rerun to do only what is left.
 
     Exit 0 all done, 2 usage error, 3 over budget, 4 items failed or unfinished,
@@ -245,7 +252,7 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
         selection=selection,
         max_cost=_max_cost(max_cost),
         options=RunOptions(concurrency=concurrency, task_timeout=task_timeout),
-        max_rate=max_rate)
+        max_rate=max_rate, lockfile=lockfile)
     with contextlib.ExitStack() as stack:
         if simulate:
             sim = stack.enter_context(run_in_thread(SimulatorConfig()))
@@ -309,9 +316,13 @@ def _reporter(as_json: bool, currency: str, total: int) -> Reporter:
 @manifest_argument
 @click.option("--simulate", is_flag=True, help="Read the --simulate lockfile.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def status(manifest: Path, simulate: bool, as_json: bool) -> None:
-    """What the lockfile says: counts, money charged, failures, tasks in progress."""
-    report = housekeeping.status(manifest, simulate=simulate)
+@lockfile_option
+def status(manifest: Path, simulate: bool, as_json: bool, lockfile: Path | None) -> None:
+    """What the lockfile says: counts, money charged, failures, tasks in progress.
+
+    Reads only the lockfile: works on a manifest that no longer validates.
+    """
+    report = housekeeping.status(manifest, simulate=simulate, lockfile=lockfile)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     else:
@@ -321,9 +332,14 @@ def status(manifest: Path, simulate: bool, as_json: bool) -> None:
 @cli.command()
 @manifest_argument
 @click.option("--simulate", is_flag=True, help="Check the --simulate outputs.")
-def verify(manifest: Path, simulate: bool) -> None:
-    """Re-hash every output against the lockfile (exit 0 intact, 1 missing or changed)."""
-    checked, problems = housekeeping.verify(manifest, simulate=simulate)
+@lockfile_option
+def verify(manifest: Path, simulate: bool, lockfile: Path | None) -> None:
+    """Re-hash every output and check index.json (exit 0 intact, 1 missing or changed).
+
+    Needs only the manifest's name: and output_dir:, so it works on a manifest that
+    no longer validates.
+    """
+    checked, problems = housekeeping.verify(manifest, simulate=simulate, lockfile=lockfile)
     for problem in problems:
         click.echo(f"{problem.problem}: {problem.path} ({problem.key})", err=True)
     click.echo(f"{checked} file(s) checked, {len(problems)} problem(s)")
@@ -335,9 +351,10 @@ def verify(manifest: Path, simulate: bool) -> None:
 @cli.command()
 @manifest_argument
 @click.option("--simulate", is_flag=True, help="Prune the --simulate lockfile.")
-def prune(manifest: Path, simulate: bool) -> None:
+@lockfile_option
+def prune(manifest: Path, simulate: bool, lockfile: Path | None) -> None:
     """Drop lockfile entries whose instances are no longer in the manifest."""
-    removed = housekeeping.prune(manifest, simulate=simulate)
+    removed = housekeeping.prune(manifest, simulate=simulate, lockfile=lockfile)
     for key in removed:
         click.echo(f"pruned {key}")
     click.echo(f"{len(removed)} orphaned entr{'y' if len(removed) == 1 else 'ies'} removed")

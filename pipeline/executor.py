@@ -553,10 +553,13 @@ class Executor:
         if entry is not None:
             cost = entry.cost
             if refunded and entry.status == "running":
-                self.result.spent -= entry.cost
                 cost = Decimal(0)
             await self.store.commit(replace(entry, status="failed", last_error=message,
                                             cost=cost, updated_at=utc_now()))
+        if refunded:
+            # Only what this run pre-charged comes back off its spending: a task an
+            # earlier run submitted was never counted in it (the budget must not grow).
+            self.result.spent -= self.result.tally.holds.get(item.key, Decimal(0))
         self.result.tally.settle(item.key, refunded=refunded)
         self.result.failed.append((item.key, message))
         self.emit("failed", item.key, message)

@@ -12,7 +12,7 @@ from pipeline.guard import RunGuard, guard_path
 from pipeline.journal import LockStore
 from pipeline.lockfile import ENTRY_STATUSES, Lockfile, json_number, lockfile_path
 from pipeline.outputs import VerifyProblem, verify_outputs
-from pipeline.project import current_lock, prepare
+from pipeline.project import current_lock, locate, prepare, read_header
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,13 @@ class StatusReport:
         return "\n".join(lines) + "\n"
 
 
-def status(manifest: Path, *, simulate: bool = False) -> StatusReport:
-    """Summarise the lockfile (and any journal a crashed run left) without changing them."""
-    path = lockfile_path(manifest, simulate=simulate)
+def status(manifest: Path, *, simulate: bool = False,
+           lockfile: Path | None = None) -> StatusReport:
+    """Summarise the lockfile (and any journal a crashed run left) without changing them.
+
+    Needs no valid manifest: only the lockfile is read.
+    """
+    path = lockfile or lockfile_path(manifest, simulate=simulate)
     lock = current_lock(path, manifest=manifest.name)
     return summarise_lock(path, lock)
 
@@ -68,24 +72,31 @@ def summarise_lock(path: Path, lock: Lockfile) -> StatusReport:
     )
 
 
-def verify(manifest: Path, *, simulate: bool = False) -> tuple[int, list[VerifyProblem]]:
+def verify(manifest: Path, *, simulate: bool = False,
+           lockfile: Path | None = None) -> tuple[int, list[VerifyProblem]]:
     """Re-hash every output the lockfile records and check the index; (files checked, problems).
+
+    Works from the lockfile and the manifest's header alone, so a manifest that no
+    longer validates never stops anyone from checking the files they have.
     """
-    prepared = prepare(manifest, simulate=simulate)
-    folder = prepared.paths.output_folder()
-    done = [e for e in prepared.lock.entries.values() if e.status == "done"]
+    paths = locate(manifest, read_header(manifest), simulate=simulate, lockfile=lockfile)
+    lock = current_lock(paths.lockfile, manifest=manifest.name)
+    folder = paths.output_folder()
+    folder.check_entries(lock.entries.values())
+    done = [e for e in lock.entries.values() if e.status == "done"]
     problems = verify_outputs(done, folder)
-    index = folder.check_index(prepared.expansion, prepared.lock.entries)
+    index = folder.check_index(lock.entries)
     if index is not None:
         problems.append(index)
     return sum(len(e.outputs) for e in done) + 1, problems
 
 
-def prune(manifest: Path, *, simulate: bool = False) -> list[str]:
+def prune(manifest: Path, *, simulate: bool = False, lockfile: Path | None = None) -> list[str]:
     """Drop lock entries whose instances are no longer in the manifest; the removed keys."""
-    lock_path = lockfile_path(manifest, simulate=simulate)
+    lock_path = lockfile or lockfile_path(manifest, simulate=simulate)
     with RunGuard(guard_path(lock_path), subject=manifest.name), LockStore.open(lock_path,
                                                          manifest=manifest.name) as store:
-        orphaned = list(prepare(manifest, simulate=simulate).plan.orphaned)
+        prepared = prepare(manifest, simulate=simulate, lockfile=lock_path, lock=store.lock)
+        orphaned = list(prepared.plan.orphaned)
         store.delete(orphaned)
     return orphaned

@@ -32,19 +32,24 @@ MAX_MANIFEST_BYTES = 10 * 1024 * 1024
 
 def load_manifest(path: Path) -> tuple[Manifest, DirectoryWorkspace]:
     """Read and parse the manifest at ``path``; its folder is the workspace for includes."""
+    text = read_manifest_text(path)
+    workspace = DirectoryWorkspace(path.parent)
+    return parse_manifest(text, file=str(path), workspace=workspace), workspace
+
+
+def read_manifest_text(path: Path) -> str:
+    """The manifest's text; ``InputFileError`` if it is missing, too large or not UTF-8."""
     try:
         size = path.stat().st_size
         if size > MAX_MANIFEST_BYTES:
             raise InputFileError(f"{path}: {size:,} bytes is too large for a manifest")
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise InputFileError(f"{path}: not UTF-8 text; save the manifest as UTF-8") from exc
     except FileNotFoundError as exc:
         raise InputFileError(f"{path}: no such manifest") from exc
     except OSError as exc:
         raise InputFileError(f"{path}: cannot be read ({exc.strerror})") from exc
-    workspace = DirectoryWorkspace(path.parent)
-    return parse_manifest(text, file=str(path), workspace=workspace), workspace
 
 
 def parse_manifest(text: str, *, file: str, workspace: Workspace) -> Manifest:

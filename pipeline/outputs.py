@@ -194,17 +194,28 @@ class OutputFolder:
                 "model": inst.model,
                 "status": entry.status if entry else "pending",
                 "folder": f"{inst.job}/{folder_name(inst.key)}",
-                "images": [
-                    Path(os.path.relpath(self.absolute(o.path), self.root)).as_posix()
-                    for o in (entry.outputs if entry and entry.status == "done" else ())
-                ],
+                "images": self._index_images(entry),
                 "error": entry.last_error if entry and entry.status == "failed" else None,
             })
+        # Entries of instances the manifest no longer has keep their files until
+        # ``imgspec prune``: the index lists them too, so every file in the folder is
+        # accounted for.
+        known = {inst.key for inst in expansion.instances}
+        for key, entry in sorted(entries.items()):
+            if key not in known and entry.status == "done":
+                instances.append({"key": key, "job": entry.job, "matrix": dict(entry.matrix),
+                                  "model": entry.request.get("model"), "status": "orphaned",
+                                  "folder": f"{entry.job}/{folder_name(key)}",
+                                  "images": self._index_images(entry), "error": None})
         return instances
 
-    def check_index(self, expansion: Expansion,
-                    entries: Mapping[str, LockEntry]) -> VerifyProblem | None:
-        """Whether ``index.json`` is there and says what the lockfile says."""
+    def check_index(self, entries: Mapping[str, LockEntry]) -> VerifyProblem | None:
+        """Whether ``index.json`` is there and says what the lockfile says of each entry.
+
+        Instances the manifest gained since the last run (not in the lockfile) or lost
+        (orphaned) do not make the index wrong; no expansion is needed, so this works
+        on a manifest that no longer validates.
+        """
         name = self.relative(self.index_path)
         try:
             index = json.loads(self.index_path.read_text(encoding="utf-8"))
@@ -216,16 +227,21 @@ class OutputFolder:
         if not isinstance(listed, list):
             return VerifyProblem("index.json", name, "changed")
         by_key = {i.get("key"): i for i in listed if isinstance(i, dict)}
-        # What the lockfile records must be what the index says; instances the manifest
-        # gained since (not run yet) or lost (orphaned) do not make the index wrong.
-        for want in self.index_instances(expansion, entries):
-            if want["key"] not in entries:
+        for key, entry in entries.items():
+            if entry.status != "done":
                 continue
-            got = by_key.get(want["key"])
-            if got is None or (got.get("status"), got.get("images")) != (want["status"],
-                                                                          want["images"]):
+            got = by_key.get(key)
+            if got is None or got.get("status") not in ("done", "orphaned") or got.get(
+                    "images") != self._index_images(entry):
                 return VerifyProblem("index.json", name, "changed")
         return None
+
+    def _index_images(self, entry: LockEntry | None) -> list[str]:
+        """An entry's images as ``index.json`` lists them: relative to the output root."""
+        if entry is None or entry.status != "done":
+            return []
+        return [Path(os.path.relpath(self.absolute(o.path), self.root)).as_posix()
+                for o in entry.outputs]
 
 
 def _same_file(a: str, b: Path) -> bool:

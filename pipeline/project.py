@@ -8,6 +8,7 @@ hands plain values to the core.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import time
 from collections.abc import Callable
@@ -15,11 +16,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+from pipeline.document import Document, parse_yaml
 from pipeline.errors import ManifestError
 from pipeline.expand import Expansion, expand
+from pipeline.guard import guard_path
 from pipeline.journal import fold_journal, journal_path, read_journal
 from pipeline.lockfile import Lockfile, Output, lockfile_path, read_lockfile
-from pipeline.manifest import load_manifest
+from pipeline.manifest import load_manifest, read_manifest_text
 from pipeline.model import Manifest
 from pipeline.outputs import OutputFolder
 from pipeline.plan import Plan, make_plan
@@ -28,11 +31,25 @@ from pipeline.workspace import DirectoryWorkspace
 
 @dataclass(frozen=True, slots=True)
 class Paths:
-    """The files that belong to one manifest."""
+    """Where everything of one manifest lives, worked out once and passed down.
+
+    ``manifest`` is as the user named it (messages show it that way); the others
+    are absolute, so no comparison depends on the current directory.
+    """
 
     manifest: Path
     lockfile: Path
     outputs: Path  # outputs/<name> (or output_dir:), holding one folder per job
+
+    @property
+    def journal(self) -> Path:
+        """The lockfile's journal (``shop.lock.json`` → ``shop.lock.journal``)."""
+        return journal_path(self.lockfile)
+
+    @property
+    def guard(self) -> Path:
+        """The run guard (``shop.run.guard``): one run at a time per lockfile."""
+        return guard_path(self.lockfile)
 
     @property
     def base(self) -> Path:
@@ -42,6 +59,41 @@ class Paths:
     def output_folder(self) -> OutputFolder:
         """The output folder, with the lockfile's folder its stored paths are relative to."""
         return OutputFolder(self.outputs, self.base)
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """What locating a manifest's files needs from it: ``name:`` and ``output_dir:``."""
+
+    name: str
+    output_dir: str | None
+    document: Document  # for the position of a bad value
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> Header:
+        """The header of a validated manifest."""
+        return cls(manifest.name, manifest.output_dir, manifest.document)
+
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # the schema's pattern for name:
+
+
+def read_header(manifest_path: Path) -> Header:
+    """The header of a manifest that need not validate (``verify``, ``status``, ``prune``).
+
+    Only the YAML must parse and ``name:`` be a valid slug: a job with an error
+    does not stop anyone from checking the files they already have.
+    """
+    document = parse_yaml(read_manifest_text(manifest_path), str(manifest_path))
+    data = document.data if isinstance(document.data, dict) else {}
+    name, output_dir = data.get("name"), data.get("output_dir")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ManifestError([document.diagnostic(
+            ("name",) if "name" in data else (),
+            f"name is {name!r}, so the output folder cannot be found",
+            "give name: a slug such as storefronts (lower-case letters, digits, . _ -)")])
+    return Header(name, output_dir if isinstance(output_dir, str) and output_dir else None,
+                  document)
 
 
 def project_root(manifest_path: Path) -> Path:
@@ -56,26 +108,34 @@ def project_root(manifest_path: Path) -> Path:
     return folder
 
 
-def paths_for(manifest_path: Path, manifest: Manifest, *, simulate: bool = False) -> Paths:
-    """Lockfile and output folder for a manifest (``--simulate`` keeps separate ones).
+def locate(manifest_path: Path, header: Header, *, simulate: bool = False,
+           lockfile: Path | None = None) -> Paths:
+    """The lockfile and output folder of a manifest (``--simulate`` keeps separate ones).
 
+    ``lockfile`` (``--lockfile``) overrides the default beside the manifest. The
     ``output_dir:`` is confined to the project, like includes and input images: a
     manifest from someone else cannot make a run write (or replace files) anywhere.
     """
     root = project_root(manifest_path)
-    if manifest.output_dir is not None:
-        outputs = (manifest_path.parent / manifest.output_dir).resolve()
+    if header.output_dir is not None:
+        outputs = (manifest_path.parent / header.output_dir).resolve()
         if outputs != root and root not in outputs.parents:
-            raise ManifestError([manifest.document.diagnostic(
-                ("output_dir",), f"{manifest.output_dir!r} resolves to {outputs}, outside "
+            raise ManifestError([header.document.diagnostic(
+                ("output_dir",), f"{header.output_dir!r} resolves to {outputs}, outside "
                 f"the project {root}",
                 "give a folder inside the project (relative to the manifest), e.g. "
-                f"output_dir: ../outputs/{manifest.name}")])
+                f"output_dir: ../outputs/{header.name}")])
     else:
-        outputs = root / "outputs" / manifest.name
+        outputs = root / "outputs" / header.name
     if simulate:
         outputs = outputs.with_name(outputs.name + ".simulate")
-    return Paths(manifest_path, lockfile_path(manifest_path, simulate=simulate), outputs)
+    lock = lockfile if lockfile is not None else lockfile_path(manifest_path, simulate=simulate)
+    return Paths(manifest_path, Path(os.path.abspath(lock)), outputs)  # noqa: PTH100
+
+
+def paths_for(manifest_path: Path, manifest: Manifest, *, simulate: bool = False) -> Paths:
+    """``locate`` for a validated manifest."""
+    return locate(manifest_path, Header.of(manifest), simulate=simulate)
 
 
 def current_lock(lock_path: Path, *, manifest: str) -> Lockfile:
@@ -88,7 +148,11 @@ def current_lock(lock_path: Path, *, manifest: str) -> Lockfile:
 
 @dataclass(frozen=True)
 class Prepared:
-    """Everything ``plan`` and ``run`` need: manifest, expansion, lockfile, plan, paths."""
+    """Everything ``plan`` and ``run`` need: manifest, expansion, lockfile, plan, paths.
+
+    The plan carries the lockfile it was made from (``lock``), as Terraform's plan
+    carries its state: a run executes against that very state.
+    """
 
     manifest: Manifest
     workspace: DirectoryWorkspace
@@ -98,14 +162,19 @@ class Prepared:
     paths: Paths
 
 
-def prepare(
-    manifest_path: Path, *, simulate: bool = False, max_cost: Decimal | None = None
-) -> Prepared:
-    """Load, validate, expand and plan a manifest against its lockfile."""
+def prepare(manifest_path: Path, *, simulate: bool = False, max_cost: Decimal | None = None,
+            lockfile: Path | None = None,
+            lock: Lockfile | None = None) -> Prepared:
+    """Load, validate, expand and plan a manifest against its lockfile.
+
+    ``lock``: the state to plan against when the caller already holds it (a run's
+    open lock store); otherwise the lockfile (and any crash journal) is read.
+    """
     manifest, workspace = load_manifest(manifest_path)
     expansion = expand(manifest, workspace)
-    paths = paths_for(manifest_path, manifest, simulate=simulate)
-    lock = current_lock(paths.lockfile, manifest=manifest_path.name)
+    paths = locate(manifest_path, Header.of(manifest), simulate=simulate, lockfile=lockfile)
+    if lock is None:
+        lock = current_lock(paths.lockfile, manifest=manifest_path.name)
     folder = paths.output_folder()
     folder.check_entries(lock.entries.values())
     plan = make_plan(expansion, lock, present=intact_on_disk(folder), max_cost=max_cost,

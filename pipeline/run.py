@@ -38,6 +38,7 @@ class RunSettings:
     max_cost: Decimal | None
     options: RunOptions
     max_rate: float | None
+    lockfile: Path | None = None  # --lockfile: another lockfile than the one beside the manifest
 
 
 def select(prepared: Prepared, selection: Selection) -> Plan:
@@ -52,12 +53,15 @@ def run_session(settings: RunSettings) -> Iterator[tuple[Prepared, Plan, LockSto
     The journal of a crashed run is folded into the lockfile before planning, so
     its recorded tasks show up as ``resume`` and are polled, not resubmitted.
     """
-    lock_path = lockfile_path(settings.manifest, simulate=settings.simulate)
+    lock_path = settings.lockfile or lockfile_path(settings.manifest,
+                                                   simulate=settings.simulate)
     with RunGuard(guard_path(lock_path), subject=settings.manifest.name), LockStore.open(
         lock_path, manifest=settings.manifest.name
     ) as store:
+        # Planned against the state the store holds: the lockfile and its journal are
+        # read once, and the run executes against exactly what its plan was made from.
         prepared = prepare(settings.manifest, simulate=settings.simulate,
-                           max_cost=settings.max_cost)
+                           max_cost=settings.max_cost, lockfile=lock_path, lock=store.lock)
         plan = select(prepared, settings.selection)
         yield prepared, plan, store
 
