@@ -202,7 +202,9 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
         parse_where,
         run_session,
     )
-    from pipeline.simulator import SimulatorConfig, run_in_thread
+    from pipeline.lockfile import lockfile_path
+    from pipeline.simulator import run_in_thread
+    from pipeline.simulator.config import for_simulate_run
 
     # Retries are reported through the run's own events; stamina's default hook would
     # log a warning line over the progress display for each one.
@@ -220,10 +222,11 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
         options=RunOptions(concurrency=concurrency, task_timeout=task_timeout),
         max_rate=max_rate)
     with contextlib.ExitStack() as stack:
-        if simulate:
-            sim = stack.enter_context(run_in_thread(SimulatorConfig()))
-            settings = dataclasses.replace(settings, base_url=sim.base_url)
         prepared, the_plan, store = stack.enter_context(run_session(settings))
+        if simulate:  # under the run guard: one process at a time uses its state file
+            state = for_simulate_run(lockfile_path(manifest, simulate=True))
+            sim = stack.enter_context(run_in_thread(state))
+            settings = dataclasses.replace(settings, base_url=sim.base_url)
         out = sys.stderr if as_json else sys.stdout
         if not as_json:
             click.echo(plan_text(the_plan), nl=False)

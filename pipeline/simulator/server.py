@@ -113,8 +113,8 @@ class Simulator:
 
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
-        self.store = TaskStore(config)
         self.faults = FaultInjector(config.faults, config.seed)
+        self.store = TaskStore(config, self.faults.injected)
         self.signer = UrlSigner(config.seed)
         self.cache = ImageCache()
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="imgspec-sim")
@@ -135,8 +135,9 @@ class Simulator:
         return self.store.ledger(self.config.clock(), self.faults.injected)
 
     def close(self) -> None:
-        """Release the worker threads."""
+        """Release the worker threads; save the counters and close the state file."""
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.store.close()
 
     # -- helpers ------------------------------------------------------------
 
@@ -265,6 +266,7 @@ class Simulator:
     async def submit(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/images/generations."""
         store = self.store
+        store.tick(self.config.clock())
         store.submissions += 1
         denied = self._denied(request)
         if denied is not None:
@@ -329,9 +331,8 @@ class Simulator:
             fails=fate == "task.fail",
             stuck=fate == "task.stuck",
             colours=colours,
+            key=key,
         )
-        if key:
-            store.idempotency[key] = (digest, task.id)
         status, _ = task.status_at(now)
         if status not in ("pending", "processing"):
             # A zero-latency task is already done, but a submission reply is always in flight.
@@ -340,6 +341,7 @@ class Simulator:
 
     async def poll(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/tasks/{task_id}."""
+        self.store.tick(self.config.clock())
         self.store.polls += 1
         denied = self._denied(request)
         if denied is not None:
@@ -365,6 +367,7 @@ class Simulator:
     async def download(self, request: web.Request) -> web.StreamResponse:
         """GET /files/{token}.png."""
         store = self.store
+        store.tick(self.config.clock())
         store.downloads += 1
         parsed = self.signer.parse(request.match_info["token"])
         task = store.tasks.get(parsed[0]) if parsed else None
