@@ -202,7 +202,6 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
         parse_where,
         run_session,
     )
-    from pipeline.lockfile import lockfile_path
     from pipeline.simulator import run_in_thread
     from pipeline.simulator.config import for_simulate_run
 
@@ -224,8 +223,7 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
     with contextlib.ExitStack() as stack:
         prepared, the_plan, store = stack.enter_context(run_session(settings))
         if simulate:  # under the run guard: one process at a time uses its state file
-            state = for_simulate_run(lockfile_path(manifest, simulate=True))
-            sim = stack.enter_context(run_in_thread(state))
+            sim = stack.enter_context(run_in_thread(for_simulate_run(manifest)))
             settings = dataclasses.replace(settings, base_url=sim.base_url)
         out = sys.stderr if as_json else sys.stdout
         if not as_json:

@@ -117,12 +117,15 @@ def simulate_state_path(lock_path: Path) -> Path:
     return lock_path.with_name(f"{stem}.api.jsonl")
 
 
-def for_simulate_run(lock_path: Path, environ: Mapping[str, str] = os.environ) -> SimulatorConfig:
+def for_simulate_run(manifest: Path, environ: Mapping[str, str] = os.environ) -> SimulatorConfig:
     """The simulator of ``imgspec run --simulate``: state beside the ``--simulate`` lockfile.
 
     So an interrupted demo resumes as it would against the real API.
     ``IMGSPEC_SIMULATE_LATENCY`` sets the task latency (default 1..3 s).
     """
+    from pipeline.lockfile import lockfile_path  # the simulator needs it only here
+
+    lock_path = lockfile_path(manifest, simulate=True)
     latency = environ.get(SIMULATE_LATENCY_ENV, "").strip()
     try:
         chosen = parse_latency(latency) if latency else SimulatorConfig.latency

@@ -162,7 +162,7 @@ def test_simulate_run_keeps_its_state_beside_its_lockfile(tmp_path: Path) -> Non
     """`run --simulate` uses `<stem>.simulate.api.jsonl`; IMGSPEC_SIMULATE_LATENCY sets latency."""
     lock = tmp_path / "shop.simulate.lock.json"
     assert simulate_state_path(lock) == tmp_path / "shop.simulate.api.jsonl"
-    cfg = for_simulate_run(lock, {"IMGSPEC_SIMULATE_LATENCY": "4..6"})
+    cfg = for_simulate_run(tmp_path / "shop.yaml", {"IMGSPEC_SIMULATE_LATENCY": "4..6"})
     assert (cfg.state, cfg.latency) == (tmp_path / "shop.simulate.api.jsonl", (4.0, 6.0))
     with pytest.raises(UsageError, match="IMGSPEC_SIMULATE_LATENCY"):
-        for_simulate_run(lock, {"IMGSPEC_SIMULATE_LATENCY": "soon"})
+        for_simulate_run(tmp_path / "shop.yaml", {"IMGSPEC_SIMULATE_LATENCY": "soon"})
