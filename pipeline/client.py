@@ -60,10 +60,10 @@ from pipeline.images import IMAGE_FORMATS, check_image
 from pipeline.replies import (
     TaskImage,
     TaskState,
+    decode_json,
     error_for_status,
     error_message,
     is_loopback,
-    malformed,
     parse_poll,
     parse_retry_after,
     parse_submit,
@@ -453,9 +453,6 @@ class ApiClient:
                 raise TransientError(f"{what}: timed out ({type(cause).__name__})") from exc
             detail = self._redact(str(cause)) or "connection failed"
             raise TransientError(f"{what}: {type(cause).__name__}: {shorten(detail)}") from exc
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            # RecursionError: JSON nested too deeply for the decoder, which is not a reply.
-            raise malformed(f"{what}: the body is not JSON ({type(exc).__name__})") from exc
         except OSError as exc:  # httpx wraps socket errors, so this is the local file
             raise TransientError(f"{what}: local file {dest}: {exc.strerror or exc}") from exc
 
@@ -465,8 +462,8 @@ class ApiClient:
         # Mask before shortening, so a key cut in half by the shortening cannot survive.
         text = self._redact(body.decode("utf-8", errors="replace"))
         payload: object = None
-        with contextlib.suppress(ValueError):  # not JSON: the text itself is the message
-            payload = json.loads(text)
+        with contextlib.suppress(TransientError):  # not JSON: the text itself is the message
+            payload = decode_json(text)
         message = self._redact(error_message(payload, text))
         if 300 <= status < 400:
             location = self._redact(headers.get("Location", "nowhere"))
@@ -494,7 +491,7 @@ class ApiClient:
             response = await self._http.request(method, url, headers=headers, content=content)
             if not 200 <= response.status_code < 300:
                 raise self._status_error(response.status_code, response.headers, response.content)
-            return json.loads(response.content), asked_at
+            return decode_json(response.content, what=what), asked_at
 
     async def _watched(self, url: str, dest: Path) -> Downloaded:
         """One download under the deadline and minimum rate of ``self._limits``.

@@ -21,6 +21,7 @@ fetch (``file://``, ``gopher://``, plain http to a remote host) is a
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -79,6 +80,19 @@ class TaskState:
     def finished(self) -> bool:
         """True once the task can change no more: completed, failed or cancelled."""
         return self.status in FINISHED
+
+
+def decode_json(body: bytes | str, *, what: str = "") -> object:
+    """The JSON value of a reply body; a "malformed" TransientError if it is not JSON.
+
+    Beyond syntax errors, Python's decoder refuses integers of over 4,300 digits
+    (ValueError) and very deep nesting (RecursionError): neither is a real reply.
+    """
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError too
+        prefix = f"{what}: " if what else ""
+        raise malformed(f"{prefix}the body is not JSON ({type(exc).__name__})") from exc
 
 
 def malformed(what: str) -> TransientError:
