@@ -236,7 +236,8 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
     from pipeline.executor import RunOptions
     from pipeline.progress import run_summary
     from pipeline.run import RunSettings, check_budget, execute_run, run_session, write_index
-    from pipeline.simulator import SimulatorConfig, run_in_thread
+    from pipeline.simulator import run_in_thread
+    from pipeline.simulator.config import for_simulate_run
 
     # Retries are reported through the run's own events; stamina's default hook would
     # log a warning line over the progress display for each one.
@@ -254,10 +255,10 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
         options=RunOptions(concurrency=concurrency, task_timeout=task_timeout),
         max_rate=max_rate, lockfile=lockfile)
     with contextlib.ExitStack() as stack:
-        if simulate:
-            sim = stack.enter_context(run_in_thread(SimulatorConfig()))
-            settings = dataclasses.replace(settings, base_url=sim.base_url)
         prepared, the_plan, store = stack.enter_context(run_session(settings))
+        if simulate:  # under the run guard: one process at a time uses its state file
+            sim = stack.enter_context(run_in_thread(for_simulate_run(store.path)))
+            settings = dataclasses.replace(settings, base_url=sim.base_url)
         out = sys.stderr if as_json else sys.stdout
         if not as_json:
             click.echo(plan_text(the_plan), nl=False)

@@ -20,6 +20,14 @@ of charging again. Downloads retry themselves too (truncated, undecodable,
 5xx, network); an expired URL (404/410, and 401/403 from a signed URL) is a
 RequestRejected at once, since only a re-poll can give a fresh URL.
 
+A download has an overall deadline and a minimum rate (averaged over a window),
+so an image host dripping bytes cannot hold a run past its task timeout; and a
+result URL that is not https (plain http only from loopback or an http API
+origin) is refused before any request. Both are a RequestRejected naming the reason.
+Defaults: ``IMGSPEC_DOWNLOAD_DEADLINE`` (300 s), ``IMGSPEC_DOWNLOAD_MIN_RATE``
+(1024 bytes/s) over ``IMGSPEC_DOWNLOAD_RATE_WINDOW`` (30 s), or the constructor's
+keyword options.
+
 The API key is sent only to the API's origin (never to a foreign image host)
 and is masked out of every message this module builds.
 """
@@ -29,9 +37,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import ipaddress
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -52,12 +60,14 @@ from pipeline.images import IMAGE_FORMATS, check_image
 from pipeline.replies import (
     TaskImage,
     TaskState,
+    decode_json,
     error_for_status,
     error_message,
-    malformed,
+    is_loopback,
     parse_poll,
     parse_retry_after,
     parse_submit,
+    result_url_problem,
     shorten,
 )
 
@@ -76,9 +86,48 @@ WAIT_JITTER: Final = 1.0
 MIN_SIDE: Final = 16
 MAX_SIDE: Final = 16384
 _ERROR_BODY_BYTES: Final = 4096
-_CHUNK_BYTES: Final = 256 * 1024
 # A download is buffered up to this much between trips to the disk (in a worker thread).
 _SPOOL_BYTES: Final = 2**20
+DOWNLOAD_DEADLINE: Final = 300.0  # seconds for one whole download, headers included
+DOWNLOAD_MIN_RATE: Final = 1024.0  # bytes/s, averaged over each window
+DOWNLOAD_RATE_WINDOW: Final = 30.0  # seconds
+_LIMIT_ENV: Final = {
+    "deadline": "IMGSPEC_DOWNLOAD_DEADLINE",
+    "min_rate": "IMGSPEC_DOWNLOAD_MIN_RATE",
+    "window": "IMGSPEC_DOWNLOAD_RATE_WINDOW",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadLimits:
+    """How long one download may take and how slowly it may arrive."""
+
+    deadline: float = DOWNLOAD_DEADLINE
+    min_rate: float = DOWNLOAD_MIN_RATE  # 0: no minimum
+    window: float = DOWNLOAD_RATE_WINDOW
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> DownloadLimits:
+        """The defaults, overridden by ``IMGSPEC_DOWNLOAD_*``; UsageError if one is bad."""
+        values: dict[str, float] = {}
+        for field_name, name in _LIMIT_ENV.items():
+            text = environ.get(name, "").strip()
+            if not text:
+                continue
+            try:
+                values[field_name] = float(text)
+            except ValueError:
+                raise UsageError(f"{name}={text!r} is not a number of "
+                                 f"{'bytes/s' if field_name == 'min_rate' else 'seconds'}"
+                                 ) from None
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.deadline) and self.deadline > 0
+                and math.isfinite(self.window) and self.window > 0
+                and math.isfinite(self.min_rate) and self.min_rate >= 0):
+            raise UsageError("download limits: the deadline and rate window must be positive "
+                             "seconds and the minimum rate 0 or more bytes/s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,15 +188,6 @@ def _inspect_image(path: Path) -> tuple[str, int, int] | None:
     """
     info, _problems = check_image(path.read_bytes())
     return None if info is None else (info.format, info.width, info.height)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _aiohttp_transport(*, trust_env: bool) -> AiohttpTransport:
@@ -215,6 +255,28 @@ class _ImageSink:
             self._file.close()
 
 
+def _declared_length(value: str | None) -> int | None:
+    """A Content-Length as a number; None if absent or not one (ASCII digits, not absurd)."""
+    if value is None:
+        return None
+    text = value.strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+
+
+async def _uncancelled(work: Awaitable[T]) -> T:
+    """Await ``work`` (a worker-thread call) to its end even when cancelled meanwhile.
+
+    A thread cannot be stopped: returning early would let the caller close or
+    remove the file the thread is still writing.
+    """
+    future = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait({future})
+        raise
+
+
 class ApiClient:
     """An async client for one API origin and key; use as ``async with ApiClient(...)``."""
 
@@ -230,11 +292,13 @@ class ApiClient:
         max_download_bytes: int = 64 * 2**20,
         on_retry: Callable[[RetryEvent], None] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        download_limits: DownloadLimits | None = None,
     ) -> None:
         """Check the settings and open the connection pool (no request is made yet).
 
         Raises AuthError for an unusable key and UsageError for other bad values;
-        neither message contains the key.
+        neither message contains the key. ``download_limits`` defaults to
+        :meth:`DownloadLimits.from_env`.
         """
         if not api_key or not api_key.isascii() or not api_key.isprintable() or " " in api_key:
             raise AuthError(
@@ -255,6 +319,9 @@ class ApiClient:
             raise UsageError("max_download_bytes must be positive")
         self._base_url = base_url.rstrip("/")
         self._api_origin = _origin(base_url)
+        # An API reached over plain http may hand out plain http result URLs of its own.
+        self._http_api_host = host if scheme == "http" else ""
+        self._limits = download_limits or DownloadLimits.from_env()
         self._key = api_key
         self._auth: Mapping[str, str] = {"Authorization": f"Bearer {api_key}"}
         self._retry_attempts = retry_attempts
@@ -268,7 +335,7 @@ class ApiClient:
             http2=False,
             follow_redirects=False,
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-            transport=transport or _aiohttp_transport(trust_env=not _is_loopback(host)),
+            transport=transport or _aiohttp_transport(trust_env=not is_loopback(host)),
         )
 
     def __repr__(self) -> str:
@@ -332,7 +399,8 @@ class ApiClient:
 
         async def once() -> TaskState:
             payload, asked_at = await self._call_json("poll", "GET", url, self._auth, None)
-            return replace(parse_poll(payload, task_id), asked_at=asked_at)
+            state = parse_poll(payload, task_id, api_host=self._http_api_host)
+            return replace(state, asked_at=asked_at)
 
         return await self._retrying("poll", once)
 
@@ -343,11 +411,17 @@ class ApiClient:
         then must decode as a PNG/JPEG/WEBP/BMP of a plausible size. Transient
         failures (truncated, undecodable, 5xx, network) are retried here; if they
         persist, TransientError. An expired or unknown URL (404/410, 401/403) is a
-        RequestRejected at once: re-poll the task for fresh URLs. On any failure
-        ``dest`` is removed.
+        RequestRejected at once: re-poll the task for fresh URLs. So is a URL that
+        is not https (see :func:`pipeline.replies.result_url_problem`) and a download
+        past its deadline or below its minimum rate (:class:`DownloadLimits`). On any
+        failure ``dest`` is removed.
         """
+        problem = result_url_problem(url, api_host=self._http_api_host)
+        if problem is not None:
+            raise RequestRejected(f"download: the image URL {shorten(self._redact(url), 80)!r} "
+                                  f"{problem}")
         try:
-            return await self._retrying("download", lambda: self._download_once(url, dest))
+            return await self._retrying("download", lambda: self._watched(url, dest))
         except BaseException:
             with contextlib.suppress(OSError):
                 dest.unlink(missing_ok=True)
@@ -379,8 +453,6 @@ class ApiClient:
                 raise TransientError(f"{what}: timed out ({type(cause).__name__})") from exc
             detail = self._redact(str(cause)) or "connection failed"
             raise TransientError(f"{what}: {type(cause).__name__}: {shorten(detail)}") from exc
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise malformed(f"{what}: the body is not JSON ({type(exc).__name__})") from exc
         except OSError as exc:  # httpx wraps socket errors, so this is the local file
             raise TransientError(f"{what}: local file {dest}: {exc.strerror or exc}") from exc
 
@@ -390,8 +462,8 @@ class ApiClient:
         # Mask before shortening, so a key cut in half by the shortening cannot survive.
         text = self._redact(body.decode("utf-8", errors="replace"))
         payload: object = None
-        with contextlib.suppress(ValueError):  # not JSON: the text itself is the message
-            payload = json.loads(text)
+        with contextlib.suppress(TransientError):  # not JSON: the text itself is the message
+            payload = decode_json(text)
         message = self._redact(error_message(payload, text))
         if 300 <= status < 400:
             location = self._redact(headers.get("Location", "nowhere"))
@@ -419,14 +491,55 @@ class ApiClient:
             response = await self._http.request(method, url, headers=headers, content=content)
             if not 200 <= response.status_code < 300:
                 raise self._status_error(response.status_code, response.headers, response.content)
-            return json.loads(response.content), asked_at
+            return decode_json(response.content, what=what), asked_at
 
-    async def _download_once(self, url: str, dest: Path) -> Downloaded:
+    async def _watched(self, url: str, dest: Path) -> Downloaded:
+        """One download under the deadline and minimum rate of ``self._limits``.
+
+        The rate is checked window by window: each window must bring at least
+        ``min_rate * window`` bytes (the first window includes connecting and
+        the headers). Time-based, so a host sending nothing at all is caught too.
+        """
+        limits = self._limits
+        sink = _ImageSink(dest)
+        work = asyncio.ensure_future(self._download_once(url, sink))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        mark_time, mark_bytes = started, 0
+        try:
+            while True:
+                now = loop.time()
+                until = min(started + limits.deadline, mark_time + limits.window)
+                done, _ = await asyncio.wait({work}, timeout=max(0.0, until - now))
+                if done:
+                    return work.result()
+                now = loop.time()
+                if now - started >= limits.deadline:
+                    raise RequestRejected(
+                        f"download: not finished after {limits.deadline:g} s ({sink.size:,} "
+                        "bytes received); the image host is too slow")
+                if now - mark_time >= limits.window:
+                    rate = (sink.size - mark_bytes) / (now - mark_time)
+                    if rate < limits.min_rate:
+                        raise RequestRejected(
+                            f"download: {rate:,.0f} bytes/s over {now - mark_time:.3g} s, "
+                            f"below the minimum of {limits.min_rate:g} bytes/s; the image "
+                            "host is too slow")
+                    mark_time, mark_bytes = now, sink.size
+        finally:
+            if not work.done():
+                work.cancel()
+                # Wait for it: its file must be closed before the caller removes it.
+                await asyncio.wait({work})
+            elif not work.cancelled():
+                work.exception()  # retrieved here; raised by work.result() above
+
+    async def _download_once(self, url: str, sink: _ImageSink) -> Downloaded:
         # The key goes only to the API's own origin; a CDN link must not receive it.
         headers = self._auth if _origin(url) == self._api_origin else {}
         if self._limiter is not None:
             await self._limiter.wait()
-        sink = _ImageSink(dest)
+        dest = sink.dest
         try:
             with self._translated("download", dest):
                 # Image hosts may redirect to storage; httpx drops Authorization cross-origin.
@@ -442,21 +555,22 @@ class ApiClient:
                         raise self._status_error(
                             response.status_code, response.headers, body, download=True
                         )
-                    declared = response.headers.get("Content-Length")
-                    if declared is not None and declared.isdigit():
-                        self._check_size(int(declared))
-                    async for chunk in response.aiter_bytes(_CHUNK_BYTES):
+                    declared = _declared_length(response.headers.get("Content-Length"))
+                    if declared is not None:
+                        self._check_size(declared)
+                    # Chunks as they arrive (no re-chunking), so ``sink.size`` is the
+                    # progress the rate watch in ``_watched`` sees.
+                    async for chunk in response.aiter_bytes():
                         self._check_size(sink.size + len(chunk))
                         if sink.add(chunk):
-                            await asyncio.to_thread(sink.spill)
+                            await _uncancelled(asyncio.to_thread(sink.spill))
                     # The transport enforces Content-Length; this guards others. A
                     # content-encoded body decodes to another length: not compared.
                     plain = "content-encoding" not in response.headers
-                    if (plain and declared is not None and declared.isdigit()
-                            and sink.size != int(declared)):
+                    if plain and declared is not None and sink.size != declared:
                         raise TransientError(
                             f"download: truncated image ({sink.size} of {declared} bytes)")
-                sha256, seen = await asyncio.to_thread(sink.finish)
+                sha256, seen = await _uncancelled(asyncio.to_thread(sink.finish))
         finally:
             sink.close()
         if seen is None:

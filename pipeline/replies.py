@@ -13,17 +13,22 @@ exception from :mod:`pipeline.errors`:
 
 Fields the pipeline must rely on (task id, status, image URLs) are strict;
 hints (``progress``, ``estimated_time``, ``expires_at``) are lenient: garbage
-there becomes ``None`` rather than a failed call.
+there becomes ``None`` rather than a failed call. A result URL imgspec must not
+fetch (``file://``, ``gopher://``, plain http to a remote host) is a
+:class:`RequestRejected` at once: polling again would only return it again.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Final, Literal, TypeAlias, get_args
+from urllib.parse import urlsplit
 
 from pipeline.errors import (
     ApiError,
@@ -38,6 +43,13 @@ _STATUS_BY_NAME: Final[Mapping[str, Status]] = {name: name for name in get_args(
 FINISHED: Final[frozenset[str]] = frozenset({"completed", "failed", "cancelled"})
 
 MAX_MESSAGE_CHARS: Final = 300
+# A task makes at most 12 images (sequential mode); far more URLs is not a real reply.
+MAX_RESULT_IMAGES: Final = 64
+# Hints beyond these bounds are garbage, not information: an estimate over a day
+# would park the task's poller past any timeout, an expiry past 9999 is no date.
+MAX_ESTIMATED_TIME: Final = 86_400.0
+MAX_EXPIRES_AT: Final = 253_402_300_799
+MAX_TASK_ID_CHARS: Final = 256
 _SUCCESS_CODES: Final[frozenset[object]] = frozenset({200, "200", "success"})
 _TRANSIENT_4XX: Final[frozenset[int]] = frozenset({408, 425, 429})
 _WHITESPACE_RE: Final = re.compile(r"\s+")
@@ -68,6 +80,19 @@ class TaskState:
     def finished(self) -> bool:
         """True once the task can change no more: completed, failed or cancelled."""
         return self.status in FINISHED
+
+
+def decode_json(body: bytes | str, *, what: str = "") -> object:
+    """The JSON value of a reply body; a "malformed" TransientError if it is not JSON.
+
+    Beyond syntax errors, Python's decoder refuses integers of over 4,300 digits
+    (ValueError) and very deep nesting (RecursionError): neither is a real reply.
+    """
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError too
+        prefix = f"{what}: " if what else ""
+        raise malformed(f"{prefix}the body is not JSON ({type(exc).__name__})") from exc
 
 
 def malformed(what: str) -> TransientError:
@@ -115,11 +140,14 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
     except ValueError:
         try:
             when = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
         if when.tzinfo is None:  # RFC 9110 dates are GMT; a naive one would mean local time
             return None
-        seconds = when.timestamp() - now
+        try:
+            seconds = when.timestamp() - now
+        except (OverflowError, ValueError, OSError):
+            return None
     if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)
@@ -154,9 +182,16 @@ def error_for_status(
 def _code_status(code: object) -> int | None:
     if isinstance(code, int) and not isinstance(code, bool):
         return code
-    if isinstance(code, str) and code.strip().isdigit():
-        return int(code.strip())
+    text = code.strip() if isinstance(code, str) else ""
+    # ASCII digits only ("²" is a digit to isdigit, not to int), and few of them.
+    if text.isascii() and text.isdigit() and len(text) <= 6:
+        return int(text)
     return None
+
+
+def _is_success(code: object) -> bool:
+    # Compared by type first: a list or an object as ``code`` is unhashable.
+    return isinstance(code, int | str) and not isinstance(code, bool) and code in _SUCCESS_CODES
 
 
 def unwrap(payload: object) -> object:
@@ -168,11 +203,11 @@ def unwrap(payload: object) -> object:
     if not isinstance(payload, Mapping):
         raise malformed(f"expected a JSON object, got {_kind(payload)}")
     code = payload.get("code")
-    if "code" in payload and code not in _SUCCESS_CODES:
+    if "code" in payload and not _is_success(code):
         status = _code_status(code)
         if status is not None and 300 <= status <= 599:
             raise error_for_status(status, error_message(payload, f"error code {status}"))
-        raise malformed(f"unexpected code {shorten(repr(code), 60)}")
+        raise malformed(f"unexpected code {_brief(code)}")
     if payload.get("data") is None:
         raise malformed("no 'data' in the reply")
     return payload["data"]
@@ -199,15 +234,55 @@ def parse_submit(payload: object) -> TaskState:
     return _parse_task(_single(unwrap(payload)), expected_id=None)
 
 
-def parse_poll(payload: object, task_id: str) -> TaskState:
+def parse_poll(payload: object, task_id: str, *, api_host: str = "") -> TaskState:
     """The state a ``GET /v1/tasks/{task_id}`` reply describes.
 
     The reply may omit the id (the URL said it); a different id is malformed.
+    ``api_host``: the API's own host when the API is reached over plain http, whose
+    result URLs may then be http too (see :func:`result_url_problem`).
     """
-    return _parse_task(_single(unwrap(payload)), expected_id=task_id)
+    return _parse_task(_single(unwrap(payload)), expected_id=task_id, api_host=api_host)
 
 
-def _parse_task(data: Mapping[str, object], *, expected_id: str | None) -> TaskState:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an IP address) is this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def result_url_problem(url: str, *, api_host: str = "") -> str | None:
+    """Why imgspec must not fetch the result URL ``url``, or None when it may.
+
+    https anywhere; plain http only from a loopback host (the simulator) or from
+    ``api_host`` (given when the user pointed imgspec at an http API origin).
+    """
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return "is not a valid URL"
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https") and not host:
+        return "has no host"
+    if scheme == "https" and host:
+        return None
+    if scheme == "http" and host and (is_loopback(host) or host == api_host.lower()):
+        return None
+    if scheme == "http" and host:
+        return "uses plain http to a remote host; imgspec downloads results only over https"
+    if not scheme:
+        return "is not an absolute URL; imgspec downloads results only over https"
+    shown = shorten(scheme, 20)
+    return (f"uses the {shown}: scheme; imgspec downloads results only over https "
+            "(http only from a loopback host)")
+
+
+def _parse_task(data: Mapping[str, object], *, expected_id: str | None,
+                api_host: str = "") -> TaskState:
     task_id = _task_id(data, expected_id)
     raw_status = data.get("status")
     if raw_status is None and expected_id is None:
@@ -218,14 +293,14 @@ def _parse_task(data: Mapping[str, object], *, expected_id: str | None) -> TaskS
     if status != "completed" or (expected_id is None and result is None):
         images: tuple[TaskImage, ...] = ()
     else:
-        images = _images(result)
+        images = _images(result, api_host)
     error = _error_text(data.get("error")) if status in ("failed", "cancelled") else None
     progress = _number(data.get("progress"))
     return TaskState(
         task_id=task_id,
         status=status,
         progress=None if progress is None else max(0, min(100, int(progress))),
-        estimated_time=_number(data.get("estimated_time")),
+        estimated_time=_number(data.get("estimated_time"), upto=MAX_ESTIMATED_TIME),
         images=images,
         error=error,
     )
@@ -235,10 +310,10 @@ def _task_id(data: Mapping[str, object], expected: str | None) -> str:
     raw = data.get("task_id", data.get("id"))
     if raw is None and expected is not None:
         return expected
-    if isinstance(raw, int) and not isinstance(raw, bool):
+    if isinstance(raw, int) and not isinstance(raw, bool) and abs(raw) < 10**30:
         raw = str(raw)
-    if not isinstance(raw, str) or not raw.strip():
-        raise malformed(f"no usable task id (got {shorten(repr(raw), 60)})")
+    if not isinstance(raw, str) or not raw.strip() or len(raw) > MAX_TASK_ID_CHARS:
+        raise malformed(f"no usable task id (got {_brief(raw)})")
     task_id = raw.strip()
     if expected is not None and task_id != expected:
         raise malformed(f"asked for task {expected}, the reply is about {shorten(task_id, 60)}")
@@ -249,12 +324,14 @@ def _status(raw: object) -> Status:
     status = _STATUS_BY_NAME.get(raw.strip().lower()) if isinstance(raw, str) else None
     if status is not None:
         return status
-    raise malformed(f"unknown task status {shorten(repr(raw), 60)}")
+    raise malformed(f"unknown task status {_brief(raw)}")
 
 
-def _images(result: object) -> tuple[TaskImage, ...]:
+def _images(result: object, api_host: str) -> tuple[TaskImage, ...]:
     if not isinstance(result, Mapping) or not isinstance(result.get("images"), list):
         raise malformed("a completed task without 'result.images'")
+    if len(result["images"]) > MAX_RESULT_IMAGES:
+        raise malformed(f"{len(result['images'])} images in one task, more than any task makes")
     images: list[TaskImage] = []
     for item in result["images"]:
         if isinstance(item, str):  # undocumented, but unambiguous: a bare URL
@@ -263,13 +340,20 @@ def _images(result: object) -> tuple[TaskImage, ...]:
             raise malformed(f"an image entry is {_kind(item)}, not an object")
         urls = item.get("url")
         url_list = urls if isinstance(urls, list) else [urls]
-        expires = _number(item.get("expires_at"))
+        if len(url_list) > MAX_RESULT_IMAGES:
+            raise malformed(f"{len(url_list)} URLs for one image, more than any task makes")
+        expires = _number(item.get("expires_at"), upto=MAX_EXPIRES_AT)
         for url in url_list:
-            if not isinstance(url, str) or not url.startswith(("https://", "http://")):
-                raise malformed(f"an image url is {shorten(repr(url), 80)}, not an http(s) URL")
+            if not isinstance(url, str):
+                raise malformed(f"an image url is {_brief(url)}, not a string")
+            problem = result_url_problem(url, api_host=api_host)
+            if problem is not None:
+                raise RequestRejected(f"the result image URL {shorten(url, 80)!r} {problem}")
             images.append(TaskImage(url=url, expires_at=None if expires is None else int(expires)))
     if not images:
         raise malformed("a completed task with no image URLs")
+    if len(images) > MAX_RESULT_IMAGES:
+        raise malformed(f"{len(images)} image URLs in one task, more than any task makes")
     return tuple(images)
 
 
@@ -279,26 +363,42 @@ def _error_text(error: object) -> str | None:
     if isinstance(error, Mapping):
         message, code = error.get("message"), error.get("code")
         text = message.strip() if isinstance(message, str) else ""
-        code_text = str(code).strip() if isinstance(code, str | int) else ""
+        code_text = ""
+        if isinstance(code, str):
+            code_text = shorten(code, 60)
+        elif isinstance(code, int) and not isinstance(code, bool) and abs(code) < 10**30:
+            code_text = str(code)
         if text and code_text:
             return shorten(f"{text} ({code_text})")
         return shorten(text or code_text) or None
     return None
 
 
-def _number(value: object) -> float | None:
-    """A non-negative finite number from an int, float or numeric string; else None."""
-    if isinstance(value, bool):
+def _number(value: object, *, upto: float = 1e15) -> float | None:
+    """A finite number from 0 to ``upto`` from an int, float or numeric string; else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            return None
-    if isinstance(value, int | float) and math.isfinite(value) and value >= 0:
-        return float(value)
+    if isinstance(value, str) and len(value) > 64:
+        return None  # no real number is spelled this long
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (ValueError, OverflowError):  # an int too large for a float overflows
+        return None
+    if math.isfinite(number) and 0 <= number <= upto:
+        return number
     return None
 
 
 def _kind(value: object) -> str:
     return "null" if value is None else type(value).__name__
+
+
+def _brief(value: object) -> str:
+    """A short description of a value for a message, without repr-ing a huge one."""
+    if isinstance(value, str):
+        return repr(shorten(value, 60))
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"a number ({_kind(value)})" if abs(value) >= 10**30 else repr(value)
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    return f"a {_kind(value)}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 
 import click
 
@@ -55,6 +56,13 @@ _EPILOG = "\b\n" + FAULTS_HELP
     help="A stuck task takes this many times its latency.",
 )
 @click.option("--balance", default=None, help="Account balance in CNY; beyond it, 402.")
+@click.option(
+    "--state",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File holding the simulated API's memory (tasks, Idempotency-Keys, ledger), "
+    "so a restarted simulator carries on; default: none, all is forgotten on exit.",
+)
 def simulator(
     host: str,
     port: int,
@@ -65,6 +73,7 @@ def simulator(
     seed: int,
     stuck_factor: float,
     balance: str | None,
+    state: Path | None,
 ) -> None:
     """Run a local simulator of the APIMart image API (with fault injection).
 
@@ -82,6 +91,7 @@ def simulator(
             seed=seed,
             stuck_factor=stuck_factor,
             balance=_balance(balance),
+            state=state,
         )
 
         def ready(base_url: str) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from types import MappingProxyType
 
 from pipeline.errors import UsageError
@@ -79,6 +81,11 @@ class SimulatorConfig:
     retry_after: int = 1  # seconds, sent in Retry-After with every 429
     balance: Decimal | None = None  # pre-charges beyond this answer 402; None: unlimited
     prices: PriceTable = DEFAULT_PRICE_TABLE
+    # The simulated API's memory (tasks, Idempotency-Keys, ledger) across processes;
+    # None: it lives and dies with this simulator.
+    state: Path | None = None
+    # A finished task is forgotten this long after its first result URLs expired.
+    task_retention: float = 7 * 86_400.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "latency", _check_latency(self.latency))
@@ -95,3 +102,31 @@ class SimulatorConfig:
             raise UsageError(f"retry_after {self.retry_after} must be 0 or more seconds")
         if self.balance is not None and not (self.balance.is_finite() and self.balance >= 0):
             raise UsageError(f"balance {self.balance} must be 0 or more")
+        if not (math.isfinite(self.task_retention) and self.task_retention >= 0):
+            raise UsageError(f"task_retention {self.task_retention} must be 0 or more seconds")
+
+
+SIMULATE_LATENCY_ENV = "IMGSPEC_SIMULATE_LATENCY"
+"""Task latency (``S`` or ``A..B`` seconds) of the simulator ``run --simulate`` starts."""
+
+
+def simulate_state_path(lock_path: Path) -> Path:
+    """``shop.simulate.lock.json`` → ``shop.simulate.api.jsonl``: the simulated API's memory."""
+    name = lock_path.name
+    stem = name[: -len(".lock.json")] if name.endswith(".lock.json") else name
+    return lock_path.with_name(f"{stem}.api.jsonl")
+
+
+def for_simulate_run(lock_path: Path,
+                     environ: Mapping[str, str] = os.environ) -> SimulatorConfig:
+    """The simulator of ``imgspec run --simulate``: state beside the run's lockfile.
+
+    So an interrupted demo resumes as it would against the real API.
+    ``IMGSPEC_SIMULATE_LATENCY`` sets the task latency (default 1..3 s).
+    """
+    latency = environ.get(SIMULATE_LATENCY_ENV, "").strip()
+    try:
+        chosen = parse_latency(latency) if latency else SimulatorConfig.latency
+    except UsageError as err:
+        raise UsageError(f"{SIMULATE_LATENCY_ENV}: {err}") from err
+    return SimulatorConfig(state=simulate_state_path(lock_path), latency=chosen)

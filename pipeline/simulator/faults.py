@@ -28,12 +28,16 @@ FAULT_KINDS: Final[Mapping[str, str]] = MappingProxyType(
         "poll.429": "task poll answered 429 with Retry-After",
         "poll.5xx": "task poll answered 500/502/503",
         "poll.malformed": "task poll answered 200 with truncated, unparseable JSON",
+        "poll.bad_url": "a completed task's poll reply gives file:// and gopher:// image "
+        "URLs (alternately) instead of its http ones",
         "task.fail": "task ends failed after its latency; its charge is refunded",
         "task.stuck": "task stays processing for stuck_factor x its latency, then completes",
         "download.truncate": "image sent with its full Content-Length, then the connection "
         "is closed halfway through the body",
         "download.5xx": "image download answered 500/502/503",
         "download.expired": "image download answered 410 as if its URL had expired",
+        "download.drip": "image sent with its full Content-Length at 1 byte per second, "
+        "for up to a minute, then the connection is closed",
     }
 )
 

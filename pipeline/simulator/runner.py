@@ -95,6 +95,7 @@ class RunningSimulator:
         try:
             runner = await _start(self._sim)
         except BaseException as err:
+            self._sim.close()
             self._failure = err
             self._ready.set()
             return
@@ -153,7 +154,11 @@ def serve(config: SimulatorConfig, *, on_ready: Callable[[str], None] | None = N
 
 async def _serve(config: SimulatorConfig, on_ready: Callable[[str], None] | None) -> None:
     sim = Simulator(config)
-    runner = await _start(sim)
+    try:
+        runner = await _start(sim)
+    except BaseException:
+        sim.close()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):

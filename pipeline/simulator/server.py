@@ -52,6 +52,7 @@ _LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 # Up to 2K a render takes well under a millisecond (``images`` caches the costly part):
 # cheaper on the loop than a trip to a worker thread. Larger ones go to the thread.
 _INLINE_RENDER_PIXELS = 2048 * 2048
+_DRIP_SECONDS = 60  # how long download.drip goes on before closing the connection
 
 
 def _json(status: int, body: bytes, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -113,8 +114,8 @@ class Simulator:
 
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
-        self.store = TaskStore(config)
         self.faults = FaultInjector(config.faults, config.seed)
+        self.store = TaskStore(config, self.faults.injected)
         self.signer = UrlSigner(config.seed)
         self.cache = ImageCache()
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="imgspec-sim")
@@ -135,8 +136,9 @@ class Simulator:
         return self.store.ledger(self.config.clock(), self.faults.injected)
 
     def close(self) -> None:
-        """Release the worker threads."""
+        """Release the worker threads; save the counters and close the state file."""
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.store.close()
 
     # -- helpers ------------------------------------------------------------
 
@@ -265,6 +267,7 @@ class Simulator:
     async def submit(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/images/generations."""
         store = self.store
+        store.tick(self.config.clock())
         store.submissions += 1
         denied = self._denied(request)
         if denied is not None:
@@ -329,9 +332,8 @@ class Simulator:
             fails=fate == "task.fail",
             stuck=fate == "task.stuck",
             colours=colours,
+            key=key,
         )
-        if key:
-            store.idempotency[key] = (digest, task.id)
         status, _ = task.status_at(now)
         if status not in ("pending", "processing"):
             # A zero-latency task is already done, but a submission reply is always in flight.
@@ -340,6 +342,7 @@ class Simulator:
 
     async def poll(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/tasks/{task_id}."""
+        self.store.tick(self.config.clock())
         self.store.polls += 1
         denied = self._denied(request)
         if denied is not None:
@@ -360,11 +363,16 @@ class Simulator:
         if fault == "poll.malformed":
             self.faults.record(fault)
             body = body[: len(body) // 2]
+        elif fault == "poll.bad_url" and task.status_at(now)[0] == "completed":
+            self.faults.record(fault)
+            scheme = b"file://" if self.faults.injected[fault] % 2 else b"gopher://localhost"
+            body = body.replace(origin.encode() + b"/files/", scheme + b"/files/")
         return _json(200, body)
 
     async def download(self, request: web.Request) -> web.StreamResponse:
         """GET /files/{token}.png."""
         store = self.store
+        store.tick(self.config.clock())
         store.downloads += 1
         parsed = self.signer.parse(request.match_info["token"])
         task = store.tasks.get(parsed[0]) if parsed else None
@@ -408,6 +416,9 @@ class Simulator:
         if fault == "download.truncate":
             self.faults.record(fault)
             return await _truncated(request, data)
+        if fault == "download.drip":
+            self.faults.record(fault)
+            return await _dripped(request, data)
         store.downloads_ok += 1
         return web.Response(body=data, content_type="image/png")
 
@@ -425,6 +436,31 @@ async def _truncated(request: web.Request, data: bytes) -> web.StreamResponse:
     transport = request.transport
     if transport is not None:
         transport.close()  # close() flushes what was written, then sends FIN
+    return response
+
+
+async def _dripped(request: web.Request, data: bytes) -> web.StreamResponse:
+    """Announce the whole image, then send it a byte a second: a host that never stalls
+    outright, so only an overall deadline or a minimum rate stops the download.
+
+    Gives up after a minute (closing the connection), so a simulator being stopped
+    never waits long for it.
+    """
+    response = web.StreamResponse(headers={"Content-Type": "image/png"})
+    response.content_length = len(data)
+    await response.prepare(request)
+    for index in range(min(len(data), _DRIP_SECONDS)):
+        await asyncio.sleep(1.0)
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            break  # the client gave up
+        try:
+            await response.write(data[index : index + 1])
+        except ConnectionError:
+            break
+    transport = request.transport
+    if transport is not None:
+        transport.close()
     return response
 
 

@@ -21,8 +21,15 @@ import httpx
 import pytest
 import stamina
 
-from pipeline.client import ApiClient, Downloaded, RetryEvent, TaskState
-from pipeline.errors import ApiError, AuthError, BalanceExhausted, RequestRejected, TransientError
+from pipeline.client import ApiClient, Downloaded, DownloadLimits, RetryEvent, TaskState
+from pipeline.errors import (
+    ApiError,
+    AuthError,
+    BalanceExhausted,
+    RequestRejected,
+    TransientError,
+    UsageError,
+)
 from pipeline.simulator import ManualClock, SimulatorConfig, run_in_thread
 
 KEY = "sk-live-TOPSECRET-7f3a9c2e5d1b"
@@ -576,3 +583,95 @@ def test_the_key_never_leaks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
     for secret in (KEY, WRONG_KEY):
         assert not [t for t in texts if secret in t]
     assert any("***" in t for t in texts)  # the hostile echoes were there, and masked
+
+
+@pytest.mark.parametrize(
+    ("status", "content"),
+    [
+        (200, b'{"code": 200, "data": {"id": "t", "progress": ' + b"9" * 5000 + b"}}"),
+        (200, b"[" * 100_000),
+        (200, b'{"code": 200, "data": {"id": "t", "status": "processing", "progress": NaN, '
+              b'"estimated_time": -1e999}}'),
+        (200, b'{"code": [], "data": {}}'),
+        (200, b"\xff\xfe not utf-8"),
+        (503, b"[" * 100_000),
+        (429, b'{"message": ' + b"1" * 5000 + b"}"),
+    ],
+    ids=["5000-digit-number", "deep-nesting", "nan-and-overflow", "list-code", "not-utf8",
+         "deep-error-body", "huge-number-error-body"],
+)
+def test_hostile_poll_bodies_are_api_errors_not_crashes(status: int, content: bytes) -> None:
+    """A poll reply no JSON decoder can use ends as an ApiError (retried as malformed or
+    by status), never as a foreign exception, which the CLI would call an internal error."""
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, content=content)
+
+    async def poll(client: ApiClient) -> TaskState:
+        return await client.poll("t")
+
+    try:
+        state = run("http://api.test", poll, retry_attempts=2,
+                    transport=httpx.MockTransport(reply))
+    except ApiError:
+        return
+    assert state.progress is None
+    assert state.estimated_time is None
+
+
+def test_result_url_with_a_forbidden_scheme_is_refused_before_any_request(
+        tmp_path: Path) -> None:
+    """download() refuses file://, gopher:// and remote plain-http URLs without a request."""
+    requests: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(200, content=b"")
+
+    async def fetch(client: ApiClient) -> list[str]:
+        reasons = []
+        for url in ("file:///etc/passwd", "gopher://localhost/1/a.png",
+                    "http://cdn.example.com/a.png"):
+            with pytest.raises(RequestRejected) as caught:
+                await client.download(url, tmp_path / "x.png")
+            reasons.append(str(caught.value))
+        return reasons
+
+    reasons = run("https://api.test", fetch, transport=httpx.MockTransport(record))
+    assert "file: scheme" in reasons[0]
+    assert "gopher: scheme" in reasons[1]
+    assert "plain http to a remote host" in reasons[2]
+    assert not requests
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_dripping_download_is_rejected_below_the_minimum_rate(tmp_path: Path) -> None:
+    """A host sending a byte a second is cut off after one rate window, as too slow, and
+    the partial file is removed."""
+    with simulator(faults={"download.drip": 1.0}) as sim:
+
+        async def scenario(client: ApiClient) -> str:
+            created = await client.submit(body(), idempotency_key="drip")
+            state = await finish(client, created.task_id)
+            with pytest.raises(RequestRejected) as caught:
+                await client.download(state.images[0].url, tmp_path / "x.png")
+            return str(caught.value)
+
+        limits = DownloadLimits(deadline=30.0, min_rate=100.0, window=0.3)
+        message = run(sim.base_url, scenario, download_limits=limits)
+    assert "below the minimum of 100 bytes/s" in message
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_download_limits_come_from_the_environment() -> None:
+    """IMGSPEC_DOWNLOAD_* override the defaults; a bad value is a usage error naming it."""
+
+    assert DownloadLimits.from_env({}) == DownloadLimits(300.0, 1024.0, 30.0)
+    limits = DownloadLimits.from_env({"IMGSPEC_DOWNLOAD_DEADLINE": "5",
+                                      "IMGSPEC_DOWNLOAD_MIN_RATE": "0",
+                                      "IMGSPEC_DOWNLOAD_RATE_WINDOW": "2"})
+    assert limits == DownloadLimits(5.0, 0.0, 2.0)
+    with pytest.raises(UsageError, match="IMGSPEC_DOWNLOAD_DEADLINE"):
+        DownloadLimits.from_env({"IMGSPEC_DOWNLOAD_DEADLINE": "soon"})
+    with pytest.raises(UsageError, match="positive"):
+        DownloadLimits.from_env({"IMGSPEC_DOWNLOAD_RATE_WINDOW": "0"})

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -99,5 +100,34 @@ def test_help_lists_fault_kinds() -> None:
     done = subprocess.run(
         [*COMMAND, "--help"], capture_output=True, text=True, timeout=30, check=True
     )
-    for fragment in ("--latency", "--faults", "--stuck-factor", "download.truncate", "poll.429"):
+    for fragment in ("--latency", "--faults", "--stuck-factor", "--state", "download.truncate",
+                     "poll.429", "poll.bad_url", "download.drip"):
         assert fragment in done.stdout
+
+
+def test_state_option_keeps_the_ledger_across_restarts(tmp_path: Path) -> None:
+    """With --state, a restarted simulator command still knows its tasks and charges."""
+
+    def serve_once(submit: bool) -> dict[str, object]:
+        proc = subprocess.Popen([*COMMAND, "--port", "0", "--state", str(tmp_path / "s.jsonl")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None
+            match = re.search(r"(http://127\.0\.0\.1:\d+)", proc.stdout.readline())
+            assert match
+            if submit:
+                reply = httpx.post(match[1] + "/v1/images/generations",
+                                   json={"model": "wan2.7-image", "prompt": "x", "n": 2},
+                                   headers={"Authorization": "Bearer sim-key"}, timeout=5)
+                assert reply.status_code == 200
+            ledger: dict[str, object] = httpx.get(match[1] + "/_sim/ledger", timeout=5).json()
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        return ledger
+
+    serve_once(submit=True)
+    ledger = serve_once(submit=False)
+    assert (ledger["tasks_created"], ledger["images_charged"]) == (1, 2)
+    assert ledger["submissions"] == 1

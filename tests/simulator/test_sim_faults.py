@@ -11,7 +11,15 @@ import pytest
 
 from pipeline.errors import UsageError
 from pipeline.simulator import FAULT_KINDS, FAULTS_HELP, ManualClock, parse_faults
-from tests.simulator.simkit import AUTH, SUBMIT, body, create, result_urls, within_binomial
+from tests.simulator.simkit import (
+    AUTH,
+    SUBMIT,
+    body,
+    create,
+    image_url,
+    result_urls,
+    within_binomial,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -256,3 +264,36 @@ def test_all_faults_together_keep_the_server_healthy(start_sim: Any, clock: Manu
     assert ledger.submissions == 100
     assert 0 < ledger.tasks_created < 100
     assert sum(ledger.faults.values()) > 0
+
+
+def test_bad_url_fault_gives_file_then_gopher_urls_on_completed_polls(
+        start_sim: Any, clock: ManualClock) -> None:
+    """poll.bad_url leaves pending polls alone and swaps a completed task's URLs for
+    file:// and gopher:// ones, alternately."""
+    sim = start_sim(faults={"poll.bad_url": 1.0})
+    with fresh_client(sim.base_url) as client:
+        tid = create(client)
+        assert client.get(f"/v1/tasks/{tid}").json()["data"]["status"] != "completed"
+        clock.advance(10)
+        first, second = (image_url(client.get(f"/v1/tasks/{tid}").json()["data"]["result"]
+                                   ["images"][0]) for _ in range(2))
+    assert first.startswith("file:///files/task_")
+    assert second.startswith("gopher://localhost/files/task_")
+    assert sim.ledger().faults == {"poll.bad_url": 2}
+
+
+def test_drip_fault_announces_the_image_and_sends_a_byte_at_a_time(
+        start_sim: Any, clock: ManualClock) -> None:
+    """download.drip sends the full Content-Length, then single bytes (until the client
+    gives up)."""
+    sim = start_sim(faults={"download.drip": 1.0})
+    with fresh_client(sim.base_url) as client:
+        tid = create(client, size="1K")
+        clock.advance(10)
+        (url,) = result_urls(client, tid)
+        with client.stream("GET", url) as response:
+            announced = int(response.headers["Content-Length"])
+            first = next(response.iter_raw())
+    assert announced > 1000
+    assert first == b"\x89"  # the PNG signature's first byte, alone
+    assert sim.ledger().faults == {"download.drip": 1}

@@ -289,7 +289,6 @@ def test_poll_cancelled_is_finished() -> None:
         completed([{"url": []}]),
         completed([{"url": None}]),
         completed([{"url": 7}]),
-        completed([{"url": "ftp://host/a.png"}]),
         completed([{"url": [URL, None]}]),
         completed([42]),
         {"code": 200, "data": [{"id": TASK, "status": "pending"}, {"id": TASK}]},
@@ -304,7 +303,6 @@ def test_poll_cancelled_is_finished() -> None:
         "empty-url-list",
         "null-url",
         "numeric-url",
-        "ftp-url",
         "null-in-url-list",
         "image-not-object",
         "two-tasks",
@@ -315,6 +313,42 @@ def test_poll_refuses_untrustworthy_shapes(payload: object) -> None:
     with pytest.raises(TransientError, match="malformed") as caught:
         parse_poll(payload, TASK)
     assert caught.value.retry_after is None
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("file:///etc/passwd", "file: scheme"),
+        ("gopher://example.com/1/a.png", "gopher: scheme"),
+        ("ftp://host/a.png", "ftp: scheme"),
+        ("http://cdn.example.com/a.png", "plain http to a remote host"),
+        ("/f/image/a.png", "not an absolute URL"),
+        ("https:///no-host.png", "has no host"),
+    ],
+)
+def test_result_url_with_a_forbidden_scheme_fails_the_attempt(url: str, reason: str) -> None:
+    """A result URL imgspec must not fetch is a RequestRejected naming the reason, not a
+    "malformed" reply retried until the task timeout."""
+    with pytest.raises(RequestRejected, match=reason) as caught:
+        parse_poll(completed([{"url": url}]), TASK)
+    assert url[:40] in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "api_host"),
+    [
+        ("http://127.0.0.1:8787/files/a.png", ""),
+        ("http://localhost/files/a.png", ""),
+        ("http://[::1]:80/a.png", ""),
+        ("http://api.test/files/a.png", "api.test"),
+        ("HTTPS://CDN.example.com/a.png", ""),
+    ],
+)
+def test_result_url_over_http_is_fine_from_loopback_or_an_http_api(url: str,
+                                                                   api_host: str) -> None:
+    """Plain http results are fetched from loopback (the simulator) or the http API's host."""
+    state = parse_poll(completed([{"url": url}]), TASK, api_host=api_host)
+    assert state.images == (TaskImage(url, None),)
 
 
 def test_poll_accepts_a_bare_url_string_as_an_image() -> None:
