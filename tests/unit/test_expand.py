@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import textwrap
+from collections.abc import Mapping
+
 import pytest
 
 from pipeline.errors import ManifestError
-from pipeline.expand import FileInput, UpstreamInput
+from pipeline.expand import Expansion, FileInput, UpstreamInput
 from pipeline.identity import derive_seed
 from pipeline.plan import resolved_request
 from tests.unit.conftest import Build, png_bytes
+
+
+@pytest.fixture
+def build(build: Build) -> Build:
+    """The conftest's build, with `defaults: {model: ...}` appended when a manifest has none.
+
+    The model is required; appending (not prepending) keeps every line number as written.
+    """
+
+    def _build(body: str, files: Mapping[str, bytes | str] | None = None) -> Expansion:
+        text = textwrap.dedent(body)
+        if "defaults:" not in text:
+            text += "defaults: {model: wan2.7-image}\n"
+        return build(text, files)
+
+    return _build
 
 
 def error_text(build: Build, body: str, files: dict[str, bytes | str] | None = None) -> str:
