@@ -159,6 +159,7 @@ class _Expander:
         self.diagnostics: list[Diagnostic] = []
         self.by_job: dict[str, list[Instance]] = {}
         self.failed_jobs: set[str] = set()
+        self.total = 0  # instances (to be) made so far, for the manifest-wide ceiling
         self._files: dict[str, FileInput | str] = {}
         self._rules: dict[str, list[Problem]] = {}
         self._sizes: dict[str, tuple[int, int] | None] = {}
@@ -191,6 +192,15 @@ class _Expander:
                        hint)
             self.failed_jobs.add(job.id)
             return
+        if self.total + total > MAX_INSTANCES_CEILING:
+            # Each job may be under its cap while all of them together exhaust memory.
+            self.error(job.path, f"with this job's {total:,} instances the manifest expands "
+                                 f"to more than {MAX_INSTANCES_CEILING:,}, the most imgspec "
+                                 "holds in memory", "split the manifest, or narrow matrices",
+                       key=True)
+            self.failed_jobs.add(job.id)
+            return
+        self.total += total
         out: list[Instance] = []
         own_order = key_order(combos, [name for name, _ in job.matrix.axes])
         # Every key once: a second instance with the same key would be paid for and

@@ -298,15 +298,23 @@ def expand_matrix(
     include: Sequence[Mapping[str, Any]] = (),
     *,
     limit: int | None = None,
-    over_limit_hint: str = "narrow the matrix, or raise max_instances if you really mean it",
+    over_limit_hint: str | None = None,
 ) -> tuple[list[Combination], list[MatrixProblem]]:
     """Expand a matrix; returns the combinations and the problems found (errors, warnings).
 
-    When any problem is an error the combinations are empty. ``limit`` is checked by
-    counting before anything is built, and the cross product is walked lazily and
-    abandoned as soon as more than ``limit`` combinations survive ``exclude``, so an
-    oversized matrix fails without being materialised.
+    When any problem is an error the combinations are empty. ``limit`` (never more
+    than ``MAX_INSTANCES_CEILING``) is checked by counting before anything is built,
+    and the cross product is walked lazily and abandoned as soon as more than
+    ``limit`` combinations survive ``exclude``, so an oversized matrix fails without
+    being materialised.
     """
+    if limit is None or limit > MAX_INSTANCES_CEILING:
+        limit = MAX_INSTANCES_CEILING
+        hint = over_limit_hint or (
+            f"imgspec holds at most {MAX_INSTANCES_CEILING:,} instances of one job: "
+            "narrow the matrix, or split the job")
+    else:
+        hint = over_limit_hint or "narrow the matrix, or raise max_instances if you mean it"
     names = [name for name, _ in axes]
     vectors = [list(values) for _, values in axes]
     problems = _check_axes(names)
@@ -327,7 +335,7 @@ def expand_matrix(
                 "check its values against the axes (a typo?), or remove it",
                 severity="warning"))
 
-    originals = _product(names, vectors, ex_sets, limit, over_limit_hint, problems)
+    originals = _product(names, vectors, ex_sets, limit, hint, problems)
     if originals is None:
         return [], problems
 
@@ -425,7 +433,7 @@ def _product(
     names: Sequence[str],
     vectors: Sequence[Sequence[Any]],
     ex_sets: Sequence[Mapping[int, frozenset[int]]],
-    limit: int | None,
+    limit: int,
     hint: str,
     problems: list[MatrixProblem],
 ) -> list[tuple[int, ...]] | None:
@@ -433,25 +441,24 @@ def _product(
     if not names:
         return []
     size = math.prod(len(v) for v in vectors)
-    if limit is not None:
-        # Exclusions may overlap, so size minus what each removes is a lower bound.
-        removed = sum(
-            math.prod(len(sets[a]) if a in sets else len(v) for a, v in enumerate(vectors))
-            for sets in ex_sets
-        )
-        if size - removed > limit:
-            problems.append(MatrixProblem(
-                "axes", None, None,
-                f"the axes multiply to {size:,} combinations, more than the cap of {limit:,}",
-                hint))
-            return None
+    # Exclusions may overlap, so size minus what each removes is a lower bound.
+    removed = sum(
+        math.prod(len(sets[a]) if a in sets else len(v) for a, v in enumerate(vectors))
+        for sets in ex_sets
+    )
+    if size - removed > limit:
+        problems.append(MatrixProblem(
+            "axes", None, None,
+            f"the axes multiply to {size:,} combinations, more than the cap of {limit:,}",
+            hint))
+        return None
     survivors: list[tuple[int, ...]] = []
     live = [sets for sets in ex_sets if all(sets.values())]
     for idx in itertools.product(*(range(len(v)) for v in vectors)):
         if any(all(idx[a] in s for a, s in sets.items()) for sets in live):
             continue
         survivors.append(idx)
-        if limit is not None and len(survivors) > limit:
+        if len(survivors) > limit:
             problems.append(MatrixProblem(
                 "axes", None, None,
                 f"the matrix has more than the cap of {limit:,} combinations", hint))
