@@ -253,16 +253,19 @@ def filter_matches(actual: Any, wanted: Any) -> bool:
 
 
 def _near_text(value: Any) -> str:
-    """A scalar's text ignoring case and type: ``True``, ``'true'`` and ``'TRUE'`` agree."""
+    """A scalar's text ignoring case and type: ``True``, ``'true'`` and ``'TRUE'`` agree.
+
+    Full Unicode case folding, wider than ``==``'s: ``straße`` and ``STRASSE`` agree.
+    """
     if value is None:
-        return "NULL"
+        return "null"
     if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
+        return "true" if value else "false"
     if isinstance(value, str):
         number = parse_number(value)
         if _trim(value) and not math.isnan(number):
             return _number_text(number)
-        return fold_case(value)
+        return value.casefold()
     if isinstance(value, int | float):
         return _number_text(_to_number(value))
     return ""
