@@ -364,6 +364,13 @@ def expand_matrix(
                 if hit is not None:
                     problems.append(_near_miss(index, entry, names, vectors, originals[hit]))
 
+    if len(originals) + len(appended) > limit:
+        # A catalogue of a million rows fails here, before a combination is built for each.
+        problems.append(MatrixProblem(
+            "axes", None, None,
+            f"the matrix has {len(originals) + len(appended):,} combinations ("
+            f"{len(appended):,} of them include rows), more than the cap of {limit:,}", hint))
+        return [], problems
     combos: list[Combination] = []
     for pos, idx in enumerate(originals):
         values: Row = {name: vectors[a][i] for a, (name, i) in enumerate(zip(names, idx,

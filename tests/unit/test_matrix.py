@@ -193,3 +193,12 @@ def test_include_catalogue_merges_by_index() -> None:
     assert problems == []
     assert [c.values["v"] for c in combos] == list(range(2500))
     assert all(c.setters == {"v": c.source[1]} for c in combos)
+
+
+def test_include_rows_count_toward_the_cap() -> None:
+    """Appended include rows past the cap fail before their combinations are built."""
+    combos, problems = expand_matrix([("a", (1,))], include=[{"a": i + 2} for i in range(5)],
+                                     limit=4)
+    assert combos == []
+    assert problems[0].message == ("the matrix has 6 combinations (5 of them include rows), "
+                                   "more than the cap of 4")
