@@ -342,14 +342,14 @@ def expand_matrix(
     if originals is None:
         return [], problems
 
-    lookup = {idx: pos for pos, idx in enumerate(originals)}
-    extras: list[dict[str, list[Any]]] = [{} for _ in originals]
+    lookup = {idx: pos for pos, idx in enumerate(originals)} if includes else {}
+    extras: dict[int, dict[str, list[Any]]] = {}  # by original position, when any
     appended: list[int] = []
     for index, entry in enumerate(includes):
         sets = _match_sets(entry, vectors, filter_matches)
         matched = list(_matching(originals, lookup, sets, vectors)) if names else []
         for pos in matched:
-            added = extras[pos]
+            added = extras.setdefault(pos, {})
             for key, value in entry.extras:
                 slot = added.get(fold_case(key))
                 if slot is None:
@@ -372,11 +372,16 @@ def expand_matrix(
             f"{len(appended):,} of them include rows), more than the cap of {limit:,}", hint))
         return [], problems
     combos: list[Combination] = []
+    no_setters: Mapping[str, int] = {}
     for pos, idx in enumerate(originals):
-        values: Row = {name: vectors[a][i] for a, (name, i) in enumerate(zip(names, idx,
-                                                                             strict=True))}
+        values: Row = dict(zip(names, [v[i] for v, i in zip(vectors, idx, strict=True)],
+                               strict=True))
+        merged = extras.get(pos)
+        if merged is None:
+            combos.append(Combination(values, ("product", pos), idx, no_setters))
+            continue
         setters: dict[str, int] = {}
-        for key, value, index in extras[pos].values():
+        for key, value, index in merged.values():
             values[key] = value
             setters[key] = index
         combos.append(Combination(values, ("product", pos), idx, setters))
@@ -465,7 +470,7 @@ def _product(
     survivors: list[tuple[int, ...]] = []
     live = [sets for sets in ex_sets if all(sets.values())]
     for idx in itertools.product(*(range(len(v)) for v in vectors)):
-        if any(all(idx[a] in s for a, s in sets.items()) for sets in live):
+        if live and any(all(idx[a] in s for a, s in sets.items()) for sets in live):
             continue
         survivors.append(idx)
         if len(survivors) > limit:
