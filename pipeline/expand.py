@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pipeline.diagnostics import Diagnostic, collapse
 from pipeline.document import DocPath, Document, format_path
@@ -237,7 +237,7 @@ class _Expander:
         self.by_job[job.id] = out
 
     def _duplicate(self, job: Job, key: str, first: tuple[Combination, int],
-                   second: tuple[Combination, int], what: str) -> None:
+                   second: tuple[Combination, int], what: Literal["key", "folder"]) -> None:
         """Report two instances of one job sharing a key (or folder), at both places."""
         here, here_doc = self._instance_origin(job, second, first)
         there, there_doc = self._instance_origin(job, first, second)
@@ -578,6 +578,7 @@ def _join(
     groups: dict[frozenset[str], list[Instance]] = {}
     for inst in matching:
         groups.setdefault(frozenset(k for k, _ in inst.matrix), []).append(inst)
+
     def partners(values: Mapping[str, Any]) -> Iterator[Sequence[Instance]]:
         for keyset, members in groups.items():
             shared = tuple(sorted(keyset & values.keys()))
