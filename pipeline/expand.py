@@ -8,17 +8,23 @@ raised together in one ``ManifestError``; warnings ride along in the result.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pipeline.diagnostics import Diagnostic, collapse
-from pipeline.document import DocPath, Document
+from pipeline.document import DocPath, Document, format_path
 from pipeline.errors import ImgspecError, ManifestError
 from pipeline.graph import job_order
-from pipeline.identity import canonical_json, derive_seed, make_key
+from pipeline.identity import canonical_json, derive_seed, folder_name, make_key
 from pipeline.images import check_image, decode_data_uri
-from pipeline.matrix import Combination, expand_matrix, key_order
+from pipeline.matrix import (
+    MAX_INSTANCES_CEILING,
+    Combination,
+    expand_matrix,
+    fold_case,
+    key_order,
+)
 from pipeline.model import FIELD_KEYS, MODES, Job, Manifest, UpstreamRef
 from pipeline.rules import REQUEST_FIELDS, Problem, check_request, output_dimensions
 from pipeline.templates import TemplateProblem, TemplateRenderer
@@ -153,6 +159,7 @@ class _Expander:
         self.diagnostics: list[Diagnostic] = []
         self.by_job: dict[str, list[Instance]] = {}
         self.failed_jobs: set[str] = set()
+        self.total = 0  # instances (to be) made so far, for the manifest-wide ceiling
         self._files: dict[str, FileInput | str] = {}
         self._rules: dict[str, list[Problem]] = {}
         self._sizes: dict[str, tuple[int, int] | None] = {}
@@ -172,22 +179,35 @@ class _Expander:
             self.failed_jobs.add(job.id)  # its own errors show once the upstream is fixed
             return
         before = len([d for d in self.diagnostics if d.severity == "error"])
-        combos = self._combinations(job)
-        rows = self._upstream_rows(job)
+        limit, hint = _limit(job)
+        combos = self._combinations(job, limit, hint)
+        rows = self._upstream_rows(job, limit, hint)
         if combos is None or rows is None:
             self.failed_jobs.add(job.id)
             return
         total = len(rows) * len(combos)
-        if total > job.max_instances:
+        if total > limit:
             self.error((*job.path, "matrix") if job.matrix.axes else job.path,
-                       f"job expands to {total:,} instances, more than the cap of "
-                       f"{job.max_instances:,}",
-                       "narrow the matrix or the upstream where:, or raise max_instances")
+                       f"job expands to {total:,} instances, more than the cap of {limit:,}",
+                       hint)
             self.failed_jobs.add(job.id)
             return
+        if self.total + total > MAX_INSTANCES_CEILING:
+            # Each job may be under its cap while all of them together exhaust memory.
+            self.error(job.path, f"with this job's {total:,} instances the manifest expands "
+                                 f"to more than {MAX_INSTANCES_CEILING:,}, the most imgspec "
+                                 "holds in memory", "split the manifest, or narrow matrices",
+                       key=True)
+            self.failed_jobs.add(job.id)
+            return
+        self.total += total
         out: list[Instance] = []
         own_order = key_order(combos, [name for name, _ in job.matrix.axes])
-        for inherited, chosen in rows:
+        # Every key once: a second instance with the same key would be paid for and
+        # overwrite the first one's folder and lock entry.
+        made: dict[str, tuple[Combination, int]] = {}
+        folders: dict[str, str] = {}
+        for row, (inherited, chosen) in enumerate(rows):
             for combo in combos:
                 clash = [k for k in combo.values if k in inherited]
                 if clash:
@@ -198,24 +218,74 @@ class _Expander:
                     return
                 values = list(inherited.items())
                 values += [(k, combo.values[k]) for k in own_order if k in combo.values]
-                inst = self._instance(job, tuple(values), combo, inherited, chosen)
+                key = make_key(job.id, values)
+                first = made.get(key)
+                if first is not None:
+                    self._duplicate(job, key, first, (combo, row), "key")
+                    continue
+                made[key] = (combo, row)
+                folder = folder_name(key)
+                other = folders.setdefault(folder, key)
+                if other != key:
+                    self._duplicate(job, key, made[other], (combo, row), "folder")
+                    continue
+                inst = self._instance(job, key, tuple(values), combo, inherited, chosen)
                 if inst is not None:
                     out.append(inst)
         if len([d for d in self.diagnostics if d.severity == "error"]) > before:
             self.failed_jobs.add(job.id)
         self.by_job[job.id] = out
 
-    def _combinations(self, job: Job) -> list[Combination] | None:
+    def _duplicate(self, job: Job, key: str, first: tuple[Combination, int],
+                   second: tuple[Combination, int], what: Literal["key", "folder"]) -> None:
+        """Report two instances of one job sharing a key (or folder), at both places."""
+        here, here_doc = self._instance_origin(job, second, first)
+        there, there_doc = self._instance_origin(job, first, second)
+        at = (there_doc or self.doc).position(there, key=False)
+        elsewhere = f"{(there_doc or self.doc).file}:{at.line}:{at.column}"
+        thing = "key" if what == "key" else f"output folder {folder_name(key)!r}"
+        self.error(here, f"this makes a second instance with the {thing} of {key!r}, "
+                         f"which {format_path(there)} ({elsewhere}) already makes",
+                   "two instances with one key would be paid for twice and keep one "
+                   "result: remove the duplicate value or row, or make the values differ",
+                   doc=here_doc)
+
+    def _instance_origin(self, job: Job, made: tuple[Combination, int],
+                         other: tuple[Combination, int]) -> tuple[DocPath, Document | None]:
+        """Where an instance comes from, as precisely as tells it apart from ``other``."""
+        spec = job.matrix
+        combo = made[0]
+        if combo is other[0]:
+            # Same combination, different upstream rows: the upstream references decide.
+            refs = job.upstream_refs
+            return (refs[0][1].path if refs else job.path), None
+        kind, index = combo.source
+        if kind == "include":
+            return (*spec.include_base, index), spec.include_doc
+        other_idx = other[0].axis_indexes
+        for axis, value_index in enumerate(combo.axis_indexes):
+            if axis >= len(other_idx) or other_idx[axis] != value_index:
+                return (*job.path, "matrix", spec.axes[axis][0], value_index), None
+        return (*job.path, "matrix"), None
+
+    def _combinations(self, job: Job, limit: int, hint: str) -> list[Combination] | None:
         spec = job.matrix
         combos, problems = expand_matrix(spec.axes, spec.exclude, spec.include,
-                                         limit=job.max_instances)
+                                         limit=limit, over_limit_hint=hint)
         for p in problems:
+            doc: Document | None = None
             if p.section == "exclude":
-                path: DocPath = (*job.path, "matrix", "exclude", p.entry or 0, p.key or "")
-                self.error(path, p.message, p.hint, key=True)
+                path: DocPath = (*job.path, "matrix", "exclude", p.entry or 0)
+            elif p.section == "include":
+                path = (*spec.include_base, p.entry or 0)
+                doc = spec.include_doc
             else:
-                self.error((*job.path, "matrix"), p.message, p.hint, key=True)
-        if problems:
+                path = (*job.path, "matrix")
+            if p.key is not None:
+                path = (*path, p.key)
+            self.error(path, p.message, p.hint, key=p.key is not None, doc=doc,
+                       severity=p.severity)
+        if any(p.severity == "error" for p in problems):
             return None
         if not combos:
             if spec.axes or spec.include:
@@ -228,7 +298,7 @@ class _Expander:
     # -- upstream fan-out and joins ------------------------------------------------------
 
     def _upstream_rows(
-        self, job: Job
+        self, job: Job, limit: int, hint: str
     ) -> list[tuple[dict[str, Any], list[tuple[int, UpstreamRef, Instance]]]] | None:
         """One row per joined combination of upstream instances: (inherited values, choices)."""
         rows: list[tuple[dict[str, Any], list[tuple[int, UpstreamRef, Instance]]]] = [({}, [])]
@@ -249,7 +319,12 @@ class _Expander:
                 inst for inst in candidates
                 if all(canonical_json(dict(inst.matrix).get(k)) == v for k, v in wanted)
             ]
-            rows = _join(rows, position, ref, matching)
+            joined = _join(rows, position, ref, matching, limit)
+            if isinstance(joined, int):
+                self.error(ref.path, f"the upstream images join to {joined:,} combinations, "
+                                     f"more than the cap of {limit:,}", hint)
+                return None
+            rows = joined
             if not rows:
                 self.error(ref.path, f"no instance of job {ref.job!r} matches",
                            "check the where: values against the upstream matrix")
@@ -261,12 +336,12 @@ class _Expander:
     def _instance(
         self,
         job: Job,
+        key: str,
         values: tuple[tuple[str, Any], ...],
         combo: Combination,
         inherited: Mapping[str, Any],
         chosen: Sequence[tuple[int, UpstreamRef, Instance]],
     ) -> Instance | None:
-        key = make_key(job.id, values)
         fields = dict(job.fields)
         origins = dict(self._job_origins(job))
         for name, value in inherited.items():
@@ -330,7 +405,14 @@ class _Expander:
                 body[name] = True
             elif name in rendered:
                 body[name] = rendered[name]
-        body.setdefault("model", "wan2.7-image")
+        if "model" not in body:
+            # The API requires a model; guessing one would pick the price silently.
+            path, doc = ((*job.matrix.include_base, combo.source[1]), job.matrix.include_doc) \
+                if combo.source[0] == "include" else (job.path, None)
+            self.error(path, "no model: the API needs one in every request",
+                       "set model in defaults: or in the job, e.g. model: wan2.7-image",
+                       instance=key, key=doc is None, doc=doc)
+            return None
 
         problems = self._check(body, sizes, derived)
         for problem in problems:
@@ -352,12 +434,15 @@ class _Expander:
     def _combo_origin(self, job: Job, combo: Combination,
                       name: str) -> tuple[DocPath, Document | None]:
         spec = job.matrix
-        kind, index = combo.source
-        if kind == "include" or name not in dict(spec.axes):
-            # The value came from the include entry that added it (the last one that did).
-            for i in range(len(spec.include) - 1, -1, -1):
-                if name in spec.include[i] and (kind != "include" or i == index):
-                    return (*spec.include_base, i, name), spec.include_doc
+        setter = combo.setters.get(name)
+        if setter is not None:
+            entry = spec.include[setter]
+            # The entry may spell the key in another case (keys are case-insensitive).
+            written = next((k for k in entry if fold_case(k) == fold_case(name)), name)
+            return (*spec.include_base, setter, written), spec.include_doc
+        axis = [i for i, (axis, _) in enumerate(spec.axes) if axis == name]
+        if axis and combo.axis_indexes:
+            return (*job.path, "matrix", name, combo.axis_indexes[axis[0]]), None
         return (*job.path, "matrix", name), None
 
     def _render(self, value: Any, context: Mapping[str, Any]) -> Any:
@@ -466,19 +551,35 @@ class _Expander:
         return self._sizes[inst.key]
 
 
+def _limit(job: Job) -> tuple[int, str]:
+    """The job's instance cap and the advice for exceeding it."""
+    if job.max_instances > MAX_INSTANCES_CEILING:
+        return MAX_INSTANCES_CEILING, (
+            f"imgspec holds at most {MAX_INSTANCES_CEILING:,} instances of one job in "
+            "memory, whatever max_instances says: narrow the matrix or the upstream "
+            "where:, or split the job")
+    return job.max_instances, ("narrow the matrix or the upstream where:, or raise "
+                               "max_instances if you really mean it")
+
+
 def _join(
     rows: list[tuple[dict[str, Any], list[tuple[int, UpstreamRef, Instance]]]],
     position: int,
     ref: UpstreamRef,
     matching: Sequence[Instance],
-) -> list[tuple[dict[str, Any], list[tuple[int, UpstreamRef, Instance]]]]:
-    """Natural join of the rows so far with the upstream instances of one reference."""
+    limit: int,
+) -> list[tuple[dict[str, Any], list[tuple[int, UpstreamRef, Instance]]]] | int:
+    """Natural join of the rows so far with the upstream instances of one reference.
+
+    Returns the number of joined rows instead when it is over ``limit``: they are
+    counted before any is built, so a join of two large jobs cannot exhaust memory.
+    """
     index: dict[tuple[frozenset[str], tuple[str, ...]], dict[str, list[Instance]]] = {}
     groups: dict[frozenset[str], list[Instance]] = {}
     for inst in matching:
         groups.setdefault(frozenset(k for k, _ in inst.matrix), []).append(inst)
-    out: list[tuple[dict[str, Any], list[tuple[int, UpstreamRef, Instance]]]] = []
-    for values, chosen in rows:
+
+    def partners(values: Mapping[str, Any]) -> Iterator[Sequence[Instance]]:
         for keyset, members in groups.items():
             shared = tuple(sorted(keyset & values.keys()))
             table = index.get((keyset, shared))
@@ -488,7 +589,15 @@ def _join(
                     mv = dict(inst.matrix)
                     table.setdefault(canonical_json([mv[k] for k in shared]), []).append(inst)
                 index[(keyset, shared)] = table
-            for inst in table.get(canonical_json([values[k] for k in shared]), ()):
+            yield table.get(canonical_json([values[k] for k in shared]), ())
+
+    count = sum(len(found) for values, _ in rows for found in partners(values))
+    if count > limit:
+        return count
+    out: list[tuple[dict[str, Any], list[tuple[int, UpstreamRef, Instance]]]] = []
+    for values, chosen in rows:
+        for found in partners(values):
+            for inst in found:
                 merged = dict(values)
                 for k, v in inst.matrix:
                     merged.setdefault(k, v)

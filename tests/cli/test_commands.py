@@ -59,7 +59,8 @@ def test_unknown_flag_and_missing_file() -> None:
 
 def test_render_job_filter(tmp_path: Path) -> None:
     """render --job limits the bodies to that job; an unknown job is a usage error."""
-    path = write(tmp_path, "jobs:\n  a: {prompt: x}\n  b: {prompt: y}\n")
+    path = write(tmp_path, "defaults: {model: wan2.7-image}\n"
+                           "jobs:\n  a: {prompt: x}\n  b: {prompt: y}\n")
     result = CliRunner().invoke(cli, ["render", path, "--job", "b"])
     assert list(json.loads(result.output)) == ["b"]
     assert CliRunner().invoke(cli, ["render", path, "--job", "c"]).exit_code == 2
@@ -67,7 +68,7 @@ def test_render_job_filter(tmp_path: Path) -> None:
 
 def test_plan_reads_the_lockfile(tmp_path: Path) -> None:
     """plan reports lockfile entries no longer in the manifest as orphaned."""
-    path = write(tmp_path, "jobs:\n  a: {prompt: x}\n")
+    path = write(tmp_path, "jobs:\n  a: {prompt: x, model: wan2.7-image}\n")
     (tmp_path / "m.lock.json").write_text(json.dumps({"version": 1, "entries": {
         "old": {"job": "old", "fingerprint": "f", "status": "done"}}}))
     data = json.loads(CliRunner().invoke(cli, ["plan", "--json", path]).output)
@@ -77,7 +78,7 @@ def test_plan_reads_the_lockfile(tmp_path: Path) -> None:
 
 def test_damaged_lockfile_is_a_clear_error(tmp_path: Path) -> None:
     """A corrupt lockfile gives a message and exit 1, never a traceback."""
-    path = write(tmp_path, "jobs:\n  a: {prompt: x}\n")
+    path = write(tmp_path, "jobs:\n  a: {prompt: x, model: wan2.7-image}\n")
     (tmp_path / "m.lock.json").write_text("{broken")
     result = CliRunner().invoke(cli, ["plan", path])
     assert result.exit_code == 1

@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import sys
+import textwrap
+from collections.abc import Mapping
+
 import pytest
 
 from pipeline.errors import ManifestError
-from pipeline.expand import FileInput, UpstreamInput
+from pipeline.expand import Expansion, FileInput, UpstreamInput, expand
 from pipeline.identity import derive_seed
+from pipeline.manifest import parse_manifest
 from pipeline.plan import resolved_request
-from tests.unit.conftest import Build, png_bytes
+from pipeline.workspace import MemoryWorkspace
+from tests.unit.conftest import Build, manifest_text, png_bytes
+
+
+@pytest.fixture
+def build(build: Build) -> Build:
+    """The conftest's build, with `defaults: {model: ...}` appended when a manifest has none.
+
+    The model is required; appending (not prepending) keeps every line number as written.
+    """
+
+    def _build(body: str, files: Mapping[str, bytes | str] | None = None) -> Expansion:
+        text = textwrap.dedent(body)
+        if "defaults:" not in text:
+            text += "defaults: {model: wan2.7-image}\n"
+        return build(text, files)
+
+    return _build
 
 
 def error_text(build: Build, body: str, files: dict[str, bytes | str] | None = None) -> str:
@@ -285,3 +307,172 @@ def test_keys_stable_when_other_rows_change(build: Build) -> None:
     old = {i.key: i.request for i in before.instances}
     new = {i.key: i.request for i in after.instances}
     assert all(new[k] == v for k, v in old.items())
+
+
+def bare(body: str, files: Mapping[str, bytes | str] | None = None) -> Expansion:
+    """Expand a manifest exactly as written (no default model appended)."""
+    workspace = MemoryWorkspace(files or {})
+    return expand(parse_manifest(manifest_text(body), file="m.yaml", workspace=workspace),
+                  workspace)
+
+
+def bare_error(body: str, files: Mapping[str, bytes | str] | None = None) -> str:
+    with pytest.raises(ManifestError) as info:
+        bare(body, files)
+    return str(info.value)
+
+
+def test_duplicate_axis_value_is_refused_with_both_positions(build: Build) -> None:
+    """`a: [x, x, y]` makes two instances with one key: an error at the second value
+    naming the first one's position (issue 8.2)."""
+    text = error_text(build, "jobs:\n  m: {prompt: x, matrix: {a: [x, x, y]}}\n")
+    assert ("m.yaml:4:34: jobs.m.matrix.a[1]: this makes a second instance with the key of "
+            "'m@a=x', which jobs.m.matrix.a[0] (m.yaml:4:31) already makes") in text
+    assert "1 error:" in text
+
+
+@pytest.mark.parametrize("values", ['[1, "1"]', '[true, "true"]', '[null, "null"]',
+                                    '[x, "x"]'])
+def test_values_rendering_to_one_key_are_refused(build: Build, values: str) -> None:
+    """Different YAML values whose keys render alike (1 and "1") are duplicates too."""
+    text = error_text(build, f"jobs:\n  m: {{prompt: x, matrix: {{a: {values}}}}}\n")
+    assert "jobs.m.matrix.a[1]: this makes a second instance with the key" in text
+    assert "jobs.m.matrix.a[0] (m.yaml:4:" in text
+
+
+def test_duplicate_include_rows_are_refused(build: Build) -> None:
+    """Two identical inline include rows are both appended: refused at the second row."""
+    text = error_text(build, """
+        jobs:
+          m:
+            prompt: x
+            matrix:
+              include:
+                - {p: vase}
+                - {p: vase}
+    """)
+    assert ("m.yaml:10:11: jobs.m.matrix.include[1]: this makes a second instance with the "
+            "key of 'm@p=vase', which jobs.m.matrix.include[0] (m.yaml:9:11)") in text
+
+
+def test_duplicate_csv_rows_are_refused_at_their_lines(build: Build) -> None:
+    """A catalogue with the same row twice points into the CSV at both lines."""
+    text = error_text(build, "jobs:\n  c: {prompt: '{{ p }}', matrix: {include: r.csv}}\n",
+                      {"r.csv": "p,q\nvase,1\ncan,2\nvase,1\n"})
+    assert ("r.csv:4:1: [2]: this makes a second instance with the key of 'c@p=vase,q=1', "
+            "which [0] (r.csv:2:1) already makes") in text
+
+
+def test_shared_output_folder_is_refused(build: Build) -> None:
+    """Two keys that sanitise to one output folder are refused like one key."""
+    from pipeline.identity import folder_name
+
+    first = folder_name("m@a=x y")  # the space is sanitised and a hash appended
+    second = first.removeprefix("a=")
+    text = error_text(build, f"jobs:\n  m: {{prompt: x, matrix: {{a: ['x y', '{second}']}}}}\n")
+    assert f"output folder {first!r}" in text
+    assert "jobs.m.matrix.a[1]" in text
+
+
+def test_missing_model_is_an_error_with_position_and_advice() -> None:
+    """Without model anywhere the job is refused at its key, with the fix (issue 8.7)."""
+    text = bare_error("jobs:\n  a: {prompt: '{{ s }}', matrix: {s: [1, 2]}}\n")
+    assert ("m.yaml:4:3: jobs.a: no model: the API needs one in every request (in 2 "
+            "instances, e.g. a@s=1); set model in defaults: or in the job, e.g. model: "
+            "wan2.7-image") in text
+
+
+def test_model_from_axis_include_or_upstream_is_enough() -> None:
+    """A model from a matrix axis, an include row or an upstream instance satisfies it."""
+    exp = bare("""
+        jobs:
+          axis: {prompt: x, matrix: {model: [wan2.7-image-pro]}}
+          row: {prompt: x, matrix: {include: [{model: wan2.7-image}]}}
+          edit: {prompt: y, image_urls: [{from: axis}]}
+    """)
+    assert [i.model for i in exp.instances] == ["wan2.7-image-pro", "wan2.7-image",
+                                                "wan2.7-image-pro"]
+
+
+def test_appended_row_without_model_is_blamed_on_the_row() -> None:
+    """An include row appended without a model is reported at that row."""
+    text = bare_error("""
+        jobs:
+          a:
+            prompt: x
+            matrix:
+              s: [p]
+              include: [{s: q, style: new}]
+    """)
+    assert "m.yaml:9:17: jobs.a.matrix.include[0]: no model" in text
+    assert "jobs.a: no model" in text  # the product row has none either, blamed on the job
+
+
+def test_huge_max_instances_still_fails_by_counting() -> None:
+    """`max_instances: 1e20` with a 400**3 matrix is a positioned error, not a MemoryError."""
+    axis = "[" + ", ".join(str(i) for i in range(400)) + "]"
+    text = bare_error(
+        f"max_instances: 100000000000000000000\ndefaults: {{model: wan2.7-image}}\n"
+        f"jobs:\n  a:\n    prompt: x\n    matrix: {{x: {axis}, y: {axis}, z: {axis}}}\n")
+    assert "m.yaml:8:13: jobs.a.matrix: the axes multiply to 64,000,000 combinations" in text
+    assert "whatever max_instances says" in text
+
+
+def test_manifest_wide_ceiling(build: Build, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jobs each under their cap cannot together pass the ceiling."""
+    monkeypatch.setattr(sys.modules["pipeline.expand"], "MAX_INSTANCES_CEILING", 5)
+    text = error_text(build, "jobs:\n  a: {prompt: x, matrix: {i: [1, 2, 3]}}\n"
+                             "  b: {prompt: x, matrix: {i: [1, 2, 3]}}\n")
+    assert "m.yaml:5:3: jobs.b: with this job's 3 instances the manifest expands" in text
+
+
+def test_upstream_join_is_counted_before_it_is_built(build: Build) -> None:
+    """Joining two large upstream jobs fails on the count, at the reference."""
+    axis = "[" + ", ".join(str(i) for i in range(100)) + "]"
+    text = error_text(build, f"""
+        jobs:
+          a: {{prompt: x, matrix: {{p: {axis}}}}}
+          b: {{prompt: x, matrix: {{q: {axis}}}}}
+          c: {{prompt: x, max_instances: 5000, image_urls: [{{from: a}}, {{from: b}}]}}
+    """)
+    assert ("jobs.c.image_urls[1]: the upstream images join to 10,000 combinations, more "
+            "than the cap of 5,000") in text
+
+
+def test_matrix_warnings_reach_the_expansion(build: Build) -> None:
+    """Matrix warnings ride in Expansion.warnings with their positions."""
+    exp = build("""
+        jobs:
+          a:
+            prompt: x
+            matrix:
+              os: [linux]
+              exclude: [{os: macos}]
+    """)
+    assert [w.format(snippet=False) for w in exp.warnings] == [
+        "m.yaml:9:17: warning: jobs.a.matrix.exclude[0]: this exclude entry matches no "
+        "combination; check its values against the axes (a typo?), or remove it"]
+
+
+def test_csv_row_merges_into_a_numeric_axis(build: Build) -> None:
+    """CSV cells are text, yet `16,6` merges into `node: [12, 16]` as on GitHub."""
+    exp = build("jobs:\n  j: {prompt: '{{ node }}', matrix: {node: [12, 16], include: r.csv}}\n",
+                {"r.csv": "node,npm\n16,6\n"})
+    assert [i.key for i in exp.instances] == ["j@node=12", "j@node=16,npm=6"]
+
+
+def test_include_value_origin_is_the_row_that_set_it(build: Build) -> None:
+    """A rule broken by a value an include row added is blamed on that row, not a later one
+    that set the same key for other combinations."""
+    text = error_text(build, """
+        jobs:
+          a:
+            prompt: x
+            matrix:
+              animal: [cat, dog]
+              include:
+                - {n: 7}
+                - {animal: cat, n: 1}
+    """)
+    assert "jobs.a.matrix.include[0].n" in text
+    assert "include[1].n" not in text

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.matrix import expand_matrix, key_order
+from pipeline.matrix import MAX_INSTANCES_CEILING, expand_matrix, key_order
 
 
 def values(combos: list[Any]) -> list[dict[str, Any]]:
@@ -102,9 +102,11 @@ def test_cap_counts_after_exclude() -> None:
 
 
 @pytest.mark.parametrize(("left", "right", "equal"), [
-    (1, 1.0, True), (1, "1", False), (True, 1, False), ("a", "a", True), ([1], [1], True)])
+    (1, 1.0, True), (1, "1", True), (True, 1, True), ("a", "A", True), ([1], [1], True),
+    (True, "true", False)])
 def test_value_equality(left: Any, right: Any, equal: bool) -> None:
-    """Matrix values compare like YAML data: numbers by value, bools and strings by type."""
+    """Matrix values compare with GitHub's loose `==` (changed on purpose from strict YAML
+    equality: issue 8.3); a list filter matches leaf by leaf."""
     combos, _ = expand_matrix([("v", (left,))], exclude=[{"v": right}])
     assert (combos == []) is equal
 
@@ -113,3 +115,90 @@ def test_key_order_axes_then_added_keys() -> None:
     """Key order is the axes, then keys added by include in first-appearance order."""
     combos, _ = expand_matrix([("b", (1,)), ("a", (1,))], include=[{"z": 1}, {"c": 2, "y": 3}])
     assert key_order(combos, ["b", "a"]) == ["b", "a", "z", "c", "y"]
+
+
+def warnings(problems: list[Any]) -> list[tuple[str, int | None, str]]:
+    return [(p.section, p.entry, p.message) for p in problems if p.severity == "warning"]
+
+
+def test_exclude_matching_nothing_is_a_warning() -> None:
+    """An exclude entry that matches no combination (a typo) warns and removes nothing."""
+    combos, problems = expand_matrix([("os", ("linux", "windows"))],
+                                     exclude=[{"os": "Linux"}, {"os": "macos"}])
+    assert values(combos) == [{"os": "windows"}]
+    assert warnings(problems) == [("exclude", 1, "this exclude entry matches no combination")]
+
+
+def test_include_differing_only_by_type_warns_and_appends() -> None:
+    """An include row GitHub appends though it differs from a combination only in type
+    (`"true"` is not `== true`) is appended, as GitHub does, with a warning naming it."""
+    combos, problems = expand_matrix([("flag", (True, False))],
+                                     include=[{"flag": "true", "x": 1}])
+    assert values(combos)[-1] == {"flag": "true", "x": 1}
+    ((section, entry, message),) = warnings(problems)
+    assert (section, entry) == ("include", 0)
+    assert "only in case or type (flag: 'true' vs True)" in message
+
+
+def test_include_differing_only_by_case_folding_warns() -> None:
+    """Case differences `==` keeps apart (ß and SS) warn like type differences."""
+    combos, problems = expand_matrix([("street", ("straße",))],
+                                     include=[{"street": "STRASSE", "x": 1}])
+    assert len(combos) == 2
+    assert "only in case or type" in warnings(problems)[0][2]
+
+
+def test_genuinely_new_include_row_does_not_warn() -> None:
+    """A row meant as a new combination (GitHub's banana) gives no warning."""
+    _, problems = expand_matrix([("fruit", ("apple",))], include=[{"fruit": "banana"}])
+    assert problems == []
+
+
+def test_loose_match_merges_instead_of_appending() -> None:
+    """`"16"` and `16` are GitHub-equal, so the row merges and no instance is added."""
+    combos, problems = expand_matrix([("node", (12, 16))], include=[{"node": "16", "npm": 6}])
+    assert problems == []
+    assert values(combos) == [{"node": 12}, {"node": 16, "npm": 6}]
+
+
+def test_axes_differing_only_in_case_are_an_error() -> None:
+    """`os` and `OS` would be one key to GitHub's case-insensitive matrix: refused."""
+    combos, problems = expand_matrix([("os", (1,)), ("OS", (2,))])
+    assert combos == []
+    assert [(p.section, p.key) for p in problems] == [("axes", "OS")]
+
+
+def test_entry_keys_differing_only_in_case_are_an_error() -> None:
+    """An include entry with `color` and `Color` is refused (GitHub fails on it too)."""
+    _, problems = expand_matrix([("a", (1,))], include=[{"color": 1, "Color": 2}])
+    assert [(p.section, p.entry, p.key) for p in problems] == [("include", 0, "Color")]
+
+
+def test_limit_is_never_above_the_ceiling() -> None:
+    """max_instances of 10**20 cannot make a 400**3 matrix be built: the ceiling fails it
+    by counting, before any combination exists."""
+    axes = [(name, tuple(range(400))) for name in ("x", "y", "z")]
+    combos, problems = expand_matrix(axes, limit=10**20)
+    assert combos == []
+    assert problems[0].message == ("the axes multiply to 64,000,000 combinations, more than "
+                                   f"the cap of {MAX_INSTANCES_CEILING:,}")
+    assert "at most" in problems[0].hint
+
+
+def test_include_catalogue_merges_by_index() -> None:
+    """A catalogue of one row per combination merges every row into its own combination."""
+    axes = [("a", tuple(range(50))), ("b", tuple(range(50)))]
+    rows = [{"a": str(i), "b": str(j), "v": i * 50 + j} for i in range(50) for j in range(50)]
+    combos, problems = expand_matrix(axes, include=rows)
+    assert problems == []
+    assert [c.values["v"] for c in combos] == list(range(2500))
+    assert all(c.setters == {"v": c.source[1]} for c in combos)
+
+
+def test_include_rows_count_toward_the_cap() -> None:
+    """Appended include rows past the cap fail before their combinations are built."""
+    combos, problems = expand_matrix([("a", (1,))], include=[{"a": i + 2} for i in range(5)],
+                                     limit=4)
+    assert combos == []
+    assert problems[0].message == ("the matrix has 6 combinations (5 of them include rows), "
+                                   "more than the cap of 4")
