@@ -103,7 +103,8 @@ def test_where_values_no_instance_has_together_is_a_usage_error(tmp_path: Path) 
     """Two values that each exist but never together exit 2 rather than select nothing."""
     manifest = tmp_path / "m.yaml"
     manifest.write_text(
-        "version: 1\nname: m\njobs:\n  a:\n    prompt: '{{ x }} {{ y }}'\n"
+        "version: 1\nname: m\ndefaults: {model: wan2.7-image}\n"
+        "jobs:\n  a:\n    prompt: '{{ x }} {{ y }}'\n"
         "    matrix: {x: [1, 2], y: [p, q], exclude: [{x: 1, y: q}]}\n")
     done = imgspec("plan", str(manifest), "--where", "x=1", "--where", "y=q")
     assert done.returncode == 2
@@ -116,7 +117,8 @@ def test_where_lists_many_values_sorted_and_truncated(tmp_path: Path) -> None:
     manifest = tmp_path / "m.yaml"
     values = ", ".join(str(i) for i in range(30, 0, -1))
     manifest.write_text(
-        f"version: 1\nname: m\njobs:\n  a:\n    prompt: 'n {{{{ i }}}}'\n"
+        "version: 1\nname: m\ndefaults: {model: wan2.7-image}\n"
+        f"jobs:\n  a:\n    prompt: 'n {{{{ i }}}}'\n"
         f"    matrix: {{i: [{values}]}}\n")
     done = imgspec("plan", str(manifest), "--where", "i=31")
     assert done.returncode == 2
