@@ -20,6 +20,7 @@ jobs:
     matrix: {shop: [Bakery, florist], n_people: [2, 10], lit: [true]}
   logo:
     prompt: logo
+defaults: {model: wan2.7-image}
 """
 
 
