@@ -27,16 +27,18 @@ from pipeline.errors import (
     UsageError,
 )
 from pipeline.expand import expand
-from pipeline.graph import render_graph
+from pipeline.graph import job_edges
 from pipeline.manifest import load_manifest
+from pipeline.pricing import money
 from pipeline.project import prepare
-from pipeline.report import money, plan_json, plan_text
 from pipeline.selection import Selection, narrow, parse_where
 from pipeline.simulator.cli import simulator
+from pipeline.views.graph import GRAPH_FORMATS, GraphFormat, render_graph
+from pipeline.views.plan import plan_json, plan_text
 
 if TYPE_CHECKING:
     from pipeline.executor import RunResult
-    from pipeline.progress import Reporter
+    from pipeline.views.progress import Reporter
 
 # The run layer (httpx, stamina, rich, the simulator's aiohttp) is imported inside the
 # commands that use it, so validate/plan/render/graph start quickly.
@@ -196,13 +198,14 @@ def render(manifest: Path, jobs: tuple[str, ...]) -> None:
 
 @cli.command()
 @manifest_argument
-@click.option("--format", "fmt", type=click.Choice(["text", "mermaid", "dot"]),
+@click.option("--format", "fmt", type=click.Choice(GRAPH_FORMATS),
               default="text", show_default=True, help="Output format.")
-def graph(manifest: Path, fmt: str) -> None:
+def graph(manifest: Path, fmt: GraphFormat) -> None:
     """Draw the job graph with instance counts (text, Mermaid or Graphviz dot)."""
     loaded, workspace = load_manifest(manifest)
     expansion = expand(loaded, workspace)
-    click.echo(render_graph(loaded, expansion.counts(), fmt), nl=False)
+    click.echo(render_graph(loaded.name, expansion.job_order, job_edges(loaded),
+                            expansion.counts(), fmt), nl=False)
 
 
 @cli.command()
@@ -234,10 +237,10 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
     import stamina
 
     from pipeline.executor import RunOptions
-    from pipeline.progress import run_summary
     from pipeline.run import RunSettings, check_budget, execute_run, run_session, write_index
     from pipeline.simulator import run_in_thread
     from pipeline.simulator.config import for_simulate_run
+    from pipeline.views.progress import run_summary
 
     # Retries are reported through the run's own events; stamina's default hook would
     # log a warning line over the progress display for each one.
@@ -304,7 +307,7 @@ def _balance_advice(result: RunResult) -> str:
 def _reporter(as_json: bool, currency: str, total: int) -> Reporter:
     from rich.console import Console
 
-    from pipeline.progress import JsonReporter, LiveReporter, PlainReporter
+    from pipeline.views.progress import JsonReporter, LiveReporter, PlainReporter
 
     if as_json:
         return JsonReporter(currency, sys.stdout)

@@ -1,14 +1,19 @@
-"""The job graph: edges from ``from:`` inputs and ``needs:``, order, cycles, and drawings."""
+"""The job graph: edges from ``from:`` inputs and ``needs:``, order and cycles.
+
+Drawing it is ``pipeline.views.graph``'s job.
+"""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from pipeline.diagnostics import Diagnostic
 from pipeline.errors import ManifestError
 from pipeline.model import Manifest
+
+EdgeKind = Literal["images", "needs"]  # images flow downstream, or only the order matters
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,7 +22,7 @@ class Edge:
 
     upstream: str
     downstream: str
-    kind: str  # "images" | "needs"
+    kind: EdgeKind
 
 
 def job_edges(manifest: Manifest) -> list[Edge]:
@@ -89,41 +94,3 @@ def _find_cycle(graph: Mapping[str, set[str]]) -> list[str]:
         path.append(node)
         node = sorted(d for d in graph[node] if d in graph)[0]
     return list(reversed(path[path.index(node):]))
-
-
-def render_graph(manifest: Manifest, counts: Mapping[str, int], fmt: str) -> str:
-    """The job graph as ``text``, ``mermaid`` or ``dot``; ``counts`` are instances per job."""
-    edges = job_edges(manifest)
-    jobs = job_order(manifest)
-    if fmt == "mermaid":
-        lines = ["flowchart LR"]
-        lines += [f'  {_ident(j)}["{j} ({counts.get(j, 0)})"]' for j in jobs]
-        lines += [
-            f"  {_ident(e.upstream)} {'-->' if e.kind == 'images' else '-.->'}"
-            f"|{e.kind}| {_ident(e.downstream)}"
-            for e in edges
-        ]
-        return "\n".join(lines) + "\n"
-    if fmt == "dot":
-        lines = [f"digraph {json.dumps(manifest.name)} {{", "  rankdir=LR;"]
-        lines += [f"  {json.dumps(j)} [label={json.dumps(f'{j} ({counts.get(j, 0)})')}];"
-                  for j in jobs]
-        lines += [
-            f"  {json.dumps(e.upstream)} -> {json.dumps(e.downstream)}"
-            + (" [style=dashed, label=\"needs\"];" if e.kind == "needs" else
-               " [label=\"images\"];")
-            for e in edges
-        ]
-        lines.append("}")
-        return "\n".join(lines) + "\n"
-    lines = []
-    for job_id in jobs:
-        ups = [e for e in edges if e.downstream == job_id]
-        arrow = "" if not ups else "  <- " + ", ".join(
-            f"{e.upstream} ({e.kind})" for e in ups)
-        lines.append(f"{job_id}: {counts.get(job_id, 0)} instance(s){arrow}")
-    return "\n".join(lines) + "\n"
-
-
-def _ident(job_id: str) -> str:
-    return "j_" + "".join(c if c.isalnum() else "_" for c in job_id)

@@ -10,7 +10,7 @@ from pipeline.expand import Expansion
 from pipeline.identity import fingerprint
 from pipeline.lockfile import LockEntry, Lockfile, Output
 from pipeline.plan import Status, make_plan, matches_where, resolved_request
-from pipeline.report import plan_json
+from pipeline.views.plan import plan_json
 from tests.unit.conftest import Build
 
 MANIFEST = """

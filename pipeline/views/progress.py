@@ -27,7 +27,7 @@ from rich.progress import (
 
 from pipeline.executor import RunEvent, RunResult
 from pipeline.lockfile import json_number
-from pipeline.report import money
+from pipeline.pricing import money
 
 # Events that end an instance; the rest are progress within one.
 TERMINAL = frozenset({"done", "failed", "blocked", "unfinished"})

@@ -7,6 +7,7 @@ from typing import Any
 
 from pipeline.lockfile import json_number
 from pipeline.plan import STATUS_ORDER, TO_SUBMIT, Plan, PlanItem, Status
+from pipeline.pricing import money
 
 # Up to this many changed items are listed one per line; beyond it, counts per job.
 MAX_LISTED = 200
@@ -15,15 +16,6 @@ SYMBOLS = {
     Status.MISSING: "!", Status.DOWNLOAD: "↓", Status.WAITING: "⧗", Status.UP_TO_DATE: "=",
     Status.SKIPPED: "-",
 }
-CURRENCY_SIGNS = {"CNY": "¥"}
-
-
-def money(amount: Decimal, currency: str) -> str:
-    """``¥1.20`` for CNY, ``1.20 XYZ`` otherwise; always two decimals or more if needed."""
-    cents = amount == amount.quantize(Decimal("0.01"))
-    text = f"{amount:.2f}" if cents else f"{amount.normalize()}"
-    sign = CURRENCY_SIGNS.get(currency)
-    return f"{sign}{text}" if sign else f"{text} {currency}"
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:
