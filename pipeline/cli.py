@@ -18,11 +18,8 @@ import click
 
 from pipeline import __version__, housekeeping
 from pipeline.errors import (
-    BalanceExhausted,
     BudgetExceeded,
     ImgspecError,
-    Interrupted,
-    ItemsFailed,
     LockfileError,
     UsageError,
 )
@@ -37,7 +34,6 @@ from pipeline.views.graph import GRAPH_FORMATS, GraphFormat, render_graph
 from pipeline.views.plan import plan_json, plan_text
 
 if TYPE_CHECKING:
-    from pipeline.executor import RunResult
     from pipeline.views.progress import Reporter
 
 # The run layer (httpx, stamina, rich, the simulator's aiohttp) is imported inside the
@@ -237,7 +233,14 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
     import stamina
 
     from pipeline.executor import RunOptions
-    from pipeline.run import RunSettings, check_budget, execute_run, run_session, write_index
+    from pipeline.run import (
+        RunSettings,
+        check_budget,
+        execute_run,
+        outcome_error,
+        run_session,
+        write_index,
+    )
     from pipeline.simulator import run_in_thread
     from pipeline.simulator.config import for_simulate_run
     from pipeline.views.progress import run_summary
@@ -280,28 +283,9 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
                                              on_event=reporter))
     click.echo(run_summary(result, the_plan.currency, prepared.paths.outputs), file=out,
                nl=False)
-    if result.fatal is not None:
-        raise result.fatal
-    if result.stopped == "interrupted":
-        raise Interrupted("interrupted; everything recorded is kept: run again to resume")
-    if result.stopped == "balance":
-        raise BalanceExhausted(_balance_advice(result), status=402)
-    if result.stopped == "budget":
-        raise BudgetExceeded("stopped submitting at the budget; raise it to continue")
-    if not result.complete:
-        raise ItemsFailed("some instances did not finish; see above. Rerun with "
-                          "--only-failed to retry them")
-
-
-def _balance_advice(result: RunResult) -> str:
-    """What to do after a 402: top up, then a plain rerun (``--only-failed`` would skip
-    the instances never submitted, which are most of what is left)."""
-    left = len(result.unfinished) + len(result.blocked)
-    failed = (f" ({len(result.failed):,} instance(s) also failed; the rerun retries them)"
-              if result.failed else "")
-    return (f"the account's balance ran out: {left:,} instance(s) were not done{failed}. "
-            "Top up the APIMart account, then run the same command again: it submits "
-            "only what is left and pays nothing twice")
+    error = outcome_error(result)
+    if error is not None:
+        raise error
 
 
 def _reporter(as_json: bool, currency: str, total: int) -> Reporter:
