@@ -16,7 +16,6 @@ nesting; anything else is an error at its position, never an exception later.
 from __future__ import annotations
 
 import csv
-import datetime as _dt
 import io
 import math
 import re
@@ -233,7 +232,8 @@ def text_problem(value: str) -> tuple[str, str] | None:
     if _SURROGATE.match(char):
         return (f"the text holds a lone surrogate U+{ord(char):04X}, which is not a character",
                 "write the character itself, or escape it as \\U0001F600 (eight hex digits)")
-    return (f"the text holds the control character U+{ord(char):04X}",
+    kind = "control character" if ord(char) < 0xA0 else "non-character"
+    return (f"the text holds the {kind} U+{ord(char):04X}",
             "remove it: text may hold tabs and line breaks but no other control characters")
 
 
@@ -255,6 +255,7 @@ _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
 _STR = "tag:yaml.org,2002:str"
 _MERGE = "tag:yaml.org,2002:merge"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
 
 # The YAML 1.2.2 core schema's tag resolution (spec section 10.3.2), verbatim.
 _CORE_NULL = re.compile(r"^(?:null|Null|NULL|~|)$")
@@ -315,6 +316,15 @@ class _Loader(yaml.SafeLoader):
         finally:
             self.merge_depth -= 1
 
+    def construct_timestamp_text(self, node: yaml.ScalarNode) -> str:
+        # Dates are not JSON; a manifest value is data, so an explicit !!timestamp
+        # stays the text as written (plain dates are text in the core schema anyway).
+        text = self.construct_scalar(node)
+        if not self.timestamp_regexp.match(text):
+            raise ConstructorError(None, None, f"{text!r} is not a date or time",
+                                   node.start_mark)
+        return text
+
     def construct_core_bool(self, node: yaml.ScalarNode) -> bool:
         text = self.construct_scalar(node)
         if not _CORE_BOOL.match(text):
@@ -358,6 +368,7 @@ for _tag, _pattern, _first in (
     (_MERGE, re.compile(r"^(?:<<)$"), ["<"]),
 ):
     _Loader.add_implicit_resolver(_tag, _pattern, _first)
+_Loader.add_constructor(_TIMESTAMP, _Loader.construct_timestamp_text)
 _Loader.add_constructor(_BOOL, _Loader.construct_core_bool)
 _Loader.add_constructor(_INT, _Loader.construct_core_int)
 _Loader.add_constructor(_FLOAT, _Loader.construct_core_float)
@@ -472,9 +483,6 @@ class _Builder:
     def _scalar(self, node: yaml.Node, path: DocPath) -> Any:
         mark = node.start_mark
         value = self.loader.construct_object(node, deep=True)
-        # Dates are not JSON; a manifest value is data, so keep the text as written.
-        if isinstance(value, _dt.date | _dt.datetime):
-            return str(node.value)
         if isinstance(value, bytes):
             raise _BuildError.at(mark, "binary values are not supported", "write the value as text")
         if isinstance(value, str):
@@ -526,20 +534,27 @@ class _Builder:
         return (*self.yaml11, summary)
 
     def _mapping(self, node: yaml.MappingNode, path: DocPath) -> dict[str, Any]:
+        own = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE)
         self.loader.flatten_mapping(node)
+        # flatten_mapping puts merged pairs first, later sources before earlier ones, so
+        # plain overwriting gives the YAML merge rule: own keys win, then earlier sources.
+        merged = len(node.value) - own
         out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
+        written: set[str] = set()
+        for number, (key_node, value_node) in enumerate(node.value):
             mark = key_node.start_mark
             if not isinstance(key_node, yaml.ScalarNode):
                 raise _BuildError.at(mark, "a mapping key must be a plain scalar",
                                      "use a text key")
             # Keys stay as written: YAML 1.1 would turn `on:` or `yes:` into True.
             key = self._text(str(key_node.value), mark, path)
-            if key in out:
-                error = _BuildError.at(mark, f"duplicate key {key!r}",
-                                       "remove one of the two entries")
-                error.where = format_path((*path, key))
-                raise error
+            if number >= merged:
+                if key in written:
+                    error = _BuildError.at(mark, f"duplicate key {key!r}",
+                                           "remove one of the two entries")
+                    error.where = format_path((*path, key))
+                    raise error
+                written.add(key)
             self.key_positions[(*path, key)] = Position(mark.line + 1, mark.column + 1)
             out[key] = self.build(value_node, (*path, key))
         return out
