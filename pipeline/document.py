@@ -468,7 +468,9 @@ class _Builder:
             raise _BuildError.at(mark, f"the document expands to more than {MAX_NODES:,} values",
                                  "remove the recursive or repeated aliases")
         if len(path) > MAX_DEPTH:  # aliases can nest deeper than the text does
-            raise _BuildError.at(mark, *_too_deep())
+            error = _BuildError.at(mark, *_too_deep())
+            error.where = format_path(path[:3]) + "..."
+            raise error
         self.positions[path] = Position(mark.line + 1, mark.column + 1)
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
