@@ -7,7 +7,8 @@ Run by hand (not a test):
 Each manifest is an example from manifests/ with one to three values, keys or
 entries swapped for hostile ones (tests/hostile/mutations.py: lone surrogates,
 NaN and infinities, huge integers, 5,000-deep nesting, YAML 1.1 scalars, control
-characters, huge strings, wrong types, bad paths and references). It is written
+characters, huge strings, wrong types, bad paths and references; the known open
+escapes included, which the CI fuzz test leaves out). It is written
 into a copy of manifests/ (so assets and products.csv resolve) and run through
 ``prepare()`` — what ``imgspec plan`` calls: load, schema, expand, lockfile, plan —
 then through everything ``plan``, ``plan --json``, ``render`` and ``graph`` print.
@@ -109,7 +110,8 @@ def run_batch(seed: int, start: int, count: int, max_steps: int) -> Tally:
         folder = _project(Path(tmp))
         for index in range(start, start + count):
             rng = random.Random(f"{seed}:{index}")
-            text = hostile_manifest(rng.randrange, bases=bases, max_steps=max_steps)
+            text = hostile_manifest(rng.randrange, bases=bases, max_steps=max_steps,
+                                    with_open=True)
             path = folder / "fuzz.yaml"
             path.write_text(text, encoding="utf-8", errors="surrogatepass")
             began = time.perf_counter()

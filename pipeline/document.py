@@ -4,13 +4,15 @@ The loader keeps a map from each value's path (``("jobs", "storefront", "n")``) 
 its line and column, so later passes (schema, templates, API rules) can point
 errors at the exact spot in the file.
 
-Plain scalars are resolved by the YAML 1.2 core schema: only ``true``/``false``
-(any case style of those) are booleans, ``16:9`` and ``no`` stay text, ``010`` is
-ten. A plain scalar that YAML 1.1 tools (PyYAML's default, older editors and
-linters) would read differently is still loaded the 1.2 way, with a warning at its
-position saying to quote it. Values must be plain JSON data a request can carry:
-finite numbers, whole numbers within 64 bits, text of real characters, bounded
-nesting; anything else is an error at its position, never an exception later.
+Plain scalars are resolved by the YAML 1.2 core schema: only ``true``, ``True``,
+``TRUE`` and the same three of ``false`` are booleans, ``16:9`` and ``no`` stay
+text, ``010`` is ten, ``0o10`` is eight. A plain scalar that YAML 1.1 tools
+(PyYAML's default, older editors and linters) would read differently is still
+loaded the 1.2 way, with a warning at its position saying to quote it.
+
+Values must be plain JSON data a request can carry: finite numbers, whole numbers
+within 64 bits, text of real characters, bounded nesting; anything else is an
+error at its position, never an exception later.
 """
 
 from __future__ import annotations

@@ -98,6 +98,15 @@ HOSTILE_VALUES: tuple[Any, ...] = (
     [1, 2, 3, 4], [[0, 0, 10**30, 10**30]], [[-1, -1, 0, 0]], [[0, 0, 1.5, 2]],
 )
 
+# Known escapes not fixed yet, because they live in modules outside this change (what
+# to fix is noted at each). bench/fuzz_manifests.py tries them and reports them; the
+# CI fuzz test leaves them out until they are fixed, then they join HOSTILE_VALUES.
+OPEN_ESCAPES: tuple[Any, ...] = (
+    # Jinja's own string escapes make a lone surrogate after rendering, past the loader's
+    # check: UnicodeEncodeError in identity.fingerprint (templates should check output).
+    '{{ "\\ud800" }}', 'x{{ "\\udfff" }}.webp',
+)
+
 HOSTILE_KEYS: tuple[Any, ...] = (
     "\ud800", "a\x00", "", " ", "<<", Raw("<<"), Raw("[a]"), Raw("{a: 1}"), Raw("? [x]\n"),
     Raw("1"), Raw("null"), Raw("yes"), Raw("!!binary aGk="), "k" * 5_000, "é",
@@ -166,11 +175,16 @@ def _pick(options: tuple[Any, ...] | list[Any], choose: Choose) -> Any:
     return options[choose(len(options))]
 
 
+def hostile_values(*, with_open: bool) -> tuple[Any, ...]:
+    """HOSTILE_VALUES, and with ``with_open`` the OPEN_ESCAPES too."""
+    return HOSTILE_VALUES + OPEN_ESCAPES if with_open else HOSTILE_VALUES
+
+
 @cache
-def loadable_values() -> tuple[Any, ...]:
+def loadable_values(*, with_open: bool = False) -> tuple[Any, ...]:
     """The hostile values the loader itself accepts, so later stages see them too."""
     out = []
-    for value in HOSTILE_VALUES:
+    for value in hostile_values(with_open=with_open):
         try:
             parse_yaml(emit({"a": value}), "probe.yaml")
         except Exception:  # refused, or escaped: either way the fuzzer tries it elsewhere
@@ -179,10 +193,12 @@ def loadable_values() -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _value(choose: Choose) -> Any:
+def _value(choose: Choose, *, with_open: bool) -> Any:
     # Half the time a value that gets past the loader: most hostile ones stop there.
     # A copy: later steps change what they picked, and the table must stay as it is.
-    return copy.deepcopy(_pick(loadable_values() if choose(2) else HOSTILE_VALUES, choose))
+    options = (loadable_values(with_open=with_open) if choose(2)
+               else hostile_values(with_open=with_open))
+    return copy.deepcopy(_pick(options, choose))
 
 
 # Where any text or value is allowed: a hostile value there reaches templates and reports.
@@ -202,31 +218,32 @@ def _free_spots(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]
     return out
 
 
-def mutate(data: Any, choose: Choose, *, steps: int) -> Any:
+def mutate(data: Any, choose: Choose, *, steps: int, with_open: bool = False) -> Any:
     """A copy of ``data`` with ``steps`` hostile changes, each chosen by ``choose``."""
     data = copy.deepcopy(data)
     for _ in range(steps):
         spots = _containers(data)
         if not spots:
-            return _value(choose)
+            return _value(choose, with_open=with_open)
         free = _free_spots(data)
         if free and choose(2):
             # A value where anything goes, so the manifest most likely stays valid.
             where = _pick(free, choose)
-            _at(data, where[:-1])[where[-1]] = copy.deepcopy(_pick(loadable_values(), choose))
+            _at(data, where[:-1])[where[-1]] = copy.deepcopy(
+                _pick(loadable_values(with_open=with_open), choose))
             continue
         target = _at(data, _pick(spots, choose))
         operation = _pick(OPERATIONS, choose)
         keys = list(target) if isinstance(target, dict) else list(range(len(target)))
         if operation == "insert" or not keys:
             if isinstance(target, dict):
-                target[_pick(HOSTILE_KEYS, choose)] = _value(choose)
+                target[_pick(HOSTILE_KEYS, choose)] = _value(choose, with_open=with_open)
             else:
-                target.insert(choose(len(target) + 1), _value(choose))
+                target.insert(choose(len(target) + 1), _value(choose, with_open=with_open))
             continue
         key = _pick(keys, choose)
         if operation == "replace":
-            target[key] = _value(choose)
+            target[key] = _value(choose, with_open=with_open)
         elif operation == "rename" and isinstance(target, dict):
             target[_pick(HOSTILE_KEYS, choose)] = target.pop(key)
         elif operation == "delete":
@@ -236,16 +253,17 @@ def mutate(data: Any, choose: Choose, *, steps: int) -> Any:
             other = _at(data, _pick(spots, choose))
             target[key] = copy.deepcopy(other) if other is not target else []
         elif isinstance(target[key], list):
-            target[key].append(_value(choose))
+            target[key].append(_value(choose, with_open=with_open))
         else:
-            target[key] = [target[key], _value(choose)]
+            target[key] = [target[key], _value(choose, with_open=with_open)]
     return data
 
 
-def hostile_manifest(choose: Choose, *, bases: dict[str, Any], max_steps: int = 3) -> str:
+def hostile_manifest(choose: Choose, *, bases: dict[str, Any], max_steps: int = 3,
+                     with_open: bool = False) -> str:
     """The text of one example manifest changed in 1 to ``max_steps`` hostile ways."""
     base = bases[_pick(sorted(bases), choose)]
-    return emit(mutate(base, choose, steps=1 + choose(max_steps)))
+    return emit(mutate(base, choose, steps=1 + choose(max_steps), with_open=with_open))
 
 
 # -- writing YAML exactly as given -----------------------------------------------------
