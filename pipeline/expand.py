@@ -145,7 +145,8 @@ def expand(manifest: Manifest, workspace: Workspace) -> Expansion:
     errors = [d for d in state.diagnostics if d.severity == "error"]
     if errors:
         raise ManifestError(collapse(errors))
-    warnings = collapse(d for d in state.diagnostics if d.severity == "warning")
+    warnings = collapse([*manifest.document.warnings,
+                         *(d for d in state.diagnostics if d.severity == "warning")])
     instances = tuple(i for job_id in order for i in state.by_job.get(job_id, ()))
     return Expansion(manifest, instances, tuple(order), tuple(warnings))
 

@@ -60,16 +60,38 @@ def job_order(manifest: Manifest) -> list[str]:
     if errors:
         raise ManifestError(errors)
 
+    return _levels(manifest)
+
+
+def _levels(manifest: Manifest) -> list[str]:
+    """Kahn's algorithm, one level at a time: O(jobs + edges), plus a sort per level.
+
+    A level is every job whose upstreams all sit in earlier levels, listed in manifest
+    order; that is the order the plan, the reports and the snapshots have always used.
+    """
+    index = {job_id: i for i, job_id in enumerate(manifest.jobs)}
     deps = {job_id: set(job.depends_on) for job_id, job in manifest.jobs.items()}
+    dependants: dict[str, list[str]] = {job_id: [] for job_id in deps}
+    waiting: dict[str, int] = {}
+    for job_id, ups in deps.items():
+        waiting[job_id] = len(ups)
+        for up in ups:
+            dependants[up].append(job_id)
     order: list[str] = []
-    remaining = dict(deps)
-    while remaining:
-        ready = [j for j in known if j in remaining and not (remaining[j] & set(remaining))]
-        if not ready:
-            raise ManifestError(_cycle_errors(manifest, remaining))
-        for job_id in ready:
-            order.append(job_id)
-            del remaining[job_id]
+    level = [job_id for job_id, count in waiting.items() if count == 0]
+    while level:
+        order.extend(level)
+        following: list[str] = []
+        for job_id in level:
+            for down in dependants[job_id]:
+                waiting[down] -= 1
+                if waiting[down] == 0:
+                    following.append(down)
+        level = sorted(following, key=index.__getitem__)
+    if len(order) < len(deps):
+        placed = set(order)
+        remaining = {j: ups for j, ups in deps.items() if j not in placed}
+        raise ManifestError(_cycle_errors(manifest, remaining))
     return order
 
 
@@ -86,11 +108,17 @@ def _cycle_errors(manifest: Manifest, remaining: Mapping[str, set[str]]) -> list
 
 
 def _find_cycle(graph: Mapping[str, set[str]]) -> list[str]:
-    """One cycle among ``graph`` (job → jobs it depends on), as a list of jobs."""
+    """One cycle among ``graph`` (job → jobs it depends on), as a list of jobs.
+
+    Every job in ``graph`` waits for another job in it, so following the first
+    (by name) of those from the first job must come back to a job already seen.
+    """
     start = next(iter(graph))
+    seen: dict[str, int] = {}
     path: list[str] = []
     node = start
-    while node not in path:
+    while node not in seen:
+        seen[node] = len(path)
         path.append(node)
-        node = sorted(d for d in graph[node] if d in graph)[0]
-    return list(reversed(path[path.index(node):]))
+        node = min(d for d in graph[node] if d in graph)
+    return list(reversed(path[seen[node]:]))

@@ -36,9 +36,12 @@ def render_graph(name: str, jobs: Sequence[str], edges: Sequence[Edge],
         ]
         lines.append("}")
         return "\n".join(lines) + "\n"
+    into: dict[str, list[Edge]] = {}
+    for edge in edges:  # once, not per job: a graph of thousands of jobs draws in linear time
+        into.setdefault(edge.downstream, []).append(edge)
     lines = []
     for job_id in jobs:
-        ups = [e for e in edges if e.downstream == job_id]
+        ups = into.get(job_id, [])
         arrow = "" if not ups else "  <- " + ", ".join(
             f"{e.upstream} ({e.kind})" for e in ups)
         lines.append(f"{job_id}: {counts.get(job_id, 0)} instance(s){arrow}")
