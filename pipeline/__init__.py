@@ -7,7 +7,8 @@ The pure core, in the order data flows through it::
 """
 
 from pipeline.errors import ImgspecError, ManifestError
-from pipeline.expand import Expansion, Instance, expand
+from pipeline.expand import expand
+from pipeline.instances import Expansion, Instance
 from pipeline.lockfile import LockEntry, Lockfile, parse_lockfile, read_lockfile, write_lockfile
 from pipeline.manifest import load_manifest, parse_manifest
 from pipeline.model import Job, Manifest

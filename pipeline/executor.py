@@ -40,8 +40,8 @@ from pipeline.errors import (
     RequestRejected,
     TransientError,
 )
-from pipeline.expand import DataInput, FileInput, ImageInput, Instance, UpstreamInput, UrlInput
 from pipeline.identity import fingerprint
+from pipeline.instances import DataInput, FileInput, ImageInput, Instance, UpstreamInput, UrlInput
 from pipeline.journal import LockStore
 from pipeline.lockfile import LockEntry, Output
 from pipeline.outputs import OutputFolder, utc_now

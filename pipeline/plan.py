@@ -16,8 +16,8 @@ from functools import cached_property
 from typing import Any
 
 from pipeline.diagnostics import Diagnostic
-from pipeline.expand import Expansion, Instance, UpstreamInput
 from pipeline.identity import fingerprint
+from pipeline.instances import Expansion, Instance, UpstreamInput
 from pipeline.lockfile import LockEntry, Lockfile, Output
 from pipeline.matrix import same
 

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.document import parse_yaml
-from pipeline.expand import Expansion, expand
+from pipeline.expand import expand
 from pipeline.graph import job_edges
+from pipeline.instances import Expansion
 from pipeline.lockfile import Lockfile
 from pipeline.manifest import parse_manifest
 from pipeline.model import Manifest

@@ -9,8 +9,9 @@ from collections.abc import Mapping
 import pytest
 
 from pipeline.errors import ManifestError
-from pipeline.expand import Expansion, FileInput, UpstreamInput, expand
+from pipeline.expand import expand
 from pipeline.identity import derive_seed
+from pipeline.instances import Expansion, FileInput, UpstreamInput
 from pipeline.manifest import parse_manifest
 from pipeline.plan import resolved_request
 from pipeline.workspace import MemoryWorkspace

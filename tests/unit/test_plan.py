@@ -6,8 +6,8 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
-from pipeline.expand import Expansion
 from pipeline.identity import fingerprint
+from pipeline.instances import Expansion
 from pipeline.lockfile import LockEntry, Lockfile, Output
 from pipeline.plan import PlanStatus, make_plan, matches_where, resolved_request
 from pipeline.views.plan import plan_json
