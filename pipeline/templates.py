@@ -33,7 +33,7 @@ import time
 import types
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence, Sized
 from functools import wraps
-from typing import Any
+from typing import Any, cast
 
 import jinja2
 from jinja2 import nodes
@@ -316,7 +316,7 @@ class _MeteredCodeGenerator(CodeGenerator):
 
 # Values whose length says how much a filter walking them costs (not ``Sized``:
 # StrictUndefined has a ``__len__`` that raises, and ``default`` must see it whole).
-_WALKED_TYPES = (str, bytes, list, tuple, dict, range, set, frozenset,
+_WALKED_TYPES: tuple[type, ...] = (str, bytes, list, tuple, dict, range, set, frozenset,
                  type({}.keys()), type({}.values()), type({}.items()))
 
 
@@ -510,7 +510,7 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
                 value = value_args[0]
                 if isinstance(value, _WALKED_TYPES):
                     # Filters walk their value: sum, sort, unique... cost its length.
-                    meter.charge(len(value))
+                    meter.charge(len(cast(Sized, value)))
                 if stringifies and not isinstance(value, str):
                     meter.charge(_text_size(value))
                 if check is not None:
