@@ -250,33 +250,54 @@ def _text_size(value: Any, limit: int = MAX_VALUE_LENGTH, indent: int = 0) -> in
 
 
 def _check_percent_format(template: Any, args: Any) -> None:
-    """Refuse ``'%0999999999d' % x``, ``'%*d' % (w, x)`` and huge ``%s`` arguments."""
+    """Refuse ``'%0999999999d' % x``, ``'%*d' % (w, x)``, many wide fields, huge ``%s`` args."""
     if not isinstance(template, str | bytes):
         return
     text = template.decode("latin-1") if isinstance(template, bytes) else template
-    for width, precision in _PERCENT_SPEC.findall(text):
+    # The text is at most the template, plus every field's width and precision, plus
+    # the text of every value a field prints (a named one may be printed many times).
+    total = len(text)
+    for key, width, precision, _conversion in _PERCENT_SPEC.findall(text):
         for number in (width, precision):
             if number == "*":
                 raise _LimitExceeded("'*' widths in % formatting are not allowed")
-            if number and int(number) > MAX_VALUE_LENGTH:
-                raise _too_long("a % formatted field", int(number))
-    _need("the formatted text", len(text) + _text_size(args))
+            if number:
+                if len(number) > 6 or int(number) > MAX_VALUE_LENGTH:
+                    raise _too_long("a % formatted field", int(number[:18]))
+                total += int(number)
+        if key and isinstance(args, Mapping) and key[1:-1] in args:
+            total += _text_size(args[key[1:-1]])
+        _need("the % formatted text", total)
+    if not isinstance(args, Mapping):
+        total += _text_size(args)
+    _need("the % formatted text", total)
 
 
 # One % conversion: optional (key), flags, width, .precision, length modifier, type.
-_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[#0 +\-]*(\*|\d+)?(?:\.(\*|\d*))?[hlL]?[a-zA-Z%]")
+_PERCENT_SPEC = re.compile(
+    r"%(\([^)]*\))?[#0 +\-]*(\*|\d+)?(?:\.(\*|\d*))?[hlL]?([a-zA-Z%])")
 _SPEC_NUMBER = re.compile(r"\d+")
 
 
 class _BoundedFormatterMixin(string.Formatter):
-    """``str.format`` whose fields may not ask for huge widths or precisions."""
+    """``str.format`` whose fields may not ask for huge widths, conversions or totals."""
+
+    meter: _Meter
+
+    def convert_field(self, value: Any, conversion: str | None) -> Any:
+        if conversion is not None:
+            _text_size(value)  # ``{!r}`` prints the value before any width applies
+        return super().convert_field(value, conversion)
 
     def format_field(self, value: Any, format_spec: str) -> Any:
         for number in _SPEC_NUMBER.findall(format_spec):
             if len(number) > 6 or int(number) > MAX_VALUE_LENGTH:
                 raise _too_long("a formatted field", int(number[:18]))
         _text_size(value)
-        return super().format_field(value, format_spec)
+        field = super().format_field(value, format_spec)
+        # Many fields of allowed width add up: charge each as it is made.
+        self.meter.charge(len(field))
+        return field
 
 
 class _BoundedFormatter(_BoundedFormatterMixin, SandboxedFormatter):
@@ -452,6 +473,7 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
             formatter = _BoundedEscapeFormatter(self, escape=f_self.escape)
         else:
             formatter = _BoundedFormatter(self)
+        formatter.meter = self.meter
         vformat = formatter.vformat
 
         @wraps(value)

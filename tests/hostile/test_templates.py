@@ -33,6 +33,8 @@ ADDRESS_SPACE_HEADROOM = 1 << 30
 INCLUDES = {
     "self.j2": "{% include 'self.j2' %}",
     "twice.j2": "x{% include 'twice.j2' %}{% include 'twice.j2' %}",
+    "importer.j2": "{% import 'importer.j2' as m %}{% set x = 1 %}",
+    "extender.j2": "{% extends 'extender.j2' %}",
 }
 
 BOMBS = [
@@ -459,6 +461,51 @@ BOMBS = [
         '{% endfor %}',
         'too costly to render',
         id='wordcount-in-loop',
+    ),
+    pytest.param(
+        "{{ '{!r}'.format(dict.fromkeys(range(100000), 'x' * 100000)) }}",
+        'the text of a value would be',
+        id='str-format-repr-conversion',
+    ),
+    pytest.param(
+        "{{ ('{:99999}' * 12000).format(*range(12000)) }}",
+        'too costly to render',
+        id='str-format-many-wide-fields',
+    ),
+    pytest.param(
+        "{{ ('%(a)99999d' * 9000) % {'a': 1} }}",
+        'the % formatted text would be',
+        id='percent-many-wide-fields',
+    ),
+    pytest.param(
+        "{% import 'importer.j2' as m %}{{ m.x }}",
+        'recurses too deeply',
+        id='import-self',
+    ),
+    pytest.param(
+        "{% extends 'extender.j2' %}",
+        'recurses too deeply',
+        id='extends-self',
+    ),
+    pytest.param(
+        "{% block a %}{{ self.a() }}{{ self.a() }}{% endblock %}",
+        'recurses too deeply',
+        id='block-self-recursion',
+    ),
+    pytest.param(
+        "{% for i in range(1000) %}{{ ('x' * 50000)|wordwrap(1)|length }}{% endfor %}",
+        'too costly to render',
+        id='wordwrap-long-word-in-loop',
+    ),
+    pytest.param(
+        "{{ ('<' * 100000)|e }}",
+        'the value built would be 400,000 long',
+        id='escape-amplifies',
+    ),
+    pytest.param(
+        "{{ ('<' * 100000)|urlencode }}",
+        'the value built would be 300,000 long',
+        id='urlencode-amplifies',
     ),
 ]
 
