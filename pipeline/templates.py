@@ -116,15 +116,10 @@ class _Meter:
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
+        # What ``TemplateRenderer.render`` sets again at the start of every render.
         self.used = 0
         self.next_check = CLOCK_AFTER_WORK
         self.deadline: float | None = None
-
-    def reset(self) -> None:
-        """Start a new render."""
-        self.used = 0
-        self.next_check = CLOCK_AFTER_WORK
-        self.deadline = None
 
     def charge(self, units: int) -> None:
         """Spend ``units``; raise once the render's budget or deadline is gone."""
@@ -325,7 +320,33 @@ class _WorkspaceLoader(jinja2.BaseLoader):
 
 
 class _MeteredCodeGenerator(CodeGenerator):
-    """Compiles ``a ~ b`` to a size-checked join instead of Jinja's unchecked one."""
+    """Compiles ``a ~ b`` to a size-checked join, and outputs to metered ones where needed.
+
+    Every ``{{ value }}`` goes through ``environment.finalize`` (which charges its
+    text and refuses huge containers) except a string written at the top level of
+    the manifest's own template: that runs once per render, its text is bounded
+    where it was built, and the rendered text is capped as a whole. Skipping the
+    call there keeps the common prompt (``"a {{ shop }} in {{ season }}"``) as fast
+    as plain Jinja; inside loops, macros, blocks and includes every output is charged.
+    """
+
+    def _fast_output(self, frame: Frame) -> bool:
+        return (self.name is None and frame.toplevel and not frame.eval_ctx.volatile
+                and not frame.eval_ctx.autoescape)
+
+    def _output_child_pre(self, node: nodes.Expr, frame: Frame, finalize: Any) -> None:
+        if self._fast_output(frame):
+            self.write("(_out if type(_out := ")
+        else:
+            super()._output_child_pre(node, frame, finalize)
+
+    def _output_child_post(self, node: nodes.Expr, frame: Frame, finalize: Any) -> None:
+        if self._fast_output(frame):
+            # Numbers print short (integers are bounded where they are built).
+            self.write(") is str else str(_out) if type(_out) in (int, float)"
+                       " else str(environment.finalize(_out)))")
+        else:
+            super()._output_child_post(node, frame, finalize)
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         self.write("environment.bounded_concat((")
@@ -382,7 +403,11 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
         """Charge every ``{{ value }}`` written, and refuse ones too long to print."""
         kind = type(value)
         if kind is str:
-            self.meter.charge(len(value))
+            # Inlined ``meter.charge``: this runs for every output of every render.
+            meter = self.meter
+            meter.used += len(value)
+            if meter.used >= meter.next_check:
+                meter.charge(0)
             return value
         if kind is int or kind is float:
             # Integers are bounded where they are built; Python prints at most 4,300 digits.
@@ -398,12 +423,6 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
         _need("text joined with ~", total)
         self.meter.charge(total)
         return "".join([part if type(part) is str else str(part) for part in parts])
-
-    def concat(self, parts: Iterable[str]) -> str:
-        """The rendered text (every piece of it has been charged on the way)."""
-        text = "".join(parts)
-        _need("the rendered text", len(text), MAX_OUTPUT_LENGTH)
-        return text
 
     def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
         if operator_name == "**":
@@ -758,11 +777,17 @@ class TemplateRenderer:
         """Render ``source``; plain strings are returned as they are."""
         if not looks_like_template(source):
             return source
-        self._meter.reset()
         template = self.compile(source)
-        self._meter.reset()
+        # A fresh budget, set inline: this runs once per instance and field.
+        meter = self._meter
+        meter.used = 0
+        meter.next_check = CLOCK_AFTER_WORK
+        meter.deadline = None
         try:
-            return template.render(context)
+            text = template.render(context)
+            # Every piece of the text was charged as it was produced; this caps the whole.
+            _need("the rendered text", len(text), MAX_OUTPUT_LENGTH)
+            return text
         except _LimitExceeded as exc:
             raise TemplateProblem(f"the template is too costly to render: {exc}",
                                   _LIMIT_HINT) from exc
