@@ -46,7 +46,7 @@ from jinja2.sandbox import (
     SandboxedFormatter,
 )
 from jinja2.utils import Namespace, generate_lorem_ipsum, pass_context
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from pipeline.errors import ImgspecError
 from pipeline.workspace import Workspace, read_text
@@ -456,7 +456,8 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         """Every call: metered, with calls that would build huge values refused first."""
         __self.meter.charge(MACRO_CALL_COST if isinstance(__obj, Macro) else CALL_COST)
-        if isinstance(__obj, types.BuiltinMethodType):
+        if isinstance(__obj, types.BuiltinMethodType | types.MethodType):
+            # Builtin methods of str, bytes and int, and Markup's (Python) wrappers of them.
             if __obj.__name__ == "join" and args and not isinstance(args[0], list | tuple | str):
                 # A lazy argument: list it (its items are metered) so its size can be checked.
                 args = (list(args[0]), *args[1:])
@@ -593,11 +594,14 @@ def _bounded_lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100
 
 
 def _replace_size(text: Any, old: Any, new: Any, count: Any = -1) -> int:
+    if isinstance(text, Markup):
+        # Markup.replace escapes its arguments first: count and size what it will use.
+        old, new = escape(old), escape(new)
     if not isinstance(text, str | bytes) or not isinstance(new, str | bytes):
         return 0
-    if not isinstance(old, str | bytes) or type(old) is not type(text):
-        return len(text)
-    source: Any = text  # str or bytes, with ``old`` of the same type
+    if isinstance(old, str) != isinstance(text, str) or not isinstance(old, str | bytes):
+        return len(text)  # Python refuses the mix of str and bytes
+    source: Any = text
     hits = source.count(old) if old else len(text) + 1
     limit = _int_arg(count, -1)
     if limit >= 0:

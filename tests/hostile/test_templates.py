@@ -507,6 +507,47 @@ BOMBS = [
         'the value built would be 300,000 long',
         id='urlencode-amplifies',
     ),
+    pytest.param(
+        "{{ ('x'|e).center(10**9) }}",
+        'the result of center() would be 1,000,000,000 long',
+        id='markup-center',
+    ),
+    pytest.param(
+        "{{ (('x' * 100000)|e).replace('x', 'y' * 100000) }}",
+        'the result of replace() would be 10,000,000,000 long',
+        id='markup-replace',
+    ),
+    pytest.param(
+        "{{ (('<' * 25000)|e).replace('<', 'y' * 100000) }}",
+        'the result of replace() would be 2,500,000,000 long',
+        id='markup-replace-escaped-old',
+    ),
+    pytest.param(
+        "{{ (('x' * 100000)|e).join(range(100000)|map('string')|list) }}",
+        'too costly to render',
+        id='markup-join',
+    ),
+    pytest.param(
+        "{{ ('{:>999999999}'|e).format(1) }}",
+        'a formatted field would be 999,999,999 long',
+        id='markup-format-width',
+    ),
+    pytest.param(
+        "{{ ('%0999999999d'|e) % 1 }}",
+        'a % formatted field would be 999,999,999 long',
+        id='markup-percent-width',
+    ),
+    pytest.param(
+        "{{ ('x'|e) * 10**9 }}",
+        'the repeated value would be 1,000,000,000 long',
+        id='markup-repeat',
+    ),
+    pytest.param(
+        "{% set j = joiner('x' * 100000) %}{% for i in range(100000) %}{{ j() }}"
+        "{% endfor %}",
+        'too costly to render',
+        id='joiner-returns-long-text',
+    ),
 ]
 
 
