@@ -38,6 +38,7 @@ from typing import Any, cast
 import jinja2
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
+from jinja2.environment import TemplateModule
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import LoopContext, Macro
 from jinja2.sandbox import (
@@ -56,8 +57,6 @@ from pipeline.workspace import Workspace, read_text
 # real prompt comes near it, while a value this size costs well under a millisecond.
 MAX_VALUE_LENGTH = 100_000
 MAX_OUTPUT_LENGTH = 100_000
-# Kept for callers that name the old bound on ``*``: the same limit.
-MAX_SEQUENCE_LENGTH = MAX_VALUE_LENGTH
 # ``x ** n``: exponents beyond this only build huge numbers (or overflow floats).
 MAX_EXPONENT = 1_000
 # Integers: Python refuses to print more than 4,300 digits (about 14,300 bits) anyway;
@@ -160,7 +159,6 @@ class _MeteredIterator:
         return item
 
 
-
 class _MeteredSequence(_MeteredIterator):
     """A metered iterator over a sized value: keeps ``len()`` so ``loop.length`` stays cheap."""
 
@@ -190,7 +188,7 @@ def _need(what: str, length: int, limit: int = MAX_VALUE_LENGTH) -> None:
 
 
 def _int_arg(value: Any, default: int = 0) -> int:
-    """An integer argument as Python would take it (bools and non-ints: as given)."""
+    """A size argument as a number to check (anything else: ``default``; Python refuses it)."""
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value == value and abs(value) < 1e300:
@@ -221,6 +219,9 @@ def _text_size(value: Any, limit: int = MAX_VALUE_LENGTH, indent: int = 0) -> in
         elif isinstance(item, Namespace):
             stack.append((item._Namespace__attrs, depth))
             total += 13
+        elif isinstance(item, TemplateModule):
+            # ``{% import ... as m %}``: ``str(m)`` is the imported template's output.
+            total += sum(len(part) for part in item._body_stream)
         elif isinstance(item, Mapping):
             for key, sub in item.items():
                 stack.append((key, depth + 1))
@@ -250,9 +251,11 @@ def _check_percent_format(template: Any, args: Any) -> None:
         return
     text = template.decode("latin-1") if isinstance(template, bytes) else template
     # The text is at most the template, plus every field's width and precision, plus
-    # the text of every value a field prints (a named one may be printed many times).
+    # the text of every value a field prints: a named one may be printed many times,
+    # positional ones once each (or the single value, once).
     total = len(text)
-    for key, width, precision, _conversion in _PERCENT_SPEC.findall(text):
+    positional = False
+    for key, width, precision, conversion in _PERCENT_SPEC.findall(text):
         for number in (width, precision):
             if number == "*":
                 raise _LimitExceeded("'*' widths in % formatting are not allowed")
@@ -260,10 +263,13 @@ def _check_percent_format(template: Any, args: Any) -> None:
                 if len(number) > 6 or int(number) > MAX_VALUE_LENGTH:
                     raise _too_long("a % formatted field", int(number[:18]))
                 total += int(number)
-        if key and isinstance(args, Mapping) and key[1:-1] in args:
-            total += _text_size(args[key[1:-1]])
+        if key:
+            if isinstance(args, Mapping) and key[1:-1] in args:
+                total += _text_size(args[key[1:-1]])
+        elif conversion != "%":
+            positional = True
         _need("the % formatted text", total)
-    if not isinstance(args, Mapping):
+    if positional:
         total += _text_size(args)
     _need("the % formatted text", total)
 

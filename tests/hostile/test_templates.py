@@ -35,6 +35,7 @@ INCLUDES = {
     "twice.j2": "x{% include 'twice.j2' %}{% include 'twice.j2' %}",
     "importer.j2": "{% import 'importer.j2' as m %}{% set x = 1 %}",
     "extender.j2": "{% extends 'extender.j2' %}",
+    "module.j2": "{{ 'x' * 90000 }}",
 }
 
 BOMBS = [
@@ -547,6 +548,16 @@ BOMBS = [
         "{% endfor %}",
         'too costly to render',
         id='joiner-returns-long-text',
+    ),
+    pytest.param(
+        "{{ '%s' % dict.fromkeys(range(100000), 'x' * 100000) }}",
+        'the text of a value would be',
+        id='percent-prints-a-mapping',
+    ),
+    pytest.param(
+        "{% import 'module.j2' as m %}{{ ('%s' * 1000) % ((m,) * 1000) }}",
+        'too costly to render',
+        id='imported-module-printed-many-times',
     ),
 ]
 
