@@ -768,6 +768,10 @@ class TemplateRenderer:
             keep_trailing_newline=True,
         )
         self._compiled: dict[str, jinja2.Template] = {}
+        # Templates that went past a bound, with the message: refused at once from then
+        # on, so a bomb in a 100,000-instance matrix costs one render, not 100,000.
+        # (The manifest is invalid either way; the error names every instance.)
+        self._too_costly: dict[str, str] = {}
 
     def compile(self, source: str) -> jinja2.Template:
         """The compiled template for ``source`` (``TemplateProblem`` on a syntax error)."""
@@ -787,6 +791,8 @@ class TemplateRenderer:
         """Render ``source``; plain strings are returned as they are."""
         if not looks_like_template(source):
             return source
+        if self._too_costly and source in self._too_costly:
+            raise TemplateProblem(self._too_costly[source], _LIMIT_HINT)
         template = self.compile(source)
         # A fresh budget, set inline: this runs once per instance and field.
         meter = self._meter
@@ -799,8 +805,7 @@ class TemplateRenderer:
             _need("the rendered text", len(text), MAX_OUTPUT_LENGTH)
             return text
         except _LimitExceeded as exc:
-            raise TemplateProblem(f"the template is too costly to render: {exc}",
-                                  _LIMIT_HINT) from exc
+            raise self._refuse(source, f"the template is too costly to render: {exc}") from exc
         except jinja2.UndefinedError as exc:
             raise _undefined_problem(str(exc.message or exc), context) from exc
         except SecurityError as exc:
@@ -816,16 +821,21 @@ class TemplateRenderer:
         except jinja2.TemplateError as exc:
             raise TemplateProblem(f"template error: {exc}", "fix the template") from exc
         except RecursionError as exc:
-            raise TemplateProblem("the template recurses too deeply (a macro or include "
-                                  "calling itself without end?)", _LIMIT_HINT) from exc
+            raise self._refuse(source, "the template recurses too deeply (a macro or include "
+                                       "calling itself without end?)") from exc
         except MemoryError as exc:
             # A backstop: the bounds above should stop every value before this.
-            raise TemplateProblem("the template ran out of memory", _LIMIT_HINT) from exc
+            raise self._refuse(source, "the template ran out of memory") from exc
         except (ArithmeticError, TypeError, ValueError, LookupError) as exc:
             raise TemplateProblem(
                 f"template failed: {type(exc).__name__}: {exc}",
                 "check the expression's types and values",
             ) from exc
+
+    def _refuse(self, source: str, message: str) -> TemplateProblem:
+        """The problem for a template past a bound, remembered for its other renders."""
+        self._too_costly[source] = message
+        return TemplateProblem(message, _LIMIT_HINT)
 
 
 def _undefined_problem(message: str, context: Mapping[str, Any]) -> TemplateProblem:

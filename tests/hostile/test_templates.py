@@ -618,12 +618,13 @@ def test_bombs_in_other_fields_name_that_field(field: str) -> None:
 
 @pytest.mark.timeout(120)
 def test_validate_reports_bombs_with_positions_and_no_traceback(tmp_path: Path) -> None:
-    """`imgspec validate` on a manifest of bombs exits 1 with one positioned error each."""
+    """`imgspec validate` on bombs exits 1, one positioned error each, a matrix of 500 included."""
     path = tmp_path / "bombs.yaml"
+    values = ", ".join(str(v) for v in range(500))
     path.write_text(
         "version: 1\nname: bombs\njobs:\n"
         "  slow:\n    prompt: \"{% for a in range(100000) %}{% for b in range(100000) %}"
-        "{% endfor %}{% endfor %}\"\n"
+        f"{{% endfor %}}{{% endfor %}}{{{{ v }}}}\"\n    matrix: {{v: [{values}]}}\n"
         "  wide:\n    prompt: \"{{ 'x'|center(10**9) }}\"\n"
         "  deep:\n    prompt: \"{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}\"\n",
         encoding="utf-8",
@@ -636,6 +637,7 @@ def test_validate_reports_bombs_with_positions_and_no_traceback(tmp_path: Path) 
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert f"{path}:5:13: jobs.slow.prompt: the template is too costly to render" in output
-    assert f"{path}:7:13: jobs.wide.prompt: the template is too costly to render" in output
-    assert f"{path}:9:13: jobs.deep.prompt: the template recurses too deeply" in output
+    assert "(in 500 instances, e.g. slow@v=0)" in output
+    assert f"{path}:8:13: jobs.wide.prompt: the template is too costly to render" in output
+    assert f"{path}:10:13: jobs.deep.prompt: the template recurses too deeply" in output
     assert "Traceback" not in output

@@ -202,3 +202,15 @@ def test_short_renders_never_read_the_clock() -> None:
     renderer = TemplateRenderer(MemoryWorkspace(INCLUDES), clock=clock)
     for source in ORDINARY.values():
         renderer.render(source, CONTEXT)
+
+
+def test_a_template_past_a_bound_is_refused_at_once_afterwards() -> None:
+    """Once too costly for one context, a template fails for every other without rendering."""
+    renderer = TemplateRenderer(MemoryWorkspace({}), clock=lambda: 0.0)
+    square = "{% for i in range(n) %}{% for j in range(n) %}{% endfor %}{% endfor %}done"
+    assert renderer.render(square, {"n": 3}) == "done"
+    with pytest.raises(TemplateProblem, match="too costly") as first:
+        renderer.render(square, {"n": 100000})
+    with pytest.raises(TemplateProblem) as again:
+        renderer.render(square, {"n": 3})
+    assert again.value.message == first.value.message
