@@ -481,7 +481,8 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
     def getitem(self, obj: Any, argument: Any) -> Any:
         """``x[key]`` and slices: metered, and a slice's copy is charged."""
         self.meter.charge(ATTRIBUTE_COST)
-        return self._charged(super().getitem(obj, argument))
+        item = super().getitem(obj, argument)
+        return self._charged(item) if isinstance(argument, slice) else item
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         """``str.format``/``format_map`` through a formatter that bounds widths."""
@@ -619,6 +620,8 @@ def _join_size(separator: Any, items: Any) -> int:
     """Length of ``separator.join(items)`` for a list, tuple or string of items."""
     if not isinstance(items, list | tuple | str) or not isinstance(separator, str | bytes):
         return 0
+    if isinstance(items, str):
+        return len(items) + len(separator) * max(len(items) - 1, 0)
     parts = items
     sizes = 0
     for part in parts:
@@ -697,7 +700,7 @@ def _check_replace(value: Any, old: Any = "", new: Any = "", count: Any = None,
 
 def _check_join(value: Any, d: Any = "", attribute: Any = None, *_: Any, **kwargs: Any) -> None:
     separator = kwargs.get("d", d)
-    if isinstance(value, list | tuple) and isinstance(separator, str):
+    if isinstance(value, list | tuple | str) and isinstance(separator, str):
         _need("the joined text", _join_size(separator, value))
 
 
@@ -768,21 +771,34 @@ class TemplateRenderer:
             keep_trailing_newline=True,
         )
         self._compiled: dict[str, jinja2.Template] = {}
-        # Templates that went past a bound, with the message: refused at once from then
-        # on, so a bomb in a 100,000-instance matrix costs one render, not 100,000.
-        # (The manifest is invalid either way; the error names every instance.)
-        self._too_costly: dict[str, str] = {}
+        # Templates that cannot compile or went past a bound, with message and hint:
+        # refused at once from then on, so a bomb in a 100,000-instance matrix costs
+        # one render, not 100,000. (The manifest is invalid either way; the error
+        # names every instance.)
+        self._refused: dict[str, tuple[str, str]] = {}
 
     def compile(self, source: str) -> jinja2.Template:
-        """The compiled template for ``source`` (``TemplateProblem`` on a syntax error)."""
+        """The compiled template for ``source`` (``TemplateProblem`` if it cannot be compiled)."""
         template = self._compiled.get(source)
         if template is None:
+            if self._refused and source in self._refused:
+                raise TemplateProblem(*self._refused[source])
+            # Compiling folds constants through the metered hooks: start from zero.
+            self._meter.used = 0
+            self._meter.next_check = CLOCK_AFTER_WORK
             try:
                 template = self.env.from_string(source)
             except jinja2.TemplateSyntaxError as exc:
-                raise TemplateProblem(
+                raise self._refuse(
+                    source,
                     f"template syntax error: {exc.message} (template line {exc.lineno})",
                     "fix the Jinja syntax; write {{ name }} for a variable",
+                ) from exc
+            except (RecursionError, SyntaxError, MemoryError) as exc:
+                # Jinja's parser and code generator recurse once per nesting level, and
+                # Python refuses code nested past ~100 blocks: ``((((...))))``, 300 ifs.
+                raise self._refuse(
+                    source, "the template is nested too deeply to compile", _LIMIT_HINT
                 ) from exc
             self._compiled[source] = template
         return template
@@ -791,9 +807,9 @@ class TemplateRenderer:
         """Render ``source``; plain strings are returned as they are."""
         if not looks_like_template(source):
             return source
-        if self._too_costly and source in self._too_costly:
-            raise TemplateProblem(self._too_costly[source], _LIMIT_HINT)
         template = self.compile(source)
+        if self._refused and source in self._refused:
+            raise TemplateProblem(*self._refused[source])
         # A fresh budget, set inline: this runs once per instance and field.
         meter = self._meter
         meter.used = 0
@@ -832,10 +848,10 @@ class TemplateRenderer:
                 "check the expression's types and values",
             ) from exc
 
-    def _refuse(self, source: str, message: str) -> TemplateProblem:
-        """The problem for a template past a bound, remembered for its other renders."""
-        self._too_costly[source] = message
-        return TemplateProblem(message, _LIMIT_HINT)
+    def _refuse(self, source: str, message: str, hint: str = _LIMIT_HINT) -> TemplateProblem:
+        """The problem for a template that failed for good, remembered for its other renders."""
+        self._refused[source] = (message, hint)
+        return TemplateProblem(message, hint)
 
 
 def _undefined_problem(message: str, context: Mapping[str, Any]) -> TemplateProblem:

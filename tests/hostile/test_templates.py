@@ -559,6 +559,41 @@ BOMBS = [
         'too costly to render',
         id='imported-module-printed-many-times',
     ),
+    pytest.param(
+        "{{ ('x' * 100000)|join('y' * 100000) }}",
+        'the joined text would be 10,000,000,000 long',
+        id='join-text-with-long-separator',
+    ),
+    pytest.param(
+        "{{ " + "(" * 1000 + "1" + ")" * 1000 + " }}",
+        'nested too deeply to compile',
+        id='nested-parentheses',
+    ),
+    pytest.param(
+        "{{ " + "[" * 300 + "1" + "]" * 300 + " }}",
+        'nested too deeply to compile',
+        id='nested-lists',
+    ),
+    pytest.param(
+        "{% if 1 %}" * 300 + "x" + "{% endif %}" * 300,
+        'nested too deeply to compile',
+        id='nested-ifs',
+    ),
+    pytest.param(
+        "".join(f"{{% for a{i} in [1] %}}" for i in range(100)) + "x" + "{% endfor %}" * 100,
+        'nested too deeply to compile',
+        id='nested-fors',
+    ),
+    pytest.param(
+        "{{ " + " + ".join(["1"] * 5000) + " }}",
+        'nested too deeply to compile',
+        id='long-chain-of-additions',
+    ),
+    pytest.param(
+        "{{ 'a'" + "|upper" * 3000 + " }}",
+        'nested too deeply to compile',
+        id='long-chain-of-filters',
+    ),
 ]
 
 
@@ -618,7 +653,7 @@ def test_bombs_in_other_fields_name_that_field(field: str) -> None:
 
 @pytest.mark.timeout(120)
 def test_validate_reports_bombs_with_positions_and_no_traceback(tmp_path: Path) -> None:
-    """`imgspec validate` on bombs exits 1, one positioned error each, a matrix of 500 included."""
+    """`imgspec validate` on bombs exits 1 (not 70), one positioned error each, in a matrix too."""
     path = tmp_path / "bombs.yaml"
     values = ", ".join(str(v) for v in range(500))
     path.write_text(
@@ -626,7 +661,8 @@ def test_validate_reports_bombs_with_positions_and_no_traceback(tmp_path: Path) 
         "  slow:\n    prompt: \"{% for a in range(100000) %}{% for b in range(100000) %}"
         f"{{% endfor %}}{{% endfor %}}{{{{ v }}}}\"\n    matrix: {{v: [{values}]}}\n"
         "  wide:\n    prompt: \"{{ 'x'|center(10**9) }}\"\n"
-        "  deep:\n    prompt: \"{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}\"\n",
+        "  deep:\n    prompt: \"{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}\"\n"
+        f"  nested:\n    prompt: \"{{{{ {'(' * 500}1{')' * 500} }}}}\"\n",
         encoding="utf-8",
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -640,4 +676,5 @@ def test_validate_reports_bombs_with_positions_and_no_traceback(tmp_path: Path) 
     assert "(in 500 instances, e.g. slow@v=0)" in output
     assert f"{path}:8:13: jobs.wide.prompt: the template is too costly to render" in output
     assert f"{path}:10:13: jobs.deep.prompt: the template recurses too deeply" in output
+    assert f"{path}:12:13: jobs.nested.prompt: the template is nested too deeply" in output
     assert "Traceback" not in output
