@@ -18,7 +18,10 @@ unbounded time or memory, so rendering is bounded too:
 * as a backstop for work the meter cannot see (a slow builtin called in a loop),
   a render that has already spent ``CLOCK_AFTER_WORK`` units also has a deadline,
   ``RENDER_DEADLINE_SECONDS``; ordinary renders never get that far, so they never
-  read the clock.
+  read the clock;
+* recursion (macros, includes, nesting too deep to compile) ends in
+  ``RecursionError``, caught; and a template that failed for good is refused at
+  once for its other instances, so a bomb costs one render, not one per instance.
 
 The limits are far above what a prompt needs (the API takes at most
 ``rules.MAX_PROMPT_CHARS`` = 5,000 characters) and far below what hurts.
@@ -40,6 +43,7 @@ from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.environment import TemplateModule
 from jinja2.exceptions import SecurityError
+from jinja2.filters import make_attrgetter
 from jinja2.runtime import LoopContext, Macro
 from jinja2.sandbox import (
     ImmutableSandboxedEnvironment,
@@ -583,7 +587,7 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
         if isinstance(start, int | float) and not isinstance(start, bool):
             return self._charged(func(*args, **kwargs))
         if attribute is not None:
-            getter = jinja2.filters.make_attrgetter(env, attribute)
+            getter = make_attrgetter(env, attribute)
             iterable = map(getter, iterable)
         total = start
         for item in _metered(self.meter, iterable, 1):
@@ -667,7 +671,7 @@ def _materialised_join(args: tuple[Any, ...],
     attribute = kwargs.pop("attribute", rest[1] if len(rest) > 1 else None)
     items = list(value) if not isinstance(value, str | list | tuple) else value
     if attribute is not None:
-        getter = jinja2.filters.make_attrgetter(eval_ctx.environment, attribute)
+        getter = make_attrgetter(eval_ctx.environment, attribute)
         items = [getter(item) for item in items]
     return (eval_ctx, items, separator), kwargs
 
@@ -710,7 +714,9 @@ def _check_format(value: Any, *args: Any, **kwargs: Any) -> None:
 
 def _check_batch(value: Any, linecount: Any = 1, fill_with: Any = None,
                  *_: Any, **kwargs: Any) -> None:
-    _need("a batch", _int_arg(kwargs.get("linecount", linecount)))
+    if kwargs.get("fill_with", fill_with) is not None:
+        # Only filling pads the last batch out to ``linecount`` items.
+        _need("a filled batch", _int_arg(kwargs.get("linecount", linecount)))
 
 
 def _check_slice(value: Any, slices: Any = 1, fill_with: Any = None,

@@ -297,7 +297,7 @@ BOMBS = [
     ),
     pytest.param(
         "{{ [1]|batch(10**9, 'x')|list|length }}",
-        'a batch would be 1,000,000,000 long',
+        'a filled batch would be 1,000,000,000 long',
         id='batch-fill',
     ),
     pytest.param(
