@@ -245,7 +245,8 @@ def _text_size(value: Any, limit: int = MAX_VALUE_LENGTH, indent: int = 0) -> in
             # Other objects (ranges, loops, macros, cyclers...) print a short repr.
             total += 100
         if total + len(stack) > limit:
-            raise _too_long("the text of a value", total + len(stack), limit)
+            # The walk stops here, so the true length is unknown, only too much.
+            raise _LimitExceeded(f"the text of a value would be over {limit:,} characters")
     return total
 
 
