@@ -24,9 +24,9 @@ from pipeline.instances import Expansion
 from pipeline.journal import fold_journal, journal_path, read_journal
 from pipeline.lockfile import Lockfile, Output, lockfile_path, read_lockfile
 from pipeline.manifest import load_manifest, read_manifest_text
-from pipeline.model import Manifest
 from pipeline.outputs import OutputFolder
 from pipeline.plan import Plan, make_plan
+from pipeline.spec import Manifest
 from pipeline.workspace import DirectoryWorkspace
 
 
