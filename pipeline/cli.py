@@ -298,10 +298,7 @@ def verify(manifest: Path, simulate: bool) -> None:
 @click.option("--simulate", is_flag=True, help="Prune the --simulate lockfile.")
 def prune(manifest: Path, simulate: bool) -> None:
     """Drop lockfile entries whose instances are no longer in the manifest."""
-    removed = housekeeping.prune(manifest, simulate=simulate)
-    for key in removed:
-        click.echo(f"pruned {key}")
-    click.echo(f"{len(removed)} orphaned entr{'y' if len(removed) == 1 else 'ies'} removed")
+    click.echo(housekeeping.prune(manifest, simulate=simulate).text(), nl=False)
 
 
 cli.add_command(simulator)

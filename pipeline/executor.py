@@ -287,6 +287,7 @@ class Executor:
             key=key, job=inst.job, fingerprint=fp, status="submitting", request=request,
             matrix=dict(inst.matrix), seed=inst.seed, idempotency_key=idem, task_id=None,
             attempts=attempt, last_error=None, cost=Decimal(0),
+            charged=entry.charged if entry else Decimal(0),  # earlier attempts stay paid
             created_at=entry.created_at if entry and entry.created_at else now, updated_at=now,
             outputs=entry.outputs if entry else ())
         self.submissions += 1
@@ -323,7 +324,8 @@ class Executor:
             raise _Stop from exc
         self.result.spent += cost
         await self.store.commit(replace(base, status="running", task_id=state.task_id,
-                                        cost=cost, updated_at=utc_now()))
+                                        cost=cost, charged=base.charged + cost,
+                                        updated_at=utc_now()))
         self.emit("submitted", key, state.task_id)
         # The API starts the task's clock when the request reaches it: not before we
         # sent it, and usually just after. Timing polls from our reading the reply
@@ -453,12 +455,12 @@ class Executor:
                     refunded: bool = False) -> None:
         """Record the attempt as failed; ``refunded`` when the API does not charge for it."""
         if entry is not None:
-            cost = entry.cost
+            cost, charged = entry.cost, entry.charged
             if refunded and entry.status == "running":
                 self.result.spent -= entry.cost
-                cost = Decimal(0)
+                cost, charged = Decimal(0), entry.charged - entry.cost
             await self.store.commit(replace(entry, status="failed", last_error=message,
-                                            cost=cost, updated_at=utc_now()))
+                                            cost=cost, charged=charged, updated_at=utc_now()))
         self.result.failed.append((item.key, message))
         self.emit("failed", item.key, message)
 
