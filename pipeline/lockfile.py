@@ -149,11 +149,12 @@ def parse_lockfile(text: str, *, source: str = "lockfile") -> Lockfile:
                             f"{_restore(source)}")
     version = data.get("version")
     if version != FORMAT_VERSION or type(version) is not int:
-        raise LockfileError(f"{source}: lockfile version {version!r} is not supported "
+        raise LockfileError(f"{source}: lockfile version {show(version)} is not supported "
                             f"(this imgspec reads version {FORMAT_VERSION}); upgrade imgspec")
-    defect = lockfile_defect(data)
-    if defect is None and suspicious:
-        defect = unrepresentable(data)
+    # Values JSON cannot hold first: a message quoting them would be about the wrong thing.
+    defect = unrepresentable(data) if suspicious else None
+    if defect is None:
+        defect = lockfile_defect(data)
     if defect is not None:
         raise LockfileError(describe_defect(defect, source=source, text=text))
     raw_entries: dict[str, Any] = data["entries"]
@@ -167,9 +168,9 @@ def entry_from_json(key: str, raw: Any) -> LockEntry:
     Raises ``DefectError`` (a ``ValueError``) naming the field when ``raw`` breaks
     the schema or holds a value JSON cannot carry (NaN, Infinity, a lone surrogate).
     """
-    defect = entry_defect(raw)
+    defect = unrepresentable(raw)
     if defect is None:
-        defect = unrepresentable(raw)
+        defect = entry_defect(raw)
     if defect is not None:
         raise DefectError(defect)
     return _to_entry(key, raw)
@@ -490,8 +491,10 @@ class _Compiler:
         if "pattern" in node:
             pattern = node["pattern"]
             search = self.const(re.compile(pattern).search)  # search, as jsonschema does
-            reason = self.const(self.explain.get(pattern)
-                                or (lambda _: f"does not match the pattern {pattern}"))
+            about = str(node.get("description", "")).rstrip(".")
+            fallback = (f"does not have the expected form ({about})" if about
+                        else f"does not match the pattern {pattern}")
+            reason = self.const(self.explain.get(pattern) or (lambda _: fallback))
             fail(f"{guard('string')} and not {search}({var})",
                  f"show({var}) + ' ' + {reason}({var})")
         if {"properties", "required", "additionalProperties", "propertyNames"} & set(node):
@@ -530,6 +533,15 @@ class _Compiler:
         for name in node.get("required", ()):
             out.append(f"{pad}if {name!r} not in {var}:")
             out.append(f"{pad}    return Defect({at}{name!r},), 'is missing (it is required)')")
+        if "propertyNames" in node:
+            key = self.fresh("k")
+            checked = self.function(node["propertyNames"])
+            defect = self.fresh("d")
+            out.append(f"{pad}for {key} in {var}:")
+            out.append(f"{pad}    {defect} = {checked}({key})")
+            out.append(f"{pad}    if {defect} is not None:")
+            out.append(f"{pad}        return Defect({at}{key},), "
+                       f"'is not a valid key: it ' + {defect}.what)")
         extra = node.get("additionalProperties", True)
         if extra is False:
             known = self.const(frozenset(properties))
@@ -543,15 +555,6 @@ class _Compiler:
                 out.append(f"{pad}    if {key} in {self.const(frozenset(properties))}:")
                 out.append(f"{pad}        continue")
             self.emit(extra, item, (*where, key), out, inner)
-        if "propertyNames" in node:
-            key = self.fresh("k")
-            checked = self.function(node["propertyNames"])
-            defect = self.fresh("d")
-            out.append(f"{pad}for {key} in {var}:")
-            out.append(f"{pad}    {defect} = {checked}({key})")
-            out.append(f"{pad}    if {defect} is not None:")
-            out.append(f"{pad}        return Defect({at}{key},), "
-                       f"'is not a valid key: it ' + {defect}.what)")
         for name, sub in properties.items():
             value = self.fresh("p")
             out.append(f"{pad}{value} = {var}.get({name!r}, _MISSING)")
@@ -615,6 +618,12 @@ def load_json(text: str) -> tuple[Any, bool]:
     ``unrepresentable`` then finds where. Checked only when suspicious, so the common
     case costs nothing.
     """
+    if not text.isascii():  # (a fast test) text from a file decoded strictly passes this too
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise JsonProblem("holds a lone UTF-16 surrogate, which is no character",
+                              exc.start) from exc
     odd: list[str] = []
 
     def constant(token: str) -> float:
@@ -700,7 +709,13 @@ def describe_where(where: Where) -> str:
     """``("outputs", 0, "path")`` → ``outputs[0].path``."""
     out = ""
     for step in where:
-        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else str(step))
+        if isinstance(step, int):
+            out += f"[{step}]"
+            continue
+        # A field name comes from the file: quote anything that is not plainly printable.
+        plain = step.isprintable() and step.isascii() and step and not set(step) & set(".[]\"")
+        name = step if plain else show(step)
+        out += f".{name}" if out else name
     return out
 
 
