@@ -458,7 +458,7 @@ class Executor:
             cost, charged = entry.cost, entry.charged
             if refunded and entry.status == "running":
                 self.result.spent -= entry.cost
-                cost, charged = Decimal(0), entry.charged - entry.cost
+                cost, charged = Decimal(0), max(entry.charged - entry.cost, Decimal(0))
             await self.store.commit(replace(entry, status="failed", last_error=message,
                                             cost=cost, charged=charged, updated_at=utc_now()))
         self.result.failed.append((item.key, message))

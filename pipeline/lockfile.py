@@ -219,8 +219,12 @@ def read_lockfile(path: Path, *, manifest: str = "") -> Lockfile:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return Lockfile(manifest=manifest)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LockfileError(f"{path}: cannot be read ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise LockfileError(f"{path}: byte {exc.start} is not UTF-8 text; "
+                            f"{_restore(str(path))}") from exc
+    except OSError as exc:
+        raise LockfileError(f"{path}: cannot be read ({exc.strerror or exc}); check its "
+                            "permissions, then run again") from exc
     return parse_lockfile(text, source=str(path))
 
 
@@ -530,7 +534,8 @@ class _Compiler:
         out.append(f"{pad}pass")
         properties: Mapping[str, Any] = node.get("properties", {})
         at = "(" + "".join(f"{w}, " for w in where)
-        for name in node.get("required", ()):
+        required = set(node.get("required", ()))
+        for name in sorted(required - set(properties)):  # those with a schema: below
             out.append(f"{pad}if {name!r} not in {var}:")
             out.append(f"{pad}    return Defect({at}{name!r},), 'is missing (it is required)')")
         if "propertyNames" in node:
@@ -558,9 +563,15 @@ class _Compiler:
         for name, sub in properties.items():
             value = self.fresh("p")
             out.append(f"{pad}{value} = {var}.get({name!r}, _MISSING)")
-            out.append(f"{pad}if {value} is not _MISSING:")
-            out.append(f"{pad}    pass")
-            self.emit(sub, value, (*where, repr(name)), out, depth + 2)
+            if name in required:  # one lookup serves both the presence and the value check
+                out.append(f"{pad}if {value} is _MISSING:")
+                out.append(f"{pad}    return Defect({at}{name!r},), "
+                           "'is missing (it is required)')")
+                self.emit(sub, value, (*where, repr(name)), out, depth + 1)
+            else:
+                out.append(f"{pad}if {value} is not _MISSING:")
+                out.append(f"{pad}    pass")
+                self.emit(sub, value, (*where, repr(name)), out, depth + 2)
 
 
 _MISSING = object()

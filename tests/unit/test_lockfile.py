@@ -109,7 +109,8 @@ FULL: dict[str, Any] = {
                                      "bytes": 10, "width": 1024, "height": 768,
                                      "url": "https://h/f.png", "expires_at": 1}],
 }
-VALID_DOC: dict[str, Any] = {"version": 1, "generator": "imgspec", "manifest": "shop.yaml", "entries": {
+VALID_DOC: dict[str, Any] = {
+    "version": 1, "generator": "imgspec", "manifest": "shop.yaml", "entries": {
     "gen@shop=x": FULL,
     "gen@shop=y": {"job": "gen", "fingerprint": "f", "status": "submitting",
                    "idempotency_key": "k"},
