@@ -511,21 +511,26 @@ class _Compiler:
         for part in node.get("allOf", ()):
             self.emit(part, var, where, out, depth)
         if "if" in node:
+            # A conditional rule's description says why it holds: the message quotes it.
+            about = str(node.get("description", "")).rstrip(".")
+            why = f" ({about[0].lower()}{about[1:]})" if about else ""
             test = self.function(node["if"])
             out.append(f"{pad}if {test}({var}) is None:")
             if "then" in node:
-                self.delegate(f"{self.function(node['then'])}({var})", at, out, pad + "    ")
+                self.delegate(f"{self.function(node['then'])}({var})", at, out, pad + "    ",
+                              why)
             out.append(f"{pad}    pass")
             if "else" in node:
                 out.append(f"{pad}else:")
-                self.delegate(f"{self.function(node['else'])}({var})", at, out, pad + "    ")
+                self.delegate(f"{self.function(node['else'])}({var})", at, out, pad + "    ",
+                              why)
 
-    def delegate(self, call: str, at: str, out: list[str], pad: str) -> None:
-        """Call a generated function and return its defect, seen from here."""
+    def delegate(self, call: str, at: str, out: list[str], pad: str, why: str = "") -> None:
+        """Call a generated function and return its defect, seen from here (``why`` added)."""
         defect = self.fresh("d")
         out.append(f"{pad}{defect} = {call}")
         out.append(f"{pad}if {defect} is not None:")
-        out.append(f"{pad}    return Defect({at} + {defect}.where, {defect}.what)")
+        out.append(f"{pad}    return Defect({at} + {defect}.where, {defect}.what + {why!r})")
 
     def emit_object(self, node: Mapping[str, Any], var: str, where: tuple[str, ...],
                     out: list[str], depth: int, condition: str) -> None:
