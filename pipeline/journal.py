@@ -165,9 +165,11 @@ class Recovery:
     def between(before: Lockfile, after: Lockfile) -> Recovery:
         """The keys ``fold_journal`` removed from, and changed in, ``before``."""
         old, new = before.entries, after.entries
-        # fold_journal keeps unchanged entries as the same objects: identity suffices.
+        # fold_journal keeps untouched entries as the same objects, so only the keys the
+        # journal touched are compared (a line repeating the lockfile changes nothing).
         return Recovery(deleted=tuple(sorted(k for k in old if k not in new)),
-                        updated=tuple(sorted(k for k, e in new.items() if old.get(k) is not e)))
+                        updated=tuple(sorted(k for k, e in new.items()
+                                             if old.get(k) is not e and old.get(k) != e)))
 
 
 def read_journal(journal: Path) -> str | None:

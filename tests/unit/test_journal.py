@@ -195,6 +195,8 @@ def test_recovery_between_names_deleted_and_updated_keys() -> None:
     after = fold_journal(before, text, source="j")
     assert Recovery.between(before, after) == Recovery(deleted=("b",), updated=("c", "d"))
     assert Recovery.between(before, before) == Recovery()
+    repeated = fold_journal(before, journal_line("a", entry("a")), source="j")
+    assert Recovery.between(before, repeated) == Recovery()  # the same entry, written again
 
 
 def test_open_reports_what_it_recovered(tmp_path: Path) -> None:
