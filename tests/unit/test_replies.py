@@ -23,6 +23,7 @@ from pipeline.replies import (
     parse_poll,
     parse_retry_after,
     parse_submit,
+    result_url_problem,
     shorten,
 )
 
