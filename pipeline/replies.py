@@ -268,7 +268,7 @@ def result_url_problem(url: str, *, api_host: str = "") -> str | None:
     ``api_host`` (given when the user pointed imgspec at an http API origin). A URL
     is printable ASCII (percent-encoded), as it is stored in the lockfile.
     """
-    if not (url.isascii() and url.isprintable()):
+    if not (url.isascii() and url.isprintable()) or " " in url:
         return "is not a plain URL (it holds spaces, control or non-ASCII characters)"
     try:
         parts = urlsplit(url)
