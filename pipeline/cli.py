@@ -231,7 +231,7 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
     6 the API refused the key, 7 the balance ran out (top up, run again), 130 interrupted.
     """
     from pipeline.client import report_retries_as_events
-    from pipeline.executor import RunOptions
+    from pipeline.pacing import RunOptions
     from pipeline.run import (
         RunSettings,
         check_budget,

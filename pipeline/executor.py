@@ -12,178 +12,38 @@ replays the same key (the API returns the same task, no new charge) and
 ``running`` polls the recorded task. Only ``failed``, ``cancelled`` or an
 unknown task id start a new attempt, with a new key.
 
-Work is scheduled per instance: ``concurrency`` workers take instances whose
-upstream instances are done; a failed upstream blocks its dependants and
-everything else goes on.
+This module is the per-instance state machine (submit or resume, poll,
+download, record); ``scheduler`` runs it over the graph of instances,
+``lifecycle`` names what each step records, ``sendable`` encodes inputs off the
+event loop, ``pacing`` says when to poll, and ``events`` is what the run reports.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from decimal import Decimal
-from enum import StrEnum
 from pathlib import Path
 
+from pipeline import lifecycle, sendable
 from pipeline.client import ApiClient, Downloaded, TaskImage, TaskState
-from pipeline.errors import (
-    ApiError,
-    AuthError,
-    BalanceExhausted,
-    ImgspecError,
-    RequestRejected,
-    TransientError,
-)
+from pipeline.errors import AuthError, BalanceExhausted, RequestRejected, TransientError
+from pipeline.events import EventKind, RunEvent, RunResult, StopReason
 from pipeline.identity import fingerprint
-from pipeline.instances import DataInput, FileInput, ImageInput, Instance, UpstreamInput, UrlInput
+from pipeline.instances import Instance
 from pipeline.journal import LockStore
 from pipeline.lockfile import LockEntry, Output
 from pipeline.outputs import OutputFolder, utc_now
+from pipeline.pacing import RunOptions, next_poll_delay
 from pipeline.plan import ACTIVE, Plan, PlanItem, PlanStatus, resolved_request
 from pipeline.pricing import PriceTable
+from pipeline.scheduler import run_graph
 from pipeline.workspace import Workspace
 
-
-@dataclass(frozen=True, slots=True)
-class RunOptions:
-    """How a run paces itself."""
-
-    concurrency: int = 8
-    task_timeout: float = 1800.0  # stop polling a task after this; the next run resumes it
-    first_poll: float = 1.0  # before the first poll when no estimate is known yet
-    max_poll_interval: float = 15.0
-    url_margin: float = 600.0  # an upstream URL expiring sooner is replaced by the local file
-    download_attempts: int = 3  # re-polls for fresh URLs after failed downloads
-    download_give_way: float = 0.5  # longest a download waits for submissions to go first
-
-
-class EventKind(StrEnum):
-    """What happened, in a ``RunEvent``."""
-
-    SUBMITTED = "submitted"  # the API accepted a new task
-    RESUMED = "resumed"  # a task an earlier run submitted is polled again
-    RETRY = "retry"  # a request failed for now and is retried after a wait
-    DONE = "done"  # every image is on disk and recorded
-    FAILED = "failed"  # this attempt failed; --only-failed retries it
-    BLOCKED = "blocked"  # an upstream did not finish, so this cannot start
-    UNFINISHED = "unfinished"  # left for the next run (timeout, unknown outcome)
-    STOPPING = "stopping"  # the run stops early (auth, balance, budget, Ctrl-C)
-
-
-TERMINAL_EVENTS = frozenset({EventKind.DONE, EventKind.FAILED, EventKind.BLOCKED,
-                             EventKind.UNFINISHED})
-
-
-class StopReason(StrEnum):
-    """Why a run stopped before doing all of its plan."""
-
-    AUTH = "auth"  # the API refused the key (401/403)
-    BALANCE = "balance"  # the account ran out of money (402)
-    BUDGET = "budget"  # the next submission would have passed the budget
-    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM
-
-
-@dataclass(frozen=True, slots=True)
-class RunEvent:
-    """Something happened to one instance (or to the run, when ``key`` is None)."""
-
-    kind: EventKind
-    key: str | None
-    message: str
-    done: int
-    failed: int
-    in_flight: int  # tasks at the API not yet seen to finish: never above the concurrency
-    total: int
-    charged: Decimal  # see ``Tally``
-    reserved: Decimal
-
-
-@dataclass
-class Tally:
-    """What the progress display reads: the tasks at the API now, and the money they hold.
-
-    The API pre-charges a task's images when it is submitted and refunds a task
-    that fails. ``charged`` is what this run's finished tasks cost; ``reserved``
-    is the pre-charge of this run's tasks not yet seen to finish, which becomes
-    charged or is refunded. A task an earlier run submitted is in flight but
-    holds none of this run's money.
-    """
-
-    flying: set[str] = field(default_factory=set)
-    holds: dict[str, Decimal] = field(default_factory=dict)
-    charged: Decimal = Decimal(0)
-    reserved: Decimal = Decimal(0)
-
-    @property
-    def in_flight(self) -> int:
-        """Tasks at the API that the run is watching."""
-        return len(self.flying)
-
-    def took_off(self, key: str, cost: Decimal | None = None) -> None:
-        """``key``'s task is at the API; ``cost``: what this run's submission pre-charged."""
-        self.flying.add(key)
-        if cost is not None:
-            self.holds[key] = cost
-            self.reserved += cost
-
-    def landed(self, key: str) -> None:
-        """The run stopped watching ``key``'s task (finished, or left to the next run)."""
-        self.flying.discard(key)
-
-    def settle(self, key: str, *, refunded: bool) -> None:
-        """``key``'s task finished: its pre-charge is now charged, or was refunded."""
-        amount = self.holds.pop(key, Decimal(0))
-        self.reserved -= amount
-        if not refunded:
-            self.charged += amount
-
-
-@dataclass
-class RunResult:
-    """What a run achieved; ``stopped`` names why it stopped early, if it did."""
-
-    done: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    blocked: list[str] = field(default_factory=list)
-    unfinished: list[tuple[str, str]] = field(default_factory=list)
-    spent: Decimal = Decimal(0)
-    stopped: StopReason | None = None
-    fatal: ApiError | None = None
-    tally: Tally = field(default_factory=Tally)
-
-    @property
-    def complete(self) -> bool:
-        """Every instance of the plan is done."""
-        return not (self.failed or self.blocked or self.unfinished or self.stopped)
-
-
-def idempotency_key(key: str, fp: str, attempt: int) -> str:
-    """Stable per instance, request and attempt, so a replay after a crash reuses it."""
-    digest = hashlib.sha256(f"{key}\0{fp}\0{attempt}".encode()).hexdigest()
-    return f"imgspec-{digest[:40]}"
-
-
-def next_poll_delay(*, elapsed: float, estimate: float, polls: int,
-                    options: RunOptions) -> float:
-    """Seconds until the next poll of a task whose clock started ``elapsed`` seconds ago.
-
-    Until the estimate has passed, wait for it plus a small margin (1 %, at least
-    5 ms), so the first poll usually finds the task done. A task still running
-    after that is polled again soon, a fiftieth of the estimate later (at least
-    20 ms), then half as long again each time, up to ``max_poll_interval``: a
-    task found just short of done costs one cheap extra poll, and a stuck task
-    is not polled in a tight loop.
-    """
-    if elapsed < estimate:
-        return estimate - elapsed + max(0.005, estimate * 0.01)
-    overdue = max(polls - 1, 0)  # polls made after the estimate had passed
-    return min(options.max_poll_interval, max(0.02, estimate / 50) * 1.5 ** overdue)
+__all__ = ["Executor", "RunOptions"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,10 +77,8 @@ class Executor:
         self.clock = clock
         self.result = RunResult()
         self.items = [i for i in plan.items if i.status in ACTIVE]
-        self.pending = {i.key for i in self.items}
         self.estimate: float | None = None  # the latest estimated_time the API gave
         self.submitting_stopped: str | None = None
-        self.finished: dict[str, bool] = {}  # key -> succeeded
         self.slots = asyncio.Semaphore(options.concurrency)
         self.submissions = 0  # between recording ``submitting`` and recording the reply
         self.no_submissions = asyncio.Event()
@@ -239,58 +97,15 @@ class Executor:
 
     async def run(self) -> RunResult:
         """Process every pending item; returns when all are finished, blocked or stopped."""
-        dependants: dict[str, list[PlanItem]] = {}
-        waiting: dict[str, int] = {}
-        ready: deque[PlanItem] = deque()
-        for item in self.items:
-            needs = [n for n in item.needs if n in self.pending]
-            waiting[item.key] = len(needs)
-            for need in needs:
-                dependants.setdefault(need, []).append(item)
-            if not needs:
-                ready.append(item)
-        queue: asyncio.Queue[PlanItem | None] = asyncio.Queue()
-        for item in ready:
-            queue.put_nowait(item)
-        remaining = len(self.items)
+
+        def blocked(child: PlanItem, parent: PlanItem) -> None:
+            self.result.blocked.append(child.key)
+            self.emit(EventKind.BLOCKED, child.key, f"upstream {parent.key} did not finish")
+
         # Twice as many workers as task slots: a worker downloading a finished task's
         # images has given its slot back, so another can submit meanwhile.
-        workers_n = max(1, min(2 * self.options.concurrency, remaining))
-        self.slots = asyncio.Semaphore(self.options.concurrency)
-
-        def finish(item: PlanItem, ok: bool) -> None:
-            nonlocal remaining
-            self.finished[item.key] = ok
-            remaining -= 1
-            for child in dependants.get(item.key, ()):
-                waiting[child.key] -= 1
-                if not ok and child.key not in self.finished:
-                    self.result.blocked.append(child.key)
-                    self.emit(EventKind.BLOCKED, child.key, f"upstream {item.key} did not finish")
-                    finish(child, False)
-                elif waiting[child.key] == 0 and child.key not in self.finished:
-                    queue.put_nowait(child)
-            if remaining == 0:
-                for _ in range(workers_n):
-                    queue.put_nowait(None)
-
-        async def worker() -> None:
-            while (item := await queue.get()) is not None:
-                if item.key in self.finished:
-                    continue
-                ok = await self.process(item)
-                finish(item, ok)
-
-        if remaining == 0:
-            return self.result
-        workers = [asyncio.create_task(worker()) for _ in range(workers_n)]
-        try:
-            await asyncio.gather(*workers)
-        except BaseException:
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            raise
+        await run_graph(self.items, self.process, workers=2 * self.options.concurrency,
+                        on_blocked=blocked)
         return self.result
 
     # -- one instance ------------------------------------------------------------------
@@ -337,13 +152,7 @@ class Executor:
             await self._fail(item, None, "an upstream image is missing")
             return None
         fp = fingerprint(request)
-        replay = (entry is not None and entry.status == "submitting"
-                  and entry.fingerprint == fp and entry.idempotency_key is not None)
-        if replay and entry is not None and entry.idempotency_key is not None:
-            attempt, idem = entry.attempts, entry.idempotency_key
-        else:
-            attempt = (entry.attempts if entry else 0) + 1
-            idem = idempotency_key(key, fp, attempt)
+        replay = lifecycle.is_replay(entry, fp)
         cost = self.pricing.cost(inst.model, inst.n)
         if self.submitting_stopped is not None:
             self.result.unfinished.append((key, f"not submitted ({self.submitting_stopped})"))
@@ -355,14 +164,7 @@ class Executor:
             self.result.unfinished.append((key, "not submitted: the budget would be passed"))
             self.emit(EventKind.STOPPING, key, "budget reached: no further submissions")
             raise _Stop
-        now = utc_now()
-        base = LockEntry(
-            key=key, job=inst.job, fingerprint=fp, status="submitting", request=request,
-            matrix=dict(inst.matrix), seed=inst.seed, idempotency_key=idem, task_id=None,
-            attempts=attempt, last_error=None, cost=Decimal(0),
-            charged=entry.charged if entry else Decimal(0),  # earlier attempts stay paid
-            created_at=entry.created_at if entry and entry.created_at else now, updated_at=now,
-            outputs=entry.outputs if entry else ())
+        base = lifecycle.begin_attempt(inst, request, fp, entry, now=utc_now())
         self.submissions += 1
         self.no_submissions.clear()
         try:
@@ -377,8 +179,13 @@ class Executor:
         inst, key = item.instance, item.key
         assert base.idempotency_key is not None
         await self.store.commit(base)
-        body = {**inst.request, **({"image_urls": self._sendable(inst.inputs)}
-                                   if inst.inputs else {})}
+        body = dict(inst.request)
+        if inst.inputs:
+            found = sendable.sources(inst.inputs, self.store.entries, now=self.clock(),
+                                     url_margin=self.options.url_margin,
+                                     output_file=self.outputs.absolute)
+            body["image_urls"] = await asyncio.to_thread(sendable.encode, found,
+                                                         self.workspace)
         try:
             state = await self.client.submit(body, idempotency_key=base.idempotency_key)
         except RequestRejected as exc:
@@ -397,9 +204,7 @@ class Executor:
             raise _Stop from exc
         self.result.spent += cost
         self.result.tally.took_off(key, cost)
-        await self.store.commit(replace(base, status="running", task_id=state.task_id,
-                                        cost=cost, charged=base.charged + cost,
-                                        updated_at=utc_now()))
+        await self.store.commit(lifecycle.running(base, state.task_id, cost, now=utc_now()))
         self.emit(EventKind.SUBMITTED, key, state.task_id)
         # The API starts the task's clock when the request reaches it: not before we
         # sent it, and usually just after. Timing polls from our reading the reply
@@ -485,8 +290,7 @@ class Executor:
             assert entry is not None
             before = [o.path for o in entry.outputs]
             outputs = await asyncio.to_thread(self._install, inst, got, before)
-            done = replace(entry, status="done", outputs=outputs, last_error=None,
-                           updated_at=utc_now())
+            done = lifecycle.done(entry, outputs, now=utc_now())
             await self.store.commit(done)
             await asyncio.to_thread(self._tidy, inst, done, before[len(outputs):])
             self.result.done.append(key)
@@ -527,9 +331,8 @@ class Executor:
                 raise
             if problem is not None:
                 temp.unlink(missing_ok=True)
-                outputs[index] = replace(output, url=None, expires_at=None)
-                await self.store.commit(replace(entry, outputs=tuple(outputs),
-                                                updated_at=utc_now()))
+                await self.store.commit(lifecycle.link_forgotten(
+                    replace(entry, outputs=tuple(outputs)), index, now=utc_now()))
                 message = (f"image {index}: {problem}; the next plan shows it as missing "
                            "(generating it again is paid)")
                 self.result.failed.append((key, message))
@@ -538,7 +341,7 @@ class Executor:
             final = await asyncio.to_thread(self.outputs.install, temp, item.job, key, index,
                                             got.format, output.path)
             outputs[index] = replace(output, path=self.outputs.relative(final))
-        done = replace(entry, outputs=tuple(outputs), updated_at=utc_now())
+        done = lifecycle.refreshed(entry, tuple(outputs), now=utc_now())
         await self.store.commit(done)
         await asyncio.to_thread(self.outputs.write_meta, item.instance, done, self.plan.manifest)
         self.result.done.append(key)
@@ -580,11 +383,8 @@ class Executor:
                     refunded: bool = False) -> None:
         """Record the attempt as failed; ``refunded`` when the API does not charge for it."""
         if entry is not None:
-            cost, charged = entry.cost, entry.charged
-            if refunded and entry.status == "running":
-                cost, charged = Decimal(0), max(entry.charged - entry.cost, Decimal(0))
-            await self.store.commit(replace(entry, status="failed", last_error=message,
-                                            cost=cost, charged=charged, updated_at=utc_now()))
+            await self.store.commit(lifecycle.failed(entry, message, refunded=refunded,
+                                                     now=utc_now()))
         if refunded:
             # Only what this run pre-charged comes back off its spending: a task an
             # earlier run submitted was never counted in it (the budget must not grow).
@@ -592,35 +392,3 @@ class Executor:
         self.result.tally.settle(item.key, refunded=refunded)
         self.result.failed.append((item.key, message))
         self.emit(EventKind.FAILED, item.key, message)
-
-    def _sendable(self, inputs: tuple[ImageInput, ...]) -> list[str]:
-        """The image_urls to send: URLs as they are, local files and stale URLs as data URIs."""
-        out = []
-        for item in inputs:
-            if isinstance(item, UrlInput):
-                out.append(item.url)
-            elif isinstance(item, DataInput):
-                out.append(item.uri)
-            elif isinstance(item, FileInput):
-                out.append(_data_uri(item.mime, self.workspace.read_bytes(item.path)))
-            else:
-                out.append(self._upstream(item))
-        return out
-
-    def _upstream(self, item: UpstreamInput) -> str:
-        entry = self.store.get(item.key)
-        if entry is None or entry.status != "done" or item.index >= len(entry.outputs):
-            raise ImgspecError(f"upstream image {item.ref} is not available")
-        output = entry.outputs[item.index]
-        fresh = output.expires_at is not None and output.expires_at > (
-            self.clock() + self.options.url_margin)
-        if output.url and fresh:
-            return output.url
-        path = self.outputs.absolute(output.path)
-        fmt = path.suffix.lstrip(".").lower()
-        return _data_uri(f"image/{'jpeg' if fmt == 'jpg' else fmt}", path.read_bytes())
-
-
-def _data_uri(mime: str, data: bytes) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-

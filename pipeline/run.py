@@ -23,10 +23,12 @@ from pipeline.errors import (
     Interrupted,
     ItemsFailed,
 )
-from pipeline.executor import EventKind, Executor, RunEvent, RunOptions, RunResult, StopReason
+from pipeline.events import EventKind, RunEvent, RunResult, StopReason
+from pipeline.executor import Executor
 from pipeline.guard import RunGuard, guard_path
 from pipeline.journal import LockStore
 from pipeline.lockfile import lockfile_path
+from pipeline.pacing import RunOptions
 from pipeline.plan import Plan
 from pipeline.project import Prepared, prepare
 from pipeline.selection import Selection, narrow

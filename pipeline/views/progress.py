@@ -25,7 +25,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from pipeline.executor import TERMINAL_EVENTS, EventKind, RunEvent, RunResult
+from pipeline.events import TERMINAL_EVENTS, EventKind, RunEvent, RunResult
 from pipeline.pricing import json_number, money
 
 # Events that end an instance; the rest are progress within one.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.executor import RunOptions, next_poll_delay
+from pipeline.pacing import RunOptions, next_poll_delay
 
 OPTIONS = RunOptions(max_poll_interval=15.0)
 

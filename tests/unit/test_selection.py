@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from pipeline.errors import UsageError
-from pipeline.executor import Tally
+from pipeline.events import Tally
 from pipeline.lockfile import Lockfile
 from pipeline.plan import Plan, PlanStatus, make_plan
 from pipeline.selection import Selection, matches_value, narrow, parse_where

@@ -1,0 +1,97 @@
+"""The life of one lock entry, as named transitions: pure functions from entry to entry.
+
+::
+
+    (none | failed | done, changed) ──begin_attempt──▶ submitting ──running──▶ running
+    submitting (same request) ──begin_attempt──▶ submitting (replay: same key, no new charge)
+    running ──done──▶ done          running ──failed(refunded)──▶ failed
+    submitting ──failed──▶ failed   done ──refreshed / link_forgotten──▶ done
+
+The executor decides *when*; this module says *what* each step records, so the
+order of writes (the never-pay-twice argument, see ``executor``) reads in one place.
+Times are passed in (``now``): nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
+
+from pipeline.instances import Instance
+from pipeline.lockfile import LockEntry, Output
+
+
+def idempotency_key(key: str, fp: str, attempt: int) -> str:
+    """Stable per instance, request and attempt, so a replay after a crash reuses it."""
+    digest = hashlib.sha256(f"{key}\0{fp}\0{attempt}".encode()).hexdigest()
+    return f"imgspec-{digest[:40]}"
+
+
+def is_replay(previous: LockEntry | None, fp: str) -> bool:
+    """Whether a submission of request ``fp`` replays ``previous``'s unanswered POST.
+
+    An entry left ``submitting`` (a crash, or a POST whose reply never came) with the
+    same request is sent again with the same Idempotency-Key: the API answers with
+    the task it already made, and charges nothing new.
+    """
+    return (previous is not None and previous.status == "submitting"
+            and previous.fingerprint == fp and previous.idempotency_key is not None)
+
+
+def begin_attempt(inst: Instance, request: Mapping[str, Any], fp: str,
+                  previous: LockEntry | None, *, now: str) -> LockEntry:
+    """The ``submitting`` entry recorded (durably) before a POST.
+
+    A replay keeps the attempt and its key; anything else is a new attempt with a
+    new key. Money charged by earlier attempts stays counted, and the images of the
+    last done attempt stay recorded until new ones replace them.
+    """
+    if is_replay(previous, fp):
+        assert previous is not None
+        assert previous.idempotency_key is not None
+        attempt, idem = previous.attempts, previous.idempotency_key
+    else:
+        attempt = (previous.attempts if previous else 0) + 1
+        idem = idempotency_key(inst.key, fp, attempt)
+    return LockEntry(
+        key=inst.key, job=inst.job, fingerprint=fp, status="submitting", request=request,
+        matrix=dict(inst.matrix), seed=inst.seed, idempotency_key=idem, task_id=None,
+        attempts=attempt, last_error=None, cost=Decimal(0),
+        charged=previous.charged if previous else Decimal(0),
+        created_at=previous.created_at if previous and previous.created_at else now,
+        updated_at=now, outputs=previous.outputs if previous else ())
+
+
+def running(entry: LockEntry, task_id: str, cost: Decimal, *, now: str) -> LockEntry:
+    """The API made task ``task_id`` and pre-charged ``cost`` for it."""
+    return replace(entry, status="running", task_id=task_id, cost=cost,
+                   charged=entry.charged + cost, updated_at=now)
+
+
+def failed(entry: LockEntry, message: str, *, refunded: bool, now: str) -> LockEntry:
+    """The attempt failed; ``refunded``: the API gives back a running task's pre-charge."""
+    cost, charged = entry.cost, entry.charged
+    if refunded and entry.status == "running":
+        cost, charged = Decimal(0), max(entry.charged - entry.cost, Decimal(0))
+    return replace(entry, status="failed", last_error=message, cost=cost, charged=charged,
+                   updated_at=now)
+
+
+def done(entry: LockEntry, outputs: tuple[Output, ...], *, now: str) -> LockEntry:
+    """Every image is on disk, verified and in place."""
+    return replace(entry, status="done", outputs=outputs, last_error=None, updated_at=now)
+
+
+def refreshed(entry: LockEntry, outputs: tuple[Output, ...], *, now: str) -> LockEntry:
+    """Images of a done entry downloaded again from their links (the same images)."""
+    return replace(entry, outputs=outputs, updated_at=now)
+
+
+def link_forgotten(entry: LockEntry, index: int, *, now: str) -> LockEntry:
+    """Image ``index``'s link no longer serves it: forget it, so the next plan prices it."""
+    outputs = list(entry.outputs)
+    outputs[index] = replace(outputs[index], url=None, expires_at=None)
+    return replace(entry, outputs=tuple(outputs), updated_at=now)
