@@ -334,7 +334,8 @@ class Executor:
             matrix=dict(inst.matrix), seed=inst.seed, idempotency_key=idem, task_id=None,
             attempts=attempt, last_error=None, cost=Decimal(0),
             created_at=entry.created_at if entry and entry.created_at else now, updated_at=now,
-            outputs=entry.outputs if entry else ())
+            outputs=entry.outputs if entry else (),  # kept until the new images replace them
+            reroll=item.reroll)
         self.submissions += 1
         self.no_submissions.clear()
         try:

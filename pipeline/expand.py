@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pipeline.diagnostics import Diagnostic, collapse
@@ -148,6 +148,30 @@ def expand(manifest: Manifest, workspace: Workspace) -> Expansion:
     warnings = collapse(d for d in state.diagnostics if d.severity == "warning")
     instances = tuple(i for job_id in order for i in state.by_job.get(job_id, ()))
     return Expansion(manifest, instances, tuple(order), tuple(warnings))
+
+
+def seed_origin(inst: Instance) -> Literal["derived", "random", "fixed"]:
+    """Where an instance's seed came from: derived from its key, ``seed: random``, or fixed."""
+    if inst.seed is None:
+        return "random"
+    return "derived" if inst.seed == derive_seed(inst.key) else "fixed"
+
+
+def rerolled(inst: Instance, count: int) -> Instance:
+    """The instance as its ``count``-th re-roll makes it: the same request with a new seed.
+
+    Count 0 is the instance itself. Otherwise the seed is derived from the key and the
+    count (and a fixed seed, which it replaces: a re-roll must give a new image), so
+    every re-roll has its own fingerprint and is reproducible from the lockfile's count.
+    """
+    if count <= 0:
+        return inst
+    origin = seed_origin(inst)
+    basis = inst.key if origin == "derived" else f"{inst.key}#seed={inst.seed}"
+    seed = derive_seed(f"{basis}#reroll={count}")
+    body = {**inst.request, "seed": seed}
+    ordered = {name: body[name] for name in REQUEST_FIELDS if name in body}
+    return replace(inst, seed=seed, request=ordered | body)
 
 
 class _Expander:

@@ -57,10 +57,14 @@ class LockEntry:
     created_at: str | None = None
     updated_at: str | None = None
     outputs: tuple[Output, ...] = ()
+    # How many times a reviewer had the instance re-rolled: its seed is derived from this
+    # (``expand.rerolled``), so the next plan reproduces the request that made the images.
+    reroll: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The entry as it is stored (the key is the mapping key around it)."""
-        return {
+        # ``reroll`` only when set, so lockfiles of instances never re-rolled do not change.
+        return ({"reroll": self.reroll} if self.reroll else {}) | {
             "job": self.job,
             "fingerprint": self.fingerprint,
             "status": self.status,
@@ -181,7 +185,14 @@ def entry_from_json(key: str, raw: Mapping[str, Any]) -> LockEntry:
         created_at=raw.get("created_at"),
         updated_at=raw.get("updated_at"),
         outputs=outputs,
+        reroll=_count(raw.get("reroll", 0)),
     )
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"reroll must be a whole number of at least 0, not {value!r}")
+    return value
 
 
 def read_lockfile(path: Path, *, manifest: str = "") -> Lockfile:

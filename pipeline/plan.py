@@ -8,7 +8,7 @@ a "dry run" flag.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from enum import StrEnum
@@ -16,7 +16,7 @@ from functools import cached_property
 from typing import Any
 
 from pipeline.diagnostics import Diagnostic
-from pipeline.expand import Expansion, Instance, UpstreamInput
+from pipeline.expand import Expansion, Instance, UpstreamInput, rerolled, seed_origin
 from pipeline.identity import fingerprint
 from pipeline.lockfile import LockEntry, Lockfile, Output
 from pipeline.matrix import same
@@ -27,6 +27,7 @@ class Status(StrEnum):
 
     NEW = "new"  # never run
     CHANGED = "changed"  # its rendered request differs from the recorded one
+    REROLL = "reroll"  # a reviewer asked for new images: generated again with a new seed
     RETRY = "retry"  # the last attempt failed
     RESUME = "resume"  # a task was submitted and not finished: poll it, pay nothing new
     MISSING = "missing"  # done, but files are gone or damaged and their links expired: pay again
@@ -37,8 +38,8 @@ class Status(StrEnum):
 
 
 STATUS_ORDER = tuple(Status)
-TO_SUBMIT = frozenset({Status.NEW, Status.CHANGED, Status.RETRY, Status.MISSING,
-                       Status.WAITING})
+TO_SUBMIT = frozenset({Status.NEW, Status.CHANGED, Status.REROLL, Status.RETRY,
+                       Status.MISSING, Status.WAITING})
 PENDING = TO_SUBMIT | {Status.RESUME}  # work at the API; what depends on it must wait
 ACTIVE = PENDING | {Status.DOWNLOAD}  # everything a run does something with
 # A result link this close to its expiry is not counted on: by the time the run gets
@@ -56,6 +57,8 @@ class PlanItem:
     cost: Decimal  # what submitting it pre-charges (0 unless it will be submitted)
     needs: tuple[str, ...]  # instance keys that must be done first
     refetch: tuple[int, ...] = ()  # DOWNLOAD: the indexes of the images to fetch again
+    reroll: int = 0  # re-rolls the instance's request includes (recorded in its lock entry)
+    note: str | None = None  # REROLL: what the re-roll replaces, for the plan's reader
 
     @property
     def key(self) -> str:
@@ -148,6 +151,7 @@ def make_plan(
     present: Callable[[Output], bool],
     max_cost: Decimal | None = None,
     now: float | None = None,
+    rerolls: Collection[str] = frozenset(),
 ) -> Plan:
     """Diff the expansion against the lockfile; ``present(output)`` says if it is intact.
 
@@ -155,6 +159,11 @@ def make_plan(
     time) is when the plan is made: a missing image whose result link is still valid
     then is fetched again for free (``download``); without it, every link counts as
     expired.
+
+    ``rerolls``: keys of instances a reviewer asked to re-roll (``review.reroll_keys``).
+    One that is otherwise done is planned as ``reroll``: its next re-roll count gives it
+    a new seed (``expand.rerolled``). An instance re-rolled before keeps the seed of
+    its recorded count, so its fingerprint stays the same.
     """
     manifest = expansion.manifest
     pricing = manifest.pricing
@@ -166,10 +175,19 @@ def make_plan(
     for inst in expansion.instances:
         needs = tuple(inst.upstream) + tuple(k for job in inst.needs for k in by_job.get(job, ()))
         entry = lock.entries.get(inst.key)
-        status, fp, refetch = _status(inst, entry, statuses, lock.entries, present, now)
+        count = entry.reroll if entry is not None else 0
+        made = rerolled(inst, count)
+        status, fp, refetch = _status(made, entry, statuses, lock.entries, present, now)
+        note = None
+        if inst.key in rerolls and status in _DONE:
+            count += 1
+            made = rerolled(inst, count)
+            request = resolved_request(made, lock.entries)
+            fp = None if request is None else fingerprint(request)
+            status, refetch, note = Status.REROLL, (), _reroll_note(inst)
         statuses[inst.key] = status
-        cost = pricing.cost(inst.model, inst.n) if status in TO_SUBMIT else Decimal(0)
-        items.append(PlanItem(inst, status, fp, cost, needs, refetch))
+        cost = pricing.cost(made.model, made.n) if status in TO_SUBMIT else Decimal(0)
+        items.append(PlanItem(made, status, fp, cost, needs, refetch, count, note))
     keys = set(statuses)
     orphaned = tuple(sorted(k for k in lock.entries if k not in keys))
     return Plan(
@@ -181,6 +199,21 @@ def make_plan(
         budget=max_cost if max_cost is not None else manifest.budget,
         warnings=expansion.warnings,
     )
+
+
+# A re-roll replaces images that exist (or existed, unchanged): otherwise the instance
+# is generated again anyway, and the decision about its old image no longer applies.
+_DONE = frozenset({Status.UP_TO_DATE, Status.DOWNLOAD, Status.MISSING})
+
+
+def _reroll_note(inst: Instance) -> str:
+    origin = seed_origin(inst)
+    images = f"all {inst.n} images" if inst.n > 1 else "its image"
+    if origin == "fixed":
+        return f"{images}, new seed replacing the manifest's seed {inst.seed}"
+    if origin == "random":
+        return f"{images}, new seed (the manifest's seed: random sends none)"
+    return f"{images}, new derived seed"
 
 
 def resolved_request(inst: Instance, entries: Mapping[str, LockEntry]) -> dict[str, Any] | None:

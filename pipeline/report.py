@@ -11,7 +11,7 @@ from pipeline.plan import STATUS_ORDER, TO_SUBMIT, Plan, PlanItem, Status
 # Up to this many changed items are listed one per line; beyond it, counts per job.
 MAX_LISTED = 200
 SYMBOLS = {
-    Status.NEW: "+", Status.CHANGED: "~", Status.RETRY: "↻", Status.RESUME: "…",
+    Status.NEW: "+", Status.CHANGED: "~", Status.REROLL: "↺", Status.RETRY: "↻", Status.RESUME: "…",
     Status.MISSING: "!", Status.DOWNLOAD: "↓", Status.WAITING: "⧗", Status.UP_TO_DATE: "=",
     Status.SKIPPED: "-",
 }
@@ -62,6 +62,8 @@ def _item_json(item: PlanItem) -> dict[str, Any]:
         "matrix": dict(inst.matrix),
         "needs": list(item.needs),
         "fingerprint": item.fingerprint,
+        **({"reroll": item.reroll} if item.reroll else {}),
+        **({"note": item.note} if item.note else {}),
     }
 
 
@@ -90,8 +92,9 @@ def plan_text(plan: Plan) -> str:
             price = (f"{item.instance.n:>2} × {item.instance.model:<{model_width}}  "
                      f"{money(item.cost, cur):>8}"
                      if item.status in TO_SUBMIT else "already paid, will be polled")
+            note = f"  ({item.note})" if item.note else ""
             lines.append(f"  {SYMBOLS[item.status]} {item.status.value:<8} "
-                         f"{item.key:<{width}}  {price}".rstrip())
+                         f"{item.key:<{width}}  {price}{note}".rstrip())
     else:
         lines.append(f"  {len(changes):,} instances change (listed per job below; "
                      "--json lists each)")
