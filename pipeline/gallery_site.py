@@ -88,15 +88,16 @@ def gallery_of(prepared: Prepared, review: Review | None = None) -> Gallery:
                          else None)
 
 
-def write_gallery(prepared: Prepared) -> Path:
-    """Write ``<outputs>/index.html`` (and thumbnails); its path."""
-    page = render_gallery(gallery_of(prepared))
+def write_gallery(prepared: Prepared) -> tuple[Path, Gallery]:
+    """Write ``<outputs>/index.html`` (and thumbnails); its path and what it shows."""
+    shown = gallery_of(prepared)
+    page = render_gallery(shown)
     path = prepared.paths.outputs / PAGE
     try:
         write_atomic(path, page, durable=False)  # rebuilt from the lockfile at will
     except OSError as exc:
         raise ImgspecError(f"{path}: cannot be written ({exc.strerror})") from exc
-    return path
+    return path, shown
 
 
 @dataclass(frozen=True, slots=True)
