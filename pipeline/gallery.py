@@ -160,11 +160,11 @@ def job_axes(instances: list[Instance]) -> tuple[Axis, ...]:
     for inst in instances:
         for name, value in inst.matrix:
             matrix.setdefault(name, {})[label(value)] = None
-    for inst in instances:  # an include row may lack an axis: its value is "" (none)
+    for inst in instances:  # an include row may lack an axis
         names = {name for name, _ in inst.matrix}
         for name, seen in matrix.items():
             if name not in names:
-                seen[""] = None
+                seen[_missing(inst, name)] = None
     fields: dict[str, dict[str, None]] = {}
     for name in REQUEST_FIELDS:
         if name in NOT_AXES or name in matrix:
@@ -179,6 +179,11 @@ def job_axes(instances: list[Instance]) -> tuple[Axis, ...]:
         name = "image" if "image" not in matrix and "image" not in fields else "image index"
         axes.append(Axis(name, "image", tuple(str(i) for i in range(most))))
     return tuple(axes)
+
+
+def _missing(inst: Instance, axis: str) -> str:
+    """The value of an axis an instance's matrix lacks: the request's, for a field; else ""."""
+    return label(inst.request[axis]) if axis in REQUEST_FIELDS and axis in inst.request else ""
 
 
 def _slots(inst: Instance, entry: LockEntry | None) -> int:
@@ -232,7 +237,8 @@ def _with_values(entry: Entry, inst: Instance, axes: tuple[Axis, ...]) -> Entry:
     values = []
     for axis in axes:
         if axis.kind == "matrix":
-            values.append((axis.name, label(matrix[axis.name]) if axis.name in matrix else ""))
+            values.append((axis.name, label(matrix[axis.name]) if axis.name in matrix
+                           else _missing(inst, axis.name)))
         elif axis.kind == "field":
             values.append((axis.name, label(inst.request.get(axis.name))))
     return replace(entry, values=tuple(values))
