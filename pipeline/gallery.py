@@ -138,7 +138,7 @@ def build_gallery(expansion: Expansion, lock: Lockfile, plan: Plan, review: Revi
         by_job.setdefault(inst.job, []).append(
             _entry(inst, item, entry, state, why, decisions, locate))
     jobs = []
-    for job_id in expansion.job_order:
+    for job_id in (j for j in expansion.manifest.jobs if j in expansion.job_order):
         instances = [i for i in expansion.instances if i.job == job_id]
         entries = by_job.get(job_id, [])
         axes = job_axes(instances)

@@ -37,7 +37,7 @@ def thumb_name(sha256: str) -> str:
 
 
 def _href(path: str) -> str:
-    return quote(path, safe="/")
+    return quote(path, safe="/=,+")
 
 
 def image_files(outputs: Iterable[Output], folder: OutputFolder) -> dict[str, ImageFiles]:
