@@ -136,7 +136,8 @@
     if (grid) {
       j.axes.forEach((a, ai) => {
         if (ai === ui.x || ai === ui.y) return;
-        const s = ui.sel[ai] === undefined ? -1 : ui.sel[ai];
+        if (ui.sel[ai] === undefined) ui.sel[ai] = common(ai);
+        const s = ui.sel[ai];
         sels.push('<label>' + esc(a.name) + ' <select class="selector" data-axis="' + ai + '">' +
           '<option value="-1"' + (s < 0 ? " selected" : "") + ">(all)</option>" +
           a.values.map((v, vi) => '<option value="' + vi + '"' + (vi === s ? " selected" : "") + ">" +
@@ -146,18 +147,21 @@
     $("selectors").innerHTML = sels.join("");
   }
 
+  // An axis that is not on the grid starts at its most common value (all images, for
+  // the image index): one slice of the job, the biggest.
+  function common(ai) {
+    const j = job();
+    if (j.axes[ai].kind === "image") return -1;
+    const seen = j.axes[ai].values.map(() => 0);
+    j.entries.forEach((e) => { seen[e.v[ai]] += 1; });
+    return seen.indexOf(Math.max(...seen));
+  }
+
   function defaults() {
     const j = job();
     ui.x = 0;
     ui.y = j.axes.length > 1 ? 1 : -1;
     ui.sel = {};
-    // Each other axis starts at its most common value (an include row may lack an axis).
-    j.axes.forEach((a, ai) => {
-      if (ai <= 1 || a.kind === "image") return;
-      const seen = a.values.map(() => 0);
-      j.entries.forEach((e) => { seen[e.v[ai]] += 1; });
-      ui.sel[ai] = seen.indexOf(Math.max(...seen));
-    });
   }
 
   function render() {
@@ -297,5 +301,6 @@
   defaults();
   renderCounts();
   render();
+  window.imgspecReadyMs = performance.now(); // when the page became usable (browser test)
   document.body.dataset.ready = "1";
 })();
