@@ -165,8 +165,10 @@
   }
 
   function render() {
+    const started = performance.now();
     renderControls();
     if (ui.view === "grid" && job().axes.length > 0) renderGrid(); else renderSheet();
+    window.imgspecRenderMs = performance.now() - started; // read by the browser test
   }
 
   function renderCounts() {
