@@ -17,9 +17,9 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Literal
 
-from pipeline.expand import Expansion, Instance
+from pipeline.instances import Expansion, Instance
 from pipeline.lockfile import LockEntry, Lockfile, Output
-from pipeline.plan import Plan, PlanItem, Status
+from pipeline.plan import Plan, PlanItem, PlanStatus
 from pipeline.review import Decision, Review, Verdict, current
 from pipeline.rules import REQUEST_FIELDS
 
@@ -32,11 +32,11 @@ AxisKind = Literal["matrix", "field", "image"]
 # for every instance by design.
 NOT_AXES = frozenset({"prompt", "negative_prompt", "seed", "image_urls", "bbox_list",
                       "color_palette"})
-_BY_STATUS: Mapping[Status, State] = {
-    Status.UP_TO_DATE: "done", Status.REROLL: "reroll", Status.DOWNLOAD: "missing",
-    Status.MISSING: "missing", Status.CHANGED: "stale", Status.RETRY: "failed",
-    Status.RESUME: "running", Status.NEW: "pending", Status.SKIPPED: "pending",
-    Status.WAITING: "waiting",
+_BY_STATUS: Mapping[PlanStatus, State] = {
+    PlanStatus.UP_TO_DATE: "done", PlanStatus.REROLL: "reroll", PlanStatus.DOWNLOAD: "missing",
+    PlanStatus.MISSING: "missing", PlanStatus.CHANGED: "stale", PlanStatus.RETRY: "failed",
+    PlanStatus.RESUME: "running", PlanStatus.NEW: "pending", PlanStatus.SKIPPED: "pending",
+    PlanStatus.WAITING: "waiting",
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.errors import UsageError
 from pipeline.matrix import same
-from pipeline.plan import Plan, PlanItem, Status
+from pipeline.plan import Plan, PlanItem, PlanStatus
 
 # An axis of a big catalogue can take thousands of values: list this many, then a count.
 MAX_VALUES_LISTED = 20
@@ -111,9 +111,9 @@ def narrow(plan: Plan, selection: Selection, *, jobs: Iterable[str]) -> Plan:
 
 def failed_work(plan: Plan) -> frozenset[str]:
     """Failed and unfinished instances, plus the dependants their failure blocked."""
-    kept = {i.key for i in plan.items if i.status in (Status.RETRY, Status.RESUME)}
+    kept = {i.key for i in plan.items if i.status in (PlanStatus.RETRY, PlanStatus.RESUME)}
     for item in plan.items:  # upstream before downstream, so one pass suffices
-        if item.status != Status.UP_TO_DATE and any(n in kept for n in item.needs):
+        if item.status != PlanStatus.UP_TO_DATE and any(n in kept for n in item.needs):
             kept.add(item.key)
     return frozenset(kept)
 

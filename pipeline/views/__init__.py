@@ -1,1 +1,12 @@
-"""Renderers: pure functions from the core's values to what people read (text, HTML)."""
+"""Presentation: every text, JSON and HTML page a user reads is made here.
+
+Operations (``project``, ``run``, ``housekeeping``, ...) return values; the views
+turn them into words. ``cli`` calls an operation, hands its value to a view and
+prints the result, as DVC's commands render what its repo returns.
+
+- ``plan``: the plan as text (Terraform-like) and as JSON.
+- ``progress``: a run's live display, plain lines, JSON events and its summary.
+- ``status``: ``status`` and ``verify`` reports.
+- ``graph``: the job graph as text, Mermaid or Graphviz dot.
+- ``gallery``: the gallery page (HTML, with its ``gallery.css`` and ``gallery.js``).
+"""

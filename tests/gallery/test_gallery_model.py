@@ -7,9 +7,9 @@ from decimal import Decimal
 
 from syrupy.assertion import SnapshotAssertion
 
-from pipeline.expand import Expansion
 from pipeline.gallery import Gallery, ImageFiles, build_gallery
 from pipeline.identity import fingerprint
+from pipeline.instances import Expansion
 from pipeline.lockfile import LockEntry, Lockfile, Output
 from pipeline.plan import make_plan, resolved_request
 from pipeline.review import Decision, Review, reroll_keys

@@ -11,11 +11,12 @@ import jsonschema
 import pytest
 
 from pipeline.errors import LockfileError
-from pipeline.expand import Expansion, rerolled
 from pipeline.identity import derive_seed, fingerprint
+from pipeline.instances import Expansion
 from pipeline.lockfile import LockEntry, Lockfile, Output, dump_lockfile, parse_lockfile
-from pipeline.plan import Status, make_plan, resolved_request
-from pipeline.report import plan_json, plan_text
+from pipeline.plan import PlanStatus, make_plan, resolved_request
+from pipeline.reroll import rerolled
+from pipeline.views.plan import plan_json, plan_text
 from tests.unit.conftest import Build
 
 MANIFEST = """
@@ -63,7 +64,7 @@ def test_a_reroll_is_its_own_status_with_a_new_seed_and_its_cost(build: Build) -
     lock = everything_done(exp)
     plan = make_plan(exp, lock, present=lambda o: True, rerolls={KEY})
     item = next(i for i in plan.items if i.key == KEY)
-    assert item.status == Status.REROLL
+    assert item.status == PlanStatus.REROLL
     assert item.cost == Decimal("0.40")
     assert item.reroll == 1
     assert item.instance.request["seed"] == derive_seed(f"{KEY}#reroll=1") == item.instance.seed
@@ -78,7 +79,7 @@ def test_downstream_of_a_reroll_waits(build: Build) -> None:
     lock = everything_done(exp)
     lock = lock.with_entry(recorded_night(exp, lock))
     plan = make_plan(exp, lock, present=lambda o: True, rerolls={KEY})
-    assert next(i for i in plan.items if i.job == "night").status == Status.WAITING
+    assert next(i for i in plan.items if i.job == "night").status == PlanStatus.WAITING
 
 
 def recorded_night(exp: Expansion, lock: Lockfile) -> LockEntry:
@@ -98,7 +99,7 @@ def test_once_recorded_the_reroll_is_up_to_date(build: Build) -> None:
     # which the caller (review.reroll_keys) works out; passing the key again would re-roll.
     plan = make_plan(exp, lock, present=lambda o: True)
     item = next(i for i in plan.items if i.key == KEY)
-    assert item.status == Status.UP_TO_DATE
+    assert item.status == PlanStatus.UP_TO_DATE
     assert item.reroll == 1
     assert item.instance.seed == derive_seed(f"{KEY}#reroll=1")
 
@@ -109,7 +110,7 @@ def test_a_failed_reroll_retries_with_the_same_seed(build: Build) -> None:
     lock = everything_done(exp).with_entry(
         recorded(exp, KEY, reroll=1, status="failed"))
     item = next(i for i in make_plan(exp, lock, present=lambda o: True).items if i.key == KEY)
-    assert item.status == Status.RETRY
+    assert item.status == PlanStatus.RETRY
     assert item.fingerprint == lock.entries[KEY].fingerprint
 
 
@@ -120,7 +121,7 @@ def test_a_fixed_seed_is_replaced_and_the_plan_says_so(build: Build) -> None:
                      rerolls={"fixed", "loose"})
     fixed = next(i for i in plan.items if i.key == "fixed")
     loose = next(i for i in plan.items if i.key == "loose")
-    assert fixed.status == loose.status == Status.REROLL
+    assert fixed.status == loose.status == PlanStatus.REROLL
     assert fixed.instance.seed != 42
     assert fixed.note == "its image, new seed replacing the manifest's seed 42"
     assert "seed" not in exp.by_key()["loose"].request
@@ -136,8 +137,8 @@ def test_only_a_done_instance_is_rerolled(build: Build) -> None:
     night = next(i.key for i in exp.instances if i.job == "night")
     plan = make_plan(exp, lock, present=lambda o: True, rerolls={KEY, night})
     statuses = {i.key: i.status for i in plan.items}
-    assert statuses[KEY] == Status.CHANGED
-    assert statuses[night] == Status.WAITING
+    assert statuses[KEY] == PlanStatus.CHANGED
+    assert statuses[night] == PlanStatus.WAITING
 
 
 def test_the_plan_text_and_json_show_the_reroll(build: Build) -> None:
