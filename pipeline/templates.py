@@ -53,6 +53,7 @@ from jinja2.sandbox import (
 from jinja2.utils import Namespace, generate_lorem_ipsum, pass_context
 from markupsafe import Markup, escape
 
+from pipeline.document import text_problem
 from pipeline.errors import ImgspecError
 from pipeline.workspace import Workspace, read_text
 
@@ -826,6 +827,11 @@ class TemplateRenderer:
             text = template.render(context)
             # Every piece of the text was charged as it was produced; this caps the whole.
             _need("the rendered text", len(text), MAX_OUTPUT_LENGTH)
+            # Escapes in the template ("\ud800", "\x00") can make text the loader
+            # never saw: refuse it here, before a fingerprint or a request needs it.
+            bad = text_problem(text)
+            if bad is not None:
+                raise TemplateProblem(f"the rendered text is not sendable: {bad[0]}", bad[1])
             return text
         except _LimitExceeded as exc:
             raise self._refuse(source, f"the template is too costly to render: {exc}") from exc

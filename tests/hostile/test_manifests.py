@@ -103,6 +103,16 @@ def test_lone_surrogate_in_a_prompt_is_refused(tmp_path: Path, command: str) -> 
                    "write the character itself")
 
 
+@pytest.mark.parametrize("command", ["validate", "plan", "render"])
+def test_lone_surrogate_made_by_a_template_escape_is_refused(tmp_path: Path,
+                                                             command: str) -> None:
+    """A Jinja escape (`{{ "\\ud800" }}`) makes a lone surrogate only when rendered (9.5)."""
+    name = write(tmp_path, "jobs:\n  a: {prompt: '{{ \"\\ud800\" }}'}\n")
+    assert_refused(imgspec(tmp_path, command, name),
+                   "m.yaml:5:15: jobs.a.prompt: the rendered text is not sendable: the text "
+                   "holds a lone surrogate U+D800")
+
+
 def test_lone_surrogate_in_an_image_path_is_refused(tmp_path: Path) -> None:
     """`"\\uD800.png"` as an input image was a UnicodeEncodeError (exit 70) (9.5)."""
     name = write(tmp_path, 'jobs:\n  a: {prompt: x, image_urls: ["\\uD800.png"]}\n')
