@@ -58,7 +58,7 @@ class LockEntry:
     updated_at: str | None = None
     outputs: tuple[Output, ...] = ()
     # How many times a reviewer had the instance re-rolled: its seed is derived from this
-    # (``expand.rerolled``), so the next plan reproduces the request that made the images.
+    # (``reroll.rerolled``), so the next plan reproduces the request that made the images.
     reroll: int = 0
 
     def to_json(self) -> dict[str, Any]:
