@@ -200,8 +200,8 @@
       row("time", e.tm) + row("size", p[3] ? p[3] + " × " + p[4] : null) + row("sha256", p[2], "sha") +
       "</dl><div id=\"lb-nav\">" + (pos + 1) + " / " + order.length +
       " · <kbd>←</kbd> <kbd>→</kbd> move · <kbd>Esc</kbd> close" +
-      (REVIEW ? "<br><kbd>p</kbd> pick · <kbd>x</kbd> reject · <kbd>r</kbd> re-roll · <kbd>u</kbd> undo" : "") +
-      "</div>";
+      (REVIEW ? "<br><kbd>p</kbd> pick · <kbd>x</kbd> reject · <kbd>r</kbd> re-roll · <kbd>u</kbd> undo" +
+        '<div id="lb-review" role="status"></div>' : "") + "</div>";
     $("lightbox").hidden = false;
   }
 
@@ -216,7 +216,11 @@
     return null;
   }
 
-  function status(text) { $("review-status").textContent = text; }
+  function status(text) {
+    $("review-status").textContent = text;
+    const inBox = $("lb-review"); // the header is under the lightbox: say it there too
+    if (inBox) inBox.textContent = text;
+  }
 
   async function post(path, body) {
     const res = await fetch(path, { method: "POST", headers: { "Content-Type": "application/json" },

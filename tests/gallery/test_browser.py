@@ -8,12 +8,7 @@ developer's machine without Chromium it is skipped with the command to install i
 from __future__ import annotations
 
 import os
-import queue
 import shutil
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -34,7 +29,15 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from pipeline.gallery import Axis, Entry, Gallery, ImageFiles, JobView, Picture, State
 from pipeline.review import read_review
 from pipeline.views.gallery import render_gallery
-from tests.gallery.helpers import KEY, REROLLED, ROOT, imgspec, lock_entries, storefronts
+from tests.gallery.helpers import (
+    KEY,
+    REROLLED,
+    ROOT,
+    Server,
+    imgspec,
+    lock_entries,
+    storefronts,
+)
 from tests.simulator.simkit import simulators
 
 SHOTS = Path(os.environ.get("IMGSPEC_SCREENSHOTS", ROOT / "tests" / "gallery" / "screenshots"))
@@ -173,38 +176,6 @@ def test_gallery_grid_lightbox_and_failures(tmp_path: Path, browser: WebDriver) 
     failed[0].click()
     assert message in browser.find_element(By.CSS_SELECTOR, "#lb-info .error").text
     shot(browser, "failed-lightbox")
-
-
-class Server:
-    """`imgspec review` in a subprocess, its URL read from its first line."""
-
-    def __init__(self, manifest: Path) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "APIMART_API_KEY": KEY}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "review", "--simulate", str(manifest)],
-            cwd=manifest.parent.parent, env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True)
-        lines: queue.Queue[str] = queue.Queue()
-        assert self.process.stdout is not None
-        stdout = self.process.stdout
-
-        def pump() -> None:
-            for line in stdout:
-                lines.put(line)
-
-        threading.Thread(target=pump, daemon=True).start()
-        try:
-            first = lines.get(timeout=WAIT)
-        except queue.Empty:
-            self.stop()
-            raise AssertionError("imgspec review printed nothing") from None
-        self.url = first.split(" at ")[1].strip()
-
-    def stop(self) -> str:
-        """Stop it (SIGTERM, as Ctrl-C would); its stderr."""
-        self.process.send_signal(signal.SIGTERM)
-        _, err = self.process.communicate(timeout=WAIT)
-        return err
 
 
 def test_review_keys_write_decisions_that_plan_and_run_follow(
