@@ -230,8 +230,7 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
     Exit 0 all done, 2 usage error, 3 over budget, 4 items failed or unfinished,
     6 the API refused the key, 7 the balance ran out (top up, run again), 130 interrupted.
     """
-    import stamina
-
+    from pipeline.client import report_retries_as_events
     from pipeline.executor import RunOptions
     from pipeline.run import (
         RunSettings,
@@ -247,7 +246,7 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
 
     # Retries are reported through the run's own events; stamina's default hook would
     # log a warning line over the progress display for each one.
-    stamina.instrumentation.set_on_retry_hooks([])
+    report_retries_as_events()
     api_key = "sim-key" if simulate else os.environ.get("APIMART_API_KEY", "")
     if not simulate and not api_key:
         raise UsageError("set APIMART_API_KEY to your APIMart key (or try --simulate)")
@@ -342,10 +341,8 @@ def verify(manifest: Path, simulate: bool, lockfile: Path | None) -> None:
 @lockfile_option
 def prune(manifest: Path, simulate: bool, lockfile: Path | None) -> None:
     """Drop lockfile entries whose instances are no longer in the manifest."""
-    removed = housekeeping.prune(manifest, simulate=simulate, lockfile=lockfile)
-    for key in removed:
-        click.echo(f"pruned {key}")
-    click.echo(f"{len(removed)} orphaned entr{'y' if len(removed) == 1 else 'ies'} removed")
+    click.echo(housekeeping.prune(manifest, simulate=simulate, lockfile=lockfile).text(),
+               nl=False)
 
 
 @cli.command()

@@ -24,10 +24,10 @@ from pipeline.instances import Expansion
 from pipeline.journal import fold_journal, journal_path, read_journal
 from pipeline.lockfile import Lockfile, Output, lockfile_path, read_lockfile
 from pipeline.manifest import load_manifest, read_manifest_text
-from pipeline.model import Manifest
 from pipeline.outputs import OutputFolder
 from pipeline.plan import Plan, make_plan
 from pipeline.review import read_review, reroll_keys, review_path
+from pipeline.spec import Manifest
 from pipeline.workspace import DirectoryWorkspace
 
 
