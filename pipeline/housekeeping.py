@@ -10,8 +10,9 @@ from typing import Any, Literal
 
 from pipeline.guard import RunGuard, guard_path
 from pipeline.journal import LockStore
-from pipeline.lockfile import ENTRY_STATUSES, Lockfile, json_number, lockfile_path
+from pipeline.lockfile import ENTRY_STATUSES, Lockfile, lockfile_path
 from pipeline.outputs import VerifyProblem, verify_outputs
+from pipeline.pricing import json_number
 from pipeline.project import current_lock, locate, prepare, read_header
 
 InProgress = Literal["submitting", "running"]

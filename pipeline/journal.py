@@ -35,19 +35,16 @@ from types import MappingProxyType, TracebackType
 from typing import Any
 
 from pipeline.errors import LockfileError
-from pipeline.lockfile import (
+from pipeline.files import fsync_dir, write_atomic
+from pipeline.lockfile import LockEntry, Lockfile, dump_lockfile, entry_from_json, parse_lockfile
+from pipeline.lockschema import (
     DefectError,
     JsonProblem,
-    LockEntry,
-    Lockfile,
     describe_where,
-    entry_from_json,
-    fsync_dir,
     load_json,
-    read_lockfile,
+    restore_advice,
     show,
     unrepresentable,
-    write_lockfile,
 )
 
 JOURNAL_VERSION = 1
@@ -191,6 +188,30 @@ def read_journal(journal: Path) -> str | None:
 
 def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
+
+
+def read_lockfile(path: Path, *, manifest: str = "") -> Lockfile:
+    """The lockfile at ``path``, or an empty one if there is none yet."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Lockfile(manifest=manifest)
+    except UnicodeDecodeError as exc:
+        raise LockfileError(f"{path}: byte {exc.start} is not UTF-8 text; "
+                            f"{restore_advice(str(path))}") from exc
+    except OSError as exc:
+        raise LockfileError(f"{path}: cannot be read ({exc.strerror or exc}); check its "
+                            "permissions, then run again") from exc
+    return parse_lockfile(text, source=str(path))
+
+
+def write_lockfile(path: Path, lock: Lockfile) -> None:
+    """Atomically write the lockfile; ``LockfileError`` if the disk refuses."""
+    try:
+        write_atomic(path, dump_lockfile(lock))
+    except OSError as exc:
+        raise LockfileError(f"{path}: cannot be written ({exc.strerror}); "
+                            "check the folder's permissions and free space") from exc
 
 
 class LockStore:

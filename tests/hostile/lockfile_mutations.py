@@ -28,13 +28,8 @@ from pipeline.expand import expand
 from pipeline.housekeeping import summarise_lock
 from pipeline.instances import Expansion
 from pipeline.journal import fold_journal, journal_line
-from pipeline.lockfile import (
-    Lockfile,
-    Output,
-    check_stored_path,
-    dump_lockfile,
-    parse_lockfile,
-)
+from pipeline.lockfile import Lockfile, Output, dump_lockfile, parse_lockfile
+from pipeline.lockschema import check_stored_path
 from pipeline.manifest import load_manifest
 from pipeline.plan import make_plan
 from pipeline.views.plan import plan_json, plan_text

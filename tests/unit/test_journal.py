@@ -26,8 +26,10 @@ from pipeline.journal import (
     journal_line,
     journal_path,
     read_journal,
+    read_lockfile,
+    write_lockfile,
 )
-from pipeline.lockfile import LockEntry, Lockfile, Output, read_lockfile, write_lockfile
+from pipeline.lockfile import LockEntry, Lockfile, Output
 
 REPO = Path(__file__).resolve().parents[2]
 

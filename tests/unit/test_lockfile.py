@@ -16,20 +16,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import LockfileError
+from pipeline.journal import read_lockfile, write_lockfile
 from pipeline.lockfile import (
     ENTRY_STATUSES,
     LockEntry,
     Lockfile,
     Output,
-    check_stored_path,
-    compile_schema,
     dump_lockfile,
-    lockfile_defect,
     lockfile_path,
     parse_lockfile,
-    read_lockfile,
-    write_lockfile,
 )
+from pipeline.lockschema import check_stored_path, compile_schema, lockfile_defect
 from pipeline.schema import load_schema
 
 ENTRY = LockEntry(
