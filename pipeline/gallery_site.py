@@ -19,8 +19,9 @@ from urllib.parse import quote
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import ImgspecError, UsageError
+from pipeline.files import write_atomic
 from pipeline.gallery import Gallery, ImageFiles, build_gallery
-from pipeline.lockfile import Output, write_atomic
+from pipeline.lockfile import Output
 from pipeline.outputs import OutputFolder
 from pipeline.project import Prepared, intact_on_disk
 from pipeline.review import Review, current, read_review, review_path, verdicts

@@ -19,7 +19,8 @@ import yaml
 
 from pipeline.document import parse_yaml
 from pipeline.errors import ImgspecError, ManifestError
-from pipeline.lockfile import Lockfile, write_atomic
+from pipeline.files import write_atomic
+from pipeline.lockfile import Lockfile
 from pipeline.schema import validate_document
 
 FORMAT_VERSION = 1
