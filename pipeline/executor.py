@@ -164,7 +164,8 @@ class Executor:
             self.result.unfinished.append((key, "not submitted: the budget would be passed"))
             self.emit(EventKind.STOPPING, key, "budget reached: no further submissions")
             raise _Stop
-        base = lifecycle.begin_attempt(inst, request, fp, entry, now=utc_now())
+        base = lifecycle.begin_attempt(inst, request, fp, entry, reroll=item.reroll,
+                                       now=utc_now())
         self.submissions += 1
         self.no_submissions.clear()
         try:

@@ -42,12 +42,13 @@ def is_replay(previous: LockEntry | None, fp: str) -> bool:
 
 
 def begin_attempt(inst: Instance, request: Mapping[str, Any], fp: str,
-                  previous: LockEntry | None, *, now: str) -> LockEntry:
+                  previous: LockEntry | None, *, reroll: int = 0, now: str) -> LockEntry:
     """The ``submitting`` entry recorded (durably) before a POST.
 
     A replay keeps the attempt and its key; anything else is a new attempt with a
     new key. Money charged by earlier attempts stays counted, and the images of the
-    last done attempt stay recorded until new ones replace them.
+    last done attempt stay recorded until new ones replace them. ``reroll`` counts the
+    re-rolls asked for in review, recorded so the next plan derives the same seed.
     """
     if is_replay(previous, fp):
         assert previous is not None
@@ -62,7 +63,7 @@ def begin_attempt(inst: Instance, request: Mapping[str, Any], fp: str,
         attempts=attempt, last_error=None, cost=Decimal(0),
         charged=previous.charged if previous else Decimal(0),
         created_at=previous.created_at if previous and previous.created_at else now,
-        updated_at=now, outputs=previous.outputs if previous else ())
+        updated_at=now, outputs=previous.outputs if previous else (), reroll=reroll)
 
 
 def running(entry: LockEntry, task_id: str, cost: Decimal, *, now: str) -> LockEntry:

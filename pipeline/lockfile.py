@@ -71,10 +71,14 @@ class LockEntry:
     created_at: str | None = None
     updated_at: str | None = None
     outputs: tuple[Output, ...] = ()
+    # How many times a reviewer had the instance re-rolled: its seed is derived from this
+    # (``reroll.rerolled``), so the next plan reproduces the request that made the images.
+    reroll: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The entry as it is stored (the key is the mapping key around it)."""
-        return {
+        # ``reroll`` only when set, so lockfiles of instances never re-rolled do not change.
+        return ({"reroll": self.reroll} if self.reroll else {}) | {
             "job": self.job,
             "fingerprint": self.fingerprint,
             "status": self.status,
@@ -208,6 +212,7 @@ def _to_entry(key: str, raw: Mapping[str, Any]) -> LockEntry:
                    expires_at=None if o.get("expires_at") is None else int(o["expires_at"]))
             for o in get("outputs", ())
         ),
+        reroll=int(get("reroll", 0)),
     )
 
 

@@ -8,7 +8,7 @@ a "dry run" flag.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from enum import StrEnum
@@ -20,6 +20,7 @@ from pipeline.identity import fingerprint
 from pipeline.instances import Expansion, Instance, UpstreamInput
 from pipeline.lockfile import LockEntry, Lockfile, Output
 from pipeline.matrix import same
+from pipeline.reroll import reroll_note, rerolled
 
 
 class PlanStatus(StrEnum):
@@ -27,6 +28,7 @@ class PlanStatus(StrEnum):
 
     NEW = "new"  # never run
     CHANGED = "changed"  # its rendered request differs from the recorded one
+    REROLL = "reroll"  # a reviewer asked for new images: generated again with a new seed
     RETRY = "retry"  # the last attempt failed
     RESUME = "resume"  # a task was submitted and not finished: poll it, pay nothing new
     MISSING = "missing"  # done, but files are gone or damaged and their links expired: pay again
@@ -37,8 +39,8 @@ class PlanStatus(StrEnum):
 
 
 STATUS_ORDER = tuple(PlanStatus)
-TO_SUBMIT = frozenset({PlanStatus.NEW, PlanStatus.CHANGED, PlanStatus.RETRY, PlanStatus.MISSING,
-                       PlanStatus.WAITING})
+TO_SUBMIT = frozenset({PlanStatus.NEW, PlanStatus.CHANGED, PlanStatus.REROLL,
+                       PlanStatus.RETRY, PlanStatus.MISSING, PlanStatus.WAITING})
 PENDING = TO_SUBMIT | {PlanStatus.RESUME}  # work at the API; what depends on it must wait
 ACTIVE = PENDING | {PlanStatus.DOWNLOAD}  # everything a run does something with
 # A result link this close to its expiry is not counted on: by the time the run gets
@@ -56,6 +58,8 @@ class PlanItem:
     cost: Decimal  # what submitting it pre-charges (0 unless it will be submitted)
     needs: tuple[str, ...]  # instance keys that must be done first
     refetch: tuple[int, ...] = ()  # DOWNLOAD: the indexes of the images to fetch again
+    reroll: int = 0  # re-rolls the instance's request includes (recorded in its lock entry)
+    note: str | None = None  # REROLL: what the re-roll replaces, for the plan's reader
 
     @property
     def key(self) -> str:
@@ -148,6 +152,7 @@ def make_plan(
     present: Callable[[Output], bool],
     max_cost: Decimal | None = None,
     now: float | None = None,
+    rerolls: Collection[str] = frozenset(),
 ) -> Plan:
     """Diff the expansion against the lockfile; ``present(output)`` says if it is intact.
 
@@ -155,6 +160,11 @@ def make_plan(
     time) is when the plan is made: a missing image whose result link is still valid
     then is fetched again for free (``download``); without it, every link counts as
     expired.
+
+    ``rerolls``: keys of instances a reviewer asked to re-roll (``review.reroll_keys``).
+    One that is otherwise done is planned as ``reroll``: its next re-roll count gives it
+    a new seed (``reroll.rerolled``). An instance re-rolled before keeps the seed of
+    its recorded count, so its fingerprint stays the same.
     """
     manifest = expansion.manifest
     pricing = manifest.pricing
@@ -166,10 +176,19 @@ def make_plan(
     for inst in expansion.instances:
         needs = tuple(inst.upstream) + tuple(k for job in inst.needs for k in by_job.get(job, ()))
         entry = lock.entries.get(inst.key)
-        status, fp, refetch = _status(inst, entry, statuses, lock.entries, present, now)
+        count = entry.reroll if entry is not None else 0
+        made = rerolled(inst, count)
+        status, fp, refetch = _status(made, entry, statuses, lock.entries, present, now)
+        note = None
+        if inst.key in rerolls and status in _DONE:
+            count += 1
+            made = rerolled(inst, count)
+            request = resolved_request(made, lock.entries)
+            fp = None if request is None else fingerprint(request)
+            status, refetch, note = PlanStatus.REROLL, (), reroll_note(inst)
         statuses[inst.key] = status
-        cost = pricing.cost(inst.model, inst.n) if status in TO_SUBMIT else Decimal(0)
-        items.append(PlanItem(inst, status, fp, cost, needs, refetch))
+        cost = pricing.cost(made.model, made.n) if status in TO_SUBMIT else Decimal(0)
+        items.append(PlanItem(made, status, fp, cost, needs, refetch, count, note))
     keys = set(statuses)
     orphaned = tuple(sorted(k for k in lock.entries if k not in keys))
     return Plan(
@@ -181,6 +200,11 @@ def make_plan(
         budget=max_cost if max_cost is not None else manifest.budget,
         warnings=expansion.warnings,
     )
+
+
+# A re-roll replaces images that exist (or existed, unchanged): otherwise the instance
+# is generated again anyway, and the decision about its old image no longer applies.
+_DONE = frozenset({PlanStatus.UP_TO_DATE, PlanStatus.DOWNLOAD, PlanStatus.MISSING})
 
 
 def resolved_request(inst: Instance, entries: Mapping[str, LockEntry]) -> dict[str, Any] | None:

@@ -26,6 +26,7 @@ from pipeline.lockfile import Lockfile, Output, lockfile_path
 from pipeline.manifest import load_manifest, read_manifest_text
 from pipeline.outputs import OutputFolder
 from pipeline.plan import Plan, make_plan
+from pipeline.review import read_review, reroll_keys, review_path
 from pipeline.spec import Manifest
 from pipeline.workspace import DirectoryWorkspace
 
@@ -178,8 +179,10 @@ def prepare(manifest_path: Path, *, simulate: bool = False, max_cost: Decimal | 
         lock = current_lock(paths.lockfile, manifest=manifest_path.name)
     folder = paths.output_folder()
     folder.check_entries(lock.entries.values())
+    # Re-rolls a reviewer asked for (``imgspec review``) are planned, and paid, like changes.
+    rerolls = reroll_keys(read_review(review_path(manifest_path)), lock)
     plan = make_plan(expansion, lock, present=intact_on_disk(folder), max_cost=max_cost,
-                     now=time.time())
+                     now=time.time(), rerolls=rerolls)
     return Prepared(manifest, workspace, expansion, lock, plan, paths)
 
 

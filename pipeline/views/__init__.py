@@ -8,4 +8,5 @@ prints the result, as DVC's commands render what its repo returns.
 - ``progress``: a run's live display, plain lines, JSON events and its summary.
 - ``status``: ``status`` and ``verify`` reports.
 - ``graph``: the job graph as text, Mermaid or Graphviz dot.
+- ``gallery``: the gallery page (HTML, with its ``gallery.css`` and ``gallery.js``).
 """

@@ -11,9 +11,10 @@ from pipeline.pricing import json_number, money
 # Up to this many changed items are listed one per line; beyond it, counts per job.
 MAX_LISTED = 200
 SYMBOLS = {
-    PlanStatus.NEW: "+", PlanStatus.CHANGED: "~", PlanStatus.RETRY: "↻",
-    PlanStatus.RESUME: "…", PlanStatus.MISSING: "!", PlanStatus.DOWNLOAD: "↓",
-    PlanStatus.WAITING: "⧗", PlanStatus.UP_TO_DATE: "=", PlanStatus.SKIPPED: "-",
+    PlanStatus.NEW: "+", PlanStatus.CHANGED: "~", PlanStatus.REROLL: "↺",
+    PlanStatus.RETRY: "↻", PlanStatus.RESUME: "…", PlanStatus.MISSING: "!",
+    PlanStatus.DOWNLOAD: "↓", PlanStatus.WAITING: "⧗", PlanStatus.UP_TO_DATE: "=",
+    PlanStatus.SKIPPED: "-",
 }
 
 
@@ -53,6 +54,8 @@ def _item_json(item: PlanItem) -> dict[str, Any]:
         "matrix": dict(inst.matrix),
         "needs": list(item.needs),
         "fingerprint": item.fingerprint,
+        **({"reroll": item.reroll} if item.reroll else {}),
+        **({"note": item.note} if item.note else {}),
     }
 
 
@@ -81,8 +84,9 @@ def plan_text(plan: Plan) -> str:
             price = (f"{item.instance.n:>2} × {item.instance.model:<{model_width}}  "
                      f"{money(item.cost, cur):>8}"
                      if item.status in TO_SUBMIT else "already paid, will be polled")
+            note = f"  ({item.note})" if item.note else ""
             lines.append(f"  {SYMBOLS[item.status]} {item.status.value:<8} "
-                         f"{item.key:<{width}}  {price}".rstrip())
+                         f"{item.key:<{width}}  {price}{note}".rstrip())
     else:
         lines.append(f"  {len(changes):,} instances change (listed per job below; "
                      "--json lists each)")
