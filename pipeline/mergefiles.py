@@ -1,0 +1,96 @@
+"""The files around a lockfile merge: git's merge driver and ``lock merge --into``.
+
+Reads the sides, calls the pure merge (``pipeline.lockmerge``) and writes the
+result atomically only when every entry merged: a conflict leaves every file
+as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import posixpath
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.errors import LockfileError, MergeConflict, UsageError
+from pipeline.lockfile import Lockfile, parse_lockfile, write_lockfile
+from pipeline.lockmerge import Merged, merge_locks
+from pipeline.project import current_lock
+
+
+def _read_side(path: Path, *, what: str) -> Lockfile:
+    """A side of a merge; an empty file (git's base of a file both branches added) is empty."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Lockfile(manifest="")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LockfileError(f"{path} ({what}): cannot be read ({exc})") from exc
+    if not text.strip():
+        return Lockfile(manifest="")
+    return parse_lockfile(text, source=f"{path} ({what})")
+
+
+def merge_driver(base: Path, ours: Path, theirs: Path, *, name: str | None = None) -> Merged:
+    """git's merge driver (``%O %A %B``): the merged lockfile replaces ``ours`` (``%A``).
+
+    On a conflict ``ours`` is left untouched and git keeps both sides in its index.
+    """
+    shown = name or str(ours)
+    try:
+        sides = [_read_side(ours, what="ours"), _read_side(theirs, what="theirs")]
+        merged = merge_locks(sides, base=_read_side(base, what="base"))
+    except MergeConflict as exc:
+        raise exc.advised(
+            f"{shown} keeps our side; git keeps both (`git show :2:{shown}` is ours, "
+            f"`git show :3:{shown}` theirs). Decide which task to keep, edit {shown} so "
+            f"that it holds that entry, then `git add {shown}`") from None
+    except LockfileError as exc:
+        raise LockfileError(f"{exc}\n{shown} keeps our side and git keeps both: restore "
+                            f"the unreadable side from git, then `imgspec lock merge "
+                            "--into` the two by hand") from exc
+    write_lockfile(ours, merged.lock)
+    return merged
+
+
+def merge_into(into: Path, sources: Sequence[Path]) -> Merged:
+    """Fold ``sources`` (and ``into`` itself, if it exists) into ``into``.
+
+    Output paths are stored relative to their lockfile's folder, so entries from a
+    lockfile in another folder are rebased onto ``into``'s: they keep naming the
+    same files.
+    """
+    if not sources:
+        raise UsageError("lock merge --into X needs lockfiles to merge into X: "
+                         "imgspec lock merge --into X.lock.json A.lock.json B.lock.json")
+    missing = [str(p) for p in sources if not p.is_file()]
+    if missing:
+        raise UsageError(f"no such lockfile: {', '.join(missing)}")
+    target = Path(os.path.abspath(into))  # noqa: PTH100
+    sides = [current_lock(target, manifest="")] if target.is_file() else []
+    for path in dict.fromkeys(Path(os.path.abspath(p)) for p in sources):  # noqa: PTH100
+        if path == target:
+            continue
+        sides.append(_rebased(current_lock(path, manifest=""), path.parent, target.parent))
+    try:
+        merged = merge_locks(sides)
+    except MergeConflict as exc:
+        raise exc.advised(f"nothing was written; {into} and every input are unchanged. "
+                          "Keep the entry you want in one input (delete it from the "
+                          "others), then merge again") from None
+    write_lockfile(target, merged.lock)
+    return merged
+
+
+def _rebased(lock: Lockfile, source: Path, target: Path) -> Lockfile:
+    if source == target:
+        return lock
+    entries = {}
+    for key, entry in lock.entries.items():
+        outputs = tuple(
+            dataclasses.replace(o, path=posixpath.normpath(
+                Path(os.path.relpath(source / o.path, target)).as_posix()))
+            for o in entry.outputs)
+        entries[key] = dataclasses.replace(entry, outputs=outputs)
+    return dataclasses.replace(lock, entries=entries)
