@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from pipeline.errors import MergeConflict
@@ -69,6 +70,7 @@ class Merged:
     lock: Lockfile
     notes: tuple[MergeNote, ...]
     sources: int  # how many lockfiles went in
+    index: Path | None = None  # the output index rewritten from the result (``--into``)
 
     @property
     def superseded(self) -> tuple[MergeNote, ...]:

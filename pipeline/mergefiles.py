@@ -13,10 +13,12 @@ import posixpath
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.errors import LockfileError, MergeConflict, UsageError
-from pipeline.lockfile import Lockfile, parse_lockfile, write_lockfile
+from pipeline.errors import ImgspecError, LockfileError, MergeConflict, UsageError
+from pipeline.expand import expand
+from pipeline.lockfile import Lockfile, lockfile_path, parse_lockfile, write_lockfile
 from pipeline.lockmerge import Merged, merge_locks
-from pipeline.project import current_lock
+from pipeline.manifest import load_manifest
+from pipeline.project import Header, current_lock, locate
 
 
 def _read_side(path: Path, *, what: str) -> Lockfile:
@@ -80,7 +82,33 @@ def merge_into(into: Path, sources: Sequence[Path]) -> Merged:
                           "Keep the entry you want in one input (delete it from the "
                           "others), then merge again") from None
     write_lockfile(target, merged.lock)
-    return merged
+    return dataclasses.replace(merged, index=refresh_index(target, merged.lock))
+
+
+def refresh_index(target: Path, lock: Lockfile) -> Path | None:
+    """Rewrite the output folder's ``index.json`` from the merged lockfile, when ``target``
+    is the lockfile of a manifest beside it that validates; the index written, or None.
+
+    Every shard wrote the index of its own part; after the merge only one index can be
+    right, and ``verify`` checks it against the lockfile.
+    """
+    manifest_path = target.parent / lock.manifest if lock.manifest else None
+    if manifest_path is None or not manifest_path.is_file():
+        return None
+    simulate = next((flag for flag in (False, True)
+                     if lockfile_path(manifest_path, simulate=flag) == target), None)
+    if simulate is None:
+        return None
+    try:
+        manifest, workspace = load_manifest(manifest_path)
+        expansion = expand(manifest, workspace)
+    except ImgspecError:
+        return None  # the merge stands; the next run of a valid manifest writes the index
+    paths = locate(manifest_path, Header.of(manifest), simulate=simulate, lockfile=target)
+    folder = paths.output_folder()
+    if not folder.root.is_dir():
+        return None
+    return folder.write_index(expansion, lock.entries, str(manifest_path))
 
 
 def _rebased(lock: Lockfile, source: Path, target: Path) -> Lockfile:

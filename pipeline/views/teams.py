@@ -19,6 +19,8 @@ def merge_text(merged: Merged, *, target: str) -> str:
                          "drops it once you no longer need it)")
         else:
             lines.append(f"  {note.key}: {note.detail} ({note.other})")
+    if merged.index is not None:
+        lines.append(f"  rewrote {merged.index} from the merged lockfile")
     return "\n".join(lines) + "\n"
 
 
