@@ -85,9 +85,20 @@ class SpecDiff:
     after: Decimal
     by_job: Mapping[str, CostGroup]
     by_model: Mapping[str, CostGroup]
-    unchanged_to_run: int  # instances whose request did not change that the run still does
-    unchanged_cost: Decimal  # and what they cost (failed or never run at the revision, ...)
+    # Instances whose request did not change that the run still pays for: failed or
+    # never done at the revision, or editing an image that changes.
+    also_run: tuple[PlanItem, ...]
     plan: Plan  # the working tree's plan against the revision's lockfile
+
+    @property
+    def unchanged_to_run(self) -> int:
+        """How many instances ``also_run`` holds."""
+        return len(self.also_run)
+
+    @property
+    def unchanged_cost(self) -> Decimal:
+        """What the ``also_run`` instances cost."""
+        return sum((i.cost for i in self.also_run), Decimal(0))
 
     @property
     def delta(self) -> Decimal:
@@ -163,8 +174,7 @@ def compare(before: Expansion | None, after: Expansion, lock: Lockfile, *,
         currency=pricing.currency, items=tuple(items), to_apply=plan.total,
         before=sum((full_before(i) for i in old.values()), Decimal(0)),
         after=sum((full(i) for i in new.values()), Decimal(0)),
-        by_job=by_job, by_model=by_model, unchanged_to_run=len(rest),
-        unchanged_cost=sum((p.cost for p in rest), Decimal(0)), plan=plan)
+        by_job=by_job, by_model=by_model, also_run=tuple(rest), plan=plan)
 
 
 def _groups(items: Iterable[ItemDiff], rest: Iterable[PlanItem], old: Iterable[Instance],

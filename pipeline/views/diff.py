@@ -9,6 +9,7 @@ from typing import Any
 
 from pipeline.diff import CHANGES, CostGroup, FieldChange, ItemDiff, SpecDiff
 from pipeline.lockfile import json_number
+from pipeline.report import SYMBOLS as SIGN
 from pipeline.report import money
 
 SYMBOLS = {"added": "+", "changed": "~", "removed": "-"}
@@ -88,12 +89,19 @@ def _text_table(rows: list[list[str]]) -> list[str]:
     return [fmt(rows[0]), rule, *(fmt(r) for r in rows[1:-1]), rule, fmt(rows[-1])]
 
 
-def _unchanged_line(diff: SpecDiff) -> str | None:
-    if not diff.unchanged_to_run:
-        return None
-    return (f"Also run: {diff.unchanged_to_run:,} instance(s) whose request did not change "
-            f"(failed, unfinished or never done at {diff.against}, or editing a changed "
-            f"image): {money(diff.unchanged_cost, diff.currency)}.")
+def _unchanged_lines(diff: SpecDiff, indent: str) -> list[str]:
+    if not diff.also_run:
+        return []
+    lines = [f"Also run: {diff.unchanged_to_run:,} instance(s) whose request did not change "
+             f"(failed, unfinished or never done at {diff.against}, or editing a changed "
+             f"image): {money(diff.unchanged_cost, diff.currency)}."]
+    shown = diff.also_run[:MAX_LISTED]
+    width = max(len(i.key) for i in shown)
+    lines += [f"{indent}{SIGN[i.status]} {i.key:<{width}}  {i.status.value:<8}  "
+              f"{money(i.cost, diff.currency)}" for i in shown]
+    if len(diff.also_run) > len(shown):
+        lines.append(f"{indent}... and {len(diff.also_run) - len(shown):,} more")
+    return lines
 
 
 def _apply_line(diff: SpecDiff) -> str:
@@ -119,9 +127,9 @@ def diff_text(diff: SpecDiff) -> str:
                     jobs[item.job] = jobs.get(item.job, 0) + 1
             lines += [f"  {SYMBOLS[change]} {n:,} {change} in {job}" for job, n in jobs.items()]
         lines.append("  (--format json lists every instance)")
-    unchanged = _unchanged_line(diff)
+    unchanged = _unchanged_lines(diff, "  ")
     if unchanged:
-        lines += ["", unchanged]
+        lines += ["", *unchanged]
     total = _totals(diff)
     lines += ["", *_text_table(_table(diff.by_job, "job", cur, total)), "",
               *_text_table(_table(diff.by_model, "model", cur, total)), "",
@@ -186,9 +194,9 @@ def diff_markdown(diff: SpecDiff) -> str:
     for row in rows[1:-1]:
         lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
     lines.append("| " + " | ".join(f"**{_cell(c)}**" for c in rows[-1]) + " |")
-    unchanged = _unchanged_line(diff)
+    unchanged = _unchanged_lines(diff, "")
     if unchanged:
-        lines += ["", unchanged]
+        lines += ["", unchanged[0], "", "````", *unchanged[1:], "````"]
     if diff.items:
         shown = diff.items[:MAX_COMMENT_ITEMS]
         lines += ["", f"<details><summary>{len(diff.items):,} instance change(s)</summary>",

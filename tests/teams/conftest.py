@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import KEY, project, sim, start_sim  # noqa: F401 (fixtures)
+from tests.unit.conftest import build  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 120  # seconds: guards against a hang only

@@ -5,22 +5,30 @@ from __future__ import annotations
 import dataclasses
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pipeline.errors import MergeConflict
-from pipeline.lockfile import LockEntry, Lockfile, Output, dump_lockfile, parse_lockfile
+from pipeline.lockfile import (
+    EntryStatus,
+    LockEntry,
+    Lockfile,
+    Output,
+    dump_lockfile,
+    parse_lockfile,
+)
 from pipeline.lockmerge import merge_entries, merge_locks, superseded_key
 
 
-def entry(key: str = "gen@i=1", *, status: str = "done", task: str | None = "task_1",
+def entry(key: str = "gen@i=1", *, status: EntryStatus = "done", task: str | None = "task_1",
           idem: str | None = "imgspec-1", fp: str = "sha256:aa", at: str = "2026-01-01T00:00:00Z",
-          sha: str = "a" * 64, **more: object) -> LockEntry:
+          sha: str = "a" * 64, **more: Any) -> LockEntry:
     """A lock entry with the fields the rules look at."""
     outputs = (Output(path=f"../outputs/shop/gen/{key}/0.png", sha256=sha, bytes=10, width=1,
                       height=1),) if status == "done" else ()
     return dataclasses.replace(
-        LockEntry(key=key, job=key.split("@")[0], fingerprint=fp, status=status,  # type: ignore[arg-type]
+        LockEntry(key=key, job=key.split("@")[0], fingerprint=fp, status=status,
                   idempotency_key=idem, task_id=task, cost=Decimal("0.2"), updated_at=at,
                   outputs=outputs), **more)
 
@@ -65,7 +73,7 @@ def test_task_id_recorded_by_one_side_is_filled_in() -> None:
     kept, notes = merge_entries(submitting, running)
     assert kept[0].task_id == "task_7"
     kept, notes = merge_entries(entry(status="done", task=None), running)
-    assert kept[0].status == "done" and kept[0].task_id == "task_7"
+    assert (kept[0].status, kept[0].task_id) == ("done", "task_7")
     assert [n.kind for n in notes] == ["filled"]
 
 

@@ -18,7 +18,7 @@ from pipeline.selection import (
     shard_lockfile,
     shard_number,
 )
-from tests.unit.conftest import Build, build  # noqa: F401 (fixture)
+from tests.unit.conftest import Build
 
 MANIFEST = """
 defaults: {model: wan2.7-image, size: 1K}
