@@ -31,8 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-from bench.run_throughput import KEY, free_port, start_simulator  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run_throughput import KEY, free_port, start_simulator  # noqa: E402
 
 MANIFEST = """\
 version: 1
@@ -143,10 +143,11 @@ def sharded(tmp: Path, instances: int, latency: float, shards: int,
     return wall, merge_wall, in_process
 
 
-def spread(values: list[float]) -> dict[str, float]:
+def spread(values: list[float], digits: int = 3) -> dict[str, float]:
     """min / median / max, rounded."""
-    return {"min": round(min(values), 3), "median": round(statistics.median(values), 3),
-            "max": round(max(values), 3)}
+    return {"min": round(min(values), digits),
+            "median": round(statistics.median(values), digits),
+            "max": round(max(values), digits)}
 
 
 def main() -> None:
@@ -170,7 +171,7 @@ def main() -> None:
         merges.append(merge)
         in_process.append(inner)
         print(f"repetition {rep}: single {singles[-1]:.2f} s, {args.shards} shards "
-              f"{wall:.2f} s, merge command {merge:.2f} s (merge itself {inner * 1000:.0f} ms)",
+              f"{wall:.2f} s, merge command {merge:.2f} s (merge itself {inner * 1000:.2f} ms)",
               file=sys.stderr)
     figures = {
         "instances": args.instances, "latency_s": args.latency, "repeat": args.repeat,
@@ -178,7 +179,7 @@ def main() -> None:
         "sharded": {"shards": args.shards, "concurrency_each": per_shard,
                     "wall_s": spread(walls)},
         "merge_command_s": spread(merges),
-        "merge_in_process_s": spread(in_process),
+        "merge_in_process_ms": spread([t * 1000 for t in in_process]),
         "ratio_single_over_sharded_median": round(
             statistics.median(singles) / statistics.median(walls), 3),
     }

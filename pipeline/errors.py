@@ -104,15 +104,16 @@ class MergeConflict(LockfileError):
 
 
 class DiffSideInvalid(ImgspecError):
-    """``imgspec diff``: the manifest does not validate at one side (``side``: a revision or
-    ``working tree``)."""
+    """``imgspec diff``: the manifest does not validate at one side (``side``: the revision,
+    or None for the working tree)."""
 
     exit_code = 1
 
-    def __init__(self, side: str, cause: ImgspecError) -> None:
+    def __init__(self, side: str | None, cause: ImgspecError) -> None:
         self.side = side
         self.cause = cause
-        super().__init__(f"the manifest at {side} is invalid:\n{cause}")
+        where = "in the working tree" if side is None else f"at {side}"
+        super().__init__(f"the manifest {where} is invalid:\n{cause}")
 
 
 class InputFileError(ImgspecError):

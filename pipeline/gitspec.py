@@ -90,7 +90,7 @@ def spec_diff(manifest_path: Path, *, against: str = "HEAD") -> SpecDiff:
         manifest, workspace = load_manifest(manifest_path)
         after = expand(manifest, workspace)
     except ImgspecError as exc:
-        raise DiffSideInvalid("the working tree", exc) from exc
+        raise DiffSideInvalid(None, exc) from exc
     before = _expansion_at(root, against, rel)
     return compare(before, after, _lock_at(root, against, rel), against=against)
 

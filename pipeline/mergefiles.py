@@ -15,6 +15,8 @@ from pathlib import Path
 
 from pipeline.errors import ImgspecError, LockfileError, MergeConflict, UsageError
 from pipeline.expand import expand
+from pipeline.guard import RunGuard, guard_path
+from pipeline.journal import journal_path
 from pipeline.lockfile import Lockfile, lockfile_path, parse_lockfile, write_lockfile
 from pipeline.lockmerge import Merged, merge_locks
 from pipeline.manifest import load_manifest
@@ -70,19 +72,26 @@ def merge_into(into: Path, sources: Sequence[Path]) -> Merged:
     if missing:
         raise UsageError(f"no such lockfile: {', '.join(missing)}")
     target = Path(os.path.abspath(into))  # noqa: PTH100
-    sides = [current_lock(target, manifest="")] if target.is_file() else []
-    for path in dict.fromkeys(Path(os.path.abspath(p)) for p in sources):  # noqa: PTH100
-        if path == target:
-            continue
-        sides.append(_rebased(current_lock(path, manifest=""), path.parent, target.parent))
-    try:
-        merged = merge_locks(sides)
-    except MergeConflict as exc:
-        raise exc.advised(f"nothing was written; {into} and every input are unchanged. "
-                          "Keep the entry you want in one input (delete it from the "
-                          "others), then merge again") from None
-    write_lockfile(target, merged.lock)
-    return dataclasses.replace(merged, index=refresh_index(target, merged.lock))
+    # Under X's run guard: a run recording into X meanwhile would be overwritten.
+    with RunGuard(guard_path(target), subject=into.name):
+        if journal_path(target).exists():
+            raise UsageError(f"{into} has the journal of an unfinished run "
+                             f"({journal_path(target).name}): run that manifest once (it "
+                             "folds the journal in), then merge")
+        sides = [current_lock(target, manifest="")] if target.is_file() else []
+        for path in dict.fromkeys(Path(os.path.abspath(p)) for p in sources):  # noqa: PTH100
+            if path == target:
+                continue
+            sides.append(_rebased(current_lock(path, manifest=""), path.parent,
+                                  target.parent))
+        try:
+            merged = merge_locks(sides)
+        except MergeConflict as exc:
+            raise exc.advised(f"nothing was written; {into} and every input are unchanged. "
+                              "Keep the entry you want in one input (delete it from the "
+                              "others), then merge again") from None
+        write_lockfile(target, merged.lock)
+        return dataclasses.replace(merged, index=refresh_index(target, merged.lock))
 
 
 def refresh_index(target: Path, lock: Lockfile) -> Path | None:

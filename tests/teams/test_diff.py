@@ -107,7 +107,7 @@ def test_invalid_manifest_names_its_side(repo: Repo) -> None:
     repo.write(PATH, "version: 1\nname: shop\njobs: {}\n")
     here = repo.imgspec("diff", PATH)
     assert here.returncode == 1
-    assert here.stderr.startswith("the manifest at the working tree is invalid:")
+    assert here.stderr.startswith("the manifest in the working tree is invalid:")
 
 
 def test_unknown_revision_and_new_manifest(repo: Repo) -> None:
