@@ -63,8 +63,8 @@ def write_fixture(folder: Path, instances: int) -> Path:
     from pipeline.identity import fingerprint
 
     entries = {}
-    out_dir = folder / "outputs"
-    out_dir.mkdir()
+    out_dir = folder / "outputs" / "scale"  # the output folder: lockfile paths must be inside
+    out_dir.mkdir(parents=True)
     for index, item in enumerate(prepared.plan.items):
         if index % 2:
             continue
@@ -72,7 +72,7 @@ def write_fixture(folder: Path, instances: int) -> Path:
         assert request is not None
         outputs = []
         for image in range(item.instance.n):
-            rel = f"../outputs/{index}-{image}.png"
+            rel = f"../outputs/scale/{index}-{image}.png"
             (manifest.parent / rel).touch()
             outputs.append(Output(rel, "0" * 64, 0, 1024, 1024))
         entries[item.key] = LockEntry(

@@ -7,11 +7,12 @@ The pure core, in the order data flows through it::
 """
 
 from pipeline.errors import ImgspecError, ManifestError
-from pipeline.expand import Expansion, Instance, expand
+from pipeline.expand import expand
+from pipeline.instances import Expansion, Instance
 from pipeline.lockfile import LockEntry, Lockfile, parse_lockfile, read_lockfile, write_lockfile
 from pipeline.manifest import load_manifest, parse_manifest
 from pipeline.model import Job, Manifest
-from pipeline.plan import Plan, PlanItem, Status, make_plan
+from pipeline.plan import Plan, PlanItem, PlanStatus, make_plan
 
 __version__ = "0.1.0"
 
@@ -26,7 +27,7 @@ __all__ = [
     "ManifestError",
     "Plan",
     "PlanItem",
-    "Status",
+    "PlanStatus",
     "__version__",
     "expand",
     "load_manifest",

@@ -18,26 +18,24 @@ import click
 
 from pipeline import __version__, housekeeping
 from pipeline.errors import (
-    BalanceExhausted,
     BudgetExceeded,
     ImgspecError,
-    Interrupted,
-    ItemsFailed,
     LockfileError,
     UsageError,
 )
 from pipeline.expand import expand
-from pipeline.graph import render_graph
+from pipeline.graph import job_edges
 from pipeline.manifest import load_manifest
+from pipeline.pricing import money
 from pipeline.project import prepare
-from pipeline.report import money, plan_json, plan_text
 from pipeline.selection import Selection, narrow, parse_shard, parse_where
 from pipeline.shards import shard_lock
 from pipeline.simulator.cli import simulator
+from pipeline.views.graph import GRAPH_FORMATS, GraphFormat, render_graph
+from pipeline.views.plan import plan_json, plan_text
 
 if TYPE_CHECKING:
-    from pipeline.executor import RunResult
-    from pipeline.progress import Reporter
+    from pipeline.views.progress import Reporter
 
 # The run layer (httpx, stamina, rich, the simulator's aiohttp) is imported inside the
 # commands that use it, so validate/plan/render/graph start quickly.
@@ -210,13 +208,14 @@ def render(manifest: Path, jobs: tuple[str, ...]) -> None:
 
 @cli.command()
 @manifest_argument
-@click.option("--format", "fmt", type=click.Choice(["text", "mermaid", "dot"]),
+@click.option("--format", "fmt", type=click.Choice(GRAPH_FORMATS),
               default="text", show_default=True, help="Output format.")
-def graph(manifest: Path, fmt: str) -> None:
+def graph(manifest: Path, fmt: GraphFormat) -> None:
     """Draw the job graph with instance counts (text, Mermaid or Graphviz dot)."""
     loaded, workspace = load_manifest(manifest)
     expansion = expand(loaded, workspace)
-    click.echo(render_graph(loaded, expansion.counts(), fmt), nl=False)
+    click.echo(render_graph(loaded.name, expansion.job_order, job_edges(loaded),
+                            expansion.counts(), fmt), nl=False)
 
 
 @cli.command()
@@ -245,17 +244,23 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
     Exit 0 all done, 2 usage error, 3 over budget, 4 items failed or unfinished,
     6 the API refused the key, 7 the balance ran out (top up, run again), 130 interrupted.
     """
-    import stamina
-
+    from pipeline.client import report_retries_as_events
     from pipeline.executor import RunOptions
-    from pipeline.progress import run_summary
-    from pipeline.run import RunSettings, check_budget, execute_run, run_session, write_index
+    from pipeline.run import (
+        RunSettings,
+        check_budget,
+        execute_run,
+        outcome_error,
+        run_session,
+        write_index,
+    )
     from pipeline.simulator import run_in_thread
     from pipeline.simulator.config import for_simulate_run
+    from pipeline.views.progress import run_summary
 
     # Retries are reported through the run's own events; stamina's default hook would
     # log a warning line over the progress display for each one.
-    stamina.instrumentation.set_on_retry_hooks([])
+    report_retries_as_events()
     if selection.shard is not None:
         shard = shard_lock(manifest, selection.shard, simulate=simulate, lockfile=lockfile)
         shard.sync(manifest=manifest.name)
@@ -295,34 +300,15 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
                                              on_event=reporter))
     click.echo(run_summary(result, the_plan.currency, prepared.paths.outputs), file=out,
                nl=False)
-    if result.fatal is not None:
-        raise result.fatal
-    if result.stopped == "interrupted":
-        raise Interrupted("interrupted; everything recorded is kept: run again to resume")
-    if result.stopped == "balance":
-        raise BalanceExhausted(_balance_advice(result), status=402)
-    if result.stopped == "budget":
-        raise BudgetExceeded("stopped submitting at the budget; raise it to continue")
-    if not result.complete:
-        raise ItemsFailed("some instances did not finish; see above. Rerun with "
-                          "--only-failed to retry them")
-
-
-def _balance_advice(result: RunResult) -> str:
-    """What to do after a 402: top up, then a plain rerun (``--only-failed`` would skip
-    the instances never submitted, which are most of what is left)."""
-    left = len(result.unfinished) + len(result.blocked)
-    failed = (f" ({len(result.failed):,} instance(s) also failed; the rerun retries them)"
-              if result.failed else "")
-    return (f"the account's balance ran out: {left:,} instance(s) were not done{failed}. "
-            "Top up the APIMart account, then run the same command again: it submits "
-            "only what is left and pays nothing twice")
+    error = outcome_error(result)
+    if error is not None:
+        raise error
 
 
 def _reporter(as_json: bool, currency: str, total: int) -> Reporter:
     from rich.console import Console
 
-    from pipeline.progress import JsonReporter, LiveReporter, PlainReporter
+    from pipeline.views.progress import JsonReporter, LiveReporter, PlainReporter
 
     if as_json:
         return JsonReporter(currency, sys.stdout)

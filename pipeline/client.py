@@ -44,6 +44,7 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -54,6 +55,7 @@ import aiohttp
 import httpx
 import stamina
 from httpx_aiohttp import AiohttpTransport
+from stamina.instrumentation import RetryDetails
 
 from pipeline.errors import ApiError, AuthError, RequestRejected, TransientError, UsageError
 from pipeline.images import IMAGE_FORMATS, check_image
@@ -153,6 +155,32 @@ class RetryEvent:
     attempt: int
     wait: float
     error: str
+
+
+# The operation being retried and who wants to hear of it, per asyncio task: stamina's
+# instrumentation hooks are global, so one hook reads who is listening from here.
+_RETRY_LISTENER: ContextVar[tuple[str, Callable[[RetryEvent], None] | None]] = ContextVar(
+    "imgspec_retry_listener", default=("", None))
+
+
+def _report_retry(details: RetryDetails) -> None:
+    """stamina's hook: each retry becomes a ``RetryEvent`` for the client that made it."""
+    operation, listener = _RETRY_LISTENER.get()
+    if listener is None:
+        return
+    error = details.caused_by
+    _log.debug("%s attempt %d failed (%s); retrying in %.2f s", operation,
+               details.retry_num, error, details.wait_for)
+    listener(RetryEvent(operation, details.retry_num, details.wait_for, str(error)))
+
+
+def report_retries_as_events() -> None:
+    """Route stamina's retry hooks to the clients' ``on_retry`` (and nowhere else).
+
+    stamina's default hook logs a warning per retry, which would draw over the
+    progress display; imgspec reports retries as run events instead.
+    """
+    stamina.instrumentation.set_on_retry_hooks([_report_retry])
 
 
 class _RateLimiter:
@@ -342,6 +370,8 @@ class ApiClient:
         return f"ApiClient(base_url={self._base_url!r}, api_key='***')"
 
     async def __aenter__(self) -> ApiClient:
+        if self._on_retry is not None:
+            report_retries_as_events()
         return self
 
     async def __aexit__(
@@ -591,42 +621,41 @@ class ApiClient:
                 f"download: the image is larger than the {self._max_download_bytes:,}-byte limit"
             )
 
-    def _backoff(self, failures: int, retry_after: float | None) -> float:
-        wait = min(WAIT_MAX, WAIT_INITIAL * 2.0 ** (failures - 1)) + random.uniform(0, WAIT_JITTER)
-        if retry_after is not None:
-            # A small spread keeps many tasks told "1 s" from returning in lockstep.
-            wait = max(wait, retry_after + random.uniform(0, WAIT_JITTER / 4))
-        return wait
-
     async def _retrying(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
-        """``call()``, retried with stamina while it raises a TransientError worth retrying."""
-        failures = 0
+        """``call()``, retried with stamina while it raises a TransientError worth retrying.
+
+        stamina computes the jittered exponential backoff from the wait settings and
+        bounds it by attempts and time; the hook only decides what is retried, and
+        overrides the wait when the server said how long (``Retry-After``). Each retry
+        reaches ``on_retry`` through stamina's own instrumentation (``RetryDetails``).
+        """
         started = time.monotonic()
 
         def backoff_hook(exc: Exception) -> bool | float:
-            # stamina asks this after each failure: False re-raises, a float is the wait.
-            nonlocal failures
-            failures += 1
+            # stamina asks this after each failure: False re-raises, True retries after
+            # stamina's backoff, a float retries after that many seconds.
             if not isinstance(exc, TransientError) or isinstance(exc.__cause__, OSError):
                 return False  # a local disk error will not heal by retrying the download
-            if failures >= self._retry_attempts:
-                return False
-            wait = self._backoff(failures, exc.retry_after)
+            if exc.retry_after is None:
+                return True
+            # A small spread keeps many tasks told "1 s" from returning in lockstep.
+            wait = exc.retry_after + random.uniform(0, WAIT_JITTER / 4)
             if time.monotonic() - started + wait > self._retry_timeout:
-                return False
-            _log.debug(
-                "%s attempt %d failed (%s); retrying in %.2f s", operation, failures, exc, wait
-            )
-            if self._on_retry is not None:
-                self._on_retry(RetryEvent(operation, failures, wait, str(exc)))
+                return False  # the caller gets the error, which carries retry_after
             return wait
 
-        async for attempt in stamina.retry_context(
-            on=backoff_hook,
-            attempts=self._retry_attempts,
-            timeout=self._retry_timeout,
-            wait_max=WAIT_MAX,
-        ):
-            with attempt:
-                return await call()
+        token = _RETRY_LISTENER.set((operation, self._on_retry))
+        try:
+            async for attempt in stamina.retry_context(
+                on=backoff_hook,
+                attempts=self._retry_attempts,
+                timeout=self._retry_timeout,
+                wait_initial=WAIT_INITIAL,
+                wait_max=WAIT_MAX,
+                wait_jitter=WAIT_JITTER,
+            ):
+                with attempt:
+                    return await call()
+        finally:
+            _RETRY_LISTENER.reset(token)
         raise AssertionError("unreachable: stamina re-raises the last error")

@@ -37,14 +37,33 @@ class Diagnostic:
         if self.hint:
             text += f"; {self.hint}"
         if snippet and self.source_line is not None:
+            shown, caret = _window(self.source_line, max(self.column - 1, 0))
             gutter = f"{self.line:>5} | "
-            text += f"\n{gutter}{self.source_line}\n{' ' * (len(gutter) - 2)}| "
-            text += " " * max(self.column - 1, 0) + "^"
+            text += f"\n{gutter}{shown}\n{' ' * (len(gutter) - 2)}| "
+            text += " " * caret + "^"
         return text
 
     def sort_key(self) -> tuple[str, int, int, str]:
         """Order diagnostics as an editor would list them."""
         return (self.file, self.line, self.column, self.message)
+
+
+SNIPPET_WIDTH = 100
+
+
+def _window(line: str, offset: int) -> tuple[str, int]:
+    """At most ``SNIPPET_WIDTH`` characters of ``line`` around ``offset``, and the caret's place.
+
+    A minified manifest or a 10,000-deep bracket run is one enormous line; the
+    caret's neighbourhood is what helps.
+    """
+    if len(line) <= SNIPPET_WIDTH:
+        return line, offset
+    start = max(0, min(offset - SNIPPET_WIDTH // 2, len(line) - SNIPPET_WIDTH))
+    end = start + SNIPPET_WIDTH
+    before = "..." if start > 0 else ""
+    after = "..." if end < len(line) else ""
+    return before + line[start:end] + after, len(before) + offset - start
 
 
 def collapse(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:

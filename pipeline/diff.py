@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
-from pipeline.expand import Expansion, Instance
+from pipeline.instances import Expansion, Instance
 from pipeline.lockfile import Lockfile, Output
 from pipeline.plan import Plan, PlanItem, make_plan
 

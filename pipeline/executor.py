@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from enum import StrEnum
 from pathlib import Path
 
 from pipeline.client import ApiClient, Downloaded, TaskImage, TaskState
@@ -39,12 +40,12 @@ from pipeline.errors import (
     RequestRejected,
     TransientError,
 )
-from pipeline.expand import DataInput, FileInput, ImageInput, Instance, UpstreamInput, UrlInput
 from pipeline.identity import fingerprint
+from pipeline.instances import DataInput, FileInput, ImageInput, Instance, UpstreamInput, UrlInput
 from pipeline.journal import LockStore
 from pipeline.lockfile import LockEntry, Output
 from pipeline.outputs import OutputFolder, utc_now
-from pipeline.plan import ACTIVE, Plan, PlanItem, Status, resolved_request
+from pipeline.plan import ACTIVE, Plan, PlanItem, PlanStatus, resolved_request
 from pipeline.pricing import PriceTable
 from pipeline.workspace import Workspace
 
@@ -62,11 +63,37 @@ class RunOptions:
     download_give_way: float = 0.5  # longest a download waits for submissions to go first
 
 
+class EventKind(StrEnum):
+    """What happened, in a ``RunEvent``."""
+
+    SUBMITTED = "submitted"  # the API accepted a new task
+    RESUMED = "resumed"  # a task an earlier run submitted is polled again
+    RETRY = "retry"  # a request failed for now and is retried after a wait
+    DONE = "done"  # every image is on disk and recorded
+    FAILED = "failed"  # this attempt failed; --only-failed retries it
+    BLOCKED = "blocked"  # an upstream did not finish, so this cannot start
+    UNFINISHED = "unfinished"  # left for the next run (timeout, unknown outcome)
+    STOPPING = "stopping"  # the run stops early (auth, balance, budget, Ctrl-C)
+
+
+TERMINAL_EVENTS = frozenset({EventKind.DONE, EventKind.FAILED, EventKind.BLOCKED,
+                             EventKind.UNFINISHED})
+
+
+class StopReason(StrEnum):
+    """Why a run stopped before doing all of its plan."""
+
+    AUTH = "auth"  # the API refused the key (401/403)
+    BALANCE = "balance"  # the account ran out of money (402)
+    BUDGET = "budget"  # the next submission would have passed the budget
+    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM
+
+
 @dataclass(frozen=True, slots=True)
 class RunEvent:
     """Something happened to one instance (or to the run, when ``key`` is None)."""
 
-    kind: str  # submitted, resumed, retry, done, failed, blocked, unfinished, stopping
+    kind: EventKind
     key: str | None
     message: str
     done: int
@@ -126,7 +153,7 @@ class RunResult:
     blocked: list[str] = field(default_factory=list)
     unfinished: list[tuple[str, str]] = field(default_factory=list)
     spent: Decimal = Decimal(0)
-    stopped: str | None = None  # "auth", "balance", "budget", "interrupted"
+    stopped: StopReason | None = None
     fatal: ApiError | None = None
     tally: Tally = field(default_factory=Tally)
 
@@ -201,7 +228,7 @@ class Executor:
 
     # -- events ------------------------------------------------------------------------
 
-    def emit(self, kind: str, key: str | None, message: str = "") -> None:
+    def emit(self, kind: EventKind, key: str | None, message: str = "") -> None:
         if self.on_event is not None:
             tally = self.result.tally
             self.on_event(RunEvent(kind, key, message, len(self.result.done),
@@ -239,7 +266,7 @@ class Executor:
                 waiting[child.key] -= 1
                 if not ok and child.key not in self.finished:
                     self.result.blocked.append(child.key)
-                    self.emit("blocked", child.key, f"upstream {item.key} did not finish")
+                    self.emit(EventKind.BLOCKED, child.key, f"upstream {item.key} did not finish")
                     finish(child, False)
                 elif waiting[child.key] == 0 and child.key not in self.finished:
                     queue.put_nowait(child)
@@ -273,7 +300,7 @@ class Executor:
         key = item.key
         if self.result.fatal is not None:
             return False
-        if item.status == Status.DOWNLOAD:
+        if item.status == PlanStatus.DOWNLOAD:
             return await self.refetch(item)
         try:
             async with self.slots:  # a slot is a task in flight at the API
@@ -292,18 +319,18 @@ class Executor:
             return False
         except AuthError as exc:
             self.result.fatal = exc
-            self.result.stopped = "auth"
-            self.emit("stopping", key, str(exc))
+            self.result.stopped = StopReason.AUTH
+            self.emit(EventKind.STOPPING, key, str(exc))
             return False
 
     async def submit(self, item: PlanItem) -> _Flight | None:
         """The task to poll: the recorded one when resuming, else a fresh submission."""
         inst, key = item.instance, item.key
         entry = self.store.get(key)
-        if (item.status == Status.RESUME and entry is not None and entry.status == "running"
+        if (item.status == PlanStatus.RESUME and entry is not None and entry.status == "running"
                 and entry.task_id):
             self.result.tally.took_off(key)
-            self.emit("resumed", key, entry.task_id)
+            self.emit(EventKind.RESUMED, key, entry.task_id)
             return _Flight(entry.task_id, started=None, resumed=True)
         request = resolved_request(inst, self.store.entries)
         if request is None:  # an upstream finished without the image this one needs
@@ -324,9 +351,9 @@ class Executor:
         budget = self.plan.budget
         if not replay and budget is not None and self.result.spent + cost > budget:
             self.submitting_stopped = "budget"
-            self.result.stopped = "budget"
+            self.result.stopped = StopReason.BUDGET
             self.result.unfinished.append((key, "not submitted: the budget would be passed"))
-            self.emit("stopping", key, "budget reached: no further submissions")
+            self.emit(EventKind.STOPPING, key, "budget reached: no further submissions")
             raise _Stop
         now = utc_now()
         base = LockEntry(
@@ -358,20 +385,20 @@ class Executor:
             return None
         except BalanceExhausted as exc:
             self.submitting_stopped = "balance exhausted"
-            self.result.stopped = "balance"
+            self.result.stopped = StopReason.BALANCE
             self.result.unfinished.append((key, f"not submitted: {exc.api_message}"))
-            self.emit("stopping", key, "the account's balance is exhausted (HTTP 402)")
+            self.emit(EventKind.STOPPING, key, "the account's balance is exhausted (HTTP 402)")
             raise _Stop from exc
         except TransientError as exc:
             # The POST may or may not have created a task: keep the key, replay it next run.
             self.result.unfinished.append((key, f"submission outcome unknown: {exc}"))
-            self.emit("unfinished", key, str(exc))
+            self.emit(EventKind.UNFINISHED, key, str(exc))
             raise _Stop from exc
         self.result.spent += cost
         self.result.tally.took_off(key, cost)
         await self.store.commit(replace(base, status="running", task_id=state.task_id,
                                         cost=cost, updated_at=utc_now()))
-        self.emit("submitted", key, state.task_id)
+        self.emit(EventKind.SUBMITTED, key, state.task_id)
         # The API starts the task's clock when the request reaches it: not before we
         # sent it, and usually just after. Timing polls from our reading the reply
         # instead would add, every cycle, however long that reply waited behind other
@@ -391,7 +418,7 @@ class Executor:
                 self.result.unfinished.append(
                     (item.key, f"task {task_id} still running after "
                                f"{self.options.task_timeout:.0f} s; the next run polls it"))
-                self.emit("unfinished", item.key, task_id)
+                self.emit(EventKind.UNFINISHED, item.key, task_id)
                 return None
             estimate = self.estimate if self.estimate is not None else self.options.first_poll
             delay = 0.0 if resumed and polls == 0 else next_poll_delay(
@@ -441,7 +468,7 @@ class Executor:
                                          f"the results cannot be downloaded: {exc}")
                         return False
                     self.result.unfinished.append((key, f"download failed: {exc}"))
-                    self.emit("unfinished", key, str(exc))
+                    self.emit(EventKind.UNFINISHED, key, str(exc))
                     return False
                 try:  # fresh URLs for the next try
                     state = await self.client.poll(task_id)
@@ -461,7 +488,7 @@ class Executor:
             await self.store.commit(done)
             await asyncio.to_thread(self._tidy, inst, done, before[len(outputs):])
             self.result.done.append(key)
-            self.emit("done", key, f"{len(outputs)} image(s)")
+            self.emit(EventKind.DONE, key, f"{len(outputs)} image(s)")
             return True
         return False
 
@@ -491,7 +518,7 @@ class Executor:
             except TransientError as exc:
                 temp.unlink(missing_ok=True)
                 self.result.unfinished.append((key, f"download failed: {exc}"))
-                self.emit("unfinished", key, str(exc))
+                self.emit(EventKind.UNFINISHED, key, str(exc))
                 return False
             except BaseException:
                 temp.unlink(missing_ok=True)
@@ -504,7 +531,7 @@ class Executor:
                 message = (f"image {index}: {problem}; the next plan shows it as missing "
                            "(generating it again is paid)")
                 self.result.failed.append((key, message))
-                self.emit("failed", key, message)
+                self.emit(EventKind.FAILED, key, message)
                 return False
             final = await asyncio.to_thread(self.outputs.install, temp, item.job, key, index,
                                             got.format, output.path)
@@ -513,7 +540,7 @@ class Executor:
         await self.store.commit(done)
         await asyncio.to_thread(self.outputs.write_meta, item.instance, done, self.plan.manifest)
         self.result.done.append(key)
-        self.emit("done", key, f"{len(item.refetch)} image(s) downloaded again")
+        self.emit(EventKind.DONE, key, f"{len(item.refetch)} image(s) downloaded again")
         return True
 
     # -- helpers -----------------------------------------------------------------------
@@ -562,7 +589,7 @@ class Executor:
             self.result.spent -= self.result.tally.holds.get(item.key, Decimal(0))
         self.result.tally.settle(item.key, refunded=refunded)
         self.result.failed.append((item.key, message))
-        self.emit("failed", item.key, message)
+        self.emit(EventKind.FAILED, item.key, message)
 
     def _sendable(self, inputs: tuple[ImageInput, ...]) -> list[str]:
         """The image_urls to send: URLs as they are, local files and stale URLs as data URIs."""

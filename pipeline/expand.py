@@ -8,16 +8,25 @@ raised together in one ``ManifestError``; warnings ride along in the result.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from pipeline.diagnostics import Diagnostic, collapse
+from pipeline.diagnostics import Diagnostic, Severity, collapse
 from pipeline.document import DocPath, Document, format_path
 from pipeline.errors import ImgspecError, ManifestError
 from pipeline.graph import job_order
 from pipeline.identity import canonical_json, derive_seed, folder_name, make_key
 from pipeline.images import check_image, decode_data_uri
+from pipeline.instances import (
+    DataInput,
+    Expansion,
+    FileInput,
+    ImageInput,
+    Instance,
+    UpstreamInput,
+    UrlInput,
+)
 from pipeline.matrix import (
     MAX_INSTANCES_CEILING,
     Combination,
@@ -31,111 +40,6 @@ from pipeline.templates import TemplateProblem, TemplateRenderer
 from pipeline.workspace import Workspace
 
 
-@dataclass(frozen=True, slots=True)
-class UrlInput:
-    """An http(s) URL, sent as is."""
-
-    url: str
-
-    @property
-    def ref(self) -> str:
-        """How the input appears in rendered requests and fingerprints."""
-        return self.url
-
-
-@dataclass(frozen=True, slots=True)
-class DataInput:
-    """A ``data:`` URI written in the manifest; identified by its content hash."""
-
-    uri: str = field(repr=False)
-    mime: str
-    sha256: str
-    width: int
-    height: int
-
-    @property
-    def ref(self) -> str:
-        """How the input appears in rendered requests and fingerprints."""
-        return f"data:{self.mime};sha256={self.sha256}"
-
-
-@dataclass(frozen=True, slots=True)
-class FileInput:
-    """A local image relative to the manifest; sent as a data URI, identified by content."""
-
-    path: str
-    mime: str
-    sha256: str
-    width: int
-    height: int
-
-    @property
-    def ref(self) -> str:
-        """How the input appears in rendered requests and fingerprints."""
-        return f"file:{self.path}#sha256={self.sha256}"
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamInput:
-    """Image ``index`` of upstream instance ``key``; known only once that has run."""
-
-    key: str
-    index: int
-
-    @property
-    def ref(self) -> str:
-        """How the input appears in rendered requests (fingerprints add the content hash)."""
-        return f"upstream:{self.key}#{self.index}"
-
-
-ImageInput = UrlInput | DataInput | FileInput | UpstreamInput
-
-
-@dataclass(frozen=True, slots=True)
-class Instance:
-    """One request to make: a job at one set of matrix values."""
-
-    key: str
-    job: str
-    matrix: tuple[tuple[str, Any], ...]
-    request: Mapping[str, Any]  # the wire body; image_urls hold each input's ``ref``
-    inputs: tuple[ImageInput, ...]
-    seed: int | None
-    upstream: tuple[str, ...]  # instance keys whose images this one edits
-    needs: tuple[str, ...]  # jobs that must be wholly done first (ordering only)
-
-    @property
-    def model(self) -> str:
-        """The model the request names."""
-        return str(self.request["model"])
-
-    @property
-    def n(self) -> int:
-        """How many images the request asks for (and is pre-charged for)."""
-        return int(self.request.get("n", 1))
-
-
-@dataclass(frozen=True)
-class Expansion:
-    """All instances of a manifest, jobs in dependency order, plus the warnings found."""
-
-    manifest: Manifest
-    instances: tuple[Instance, ...]
-    job_order: tuple[str, ...]
-    warnings: tuple[Diagnostic, ...] = ()
-
-    def by_key(self) -> dict[str, Instance]:
-        """Instances by key."""
-        return {i.key: i for i in self.instances}
-
-    def counts(self) -> dict[str, int]:
-        """Instances per job."""
-        out = dict.fromkeys(self.job_order, 0)
-        for inst in self.instances:
-            out[inst.job] += 1
-        return out
-
-
 def expand(manifest: Manifest, workspace: Workspace) -> Expansion:
     """Expand every job; raise ``ManifestError`` with all errors if there are any."""
     order = job_order(manifest)
@@ -145,7 +49,8 @@ def expand(manifest: Manifest, workspace: Workspace) -> Expansion:
     errors = [d for d in state.diagnostics if d.severity == "error"]
     if errors:
         raise ManifestError(collapse(errors))
-    warnings = collapse(d for d in state.diagnostics if d.severity == "warning")
+    warnings = collapse([*manifest.document.warnings,
+                         *(d for d in state.diagnostics if d.severity == "warning")])
     instances = tuple(i for job_id in order for i in state.by_job.get(job_id, ()))
     return Expansion(manifest, instances, tuple(order), tuple(warnings))
 
@@ -163,12 +68,13 @@ class _Expander:
         self._files: dict[str, FileInput | str] = {}
         self._rules: dict[str, list[Problem]] = {}
         self._sizes: dict[str, tuple[int, int] | None] = {}
-        self._origins: dict[str, dict[str, tuple[DocPath, Document | None]]] = {}
+        self._origins: dict[str, dict[str, Origin]] = {}
 
     # -- diagnostics -------------------------------------------------------------------
 
     def error(self, path: DocPath, message: str, hint: str, *, instance: str | None = None,
-              key: bool = False, doc: Document | None = None, severity: str = "error") -> None:
+              key: bool = False, doc: Document | None = None,
+              severity: Severity = "error") -> None:
         self.diagnostics.append((doc or self.doc).diagnostic(
             path, message, hint, key=key, instance=instance, severity=severity))
 
@@ -342,6 +248,42 @@ class _Expander:
         inherited: Mapping[str, Any],
         chosen: Sequence[tuple[int, UpstreamRef, Instance]],
     ) -> Instance | None:
+        """One instance, in named steps: fields, render, mode, inputs, body, rules.
+
+        Each step reports its problems at the manifest position the value came from
+        and returns None when the instance cannot be made.
+        """
+        draft = _Draft(self, job, key, *self._fields(job, combo, inherited))
+        context = {**self.manifest.vars, **job.vars, **dict(values), "job": job.id}
+        rendered = self._rendered(draft, context)
+        if rendered is None:
+            return None
+        mode = self._mode(draft, rendered)
+        if mode is None:
+            return None
+        got = self._gathered(draft, rendered.pop("image_urls", None), chosen)
+        if got is None:
+            return None
+        inputs, sizes = got
+        seed_value = rendered.pop("seed", None)
+        derived = seed_value is None
+        seed = derive_seed(key) if derived else None if seed_value == "random" else seed_value
+        body = _body(rendered, mode, inputs, seed)
+        if "model" not in body:
+            self._no_model(job, key, combo)
+            return None
+        if not self._obeys_rules(draft, body, sizes, derived):
+            return None
+        upstream = tuple(dict.fromkeys(inst.key for _, _, inst in chosen))
+        return Instance(key, job.id, values, body, tuple(inputs), seed, upstream, job.needs)
+
+    def _fields(self, job: Job, combo: Combination, inherited: Mapping[str, Any]
+                ) -> tuple[dict[str, Any], dict[str, Origin]]:
+        """The job's fields with inherited and matrix values applied, and where each is from.
+
+        An upstream's value replaces only what the job takes from ``defaults``; the
+        instance's own matrix values replace anything.
+        """
         fields = dict(job.fields)
         origins = dict(self._job_origins(job))
         for name, value in inherited.items():
@@ -352,87 +294,86 @@ class _Expander:
             if name in FIELD_KEYS:
                 fields[name] = value
                 origins[name] = self._combo_origin(job, combo, name)
-        context = {**self.manifest.vars, **job.vars, **dict(values), "job": job.id}
+        return fields, origins
 
-        def fail(name: str, message: str, hint: str, severity: str = "error") -> None:
-            path, doc = origins.get(name, (job.path, None))
-            self.error(path, message, hint, instance=key, doc=doc, severity=severity)
-
+    def _rendered(self, draft: _Draft, context: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Every field rendered as a template and coerced to its type."""
         rendered: dict[str, Any] = {}
-        for name, value in fields.items():
+        for name, value in draft.fields.items():
             try:
                 rendered[name] = _coerce(name, self._render(value, context))
             except TemplateProblem as exc:
-                fail(name, exc.message, exc.hint)
+                draft.fail(name, exc.message, exc.hint)
                 return None
+        return rendered
 
+    @staticmethod
+    def _mode(draft: _Draft, rendered: dict[str, Any]) -> str | None:
+        """The instance's mode (``mode:``, else implied by ``image_urls``), checked."""
         mode = rendered.pop("mode", None)
-        urls = rendered.pop("image_urls", None)
+        urls = rendered.get("image_urls")
         if mode is None:
             mode = "edit" if urls else "text-to-image"
         if mode not in MODES:
-            fail("mode", f"unknown mode {mode!r}", f"use one of: {', '.join(MODES)}")
+            draft.fail("mode", f"unknown mode {mode!r}", f"use one of: {', '.join(MODES)}")
             return None
         if mode == "edit" and not urls:
-            fail("mode", "mode edit needs image_urls", "add image_urls, or use text-to-image")
+            draft.fail("mode", "mode edit needs image_urls",
+                       "add image_urls, or use text-to-image")
             return None
         if mode == "text-to-image" and urls:
-            fail("image_urls", "image_urls make this an edit, but mode is text-to-image",
-                 "set mode: edit, or remove image_urls")
+            draft.fail("image_urls", "image_urls make this an edit, but mode is text-to-image",
+                       "set mode: edit, or remove image_urls")
             return None
+        return str(mode)
 
+    def _gathered(self, draft: _Draft, urls: Sequence[Any] | None,
+                  chosen: Sequence[tuple[int, UpstreamRef, Instance]]
+                  ) -> tuple[list[ImageInput], list[tuple[int, int] | None]] | None:
+        """The image inputs (and their pixel sizes, where known) of ``image_urls``."""
         inputs: list[ImageInput] = []
         sizes: list[tuple[int, int] | None] = []
         refs = {pos: inst for pos, _, inst in chosen}
+
+        def fail(message: str, hint: str) -> None:
+            draft.fail("image_urls", message, hint)
+
         for pos, entry in enumerate(urls or ()):
-            got = self._inputs(entry, refs.get(pos), lambda m, h: fail("image_urls", m, h))
+            got = self._inputs(entry, refs.get(pos), fail)
             if got is None:
                 return None
             for item, size in got:
                 inputs.append(item)
                 sizes.append(size)
+        return inputs, sizes
 
-        seed_value = rendered.pop("seed", None)
-        derived = seed_value is None
-        seed = derive_seed(key) if derived else None if seed_value == "random" else seed_value
-        body: dict[str, Any] = {}
-        for name in REQUEST_FIELDS:
-            if name == "image_urls" and inputs:
-                body[name] = [i.ref for i in inputs]
-            elif name == "seed" and seed is not None:
-                body[name] = seed
-            elif name == "enable_sequential" and mode == "sequential":
-                body[name] = True
-            elif name in rendered:
-                body[name] = rendered[name]
-        if "model" not in body:
-            # The API requires a model; guessing one would pick the price silently.
-            path, doc = ((*job.matrix.include_base, combo.source[1]), job.matrix.include_doc) \
-                if combo.source[0] == "include" else (job.path, None)
-            self.error(path, "no model: the API needs one in every request",
-                       "set model in defaults: or in the job, e.g. model: wan2.7-image",
-                       instance=key, key=doc is None, doc=doc)
-            return None
+    def _no_model(self, job: Job, key: str, combo: Combination) -> None:
+        """The API requires a model; guessing one would pick the price silently."""
+        path, doc = ((*job.matrix.include_base, combo.source[1]), job.matrix.include_doc) \
+            if combo.source[0] == "include" else (job.path, None)
+        self.error(path, "no model: the API needs one in every request",
+                   "set model in defaults: or in the job, e.g. model: wan2.7-image",
+                   instance=key, key=doc is None, doc=doc)
 
-        problems = self._check(body, sizes, derived)
+    def _obeys_rules(self, draft: _Draft, body: Mapping[str, Any],
+                     sizes: Sequence[tuple[int, int] | None], derived_seed: bool) -> bool:
+        """The API's rules on the body: each problem reported where its field came from."""
+        problems = self._check(body, sizes, derived_seed)
         for problem in problems:
-            name = problem.field if problem.field in origins else (
-                "mode" if problem.field == "enable_sequential" and "mode" in origins else "")
-            fail(name, problem.message, problem.hint, problem.severity)
-        if any(p.severity == "error" for p in problems):
-            return None
-        upstream = tuple(dict.fromkeys(inst.key for _, _, inst in chosen))
-        return Instance(key, job.id, values, body, tuple(inputs), seed, upstream, job.needs)
+            name = problem.field if problem.field in draft.origins else (
+                "mode" if problem.field == "enable_sequential" and "mode" in draft.origins
+                else "")
+            draft.fail(name, problem.message, problem.hint, problem.severity)
+        return not any(p.severity == "error" for p in problems)
 
-    def _job_origins(self, job: Job) -> dict[str, tuple[DocPath, Document | None]]:
+    def _job_origins(self, job: Job) -> dict[str, Origin]:
         found = self._origins.get(job.id)
         if found is None:
             found = {k: (p, None) for k, p in job.field_paths.items()}
             self._origins[job.id] = found
         return found
 
-    def _combo_origin(self, job: Job, combo: Combination,
-                      name: str) -> tuple[DocPath, Document | None]:
+    def _combo_origin(self, job: Job, combo: Combination, name: str) -> Origin:
         spec = job.matrix
         setter = combo.setters.get(name)
         if setter is not None:
@@ -479,7 +420,7 @@ class _Expander:
     # -- inputs ------------------------------------------------------------------------
 
     def _inputs(
-        self, entry: Any, upstream: Instance | None, fail: Any
+        self, entry: Any, upstream: Instance | None, fail: Fail
     ) -> list[tuple[ImageInput, tuple[int, int] | None]] | None:
         if isinstance(entry, UpstreamRef):
             assert upstream is not None
@@ -533,7 +474,7 @@ class _Expander:
         return FileInput(relpath, mime, hashlib.sha256(data).hexdigest(), info.width,
                          info.height)
 
-    def _image_info(self, data: bytes, label: str, fail: Any) -> tuple[int, int] | None:
+    def _image_info(self, data: bytes, label: str, fail: Fail) -> tuple[int, int] | None:
         info, problems = check_image(data)
         errors = [p for p in problems if p.severity == "error"]
         if info is None or errors:
@@ -549,6 +490,42 @@ class _Expander:
             except (ValueError, KeyError, TypeError):
                 self._sizes[inst.key] = None
         return self._sizes[inst.key]
+
+
+Origin = tuple[DocPath, "Document | None"]  # where a value was written (document, path)
+Fail = Callable[[str, str], None]  # report (message, hint) at the value being checked
+
+
+@dataclass(slots=True)
+class _Draft:
+    """One instance while it is being made: its fields, their origins, and how to fail."""
+
+    expander: _Expander
+    job: Job
+    key: str
+    fields: dict[str, Any]
+    origins: dict[str, Origin]
+
+    def fail(self, name: str, message: str, hint: str, severity: Severity = "error") -> None:
+        """Report a problem with field ``name`` where that field's value was written."""
+        path, doc = self.origins.get(name, (self.job.path, None))
+        self.expander.error(path, message, hint, instance=self.key, doc=doc, severity=severity)
+
+
+def _body(rendered: Mapping[str, Any], mode: str, inputs: Sequence[ImageInput],
+          seed: int | None) -> dict[str, Any]:
+    """The wire body, in the API's field order; inputs appear by their ``ref``."""
+    body: dict[str, Any] = {}
+    for name in REQUEST_FIELDS:
+        if name == "image_urls" and inputs:
+            body[name] = [i.ref for i in inputs]
+        elif name == "seed" and seed is not None:
+            body[name] = seed
+        elif name == "enable_sequential" and mode == "sequential":
+            body[name] = True
+        elif name in rendered:
+            body[name] = rendered[name]
+    return body
 
 
 def _limit(job: Job) -> tuple[int, str]:

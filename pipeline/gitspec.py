@@ -12,7 +12,8 @@ from pathlib import Path, PurePosixPath
 
 from pipeline.diff import SpecDiff, compare
 from pipeline.errors import DiffSideInvalid, ImgspecError, InputFileError, UsageError
-from pipeline.expand import Expansion, expand
+from pipeline.expand import expand
+from pipeline.instances import Expansion
 from pipeline.lockfile import Lockfile, lockfile_path, parse_lockfile
 from pipeline.manifest import MAX_MANIFEST_BYTES, load_manifest, parse_manifest
 from pipeline.workspace import MAX_FILE_BYTES, normalise_relpath

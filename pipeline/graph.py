@@ -1,14 +1,19 @@
-"""The job graph: edges from ``from:`` inputs and ``needs:``, order, cycles, and drawings."""
+"""The job graph: edges from ``from:`` inputs and ``needs:``, order and cycles.
+
+Drawing it is ``pipeline.views.graph``'s job.
+"""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from pipeline.diagnostics import Diagnostic
 from pipeline.errors import ManifestError
 from pipeline.model import Manifest
+
+EdgeKind = Literal["images", "needs"]  # images flow downstream, or only the order matters
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,7 +22,7 @@ class Edge:
 
     upstream: str
     downstream: str
-    kind: str  # "images" | "needs"
+    kind: EdgeKind
 
 
 def job_edges(manifest: Manifest) -> list[Edge]:
@@ -55,16 +60,38 @@ def job_order(manifest: Manifest) -> list[str]:
     if errors:
         raise ManifestError(errors)
 
+    return _levels(manifest)
+
+
+def _levels(manifest: Manifest) -> list[str]:
+    """Kahn's algorithm, one level at a time: O(jobs + edges), plus a sort per level.
+
+    A level is every job whose upstreams all sit in earlier levels, listed in manifest
+    order; that is the order the plan, the reports and the snapshots have always used.
+    """
+    index = {job_id: i for i, job_id in enumerate(manifest.jobs)}
     deps = {job_id: set(job.depends_on) for job_id, job in manifest.jobs.items()}
+    dependants: dict[str, list[str]] = {job_id: [] for job_id in deps}
+    waiting: dict[str, int] = {}
+    for job_id, ups in deps.items():
+        waiting[job_id] = len(ups)
+        for up in ups:
+            dependants[up].append(job_id)
     order: list[str] = []
-    remaining = dict(deps)
-    while remaining:
-        ready = [j for j in known if j in remaining and not (remaining[j] & set(remaining))]
-        if not ready:
-            raise ManifestError(_cycle_errors(manifest, remaining))
-        for job_id in ready:
-            order.append(job_id)
-            del remaining[job_id]
+    level = [job_id for job_id, count in waiting.items() if count == 0]
+    while level:
+        order.extend(level)
+        following: list[str] = []
+        for job_id in level:
+            for down in dependants[job_id]:
+                waiting[down] -= 1
+                if waiting[down] == 0:
+                    following.append(down)
+        level = sorted(following, key=index.__getitem__)
+    if len(order) < len(deps):
+        placed = set(order)
+        remaining = {j: ups for j, ups in deps.items() if j not in placed}
+        raise ManifestError(_cycle_errors(manifest, remaining))
     return order
 
 
@@ -81,49 +108,17 @@ def _cycle_errors(manifest: Manifest, remaining: Mapping[str, set[str]]) -> list
 
 
 def _find_cycle(graph: Mapping[str, set[str]]) -> list[str]:
-    """One cycle among ``graph`` (job → jobs it depends on), as a list of jobs."""
+    """One cycle among ``graph`` (job → jobs it depends on), as a list of jobs.
+
+    Every job in ``graph`` waits for another job in it, so following the first
+    (by name) of those from the first job must come back to a job already seen.
+    """
     start = next(iter(graph))
+    seen: dict[str, int] = {}
     path: list[str] = []
     node = start
-    while node not in path:
+    while node not in seen:
+        seen[node] = len(path)
         path.append(node)
-        node = sorted(d for d in graph[node] if d in graph)[0]
-    return list(reversed(path[path.index(node):]))
-
-
-def render_graph(manifest: Manifest, counts: Mapping[str, int], fmt: str) -> str:
-    """The job graph as ``text``, ``mermaid`` or ``dot``; ``counts`` are instances per job."""
-    edges = job_edges(manifest)
-    jobs = job_order(manifest)
-    if fmt == "mermaid":
-        lines = ["flowchart LR"]
-        lines += [f'  {_ident(j)}["{j} ({counts.get(j, 0)})"]' for j in jobs]
-        lines += [
-            f"  {_ident(e.upstream)} {'-->' if e.kind == 'images' else '-.->'}"
-            f"|{e.kind}| {_ident(e.downstream)}"
-            for e in edges
-        ]
-        return "\n".join(lines) + "\n"
-    if fmt == "dot":
-        lines = [f"digraph {json.dumps(manifest.name)} {{", "  rankdir=LR;"]
-        lines += [f"  {json.dumps(j)} [label={json.dumps(f'{j} ({counts.get(j, 0)})')}];"
-                  for j in jobs]
-        lines += [
-            f"  {json.dumps(e.upstream)} -> {json.dumps(e.downstream)}"
-            + (" [style=dashed, label=\"needs\"];" if e.kind == "needs" else
-               " [label=\"images\"];")
-            for e in edges
-        ]
-        lines.append("}")
-        return "\n".join(lines) + "\n"
-    lines = []
-    for job_id in jobs:
-        ups = [e for e in edges if e.downstream == job_id]
-        arrow = "" if not ups else "  <- " + ", ".join(
-            f"{e.upstream} ({e.kind})" for e in ups)
-        lines.append(f"{job_id}: {counts.get(job_id, 0)} instance(s){arrow}")
-    return "\n".join(lines) + "\n"
-
-
-def _ident(job_id: str) -> str:
-    return "j_" + "".join(c if c.isalnum() else "_" for c in job_id)
+        node = min(d for d in graph[node] if d in graph)
+    return list(reversed(path[seen[node]:]))

@@ -37,7 +37,7 @@ class StatusReport:
 
     def text(self, currency: str = "CNY") -> str:
         """The human form."""
-        from pipeline.report import money
+        from pipeline.pricing import money
 
         lines = [f"{self.lockfile}: " + (", ".join(
             f"{n} {s}" for s, n in self.counts.items() if n) or "no entries"),

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -28,6 +29,9 @@ from pipeline.workspace import DirectoryWorkspace, Workspace, read_text
 
 MANIFEST_SCHEMA = "manifest.schema.json"
 MAX_MANIFEST_BYTES = 10 * 1024 * 1024
+# A price or budget above this is a typo; below it, 10,000 instances x 12 images x
+# thousands of jobs still sum exactly within Decimal's 28 digits to the cent.
+MAX_AMOUNT = 1_000_000_000
 
 
 def load_manifest(path: Path) -> tuple[Manifest, DirectoryWorkspace]:
@@ -75,12 +79,18 @@ def _build(doc: Document, workspace: Workspace) -> Manifest:
             jobs[job_id] = _build_job(doc, workspace, job_id, raw, defaults, cap)
         except ManifestError as exc:
             errors.extend(exc.diagnostics)
+    errors.extend(_amount_errors(doc, data))
     if errors:
         raise ManifestError(errors)
     pricing = DEFAULT_PRICE_TABLE.with_overrides(
         {k: Decimal(str(v)) for k, v in data.get("pricing", {}).items()}
     )
     budget = data.get("budget", {}).get("max_cost")
+    # Warnings of included row files travel with the manifest's own.
+    included = [job.matrix.include_doc for job in jobs.values()
+                if job.matrix.include_doc is not None]
+    if any(d.warnings for d in included):
+        doc = replace(doc, warnings=(*doc.warnings, *(w for d in included for w in d.warnings)))
     return Manifest(
         file=doc.file,
         name=data["name"],
@@ -93,6 +103,23 @@ def _build(doc: Document, workspace: Workspace) -> Manifest:
         jobs=jobs,
         document=doc,
     )
+
+
+def _amount_errors(doc: Document, data: Mapping[str, Any]) -> list[Diagnostic]:
+    """Prices and the budget past ``MAX_AMOUNT``: costs summed from them must stay exact.
+
+    The schema has already made them numbers of at least 0, and the loader finite.
+    """
+    amounts: list[tuple[DocPath, Any]] = [
+        (("pricing", model), price) for model, price in data.get("pricing", {}).items()]
+    if "budget" in data:
+        amounts.append((("budget", "max_cost"), data["budget"]["max_cost"]))
+    return sorted((
+        doc.diagnostic(path, f"{value} CNY is more than imgspec can count",
+                       f"use an amount from 0 to {MAX_AMOUNT:,} CNY")
+        for path, value in amounts
+        if Decimal(str(value)) > MAX_AMOUNT
+    ), key=Diagnostic.sort_key)
 
 
 def _build_job(

@@ -72,6 +72,10 @@ def merge_into(into: Path, sources: Sequence[Path]) -> Merged:
     if missing:
         raise UsageError(f"no such lockfile: {', '.join(missing)}")
     target = Path(os.path.abspath(into))  # noqa: PTH100
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LockfileError(f"{into}: its folder cannot be created ({exc.strerror})") from exc
     # Under X's run guard: a run recording into X meanwhile would be overwritten.
     with RunGuard(guard_path(target), subject=into.name):
         if journal_path(target).exists():

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.errors import ImgspecError, OutputOutsideRoot
-from pipeline.expand import Expansion, Instance
 from pipeline.identity import folder_name
+from pipeline.instances import Expansion, Instance
 from pipeline.lockfile import LockEntry, Output, json_number, write_atomic
 
 EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "BMP": "bmp"}

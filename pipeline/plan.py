@@ -16,13 +16,13 @@ from functools import cached_property
 from typing import Any
 
 from pipeline.diagnostics import Diagnostic
-from pipeline.expand import Expansion, Instance, UpstreamInput
 from pipeline.identity import fingerprint
+from pipeline.instances import Expansion, Instance, UpstreamInput
 from pipeline.lockfile import LockEntry, Lockfile, Output
 from pipeline.matrix import same
 
 
-class Status(StrEnum):
+class PlanStatus(StrEnum):
     """What the next run does with an instance."""
 
     NEW = "new"  # never run
@@ -36,11 +36,11 @@ class Status(StrEnum):
     SKIPPED = "skipped"  # left out by --job/--where/--only-failed
 
 
-STATUS_ORDER = tuple(Status)
-TO_SUBMIT = frozenset({Status.NEW, Status.CHANGED, Status.RETRY, Status.MISSING,
-                       Status.WAITING})
-PENDING = TO_SUBMIT | {Status.RESUME}  # work at the API; what depends on it must wait
-ACTIVE = PENDING | {Status.DOWNLOAD}  # everything a run does something with
+STATUS_ORDER = tuple(PlanStatus)
+TO_SUBMIT = frozenset({PlanStatus.NEW, PlanStatus.CHANGED, PlanStatus.RETRY, PlanStatus.MISSING,
+                       PlanStatus.WAITING})
+PENDING = TO_SUBMIT | {PlanStatus.RESUME}  # work at the API; what depends on it must wait
+ACTIVE = PENDING | {PlanStatus.DOWNLOAD}  # everything a run does something with
 # A result link this close to its expiry is not counted on: by the time the run gets
 # to it, it may be gone.
 LINK_MARGIN = 120.0
@@ -51,7 +51,7 @@ class PlanItem:
     """One instance and what the run will do with it."""
 
     instance: Instance
-    status: Status
+    status: PlanStatus
     fingerprint: str | None  # None while it waits for upstream images
     cost: Decimal  # what submitting it pre-charges (0 unless it will be submitted)
     needs: tuple[str, ...]  # instance keys that must be done first
@@ -135,7 +135,7 @@ class Plan:
                     wanted.add(need)
                     stack.append(need)
         items = tuple(
-            i if i.key in wanted else replace(i, status=Status.SKIPPED, cost=Decimal(0))
+            i if i.key in wanted else replace(i, status=PlanStatus.SKIPPED, cost=Decimal(0))
             for i in self.items
         )
         return replace(self, items=items)
@@ -161,7 +161,7 @@ def make_plan(
     by_job: dict[str, list[str]] = {}
     for inst in expansion.instances:
         by_job.setdefault(inst.job, []).append(inst.key)
-    statuses: dict[str, Status] = {}
+    statuses: dict[str, PlanStatus] = {}
     items: list[PlanItem] = []
     for inst in expansion.instances:
         needs = tuple(inst.upstream) + tuple(k for job in inst.needs for k in by_job.get(job, ()))
@@ -202,33 +202,33 @@ def resolved_request(inst: Instance, entries: Mapping[str, LockEntry]) -> dict[s
 def _status(
     inst: Instance,
     entry: LockEntry | None,
-    statuses: Mapping[str, Status],
+    statuses: Mapping[str, PlanStatus],
     entries: Mapping[str, LockEntry],
     present: Callable[[Output], bool],
     now: float | None,
-) -> tuple[Status, str | None, tuple[int, ...]]:
+) -> tuple[PlanStatus, str | None, tuple[int, ...]]:
     if any(statuses.get(up) in PENDING for up in inst.upstream):
-        return Status.WAITING, None, ()
+        return PlanStatus.WAITING, None, ()
     request = resolved_request(inst, entries)
     if request is None:
-        return Status.WAITING, None, ()
+        return PlanStatus.WAITING, None, ()
     fp = fingerprint(request)
     if entry is None:
-        return Status.NEW, fp, ()
+        return PlanStatus.NEW, fp, ()
     if entry.fingerprint != fp:
-        return Status.CHANGED, fp, ()
+        return PlanStatus.CHANGED, fp, ()
     if entry.status == "failed":
-        return Status.RETRY, fp, ()
+        return PlanStatus.RETRY, fp, ()
     if entry.status in ("submitting", "running"):
-        return Status.RESUME, fp, ()
+        return PlanStatus.RESUME, fp, ()
     if not entry.outputs:
-        return Status.MISSING, fp, ()
+        return PlanStatus.MISSING, fp, ()
     bad = tuple(i for i, o in enumerate(entry.outputs) if not present(o))
     if not bad:
-        return Status.UP_TO_DATE, fp, ()
+        return PlanStatus.UP_TO_DATE, fp, ()
     if now is not None and all(_link_valid(entry.outputs[i], now) for i in bad):
-        return Status.DOWNLOAD, fp, bad
-    return Status.MISSING, fp, ()
+        return PlanStatus.DOWNLOAD, fp, bad
+    return PlanStatus.MISSING, fp, ()
 
 
 def _link_valid(output: Output, now: float) -> bool:

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from pipeline.document import Document, parse_yaml
 from pipeline.errors import ManifestError
-from pipeline.expand import Expansion, expand
+from pipeline.expand import expand
 from pipeline.guard import guard_path
+from pipeline.instances import Expansion
 from pipeline.journal import fold_journal, journal_path, read_journal
 from pipeline.lockfile import Lockfile, Output, lockfile_path, read_lockfile
 from pipeline.manifest import load_manifest, read_manifest_text

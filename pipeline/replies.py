@@ -38,8 +38,8 @@ from pipeline.errors import (
     TransientError,
 )
 
-Status: TypeAlias = Literal["pending", "processing", "completed", "failed", "cancelled"]
-_STATUS_BY_NAME: Final[Mapping[str, Status]] = {name: name for name in get_args(Status)}
+TaskStatus: TypeAlias = Literal["pending", "processing", "completed", "failed", "cancelled"]
+_STATUS_BY_NAME: Final[Mapping[str, TaskStatus]] = {name: name for name in get_args(TaskStatus)}
 FINISHED: Final[frozenset[str]] = frozenset({"completed", "failed", "cancelled"})
 
 MAX_MESSAGE_CHARS: Final = 300
@@ -68,7 +68,7 @@ class TaskState:
     """A task as the API last described it."""
 
     task_id: str
-    status: Status
+    status: TaskStatus
     progress: int | None
     estimated_time: float | None  # seconds, from the reply
     images: tuple[TaskImage, ...]  # only when completed
@@ -286,7 +286,7 @@ def _parse_task(data: Mapping[str, object], *, expected_id: str | None,
     task_id = _task_id(data, expected_id)
     raw_status = data.get("status")
     if raw_status is None and expected_id is None:
-        status: Status = "pending"
+        status: TaskStatus = "pending"
     else:
         status = _status(raw_status)
     result = data.get("result")
@@ -320,7 +320,7 @@ def _task_id(data: Mapping[str, object], expected: str | None) -> str:
     return task_id
 
 
-def _status(raw: object) -> Status:
+def _status(raw: object) -> TaskStatus:
     status = _STATUS_BY_NAME.get(raw.strip().lower()) if isinstance(raw, str) else None
     if status is not None:
         return status

@@ -16,8 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.client import ApiClient, RetryEvent
-from pipeline.errors import BudgetExceeded
-from pipeline.executor import Executor, RunEvent, RunOptions, RunResult
+from pipeline.errors import (
+    BalanceExhausted,
+    BudgetExceeded,
+    ImgspecError,
+    Interrupted,
+    ItemsFailed,
+)
+from pipeline.executor import EventKind, Executor, RunEvent, RunOptions, RunResult, StopReason
 from pipeline.guard import RunGuard, guard_path
 from pipeline.journal import LockStore
 from pipeline.lockfile import lockfile_path
@@ -66,6 +72,36 @@ def run_session(settings: RunSettings) -> Iterator[tuple[Prepared, Plan, LockSto
         yield prepared, plan, store
 
 
+def outcome_error(result: RunResult) -> ImgspecError | None:
+    """The one place a run's end becomes an exception, and so an exit code (None: all done).
+
+    Each way a run can stop maps to one exception; its message says what to do next.
+    """
+    if result.fatal is not None:
+        return result.fatal  # 401/403: the API refused the key (exit 6)
+    if result.stopped == StopReason.INTERRUPTED:
+        return Interrupted("interrupted; everything recorded is kept: run again to resume")
+    if result.stopped == StopReason.BALANCE:
+        return BalanceExhausted(_balance_advice(result), status=402)
+    if result.stopped == StopReason.BUDGET:
+        return BudgetExceeded("stopped submitting at the budget; raise it to continue")
+    if not result.complete:
+        return ItemsFailed("some instances did not finish; see above. Rerun with "
+                           "--only-failed to retry them")
+    return None
+
+
+def _balance_advice(result: RunResult) -> str:
+    """What to do after a 402: top up, then a plain rerun (``--only-failed`` would skip
+    the instances never submitted, which are most of what is left)."""
+    left = len(result.unfinished) + len(result.blocked)
+    failed = (f" ({len(result.failed):,} instance(s) also failed; the rerun retries them)"
+              if result.failed else "")
+    return (f"the account's balance ran out: {left:,} instance(s) were not done{failed}. "
+            "Top up the APIMart account, then run the same command again: it submits "
+            "only what is left and pays nothing twice")
+
+
 def check_budget(plan: Plan) -> None:
     """Refuse (exit 3) a plan whose exact cost passes the budget."""
     if not plan.within_budget:
@@ -77,15 +113,16 @@ def check_budget(plan: Plan) -> None:
 
 async def execute_run(settings: RunSettings, prepared: Prepared, plan: Plan, store: LockStore,
                       *, on_event: Callable[[RunEvent], None] | None = None) -> RunResult:
-    """Execute the plan; Ctrl-C or SIGTERM stops it cleanly with ``stopped == "interrupted"``."""
+    """Execute the plan; Ctrl-C or SIGTERM stops it cleanly (``StopReason.INTERRUPTED``)."""
     outputs = prepared.paths.output_folder()
     outputs.clean_temp_files()
     executor: Executor | None = None
 
     def on_retry(event: RetryEvent) -> None:
         if executor is not None:
-            executor.emit("retry", None, f"{event.operation} attempt {event.attempt} failed "
-                                         f"({event.error}); retrying in {event.wait:.1f} s")
+            executor.emit(EventKind.RETRY, None,
+                          f"{event.operation} attempt {event.attempt} failed "
+                          f"({event.error}); retrying in {event.wait:.1f} s")
 
     async with ApiClient(base_url=settings.base_url, api_key=settings.api_key,
                          max_rate=settings.max_rate, on_retry=on_retry) as client:
@@ -116,7 +153,7 @@ async def _interruptible(work: Coroutine[Any, Any, RunResult],
     def on_signal() -> None:
         nonlocal interrupted
         interrupted = True
-        executor.emit("stopping", None, "interrupted: recording state, then exiting")
+        executor.emit(EventKind.STOPPING, None, "interrupted: recording state, then exiting")
         task.cancel()
 
     installed = []
@@ -132,7 +169,7 @@ async def _interruptible(work: Coroutine[Any, Any, RunResult],
         if not interrupted:
             raise
         result = executor.result
-        result.stopped = "interrupted"
+        result.stopped = StopReason.INTERRUPTED
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)

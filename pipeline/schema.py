@@ -119,7 +119,12 @@ def _hint(error: ValidationError) -> str:
     if validator == "type" and error.validator_value == "string" and isinstance(
         error.instance, int | float | bool
     ):
-        return "quote the value: YAML reads 16:9, yes, no, on and off as numbers or booleans"
+        return "quote the value to make it text"
+    if validator == "type" and error.validator_value == "boolean" and isinstance(
+        error.instance, str
+    ):
+        # Manifests are read as YAML 1.2, where yes/no/on/off are text, not booleans.
+        return "write true or false (yes, no, on and off are text in YAML 1.2)"
     description = schema.get("description")
     if isinstance(description, str) and description:
         first = description.split(". ")[0].rstrip(".")

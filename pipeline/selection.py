@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import UsageError
 from pipeline.matrix import same
-from pipeline.plan import Plan, PlanItem, Status
+from pipeline.plan import Plan, PlanItem, PlanStatus
 
 if TYPE_CHECKING:
-    from pipeline.expand import Instance
+    from pipeline.instances import Instance
 
 # An axis of a big catalogue can take thousands of values: list this many, then a count.
 MAX_VALUES_LISTED = 20
@@ -203,10 +203,10 @@ def _confine(plan: Plan, mine: frozenset[str]) -> Plan:
     is only a job's ``needs:`` ordering: that is another shard's work, and running
     it here too would pay for it twice.
     """
-    if all(i.key in mine or i.status == Status.SKIPPED for i in plan.items):
+    if all(i.key in mine or i.status == PlanStatus.SKIPPED for i in plan.items):
         return plan
-    items = tuple(i if i.key in mine or i.status == Status.SKIPPED
-                  else replace(i, status=Status.SKIPPED, cost=Decimal(0))
+    items = tuple(i if i.key in mine or i.status == PlanStatus.SKIPPED
+                  else replace(i, status=PlanStatus.SKIPPED, cost=Decimal(0))
                   for i in plan.items)
     return replace(plan, items=items)
 
@@ -214,9 +214,9 @@ def _confine(plan: Plan, mine: frozenset[str]) -> Plan:
 
 def failed_work(plan: Plan) -> frozenset[str]:
     """Failed and unfinished instances, plus the dependants their failure blocked."""
-    kept = {i.key for i in plan.items if i.status in (Status.RETRY, Status.RESUME)}
+    kept = {i.key for i in plan.items if i.status in (PlanStatus.RETRY, PlanStatus.RESUME)}
     for item in plan.items:  # upstream before downstream, so one pass suffices
-        if item.status != Status.UP_TO_DATE and any(n in kept for n in item.needs):
+        if item.status != PlanStatus.UP_TO_DATE and any(n in kept for n in item.needs):
             kept.add(item.key)
     return frozenset(kept)
 

@@ -13,7 +13,7 @@ import json
 import re
 from typing import Final
 
-from pipeline.simulator.tasks import Status, Task
+from pipeline.simulator.tasks import SimPhase, Task
 
 _TOKEN_RE: Final = re.compile(r"(task_[0-9A-Z]{26})-([0-9]{1,2})-([0-9]{1,9})-([0-9a-f]{16})")
 
@@ -34,7 +34,7 @@ def error_body(status: int, message: str, kind: str) -> bytes:
     )
 
 
-def submit_reply(task: Task, status: Status) -> bytes:
+def submit_reply(task: Task, status: SimPhase) -> bytes:
     """The reply to an accepted POST /v1/images/generations."""
     code: int | str = 200 if task.variant & _SUBMIT_CODE_BIT else "success"
     return json_bytes(

@@ -47,7 +47,7 @@ from pipeline.simulator.state import (
     suppressed_disk_errors,
 )
 
-Status = Literal["pending", "processing", "completed", "failed"]
+SimPhase = Literal["pending", "processing", "completed", "failed"]
 
 _CROCKFORD: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _FAILURES: Final[tuple[tuple[str, str], ...]] = (
@@ -92,7 +92,7 @@ class Task:
     # (epoch, origin, reply bytes) of the last completed-poll reply: it is the hot path.
     reply_cache: tuple[int, str, bytes] | None = None
 
-    def status_at(self, now: float) -> tuple[Status, int]:
+    def status_at(self, now: float) -> tuple[SimPhase, int]:
         """The status and progress (0-100) the API would report at ``now``."""
         if now >= self.done_at:
             if self.fails:

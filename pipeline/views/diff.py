@@ -9,8 +9,8 @@ from typing import Any
 
 from pipeline.diff import CHANGES, CostGroup, FieldChange, ItemDiff, SpecDiff
 from pipeline.lockfile import json_number
-from pipeline.report import SYMBOLS as SIGN
-from pipeline.report import money
+from pipeline.pricing import money
+from pipeline.views.plan import SYMBOLS as SIGN
 
 SYMBOLS = {"added": "+", "changed": "~", "removed": "-"}
 MAX_LISTED = 200  # text: instances listed one by one; beyond, counts per job

@@ -21,7 +21,15 @@ import httpx
 import pytest
 import stamina
 
-from pipeline.client import ApiClient, Downloaded, DownloadLimits, RetryEvent, TaskState
+from pipeline.client import (
+    WAIT_INITIAL,
+    WAIT_JITTER,
+    ApiClient,
+    Downloaded,
+    DownloadLimits,
+    RetryEvent,
+    TaskState,
+)
 from pipeline.errors import (
     ApiError,
     AuthError,
@@ -273,7 +281,23 @@ def test_faults_are_retried_and_nothing_is_charged_twice(tmp_path: Path) -> None
     assert ledger.replays >= ledger.faults["submit.lost_reply"]
     assert {e.operation for e in events} == {"submit", "poll", "download"}
     assert len(events) == sum(ledger.faults.values())
-    assert all(e.attempt >= 1 and e.wait > 0 for e in events)
+    # stamina's testing mode (this module's fixture) sleeps 0 s and says so.
+    assert all(e.attempt >= 1 and e.wait == 0 for e in events)
+
+
+def test_backoff_is_stamina_s_with_the_client_s_settings() -> None:
+    """Without Retry-After, stamina waits WAIT_INITIAL plus jitter before the first retry."""
+    events: list[RetryEvent] = []
+    with simulator(faults={"poll.5xx": 1.0}) as sim:
+
+        async def scenario(client: ApiClient) -> None:
+            with pytest.raises(TransientError):
+                await client.poll("task_anything")
+
+        with stamina.set_testing(False):
+            run(sim.base_url, scenario, events=events, retry_attempts=2)
+    assert [(e.operation, e.attempt) for e in events] == [("poll", 1)]
+    assert WAIT_INITIAL <= events[0].wait <= WAIT_INITIAL + WAIT_JITTER
 
 
 def test_lost_replies_are_retried_with_the_same_key() -> None:

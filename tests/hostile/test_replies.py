@@ -19,8 +19,8 @@ from pipeline.replies import (
     MAX_MESSAGE_CHARS,
     MAX_RESULT_IMAGES,
     MAX_TASK_ID_CHARS,
-    Status,
     TaskState,
+    TaskStatus,
     decode_json,
     error_for_status,
     error_message,
@@ -125,7 +125,7 @@ def mutated(draw: st.DrawFn, shapes: list[Any]) -> Any:
 
 def assert_sane(state: TaskState) -> None:
     """What the executor may rely on in any TaskState the parser hands out."""
-    assert state.status in get_args(Status)
+    assert state.status in get_args(TaskStatus)
     assert isinstance(state.task_id, str)
     assert state.task_id.strip()
     assert len(state.task_id) <= MAX_TASK_ID_CHARS

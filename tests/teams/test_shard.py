@@ -8,7 +8,8 @@ import pytest
 
 from pipeline.errors import UsageError
 from pipeline.lockfile import Lockfile
-from pipeline.plan import Plan, Status, make_plan
+from pipeline.plan import Plan, make_plan
+from pipeline.plan import PlanStatus as Status
 from pipeline.selection import (
     Selection,
     Shard,

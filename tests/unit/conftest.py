@@ -9,7 +9,8 @@ from collections.abc import Callable, Mapping
 import pytest
 from PIL import Image
 
-from pipeline.expand import Expansion, expand
+from pipeline.expand import expand
+from pipeline.instances import Expansion
 from pipeline.manifest import parse_manifest
 from pipeline.model import Manifest
 from pipeline.workspace import MemoryWorkspace

@@ -9,8 +9,9 @@ from collections.abc import Mapping
 import pytest
 
 from pipeline.errors import ManifestError
-from pipeline.expand import Expansion, FileInput, UpstreamInput, expand
+from pipeline.expand import expand
 from pipeline.identity import derive_seed
+from pipeline.instances import Expansion, FileInput, UpstreamInput
 from pipeline.manifest import parse_manifest
 from pipeline.plan import resolved_request
 from pipeline.workspace import MemoryWorkspace
@@ -409,10 +410,13 @@ def test_appended_row_without_model_is_blamed_on_the_row() -> None:
 
 
 def test_huge_max_instances_still_fails_by_counting() -> None:
-    """`max_instances: 1e20` with a 400**3 matrix is a positioned error, not a MemoryError."""
+    """A huge `max_instances` with a 400**3 matrix is a positioned error, not a MemoryError.
+
+    (1e20 itself is now refused by the loader as out of range; 1e18 still reaches the count.)
+    """
     axis = "[" + ", ".join(str(i) for i in range(400)) + "]"
     text = bare_error(
-        f"max_instances: 100000000000000000000\ndefaults: {{model: wan2.7-image}}\n"
+        f"max_instances: 1000000000000000000\ndefaults: {{model: wan2.7-image}}\n"
         f"jobs:\n  a:\n    prompt: x\n    matrix: {{x: {axis}, y: {axis}, z: {axis}}}\n")
     assert "m.yaml:8:13: jobs.a.matrix: the axes multiply to 64,000,000 combinations" in text
     assert "whatever max_instances says" in text

@@ -16,6 +16,7 @@ from pipeline.lockfile import Lockfile, parse_lockfile
 from pipeline.manifest import parse_manifest
 from pipeline.plan import make_plan
 from pipeline.workspace import MemoryWorkspace
+from tests.hostile.mutations import example_files, examples, exercise, hostile_manifest
 from tests.unit.conftest import png_bytes
 
 FILES: dict[str, bytes | str] = {
@@ -63,6 +64,25 @@ def run_core(text: str) -> None:
 def test_random_manifests_never_traceback(data: dict[str, Any]) -> None:
     """Structured random manifests end in a value or an ImgspecError."""
     run_core(yaml.safe_dump(data, allow_unicode=True))
+
+
+EXAMPLES = examples()
+EXAMPLE_FILES = MemoryWorkspace(example_files())
+
+
+@SETTINGS
+@given(st.data())
+def test_hostile_example_manifests_never_traceback(data: st.DataObject) -> None:
+    """Example manifests made hostile end in a printed plan or an ImgspecError, nothing else."""
+    # Values, keys or entries swapped for surrogates, NaN, huge numbers, deep nesting,
+    # YAML 1.1 scalars, bad paths...; bench/fuzz_manifests.py runs 50,000 by hand.
+
+    def choose(n: int) -> int:
+        return data.draw(st.integers(0, n - 1))
+
+    text = hostile_manifest(choose, bases=EXAMPLES)
+    with contextlib.suppress(ImgspecError):
+        exercise(text, EXAMPLE_FILES)
 
 
 @SETTINGS

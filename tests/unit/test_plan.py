@@ -6,11 +6,11 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
-from pipeline.expand import Expansion
 from pipeline.identity import fingerprint
+from pipeline.instances import Expansion
 from pipeline.lockfile import LockEntry, Lockfile, Output
-from pipeline.plan import Status, make_plan, matches_where, resolved_request
-from pipeline.report import plan_json
+from pipeline.plan import PlanStatus, make_plan, matches_where, resolved_request
+from pipeline.views.plan import plan_json
 from tests.unit.conftest import Build
 
 MANIFEST = """
@@ -42,7 +42,7 @@ def test_everything_new_without_lockfile(build: Build) -> None:
     """Without a lockfile every generation is new and every edit waits for it."""
     exp = build(MANIFEST)
     plan = make_plan(exp, Lockfile("m.yaml"), present=lambda p: True)
-    assert [i.status for i in plan.items] == [Status.NEW] * 4 + [Status.WAITING] * 2
+    assert [i.status for i in plan.items] == [PlanStatus.NEW] * 4 + [PlanStatus.WAITING] * 2
     assert plan.images == 8 + 2
     assert plan.total == Decimal("0.20") * 2 * 2 + Decimal("0.50") * 2 * 2 + Decimal("0.20") * 2
     assert plan.cost_by(lambda i: i.job) == {"gen": Decimal("2.80"), "edit": Decimal("0.40")}
@@ -63,11 +63,11 @@ def test_statuses_against_the_lockfile(build: Build) -> None:
     plan = make_plan(exp, lock, present=lambda p: True)
     status = {i.key: i.status for i in plan.items}
     assert [status[k] for k in keys[:4]] == [
-        Status.UP_TO_DATE, Status.CHANGED, Status.RETRY, Status.RESUME]
+        PlanStatus.UP_TO_DATE, PlanStatus.CHANGED, PlanStatus.RETRY, PlanStatus.RESUME]
     assert plan.orphaned == ("gone@x=1",)
     assert plan.items[3].cost == 0  # resume pays nothing new
     missing = make_plan(exp, lock, present=lambda p: False)
-    assert missing.items[0].status == Status.MISSING
+    assert missing.items[0].status == PlanStatus.MISSING
 
 
 def test_downstream_fingerprint_uses_upstream_content(build: Build) -> None:
@@ -77,7 +77,7 @@ def test_downstream_fingerprint_uses_upstream_content(build: Build) -> None:
     lock = Lockfile("m.yaml", {up: done(exp, up)})
     edit = next(i for i in make_plan(exp, lock, present=lambda p: True).items
                 if i.job == "edit" and up in i.needs)
-    assert edit.status == Status.NEW
+    assert edit.status == PlanStatus.NEW
     assert edit.fingerprint is not None
     other = Lockfile("m.yaml", {up: done(exp, up, outputs=(Output("o", "f" * 64, 1, 1, 1),) * 2)})
     edit2 = next(i for i in make_plan(exp, other, present=lambda p: True).items
@@ -112,6 +112,6 @@ def test_select_keeps_upstream_work(build: Build) -> None:
     exp = build(MANIFEST)
     plan = make_plan(exp, Lockfile("m.yaml"), present=lambda p: True)
     chosen = plan.select(lambda i: i.job == "edit" and matches_where(i, [("shop", "a")]))
-    kept = [i.key for i in chosen.items if i.status != Status.SKIPPED]
+    kept = [i.key for i in chosen.items if i.status != PlanStatus.SKIPPED]
     assert kept == ["gen@shop=a,model=wan2.7-image", "edit@shop=a,model=wan2.7-image"]
     assert chosen.total == Decimal("0.40") + Decimal("0.20")

@@ -9,7 +9,7 @@ import pytest
 from pipeline.errors import UsageError
 from pipeline.executor import Tally
 from pipeline.lockfile import Lockfile
-from pipeline.plan import Plan, Status, make_plan
+from pipeline.plan import Plan, PlanStatus, make_plan
 from pipeline.selection import Selection, matches_value, narrow, parse_where
 from tests.unit.conftest import Build
 
@@ -20,6 +20,7 @@ jobs:
     matrix: {shop: [Bakery, florist], n_people: [2, 10], lit: [true]}
   logo:
     prompt: logo
+defaults: {model: wan2.7-image}
 """
 
 
@@ -29,7 +30,7 @@ def plan_of(build: Build) -> Plan:
 
 def kept(plan: Plan, selection: Selection) -> list[str]:
     narrowed = narrow(plan, selection, jobs=["gen", "logo"])
-    return [i.key for i in narrowed.items if i.status != Status.SKIPPED]
+    return [i.key for i in narrowed.items if i.status != PlanStatus.SKIPPED]
 
 
 def test_parse_where_splits_at_the_first_equals_and_strips() -> None:

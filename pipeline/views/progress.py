@@ -25,12 +25,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from pipeline.executor import RunEvent, RunResult
+from pipeline.executor import TERMINAL_EVENTS, EventKind, RunEvent, RunResult
 from pipeline.lockfile import json_number
-from pipeline.report import money
+from pipeline.pricing import money
 
 # Events that end an instance; the rest are progress within one.
-TERMINAL = frozenset({"done", "failed", "blocked", "unfinished"})
 
 
 class Reporter:
@@ -76,7 +75,7 @@ class PlainReporter(Reporter):
         self.stream = stream
 
     def __call__(self, event: RunEvent) -> None:
-        if event.kind not in TERMINAL and event.kind != "stopping":
+        if event.kind not in TERMINAL_EVENTS and event.kind != EventKind.STOPPING:
             return
         where = f" {event.key}" if event.key else ""
         detail = f": {event.message}" if event.message else ""
@@ -109,7 +108,7 @@ class LiveReporter(Reporter):
             money=f"charged {money(Decimal(0), currency)}, reserved {money(Decimal(0), currency)}")
 
     def __call__(self, event: RunEvent) -> None:
-        if event.kind in ("failed", "blocked", "unfinished", "stopping"):
+        if event.kind in TERMINAL_EVENTS - {EventKind.DONE} | {EventKind.STOPPING}:
             where = f" {event.key}" if event.key else ""
             self.progress.console.print(f"[yellow]{event.kind}[/]{where}: {event.message}")
         self.progress.update(

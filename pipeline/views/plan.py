@@ -6,24 +6,16 @@ from decimal import Decimal
 from typing import Any
 
 from pipeline.lockfile import json_number
-from pipeline.plan import STATUS_ORDER, TO_SUBMIT, Plan, PlanItem, Status
+from pipeline.plan import STATUS_ORDER, TO_SUBMIT, Plan, PlanItem, PlanStatus
+from pipeline.pricing import money
 
 # Up to this many changed items are listed one per line; beyond it, counts per job.
 MAX_LISTED = 200
 SYMBOLS = {
-    Status.NEW: "+", Status.CHANGED: "~", Status.RETRY: "↻", Status.RESUME: "…",
-    Status.MISSING: "!", Status.DOWNLOAD: "↓", Status.WAITING: "⧗", Status.UP_TO_DATE: "=",
-    Status.SKIPPED: "-",
+    PlanStatus.NEW: "+", PlanStatus.CHANGED: "~", PlanStatus.RETRY: "↻",
+    PlanStatus.RESUME: "…", PlanStatus.MISSING: "!", PlanStatus.DOWNLOAD: "↓",
+    PlanStatus.WAITING: "⧗", PlanStatus.UP_TO_DATE: "=", PlanStatus.SKIPPED: "-",
 }
-CURRENCY_SIGNS = {"CNY": "¥"}
-
-
-def money(amount: Decimal, currency: str) -> str:
-    """``¥1.20`` for CNY, ``1.20 XYZ`` otherwise; always two decimals or more if needed."""
-    cents = amount == amount.quantize(Decimal("0.01"))
-    text = f"{amount:.2f}" if cents else f"{amount.normalize()}"
-    sign = CURRENCY_SIGNS.get(currency)
-    return f"{sign}{text}" if sign else f"{text} {currency}"
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:
@@ -80,7 +72,7 @@ def plan_text(plan: Plan) -> str:
     lines += [d.format(snippet=False) for d in plan.warnings]
     if plan.warnings:
         lines.append("")
-    changes = [i for i in plan.items if i.status not in (Status.UP_TO_DATE, Status.SKIPPED)]
+    changes = [i for i in plan.items if i.status not in (PlanStatus.UP_TO_DATE, PlanStatus.SKIPPED)]
     if not changes:
         lines.append("No changes. Every instance is up to date.")
     elif len(changes) <= MAX_LISTED:
