@@ -173,6 +173,10 @@ def plan(manifest: Path, as_json: bool, max_cost: str | None, simulate: bool,
     if selection.shard is not None:
         shard = shard_lock(manifest, selection.shard, simulate=simulate, lockfile=lockfile)
         lockfile, lock = shard.path, shard.combined(manifest=manifest.name)
+        if not as_json:
+            from pipeline.views.teams import shard_note
+
+            click.echo(shard_note(selection.shard, shard.path, shard.main))
     prepared = prepare(manifest, simulate=simulate, max_cost=_max_cost(max_cost),
                        lockfile=lockfile, lock=lock)
     the_plan = narrow(prepared.plan, selection, jobs=prepared.manifest.jobs)
@@ -265,6 +269,10 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
         shard = shard_lock(manifest, selection.shard, simulate=simulate, lockfile=lockfile)
         shard.sync(manifest=manifest.name)
         lockfile = shard.path
+        from pipeline.views.teams import shard_note
+
+        click.echo(shard_note(selection.shard, shard.path, shard.main),
+                   file=sys.stderr if as_json else sys.stdout)
     api_key = "sim-key" if simulate else os.environ.get("APIMART_API_KEY", "")
     if not simulate and not api_key:
         raise UsageError("set APIMART_API_KEY to your APIMart key (or try --simulate)")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from pipeline.lockmerge import Merged
 from pipeline.scaffold import InitResult
+from pipeline.selection import Shard
 
 
 def merge_text(merged: Merged, *, target: str) -> str:
@@ -31,3 +35,16 @@ def init_text(result: InitResult) -> str:
         lines.append("Lockfiles (*.lock.json) now merge entry by entry in `git merge`; "
                      "every clone runs `imgspec init` once (git keeps drivers out of clones).")
     return "imgspec init:\n" + "\n".join(lines) + "\n"
+
+
+def shard_note(shard: Shard, lockfile: Path, main: Path) -> str:
+    """Where shard K/N records, and how its work reaches the manifest's own lockfile."""
+    own, into = _shown(lockfile), _shown(main)
+    return (f"Shard {shard}: recording into {own} (after all shards: imgspec lock merge "
+            f"--into {into} <each shard's lockfile>)")
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the current folder when it is below it, else as it is."""
+    relative = os.path.relpath(path)
+    return path.as_posix() if relative.startswith("..") else Path(relative).as_posix()

@@ -79,6 +79,8 @@ def test_shard_plan_shows_its_own_cost_and_starts_from_the_manifests_lockfile(
                         sim.base_url, "--yes")
         assert again.returncode == 0, again.stderr
         assert "Nothing to do." in again.stdout
+        assert again.stdout.startswith(f"Shard {k}/3: recording into "
+                                       f"manifests/shop.shard-{k}-of-3.lock.json")
     assert sim.ledger().images_charged == charged
     assert Path(project.root / "manifests" / "shop.shard-1-of-3.lock.json").exists()
 
