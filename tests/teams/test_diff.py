@@ -137,3 +137,19 @@ def test_compare_prices_each_side_with_its_own_table(build: Build) -> None:
     assert (diff.before, diff.after, diff.to_apply) == (
         Decimal("0.2"), Decimal("0.5"), Decimal("0.5"))
     assert diff.unchanged_to_run == 1
+
+
+def test_include_rows_are_read_at_the_revision(repo: Repo) -> None:
+    """A CSV the manifest includes is read from git at REF: rows added in the working tree
+    show as added, an edited row (its values are in its key) as removed and added."""
+    repo.write(PATH, "version: 1\nname: rows\ndefaults: {model: wan2.7-image}\njobs:\n"
+               "  card:\n    prompt: \"{{ title }}\"\n    matrix: {include: rows.csv}\n")
+    repo.write("manifests/rows.csv", "sku,title\na1,Mug\nb2,Bowl\n")
+    repo.commit("rows")
+    repo.write("manifests/rows.csv", "sku,title\na1,Mug\nb2,Big bowl\nc3,Plate\n")
+    done = repo.imgspec("diff", PATH, "--format", "json")
+    assert done.returncode == 0, done.stderr
+    items = {i["key"]: i for i in json.loads(done.stdout)["items"]}
+    assert {k: i["change"] for k, i in items.items()} == {
+        "card@sku=b2,title=Big bowl": "added", "card@sku=c3,title=Plate": "added",
+        "card@sku=b2,title=Bowl": "removed"}
