@@ -46,7 +46,8 @@ jobs:
 
 def write_fixture(folder: Path, instances: int) -> Path:
     """Manifest, half-done lockfile and its output files; returns the manifest path."""
-    from pipeline.lockfile import LockEntry, Lockfile, Output, lockfile_path, write_lockfile
+    from pipeline.journal import write_lockfile
+    from pipeline.lockfile import LockEntry, Lockfile, Output, lockfile_path
     from pipeline.plan import resolved_request
     from pipeline.project import prepare
 

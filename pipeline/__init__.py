@@ -9,10 +9,11 @@ The pure core, in the order data flows through it::
 from pipeline.errors import ImgspecError, ManifestError
 from pipeline.expand import expand
 from pipeline.instances import Expansion, Instance
-from pipeline.lockfile import LockEntry, Lockfile, parse_lockfile, read_lockfile, write_lockfile
+from pipeline.journal import read_lockfile, write_lockfile
+from pipeline.lockfile import LockEntry, Lockfile, parse_lockfile
 from pipeline.manifest import load_manifest, parse_manifest
-from pipeline.model import Job, Manifest
 from pipeline.plan import Plan, PlanItem, PlanStatus, make_plan
+from pipeline.spec import Job, Manifest
 
 __version__ = "0.1.0"
 

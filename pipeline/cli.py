@@ -367,10 +367,8 @@ def verify(manifest: Path, simulate: bool, lockfile: Path | None) -> None:
 @lockfile_option
 def prune(manifest: Path, simulate: bool, lockfile: Path | None) -> None:
     """Drop lockfile entries whose instances are no longer in the manifest."""
-    removed = housekeeping.prune(manifest, simulate=simulate, lockfile=lockfile)
-    for key in removed:
-        click.echo(f"pruned {key}")
-    click.echo(f"{len(removed)} orphaned entr{'y' if len(removed) == 1 else 'ies'} removed")
+    click.echo(housekeeping.prune(manifest, simulate=simulate, lockfile=lockfile).text(),
+               nl=False)
 
 
 @cli.command()

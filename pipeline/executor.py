@@ -360,6 +360,7 @@ class Executor:
             key=key, job=inst.job, fingerprint=fp, status="submitting", request=request,
             matrix=dict(inst.matrix), seed=inst.seed, idempotency_key=idem, task_id=None,
             attempts=attempt, last_error=None, cost=Decimal(0),
+            charged=entry.charged if entry else Decimal(0),  # earlier attempts stay paid
             created_at=entry.created_at if entry and entry.created_at else now, updated_at=now,
             outputs=entry.outputs if entry else ())
         self.submissions += 1
@@ -397,7 +398,8 @@ class Executor:
         self.result.spent += cost
         self.result.tally.took_off(key, cost)
         await self.store.commit(replace(base, status="running", task_id=state.task_id,
-                                        cost=cost, updated_at=utc_now()))
+                                        cost=cost, charged=base.charged + cost,
+                                        updated_at=utc_now()))
         self.emit(EventKind.SUBMITTED, key, state.task_id)
         # The API starts the task's clock when the request reaches it: not before we
         # sent it, and usually just after. Timing polls from our reading the reply
@@ -578,11 +580,11 @@ class Executor:
                     refunded: bool = False) -> None:
         """Record the attempt as failed; ``refunded`` when the API does not charge for it."""
         if entry is not None:
-            cost = entry.cost
+            cost, charged = entry.cost, entry.charged
             if refunded and entry.status == "running":
-                cost = Decimal(0)
+                cost, charged = Decimal(0), max(entry.charged - entry.cost, Decimal(0))
             await self.store.commit(replace(entry, status="failed", last_error=message,
-                                            cost=cost, updated_at=utc_now()))
+                                            cost=cost, charged=charged, updated_at=utc_now()))
         if refunded:
             # Only what this run pre-charged comes back off its spending: a task an
             # earlier run submitted was never counted in it (the budget must not grow).

@@ -34,8 +34,8 @@ from pipeline.matrix import (
     fold_case,
     key_order,
 )
-from pipeline.model import FIELD_KEYS, MODES, Job, Manifest, UpstreamRef
 from pipeline.rules import REQUEST_FIELDS, Problem, check_request, output_dimensions
+from pipeline.spec import FIELD_KEYS, MODES, Job, Manifest, UpstreamRef
 from pipeline.templates import TemplateProblem, TemplateRenderer
 from pipeline.workspace import Workspace
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pipeline.diagnostics import Diagnostic
 from pipeline.errors import ManifestError
-from pipeline.model import Manifest
+from pipeline.spec import Manifest
 
 EdgeKind = Literal["images", "needs"]  # images flow downstream, or only the order matters
 

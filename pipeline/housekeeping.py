@@ -6,13 +6,17 @@ from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pipeline.guard import RunGuard, guard_path
 from pipeline.journal import LockStore
-from pipeline.lockfile import ENTRY_STATUSES, Lockfile, json_number, lockfile_path
+from pipeline.lockfile import ENTRY_STATUSES, Lockfile, lockfile_path
 from pipeline.outputs import VerifyProblem, verify_outputs
+from pipeline.pricing import json_number
 from pipeline.project import current_lock, locate, prepare, read_header
+
+InProgress = Literal["submitting", "running"]
+UNKNOWN_OUTCOME = "outcome unknown; the next run replays it with the same key"
 
 
 @dataclass(frozen=True)
@@ -21,9 +25,9 @@ class StatusReport:
 
     lockfile: Path
     counts: dict[str, int]
-    charged: Decimal
+    charged: Decimal  # every paid attempt of every entry, net of refunds
     failed: list[tuple[str, str]]
-    in_progress: list[tuple[str, str]]
+    in_progress: list[tuple[str, InProgress, str | None]]  # key, status, task id
 
     def to_json(self) -> dict[str, Any]:
         """The stable ``status --json`` form."""
@@ -32,7 +36,10 @@ class StatusReport:
             "counts": self.counts,
             "charged": json_number(self.charged),
             "failed": [{"key": k, "error": e} for k, e in self.failed],
-            "in_progress": [{"key": k, "task_id": t} for k, t in self.in_progress],
+            "in_progress": [
+                {"key": k, "status": s, "task_id": t,
+                 "note": UNKNOWN_OUTCOME if s == "submitting" else "the next run polls it"}
+                for k, s, t in self.in_progress],
         }
 
     def text(self, currency: str = "CNY") -> str:
@@ -43,7 +50,11 @@ class StatusReport:
             f"{n} {s}" for s, n in self.counts.items() if n) or "no entries"),
             f"charged so far: {money(self.charged, currency)}"]
         lines += [f"  failed   {k}: {e}" for k, e in self.failed]
-        lines += [f"  running  {k} (task {t})" for k, t in self.in_progress]
+        for key, state, task in self.in_progress:
+            # A submission not answered before the run ended may or may not have created
+            # a task: only the replay of its key (which cannot pay twice) will tell.
+            lines.append(f"  unknown  {key}: {UNKNOWN_OUTCOME}" if state == "submitting"
+                         else f"  running  {key} (task {task}; the next run polls it)")
         return "\n".join(lines) + "\n"
 
 
@@ -61,14 +72,17 @@ def status(manifest: Path, *, simulate: bool = False,
 def summarise_lock(path: Path, lock: Lockfile) -> StatusReport:
     """The status report of a lockfile value."""
     counts = Counter(e.status for e in lock.entries.values())
+    in_progress: list[tuple[str, InProgress, str | None]] = []
+    for key, entry in sorted(lock.entries.items()):
+        if entry.status == "submitting" or entry.status == "running":
+            in_progress.append((key, entry.status, entry.task_id))
     return StatusReport(
         lockfile=path,
         counts={s: counts.get(s, 0) for s in ENTRY_STATUSES},
-        charged=sum((e.cost for e in lock.entries.values()), Decimal(0)),
+        charged=sum((e.charged for e in lock.entries.values()), Decimal(0)),
         failed=[(k, e.last_error or "") for k, e in sorted(lock.entries.items())
                 if e.status == "failed"],
-        in_progress=[(k, e.task_id or "-") for k, e in sorted(lock.entries.items())
-                     if e.status in ("submitting", "running")],
+        in_progress=in_progress,
     )
 
 
@@ -91,12 +105,45 @@ def verify(manifest: Path, *, simulate: bool = False,
     return sum(len(e.outputs) for e in done) + 1, problems
 
 
-def prune(manifest: Path, *, simulate: bool = False, lockfile: Path | None = None) -> list[str]:
-    """Drop lock entries whose instances are no longer in the manifest; the removed keys."""
+@dataclass(frozen=True)
+class PruneResult:
+    """What ``prune`` removed, including removals an interrupted prune had journaled."""
+
+    removed: list[str]  # orphaned entries this prune removed
+    recovered: list[str]  # removed by an interrupted prune: found in its journal, applied now
+    recovered_updates: int  # entries an interrupted run had journaled, saved now
+
+    def text(self) -> str:
+        """The human form: one line per removed key, then the count and what happened."""
+        lines = [f"pruned {k}" for k in self.removed]
+        lines += [f"pruned {k} (removal recorded by an interrupted prune)"
+                  for k in self.recovered]
+        total = len(self.removed) + len(self.recovered)
+        summary = f"{total} orphaned entr{'y' if total == 1 else 'ies'} removed"
+        if self.recovered:
+            summary += (f" ({len(self.recovered)} by an interrupted prune: its journal was "
+                        "folded into the lockfile now)")
+        lines.append(summary)
+        if self.recovered_updates:
+            lines.append(f"also saved {self.recovered_updates} entr"
+                         f"{'y' if self.recovered_updates == 1 else 'ies'} an interrupted run "
+                         "had recorded only in its journal")
+        return "\n".join(lines) + "\n"
+
+
+def prune(manifest: Path, *, simulate: bool = False,
+          lockfile: Path | None = None) -> PruneResult:
+    """Drop lock entries whose instances are no longer in the manifest.
+
+    Opening the store folds in a journal an interrupted prune (or run) left, which
+    may already remove orphans; those are reported too, not counted as nothing.
+    """
     lock_path = lockfile or lockfile_path(manifest, simulate=simulate)
     with RunGuard(guard_path(lock_path), subject=manifest.name), LockStore.open(lock_path,
                                                          manifest=manifest.name) as store:
         prepared = prepare(manifest, simulate=simulate, lockfile=lock_path, lock=store.lock)
         orphaned = list(prepared.plan.orphaned)
         store.delete(orphaned)
-    return orphaned
+        recovery = store.recovered
+    return PruneResult(removed=orphaned, recovered=list(recovery.deleted),
+                       recovered_updates=len(recovery.updated))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.diagnostics import Diagnostic
-from pipeline.model import Manifest
+from pipeline.spec import Manifest
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,20 +29,22 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
-from decimal import InvalidOperation
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any
 
 from pipeline.errors import LockfileError
-from pipeline.lockfile import (
-    LockEntry,
-    Lockfile,
-    entry_from_json,
-    fsync_dir,
-    read_lockfile,
-    write_lockfile,
+from pipeline.files import fsync_dir, write_atomic
+from pipeline.lockfile import LockEntry, Lockfile, dump_lockfile, entry_from_json, parse_lockfile
+from pipeline.lockschema import (
+    DefectError,
+    JsonProblem,
+    describe_where,
+    load_json,
+    restore_advice,
+    show,
+    unrepresentable,
 )
 
 JOURNAL_VERSION = 1
@@ -67,39 +69,60 @@ def journal_line(key: str, entry: LockEntry | None) -> str:
     return json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n"
 
 
+class _Unreadable(ValueError):
+    """A line that is not a complete JSON text: what a torn append leaves."""
+
+
+_RECORD_FIELDS = frozenset({"v", "key", "entry", "delete"})
+
+
 def _parse_line(line: str) -> tuple[str, LockEntry | None]:
-    """The key and entry (``None``: a deletion) of one line; ``ValueError`` says why not."""
+    """The key and entry (``None``: a deletion) of one line; ``ValueError`` says why not.
+
+    ``_Unreadable`` (a ``ValueError``) when the line is not even JSON, the only damage
+    a crash can do; any other ``ValueError`` means the line was written whole but is
+    wrong, which no crash explains.
+    """
     try:
         # Text read with surrogateescape carries undecodable bytes as lone surrogates;
         # json.loads would accept them, so refuse them here.
         line.encode("utf-8")
-        data = json.loads(line)
-    except ValueError as exc:  # UnicodeEncodeError and JSONDecodeError are ValueErrors
-        raise ValueError("not valid JSON") from exc
-    if not isinstance(data, dict):
+        data, suspicious = load_json(line)
+    except (UnicodeEncodeError, JsonProblem) as exc:
+        raise _Unreadable("not valid JSON") from exc
+    if type(data) is not dict:
         raise ValueError("not a JSON object")
-    if data.get("v") != JOURNAL_VERSION:
-        raise ValueError(f"unknown journal version {data.get('v')!r}")
+    version = data.get("v")
+    if type(version) is not int or version != JOURNAL_VERSION:
+        raise ValueError(f"unknown journal version {show(version)}")
     key = data.get("key")
-    if not isinstance(key, str) or not key:
+    if type(key) is not str or not key:
         raise ValueError("no entry key")
+    if suspicious and (defect := unrepresentable(key)) is not None:
+        raise ValueError(f"the key {defect.what}")
+    unknown = sorted(set(data) - _RECORD_FIELDS)
+    if unknown:
+        raise ValueError(f"unexpected field {show(unknown[0])}")
     if data.get("delete") is True and "entry" not in data:
         return key, None
     if "entry" not in data or "delete" in data:
-        raise ValueError("expected exactly one of 'entry' or 'delete'")
+        raise ValueError("expected exactly one of 'entry' or 'delete': true")
     try:
         return key, entry_from_json(key, data["entry"])
-    except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
-        raise ValueError(f"malformed entry ({exc!r})") from exc
+    except DefectError as exc:
+        where = describe_where(exc.defect.where)
+        raise ValueError(f"entry {show(key, limit=100)}: {where + ': ' if where else ''}"
+                         f"{exc.defect.what}") from exc
 
 
 def fold_journal(lock: Lockfile, text: str, *, source: str) -> Lockfile:
     """``lock`` with the journal ``text`` applied line by line (pure; the last write wins).
 
-    A final line that is unterminated or unreadable is what a crash in the middle of
-    an append leaves behind: its ``record()`` never returned, so it is dropped. An
-    unreadable line anywhere else means the file was damaged: ``LockfileError``
-    names the line and what to do.
+    A final line that is unterminated or not JSON is what a crash in the middle of
+    an append leaves behind: its ``record()`` never returned, so it is dropped.
+    Anything else wrong (an unreadable line before the last, or a whole JSON line
+    with a bad record or entry, wherever it is) means the file was damaged:
+    ``LockfileError`` names the line, the entry and the field, and what to do.
     """
     lines = text.split("\n")
     # Every complete record ends with "\n", so the piece after the last "\n" is either
@@ -113,7 +136,7 @@ def fold_journal(lock: Lockfile, text: str, *, source: str) -> Lockfile:
         try:
             key, entry = _parse_line(line)
         except ValueError as exc:
-            if number == last:
+            if number == last and isinstance(exc, _Unreadable):
                 break
             raise LockfileError(
                 f"{source}:{number}: journal line is damaged ({exc}); the journal holds the "
@@ -126,6 +149,24 @@ def fold_journal(lock: Lockfile, text: str, *, source: str) -> Lockfile:
         else:
             entries[key] = entry
     return replace(lock, entries=entries)
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What folding a journal left by an interrupted run or prune changed in the lockfile."""
+
+    deleted: tuple[str, ...] = ()  # keys the journal removed (only prune removes)
+    updated: tuple[str, ...] = ()  # keys the journal added or changed (runs record these)
+
+    @staticmethod
+    def between(before: Lockfile, after: Lockfile) -> Recovery:
+        """The keys ``fold_journal`` removed from, and changed in, ``before``."""
+        old, new = before.entries, after.entries
+        # fold_journal keeps untouched entries as the same objects, so only the keys the
+        # journal touched are compared (a line repeating the lockfile changes nothing).
+        return Recovery(deleted=tuple(sorted(k for k in old if k not in new)),
+                        updated=tuple(sorted(k for k, e in new.items()
+                                             if old.get(k) is not e and old.get(k) != e)))
 
 
 def read_journal(journal: Path) -> str | None:
@@ -149,6 +190,30 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def read_lockfile(path: Path, *, manifest: str = "") -> Lockfile:
+    """The lockfile at ``path``, or an empty one if there is none yet."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Lockfile(manifest=manifest)
+    except UnicodeDecodeError as exc:
+        raise LockfileError(f"{path}: byte {exc.start} is not UTF-8 text; "
+                            f"{restore_advice(str(path))}") from exc
+    except OSError as exc:
+        raise LockfileError(f"{path}: cannot be read ({exc.strerror or exc}); check its "
+                            "permissions, then run again") from exc
+    return parse_lockfile(text, source=str(path))
+
+
+def write_lockfile(path: Path, lock: Lockfile) -> None:
+    """Atomically write the lockfile; ``LockfileError`` if the disk refuses."""
+    try:
+        write_atomic(path, dump_lockfile(lock))
+    except OSError as exc:
+        raise LockfileError(f"{path}: cannot be written ({exc.strerror}); "
+                            "check the folder's permissions and free space") from exc
+
+
 class LockStore:
     """The lockfile plus its append-only journal: the only writer of both during a run.
 
@@ -167,8 +232,10 @@ class LockStore:
         *,
         checkpoint_every: float,
         clock: Callable[[], float],
+        recovered: Recovery | None = None,
     ) -> None:
         """Use ``LockStore.open``; this only assembles an already-opened store."""
+        self.recovered = recovered or Recovery()  # what open() folded in from a crash
         self._lock_path = lock_path
         self._journal_path = journal_path(lock_path)
         self._manifest = lock.manifest
@@ -206,10 +273,12 @@ class LockStore:
         journal = journal_path(lock_path)
         lock = read_lockfile(lock_path, manifest=manifest)
         text = read_journal(journal)
+        recovery = Recovery()
         try:
             if text is not None:
                 recovered = fold_journal(lock, text, source=str(journal))
-                if recovered != lock:
+                recovery = Recovery.between(lock, recovered)
+                if recovery.deleted or recovery.updated:
                     write_lockfile(lock_path, recovered)
                     lock = recovered
                 journal.unlink()
@@ -219,7 +288,8 @@ class LockStore:
                                 "folder's permissions and free space") from exc
         # The journal's directory entry must survive a power cut, or its lines would too.
         fsync_dir(journal.parent)
-        return cls(lock_path, lock, fd, checkpoint_every=checkpoint_every, clock=clock)
+        return cls(lock_path, lock, fd, checkpoint_every=checkpoint_every, clock=clock,
+                   recovered=recovery)
 
     @property
     def lock(self) -> Lockfile:

@@ -3,22 +3,35 @@
 One JSON file beside the manifest (``shop.yaml`` → ``shop.lock.json``), written
 only by imgspec, meant for git: a format version, then one entry per instance
 key, keys sorted, two-space indent, so a diff shows exactly what changed.
-``parse_lockfile``/``dump_lockfile`` are pure; ``read_lockfile`` and
-``write_lockfile`` (atomic: temp file, fsync, rename) are the I/O around them.
+This module holds the values and the codec only (``parse_lockfile`` is strict:
+``lockschema`` checks every entry against the schema); reading and writing the
+file is ``journal``'s, and writing safely ``files``'s.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.errors import LockfileError
+from pipeline.lockschema import (
+    DefectError,
+    JsonProblem,
+    describe_defect,
+    entry_defect,
+    line_col,
+    load_json,
+    lockfile_defect,
+    restore_advice,
+    show,
+    unrepresentable,
+)
+from pipeline.pricing import json_number
 
 FORMAT_VERSION = 1
 EntryStatus = Literal["submitting", "running", "done", "failed"]
@@ -53,7 +66,8 @@ class LockEntry:
     task_id: str | None = None
     attempts: int = 0
     last_error: str | None = None
-    cost: Decimal = Decimal(0)
+    cost: Decimal = Decimal(0)  # charged for the current attempt
+    charged: Decimal = Decimal(0)  # charged over all attempts, net of refunds
     created_at: str | None = None
     updated_at: str | None = None
     outputs: tuple[Output, ...] = ()
@@ -72,6 +86,7 @@ class LockEntry:
             "attempts": self.attempts,
             "last_error": self.last_error,
             "cost": json_number(self.cost),
+            "charged": json_number(self.charged),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "outputs": [
@@ -122,125 +137,83 @@ def dump_lockfile(lock: Lockfile) -> str:
 
 
 def parse_lockfile(text: str, *, source: str = "lockfile") -> Lockfile:
-    """Parse lockfile text; ``LockfileError`` says what is wrong and what to do."""
+    """Parse lockfile text, strictly against its schema; ``LockfileError`` says what to do.
+
+    A lockfile arrives through git (merges, pull requests), so every defect is
+    refused with the file, the line, the entry and the field, never repaired or
+    ignored: a silently accepted error here could pay for work twice.
+    """
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise LockfileError(
-            f"{source}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}); restore it from "
-            "git, or delete it to start afresh (recorded work would be redone)"
-        ) from exc
+        data, suspicious = load_json(text)
+    except JsonProblem as exc:
+        where = source if exc.pos is None else f"{source}:{line_col(text, exc.pos)}"
+        raise LockfileError(f"{where}: {exc.what}; {restore_advice(source)}") from exc
     if not isinstance(data, dict):
-        raise LockfileError(f"{source}: not an imgspec lockfile (expected a JSON object)")
+        raise LockfileError(f"{source}: not an imgspec lockfile (expected a JSON object); "
+                            f"{restore_advice(source)}")
     version = data.get("version")
-    if version != FORMAT_VERSION:
-        raise LockfileError(f"{source}: lockfile version {version!r} is not supported "
+    if version != FORMAT_VERSION or type(version) is not int:
+        raise LockfileError(f"{source}: lockfile version {show(version)} is not supported "
                             f"(this imgspec reads version {FORMAT_VERSION}); upgrade imgspec")
-    raw_entries = data.get("entries")
-    if not isinstance(raw_entries, dict):
-        raise LockfileError(f"{source}: 'entries' must be an object")
-    entries = {}
-    for key, raw in raw_entries.items():
-        try:
-            entries[key] = entry_from_json(key, raw)
-        except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
-            raise LockfileError(f"{source}: entry {key!r} is malformed ({exc!r}); restore "
-                                "the lockfile from git or remove that entry") from exc
-    return Lockfile(manifest=str(data.get("manifest", "")), entries=entries)
+    # Values JSON cannot hold first: a message quoting them would be about the wrong thing.
+    defect = unrepresentable(data) if suspicious else None
+    if defect is None:
+        defect = lockfile_defect(data)
+    if defect is not None:
+        raise LockfileError(describe_defect(defect, source=source, text=text))
+    raw_entries: dict[str, Any] = data["entries"]
+    return Lockfile(manifest=data.get("manifest", ""),
+                    entries={key: _to_entry(key, raw) for key, raw in raw_entries.items()})
 
 
-def entry_from_json(key: str, raw: Mapping[str, Any]) -> LockEntry:
-    """A ``LockEntry`` from its stored JSON (``KeyError``/``TypeError``/``ValueError`` if bad)."""
-    if not isinstance(raw, dict):
-        raise TypeError("entry is not an object")
-    status = raw["status"]
-    if status not in ENTRY_STATUSES:
-        raise ValueError(f"unknown status {status!r}")
-    outputs = tuple(
-        Output(
-            path=str(o["path"]), sha256=str(o["sha256"]), bytes=int(o["bytes"]),
-            width=int(o["width"]), height=int(o["height"]), url=o.get("url"),
-            expires_at=None if o.get("expires_at") is None else int(o["expires_at"]),
-        )
-        for o in raw.get("outputs", [])
-    )
-    seed = raw.get("seed")
+def entry_from_json(key: str, raw: Any) -> LockEntry:
+    """A ``LockEntry`` from its stored JSON, checked against the schema's entry.
+
+    Raises ``DefectError`` (a ``ValueError``) naming the field when ``raw`` breaks
+    the schema or holds a value JSON cannot carry (NaN, Infinity, a lone surrogate).
+    """
+    defect = unrepresentable(raw)
+    if defect is None:
+        defect = entry_defect(raw)
+    if defect is not None:
+        raise DefectError(defect)
+    return _to_entry(key, raw)
+
+
+def _to_entry(key: str, raw: Mapping[str, Any]) -> LockEntry:
+    """Convert an entry already checked against the schema (no checks here)."""
+    get = raw.get
+    cost = _decimal(get("cost", 0))
+    seed = get("seed")
     return LockEntry(
         key=key,
-        job=str(raw["job"]),
-        fingerprint=str(raw["fingerprint"]),
-        status=status,
-        request=raw.get("request") or {},
-        matrix=raw.get("matrix") or {},
+        job=raw["job"],
+        fingerprint=raw["fingerprint"],
+        status=raw["status"],
+        request=get("request") or {},
+        matrix=get("matrix") or {},
         seed=None if seed is None else int(seed),
-        idempotency_key=raw.get("idempotency_key"),
-        task_id=raw.get("task_id"),
-        attempts=int(raw.get("attempts", 0)),
-        last_error=raw.get("last_error"),
-        cost=Decimal(str(raw.get("cost", 0))),
-        created_at=raw.get("created_at"),
-        updated_at=raw.get("updated_at"),
-        outputs=outputs,
+        idempotency_key=get("idempotency_key"),
+        task_id=get("task_id"),
+        attempts=int(get("attempts", 0)),
+        last_error=get("last_error"),
+        cost=cost,
+        # Lockfiles written before ``charged`` existed knew only the current attempt's cost.
+        charged=_decimal(raw["charged"]) if "charged" in raw else cost,
+        created_at=get("created_at"),
+        updated_at=get("updated_at"),
+        outputs=tuple(
+            Output(path=o["path"], sha256=o["sha256"], bytes=int(o["bytes"]),
+                   width=int(o["width"]), height=int(o["height"]), url=o.get("url"),
+                   expires_at=None if o.get("expires_at") is None else int(o["expires_at"]))
+            for o in get("outputs", ())
+        ),
     )
 
 
-def read_lockfile(path: Path, *, manifest: str = "") -> Lockfile:
-    """The lockfile at ``path``, or an empty one if there is none yet."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return Lockfile(manifest=manifest)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LockfileError(f"{path}: cannot be read ({exc})") from exc
-    return parse_lockfile(text, source=str(path))
+@lru_cache(maxsize=256)  # a lockfile holds a handful of distinct prices, 100,000s of times
+def _decimal(value: float) -> Decimal:
+    # repr of a float is the shortest text that reads back as it: 0.4, not 0.40000000000000002.
+    return Decimal(value) if type(value) is int else Decimal(repr(value))
 
 
-def write_atomic(path: Path, text: str, *, durable: bool = True) -> None:
-    """Replace ``path`` with ``text`` so that readers see the old or the new file, never half.
-
-    ``durable`` also fsyncs the file and its folder, so the new text survives a power
-    cut; files that can be rebuilt from the lockfile skip that cost.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        Path(tmp).replace(path)
-        if durable:
-            fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_lockfile(path: Path, lock: Lockfile) -> None:
-    """Atomically write the lockfile; ``LockfileError`` if the disk refuses."""
-    try:
-        write_atomic(path, dump_lockfile(lock))
-    except OSError as exc:
-        raise LockfileError(f"{path}: cannot be written ({exc.strerror}); "
-                            "check the folder's permissions and free space") from exc
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a created, renamed or removed directory entry durable (best effort)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems cannot fsync a directory; the rename is still atomic
-    finally:
-        os.close(fd)
-
-
-def json_number(value: Decimal) -> float | int:
-    """Money as a JSON number with no binary noise (0.7, not 0.7000000000000001)."""
-    number = float(value)
-    return int(number) if number == int(number) else number

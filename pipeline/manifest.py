@@ -15,7 +15,9 @@ from typing import Any
 from pipeline.diagnostics import Diagnostic
 from pipeline.document import DocPath, Document, parse_csv, parse_yaml
 from pipeline.errors import ImgspecError, InputFileError, ManifestError
-from pipeline.model import (
+from pipeline.pricing import DEFAULT_PRICE_TABLE
+from pipeline.schema import validate_document
+from pipeline.spec import (
     DEFAULT_MAX_INSTANCES,
     FIELD_KEYS,
     Job,
@@ -23,8 +25,6 @@ from pipeline.model import (
     MatrixSpec,
     UpstreamRef,
 )
-from pipeline.pricing import DEFAULT_PRICE_TABLE
-from pipeline.schema import validate_document
 from pipeline.workspace import DirectoryWorkspace, Workspace, read_text
 
 MANIFEST_SCHEMA = "manifest.schema.json"

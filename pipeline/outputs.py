@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.errors import ImgspecError, OutputOutsideRoot
+from pipeline.files import write_atomic
 from pipeline.identity import folder_name
 from pipeline.instances import Expansion, Instance
-from pipeline.lockfile import LockEntry, Output, json_number, write_atomic
+from pipeline.lockfile import LockEntry, Output
+from pipeline.pricing import json_number
 
 EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "BMP": "bmp"}
 _SAFE_PART = re.compile(r"^[A-Za-z0-9._=,+-]{1,120}$")

@@ -98,3 +98,9 @@ def money(amount: Decimal, currency: str) -> str:
     text = f"{amount:.2f}" if cents else f"{amount.normalize()}"
     sign = CURRENCY_SIGNS.get(currency)
     return f"{sign}{text}" if sign else f"{text} {currency}"
+
+
+def json_number(value: Decimal) -> float | int:
+    """Money as a JSON number with no binary noise (0.7, not 0.7000000000000001)."""
+    number = float(value)
+    return int(number) if number == int(number) else number

@@ -21,12 +21,12 @@ from pipeline.errors import ManifestError
 from pipeline.expand import expand
 from pipeline.guard import guard_path
 from pipeline.instances import Expansion
-from pipeline.journal import fold_journal, journal_path, read_journal
-from pipeline.lockfile import Lockfile, Output, lockfile_path, read_lockfile
+from pipeline.journal import fold_journal, journal_path, read_journal, read_lockfile
+from pipeline.lockfile import Lockfile, Output, lockfile_path
 from pipeline.manifest import load_manifest, read_manifest_text
-from pipeline.model import Manifest
 from pipeline.outputs import OutputFolder
 from pipeline.plan import Plan, make_plan
+from pipeline.spec import Manifest
 from pipeline.workspace import DirectoryWorkspace
 
 

@@ -53,6 +53,8 @@ MAX_TASK_ID_CHARS: Final = 256
 _SUCCESS_CODES: Final[frozenset[object]] = frozenset({200, "200", "success"})
 _TRANSIENT_4XX: Final[frozenset[int]] = frozenset({408, 425, 429})
 _WHITESPACE_RE: Final = re.compile(r"\s+")
+# Lone surrogates and control characters other than whitespace: not storable text.
+_NOT_TEXT_RE: Final = re.compile("[\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +103,13 @@ def malformed(what: str) -> TransientError:
 
 
 def shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """``text`` on one line, cut to ``limit`` characters with an ellipsis."""
-    line = _WHITESPACE_RE.sub(" ", text).strip()
+    """``text`` on one line, cut to ``limit`` characters with an ellipsis.
+
+    What a server says ends up in the journal, the lockfile and the terminal, so
+    anything that is not text there (lone surrogates, control characters) becomes
+    U+FFFD.
+    """
+    line = _NOT_TEXT_RE.sub("\ufffd", _WHITESPACE_RE.sub(" ", text)).strip()
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
@@ -258,8 +265,11 @@ def result_url_problem(url: str, *, api_host: str = "") -> str | None:
     """Why imgspec must not fetch the result URL ``url``, or None when it may.
 
     https anywhere; plain http only from a loopback host (the simulator) or from
-    ``api_host`` (given when the user pointed imgspec at an http API origin).
+    ``api_host`` (given when the user pointed imgspec at an http API origin). A URL
+    is printable ASCII (percent-encoded), as it is stored in the lockfile.
     """
+    if not (url.isascii() and url.isprintable()) or " " in url:
+        return "is not a plain URL (it holds spaces, control or non-ASCII characters)"
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -315,6 +325,8 @@ def _task_id(data: Mapping[str, object], expected: str | None) -> str:
     if not isinstance(raw, str) or not raw.strip() or len(raw) > MAX_TASK_ID_CHARS:
         raise malformed(f"no usable task id (got {_brief(raw)})")
     task_id = raw.strip()
+    if not task_id.isprintable():  # lone surrogates and control characters included
+        raise malformed(f"task id {shorten(task_id, 60)!r} holds characters no id has")
     if expected is not None and task_id != expected:
         raise malformed(f"asked for task {expected}, the reply is about {shorten(task_id, 60)}")
     return task_id

@@ -5,9 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from pipeline.lockfile import json_number
 from pipeline.plan import STATUS_ORDER, TO_SUBMIT, Plan, PlanItem, PlanStatus
-from pipeline.pricing import money
+from pipeline.pricing import json_number, money
 
 # Up to this many changed items are listed one per line; beyond it, counts per job.
 MAX_LISTED = 200

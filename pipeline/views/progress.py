@@ -26,8 +26,7 @@ from rich.progress import (
 )
 
 from pipeline.executor import TERMINAL_EVENTS, EventKind, RunEvent, RunResult
-from pipeline.lockfile import json_number
-from pipeline.pricing import money
+from pipeline.pricing import json_number, money
 
 # Events that end an instance; the rest are progress within one.
 

@@ -28,8 +28,8 @@ from pipeline.graph import job_edges
 from pipeline.instances import Expansion
 from pipeline.lockfile import Lockfile
 from pipeline.manifest import parse_manifest
-from pipeline.model import Manifest
 from pipeline.plan import Plan, make_plan
+from pipeline.spec import Manifest
 from pipeline.views.graph import GRAPH_FORMATS, render_graph
 from pipeline.views.plan import plan_json, plan_text
 from pipeline.workspace import Workspace

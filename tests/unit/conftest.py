@@ -12,7 +12,7 @@ from PIL import Image
 from pipeline.expand import expand
 from pipeline.instances import Expansion
 from pipeline.manifest import parse_manifest
-from pipeline.model import Manifest
+from pipeline.spec import Manifest
 from pipeline.workspace import MemoryWorkspace
 
 

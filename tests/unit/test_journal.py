@@ -21,12 +21,15 @@ import pipeline.journal as journal_module
 from pipeline.errors import LockfileError
 from pipeline.journal import (
     LockStore,
+    Recovery,
     fold_journal,
     journal_line,
     journal_path,
     read_journal,
+    read_lockfile,
+    write_lockfile,
 )
-from pipeline.lockfile import LockEntry, Lockfile, Output, read_lockfile, write_lockfile
+from pipeline.lockfile import LockEntry, Lockfile, Output
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -128,6 +131,86 @@ def test_fold_rejects_a_damaged_middle_line_with_its_number(bad: str) -> None:
     with pytest.raises(LockfileError, match=r"^shop\.lock\.journal:2: ") as info:
         fold_journal(Lockfile("m"), text, source="shop.lock.journal")
     assert "delete that line" in str(info.value)
+
+
+def bad_entry_line(key: str, field: str, token: str) -> str:
+    """A whole, newline-terminated journal line whose entry has ``field`` set to raw ``token``."""
+    record = json.loads(journal_line(key, entry(key)))
+    record["entry"][field] = "@@"
+    return json.dumps(record).replace('"@@"', token) + "\n"
+
+
+@pytest.mark.parametrize(("field", "token", "what"), [
+    ("attempts", "1e400", "attempts: must be a finite number"),
+    ("cost", "Infinity", "cost: must be a finite number"),
+    ("cost", "NaN", "cost: must be a finite number (found NaN)"),
+    ("cost", "-1", "cost: must be at least 0"),
+    ("task_id", "7", "task_id: must be a string or null (found 7)"),
+    ("idempotency_key", "7", "idempotency_key: must be a string or null"),
+    ("request", '"x"', "request: must be an object"),
+    ("matrix", "[1]", "matrix: must be an object"),
+    ("outputs", '[{"path": "/etc/passwd", "sha256": "' + "a" * 64 + '", "bytes": 1, '
+     '"width": 1, "height": 1}]', "outputs[0].path: \"/etc/passwd\" is absolute"),
+])
+def test_fold_names_the_entry_and_field_of_a_bad_line(field: str, token: str, what: str) -> None:
+    """A whole line with a bad value is damage, middle or last: key and field are named."""
+    good = journal_line("a", entry("a"))
+    for text, number in ((good + bad_entry_line("b@x=1", field, token) + good, 2),
+                         (good + bad_entry_line("b@x=1", field, token), 2)):
+        with pytest.raises(LockfileError) as info:
+            fold_journal(Lockfile("m"), text, source="shop.lock.journal")
+        message = str(info.value)
+        assert message.startswith(f'shop.lock.journal:{number}: journal line is damaged '
+                                  f'(entry "b@x=1": {what}')
+        assert "delete that line" in message
+
+
+def test_fold_still_drops_a_torn_last_line_only() -> None:
+    """Only a last line that is not JSON at all (a torn append) is dropped; a whole one counts."""
+    good = journal_line("a", entry("a"))
+    torn = journal_line("b", entry("b"))[:-30] + "\n"
+    assert set(fold_journal(Lockfile("m"), good + torn, source="j").entries) == {"a"}
+    with pytest.raises(LockfileError, match="unexpected field"):
+        fold_journal(Lockfile("m"), good + '{"v": 1, "key": "b", "delete": true, "x": 1}\n',
+                     source="j")
+
+
+@pytest.mark.parametrize("line", [
+    '{"v": true, "key": "x", "delete": true}',
+    '{"v": 1.0, "key": "x", "delete": true}',
+    '{"v": 1, "key": "\\ud800", "delete": true}',
+    '{"v": 1, "key": 5, "delete": true}',
+    '{"v": 1, "key": "x", "delete": 1}',
+])
+def test_fold_refuses_records_that_only_look_right(line: str) -> None:
+    """Booleans for numbers, numeric or surrogate keys and 1 for true are damage, not records."""
+    text = journal_line("a", entry("a")) + line + "\n" + journal_line("b", entry("b"))
+    with pytest.raises(LockfileError, match=r"^j:2: journal line is damaged"):
+        fold_journal(Lockfile("m"), text, source="j")
+
+
+def test_recovery_between_names_deleted_and_updated_keys() -> None:
+    """Recovery.between lists the keys a fold removed and those it added or changed."""
+    before = Lockfile("m", {"a": entry("a"), "b": entry("b"), "c": entry("c")})
+    text = (journal_line("b", None) + journal_line("c", entry("c", "failed"))
+            + journal_line("d", entry("d")))
+    after = fold_journal(before, text, source="j")
+    assert Recovery.between(before, after) == Recovery(deleted=("b",), updated=("c", "d"))
+    assert Recovery.between(before, before) == Recovery()
+    repeated = fold_journal(before, journal_line("a", entry("a")), source="j")
+    assert Recovery.between(before, repeated) == Recovery()  # the same entry, written again
+
+
+def test_open_reports_what_it_recovered(tmp_path: Path) -> None:
+    """LockStore.open says which removals and updates it folded in from a left-over journal."""
+    lock_path = tmp_path / "shop.lock.json"
+    write_lockfile(lock_path, Lockfile("shop.yaml", {"old": entry("old"), "a": entry("a")}))
+    journal_path(lock_path).write_text(journal_line("old", None)
+                                       + journal_line("a", entry("a", "failed")))
+    with LockStore.open(lock_path, manifest="shop.yaml") as store:
+        assert store.recovered == Recovery(deleted=("old",), updated=("a",))
+    with LockStore.open(lock_path, manifest="shop.yaml") as store:
+        assert store.recovered == Recovery()
 
 
 def test_fold_skips_blank_lines() -> None:

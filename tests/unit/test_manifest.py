@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pipeline.errors import ManifestError
 from pipeline.graph import job_order
 from pipeline.manifest import parse_manifest
-from pipeline.model import Manifest
+from pipeline.spec import Manifest
 from pipeline.workspace import MemoryWorkspace
 
 Parse = Callable[..., Manifest]

@@ -23,6 +23,7 @@ from pipeline.replies import (
     parse_poll,
     parse_retry_after,
     parse_submit,
+    result_url_problem,
     shorten,
 )
 
@@ -459,3 +460,25 @@ def test_download_status_classes(status: int, error_type: type[ApiError]) -> Non
     """On an image URL, 4xx means "re-poll for a fresh URL", never a run-stopping AuthError."""
     error = error_for_status(status, "gone", download=True)
     assert type(error) is error_type
+
+
+def test_messages_from_the_server_become_storable_text() -> None:
+    """Lone surrogates and control characters in an API message become U+FFFD, not a crash."""
+    state = parse_poll({"code": 200, "data": {"id": "task_1", "status": "failed",
+                                              "error": {"message": "bad \ud800 x\x00y"}}},
+                       "task_1")
+    assert state.error == "bad \ufffd x\ufffdy"
+    assert state.error.encode("utf-8")
+
+
+def test_task_id_with_characters_no_id_has_is_malformed() -> None:
+    """A task id holding a lone surrogate or a control character is a malformed reply."""
+    for bad in ("task_\ud800", "task_\x00"):
+        with pytest.raises(TransientError, match="holds characters no id has"):
+            parse_submit({"code": 200, "data": {"task_id": bad, "status": "pending"}})
+
+
+def test_result_url_that_is_not_plain_ascii_is_refused() -> None:
+    """A result URL with spaces, control or non-ASCII characters is not fetched or stored."""
+    for bad in ("https://x.test/a b.png", "https://x.test/\ud800.png", "https://x.test/é.png"):
+        assert result_url_problem(bad) is not None

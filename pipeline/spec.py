@@ -1,4 +1,8 @@
-"""The manifest as validated data: frozen values, no behaviour beyond small lookups."""
+"""The manifest as declared and validated (the spec): jobs, matrices, references, pricing.
+
+Frozen values, no behaviour beyond small lookups. ("Model" in imgspec means an image
+model of the API only: see ``catalogue``.)
+"""
 
 from __future__ import annotations
 
