@@ -106,7 +106,7 @@ def single(tmp: Path, instances: int, latency: float, concurrency: int) -> float
 def sharded(tmp: Path, instances: int, latency: float, shards: int,
             concurrency: int) -> tuple[float, float, float]:
     """(wall time of the shards at once, merge command wall time, in-process merge time)."""
-    from pipeline.lockfile import read_lockfile
+    from pipeline.journal import read_lockfile
     from pipeline.lockmerge import merge_locks
 
     port = free_port()

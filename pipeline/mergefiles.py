@@ -16,8 +16,8 @@ from pathlib import Path
 from pipeline.errors import ImgspecError, LockfileError, MergeConflict, UsageError
 from pipeline.expand import expand
 from pipeline.guard import RunGuard, guard_path
-from pipeline.journal import journal_path
-from pipeline.lockfile import Lockfile, lockfile_path, parse_lockfile, write_lockfile
+from pipeline.journal import journal_path, write_lockfile
+from pipeline.lockfile import Lockfile, lockfile_path, parse_lockfile
 from pipeline.lockmerge import Merged, merge_locks
 from pipeline.manifest import load_manifest
 from pipeline.project import Header, current_lock, locate

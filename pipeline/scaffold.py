@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Literal
 
 from pipeline.errors import ImgspecError, UsageError
+from pipeline.files import write_atomic
 from pipeline.gitspec import git
-from pipeline.lockfile import write_atomic
 
 ATTRIBUTE = "*.lock.json merge=imgspec"
 DRIVER_NAME = "imgspec lockfile merge (keeps every paid task)"

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.guard import RunGuard, guard_path
-from pipeline.lockfile import Lockfile, lockfile_path, write_lockfile
+from pipeline.journal import write_lockfile
+from pipeline.lockfile import Lockfile, lockfile_path
 from pipeline.lockmerge import merge_locks
 from pipeline.project import current_lock
 from pipeline.selection import Shard, shard_lockfile

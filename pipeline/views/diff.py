@@ -8,8 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from pipeline.diff import CHANGES, CostGroup, FieldChange, ItemDiff, SpecDiff
-from pipeline.lockfile import json_number
-from pipeline.pricing import money
+from pipeline.pricing import json_number, money
 from pipeline.views.plan import SYMBOLS as SIGN
 
 SYMBOLS = {"added": "+", "changed": "~", "removed": "-"}

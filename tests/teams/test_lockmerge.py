@@ -130,10 +130,13 @@ def test_every_field_of_the_winner_is_carried() -> None:
     later, e.g. a cumulative charge, survive a merge untouched)."""
     winner = entry(task="task_w", idem="imgspec-w", at="2026-01-05T00:00:00Z",
                    request={"prompt": "x"}, matrix={"i": 1}, seed=7, attempts=3,
-                   last_error="was slow", cost=Decimal("0.6"), created_at="2026-01-01T00:00:00Z")
-    loser = entry(task="task_l", idem="imgspec-l", status="failed")
+                   last_error="was slow", cost=Decimal("0.6"), charged=Decimal("1.4"),
+                   created_at="2026-01-01T00:00:00Z")
+    loser = entry(task="task_l", idem="imgspec-l", status="failed", charged=Decimal("0.2"))
     merged = merge_locks([lock(loser), lock(winner)]).lock
     assert merged.entries["gen@i=1"] == winner
+    assert merged.entries["gen@i=1"].charged == Decimal("1.4")
+    assert merged.entries[superseded_key(loser)].charged == Decimal("0.2")
     text = dump_lockfile(merged)
     assert parse_lockfile(text) == merged
 
