@@ -28,7 +28,8 @@ from pipeline.graph import job_edges
 from pipeline.manifest import load_manifest
 from pipeline.pricing import money
 from pipeline.project import prepare
-from pipeline.selection import Selection, narrow, parse_where
+from pipeline.selection import Selection, narrow, parse_shard, parse_where
+from pipeline.shards import shard_lock
 from pipeline.simulator.cli import simulator
 from pipeline.views.graph import GRAPH_FORMATS, GraphFormat, render_graph
 from pipeline.views.plan import plan_json, plan_text
@@ -60,9 +61,10 @@ def selection_options(command: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(command)
     def with_selection(*args: Any, jobs: tuple[str, ...], where: tuple[str, ...],
-                       only_failed: bool, **kwargs: Any) -> None:
+                       only_failed: bool, shard: str | None, **kwargs: Any) -> None:
         selection = Selection(jobs=tuple(dict.fromkeys(jobs)), where=parse_where(where),
-                              only_failed=only_failed)
+                              only_failed=only_failed,
+                              shard=None if shard is None else parse_shard(shard))
         command(*args, selection=selection, **kwargs)
 
     for option in reversed((
@@ -73,6 +75,9 @@ def selection_options(command: Callable[..., None]) -> Callable[..., None]:
                           "one axis are alternatives, different axes must all match)."),
         click.option("--only-failed", is_flag=True,
                      help="Only failed and unfinished instances (and what they block)."),
+        click.option("--shard", metavar="K/N",
+                     help="Only shard K of N (an edit goes with the image it edits); "
+                          "records into its own lockfile, see `imgspec lock merge`."),
     )):
         with_selection = option(with_selection)
     return with_selection
@@ -112,15 +117,19 @@ def cli() -> None:
 
 
 def _max_cost(value: str | None) -> Decimal | None:
+    return _money_option("--max-cost", value)
+
+
+def _money_option(option: str, value: str | None) -> Decimal | None:
     if value is None:
         return None
     try:
         amount = Decimal(value)
     except InvalidOperation:
-        raise UsageError(f"--max-cost {value!r} is not a number; write e.g. --max-cost 12.5"
+        raise UsageError(f"{option} {value!r} is not a number; write e.g. {option} 12.5"
                          ) from None
     if not amount.is_finite() or amount < 0:
-        raise UsageError("--max-cost must be a number of at least 0")
+        raise UsageError(f"{option} must be a number of at least 0")
     return amount
 
 
@@ -157,10 +166,19 @@ def plan(manifest: Path, as_json: bool, max_cost: str | None, simulate: bool,
          lockfile: Path | None, selection: Selection) -> None:
     """Show what a run would do and cost (exit 0 ok, 1 invalid, 2 usage, 3 over budget).
 
-    Takes the same --job/--where/--only-failed as `run`, and shows the same plan.
+    Takes the same --job/--where/--only-failed/--shard as `run`, and shows the same
+    plan: with --shard, that shard's own work and cost.
     """
+    lock = None
+    if selection.shard is not None:
+        shard = shard_lock(manifest, selection.shard, simulate=simulate, lockfile=lockfile)
+        lockfile, lock = shard.path, shard.combined(manifest=manifest.name)
+        if not as_json:
+            from pipeline.views.teams import shard_note
+
+            click.echo(shard_note(selection.shard, shard.path, shard.main))
     prepared = prepare(manifest, simulate=simulate, max_cost=_max_cost(max_cost),
-                       lockfile=lockfile)
+                       lockfile=lockfile, lock=lock)
     the_plan = narrow(prepared.plan, selection, jobs=prepared.manifest.jobs)
     if as_json:
         click.echo(json.dumps(plan_json(the_plan), indent=2, ensure_ascii=False))
@@ -247,6 +265,14 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
     # Retries are reported through the run's own events; stamina's default hook would
     # log a warning line over the progress display for each one.
     report_retries_as_events()
+    if selection.shard is not None:
+        shard = shard_lock(manifest, selection.shard, simulate=simulate, lockfile=lockfile)
+        shard.sync(manifest=manifest.name)
+        lockfile = shard.path
+        from pipeline.views.teams import shard_note
+
+        click.echo(shard_note(selection.shard, shard.path, shard.main),
+                   file=sys.stderr if as_json else sys.stdout)
     api_key = "sim-key" if simulate else os.environ.get("APIMART_API_KEY", "")
     if not simulate and not api_key:
         raise UsageError("set APIMART_API_KEY to your APIMart key (or try --simulate)")
@@ -418,6 +444,89 @@ def export(manifest: Path, dest: Path, simulate: bool) -> None:
     click.echo(f"{len(done.images):,} picked image(s) copied to {dest}")
     if done.skipped:
         raise LockfileError(f"{len(done.skipped)} picked image(s) are missing")
+
+
+@cli.command()
+@manifest_argument
+@click.option("--against", "ref", default="HEAD", show_default=True, metavar="REF",
+              help="The git revision to compare with (its manifest, includes and lockfile).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]),
+              default="text", show_default=True,
+              help="markdown is made to be posted as a pull-request comment.")
+@click.option("--fail-above", metavar="X",
+              help="Exit 3 when the cost to apply the change is above X (a CI gate).")
+def diff(manifest: Path, ref: str, fmt: str, fail_above: str | None) -> None:
+    """What a change to the manifest adds, changes and removes, and what it costs.
+
+    Compares the manifest at REF (read with git) with the working tree: per
+    instance and field, the cost to apply (what `run` would pay given REF's
+    lockfile) and the spec's full cost before and after. Exit 0, 1 invalid
+    manifest at either side, 2 usage, 3 above --fail-above.
+    """
+    from pipeline.gitspec import spec_diff
+    from pipeline.views.diff import diff_json, diff_markdown, diff_text
+
+    limit = _money_option("--fail-above", fail_above)
+    result = spec_diff(manifest, against=ref)
+    if fmt == "json":
+        click.echo(json.dumps(diff_json(result), indent=2, ensure_ascii=False))
+    elif fmt == "markdown":
+        click.echo(diff_markdown(result), nl=False)
+    else:
+        click.echo(diff_text(result), nl=False)
+    if limit is not None and result.to_apply > limit:
+        raise BudgetExceeded(f"the change costs {money(result.to_apply, result.currency)} "
+                             f"to apply, above --fail-above {money(limit, result.currency)}")
+
+
+@cli.group()
+def lock() -> None:
+    """Work on lockfiles: merge them (git's merge driver, or the lockfiles of shards)."""
+
+
+@lock.command("merge")
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--into", type=click.Path(dir_okay=False, path_type=Path), metavar="X",
+              help="Merge FILES (and X itself, if it exists) into X.")
+@click.option("--name", metavar="PATH", help="The lockfile's path in the repository "
+              "(git's %P), for messages.")
+def lock_merge(files: tuple[Path, ...], into: Path | None, name: str | None) -> None:
+    """Merge lockfiles entry by entry, losing no paid task (exit 0 merged, 1 conflict).
+
+    \b
+    As git's merge driver:  imgspec lock merge %O %A %B   (result written to %A)
+    Shards' lockfiles:      imgspec lock merge --into X.lock.json A B C ...
+
+    A done entry wins over one in flight, which wins over a failed one; a task id
+    or idempotency key either side recorded is kept. `imgspec init` registers the
+    driver.
+    """
+    from pipeline.mergefiles import merge_driver, merge_into
+    from pipeline.views.teams import merge_text
+
+    if into is not None:
+        merged = merge_into(into, files)
+        target = str(into)
+    elif len(files) == 3:
+        base, ours, theirs = files
+        merged = merge_driver(base, ours, theirs, name=name)
+        target = name or str(ours)
+    else:
+        raise UsageError("give BASE OURS THEIRS (git's %O %A %B), or --into X and the "
+                         "lockfiles to merge into X")
+    click.echo(merge_text(merged, target=target), nl=False)
+
+
+@cli.command("init")
+@click.argument("folder", required=False, default=".",
+                type=click.Path(file_okay=False, path_type=Path))
+def init_command(folder: Path) -> None:
+    """Set FOLDER (default: here) up: a starter manifest if it has none, and the lockfile
+    merge driver in .gitattributes and the repository's git config. Safe to rerun."""
+    from pipeline.scaffold import init
+    from pipeline.views.teams import init_text
+
+    click.echo(init_text(init(folder)), nl=False)
 
 
 cli.add_command(simulator)

@@ -6,7 +6,9 @@ The hierarchy::
     ├── UsageError               a bad option value or combination             (exit 2)
     ├── ManifestError            the manifest is invalid; carries diagnostics  (exit 1)
     ├── LockfileError            the lockfile cannot be read or written        (exit 1)
-    │   └── OutputOutsideRoot    it names an output outside the output folder
+    │   ├── OutputOutsideRoot    it names an output outside the output folder
+    │   └── MergeConflict        lockfiles that cannot merge without losing a paid result
+    ├── DiffSideInvalid          `imgspec diff`: the manifest is invalid at one side (exit 1)
     ├── InputFileError           a file the manifest names is unreadable or outside its folder
     ├── BudgetExceeded           the plan costs more than the budget allows    (exit 3)
     ├── RunGuardHeld             another live run holds this manifest          (exit 5)
@@ -76,6 +78,42 @@ class OutputOutsideRoot(LockfileError):
             f"{where}output path {path!r} lies outside the output folder {root}; imgspec "
             "never reads, replaces or deletes files there. Restore the lockfile from git, "
             "or remove that entry (its image is then generated again)")
+
+
+class MergeConflict(LockfileError):
+    """Lockfiles whose entries for ``keys`` cannot be merged without losing a paid result.
+
+    Nothing is written: both sides stay as they were. ``advice`` (set by whoever
+    knows where the sides came from: git, or ``--into``) says what to do.
+    """
+
+    def __init__(self, keys: Sequence[str], reasons: Sequence[str], *,
+                 advice: str = "nothing was written; both sides are unchanged") -> None:
+        self.keys: tuple[str, ...] = tuple(keys)
+        self.reasons: tuple[str, ...] = tuple(reasons)
+        self.advice = advice
+        count = len(self.keys)
+        lines = [f"conflict: {r}" for r in self.reasons]
+        lines.append(f"{count} entr{'y' if count == 1 else 'ies'} cannot be merged without "
+                     f"losing a paid result; {advice}")
+        super().__init__("\n".join(lines))
+
+    def advised(self, advice: str) -> MergeConflict:
+        """The same conflict with the advice for where it happened."""
+        return MergeConflict(self.keys, self.reasons, advice=advice)
+
+
+class DiffSideInvalid(ImgspecError):
+    """``imgspec diff``: the manifest does not validate at one side (``side``: the revision,
+    or None for the working tree)."""
+
+    exit_code = 1
+
+    def __init__(self, side: str | None, cause: ImgspecError) -> None:
+        self.side = side
+        self.cause = cause
+        where = "in the working tree" if side is None else f"at {side}"
+        super().__init__(f"the manifest {where} is invalid:\n{cause}")
 
 
 class InputFileError(ImgspecError):

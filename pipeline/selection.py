@@ -1,4 +1,5 @@
-"""Which instances ``plan`` and ``run`` cover: ``--job``, ``--where``, ``--only-failed``.
+"""Which instances ``plan`` and ``run`` cover: ``--job``, ``--where``, ``--only-failed``,
+``--shard K/N``.
 
 Pure: a ``Selection`` (the flags, normalised once at the command line's edge)
 and a ``Plan`` go in, the narrowed ``Plan`` comes out. A selection that names
@@ -8,22 +9,101 @@ takes) is a usage error that lists what exists, never a silent empty run.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import UsageError
 from pipeline.matrix import same
 from pipeline.plan import Plan, PlanItem, PlanStatus
+
+if TYPE_CHECKING:
+    from pipeline.instances import Instance
 
 # An axis of a big catalogue can take thousands of values: list this many, then a count.
 MAX_VALUES_LISTED = 20
 
 
 @dataclass(frozen=True, slots=True)
+class Shard:
+    """``--shard K/N``: the K-th (1-based) of N disjoint parts of a manifest's instances.
+
+    An instance belongs to the shard of the root of its chain (the instance whose
+    images it edits, and so on up): an edit runs where the image it edits is made,
+    so a shard never needs another shard's output. The shard of a root is a hash
+    of its key alone, so it stays put when other jobs or rows change.
+    """
+
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def holds(self, root_key: str) -> bool:
+        """Whether the chain rooted at ``root_key`` belongs to this shard."""
+        return shard_number(root_key, self.count) == self.index
+
+
+_SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+
+
+def parse_shard(text: str) -> Shard:
+    """``"2/4"`` → ``Shard(2, 4)``; ``UsageError`` unless 1 <= K <= N."""
+    match = _SHARD.fullmatch(text)
+    if not match:
+        raise UsageError(f"--shard {text!r}: write K/N, e.g. --shard 1/4 (shards count from 1)")
+    index, count = int(match[1]), int(match[2])
+    if count < 1 or not 1 <= index <= count:
+        raise UsageError(f"--shard {text}: K must be between 1 and N (N at least 1), "
+                         "e.g. --shard 1/4 ... --shard 4/4")
+    return Shard(index, count)
+
+
+def shard_number(root_key: str, count: int) -> int:
+    """The 1-based shard of a chain's root key among ``count``: a SHA-256 of the key.
+
+    Not Python's ``hash()``: that changes between processes, and every machine of a
+    CI matrix must agree.
+    """
+    digest = hashlib.sha256(b"imgspec-shard\0" + root_key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % count + 1
+
+
+def chain_roots(instances: Iterable[Instance]) -> dict[str, str]:
+    """Each instance's chain root: itself without upstream images, else its upstreams' root.
+
+    An instance that edits images of several chains takes the smallest of their
+    root keys (string order): deterministic, and the same on every machine. Only
+    ``image_urls: [{from: ...}]`` (data) links count; a job's ``needs:`` only
+    orders work and does not tie shards together. Instances come upstream first.
+    """
+    roots: dict[str, str] = {}
+    for inst in instances:
+        ups = [roots.get(up, up) for up in inst.upstream]
+        roots[inst.key] = min(ups) if ups else inst.key
+    return roots
+
+
+def shard_lockfile(lock_path: Path, shard: Shard) -> Path:
+    """The default lockfile of a shard: ``shop.lock.json`` → ``shop.shard-2-of-4.lock.json``.
+
+    Beside the manifest's own, so the output paths it records (relative to its
+    folder) are the same as in the lockfile the shards are merged into.
+    """
+    stem = lock_path.name.removesuffix(".lock.json")
+    return lock_path.with_name(f"{stem}.shard-{shard.index}-of-{shard.count}.lock.json")
+
+
+@dataclass(frozen=True, slots=True)
 class Selection:
-    """Which instances a command covers (``--job``, ``--where``, ``--only-failed``).
+    """Which instances a command covers (``--job``, ``--where``, ``--only-failed``,
+    ``--shard``).
 
     ``where`` pairs on the same axis are alternatives (any of them); pairs on
     different axes must all hold.
@@ -32,6 +112,7 @@ class Selection:
     jobs: tuple[str, ...] = ()
     where: tuple[tuple[str, str], ...] = ()
     only_failed: bool = False
+    shard: Shard | None = None
 
     def keeps(self, item: PlanItem, failed: frozenset[str] = frozenset()) -> bool:
         """Whether ``item`` is in the selection (``failed``: keys ``--only-failed`` reruns)."""
@@ -59,7 +140,7 @@ class Selection:
     @property
     def narrows(self) -> bool:
         """Whether anything is selected away at all."""
-        return bool(self.jobs or self.where or self.only_failed)
+        return bool(self.jobs or self.where or self.only_failed or self.shard)
 
 
 def parse_where(pairs: Iterable[str]) -> tuple[tuple[str, str], ...]:
@@ -106,7 +187,29 @@ def narrow(plan: Plan, selection: Selection, *, jobs: Iterable[str]) -> Plan:
     if selection.where:
         _check_where(plan, selection)
     failed = failed_work(plan) if selection.only_failed else frozenset()
-    return plan.select(lambda item: selection.keeps(item, failed))
+    if selection.shard is None:
+        return plan.select(lambda item: selection.keeps(item, failed))
+    shard = selection.shard
+    roots = chain_roots(i.instance for i in plan.items)
+    mine = frozenset(k for k, root in roots.items() if shard.holds(root))
+    narrowed = plan.select(lambda item: item.key in mine and selection.keeps(item, failed))
+    return _confine(narrowed, mine)
+
+
+def _confine(plan: Plan, mine: frozenset[str]) -> Plan:
+    """Skip whatever ``Plan.select`` pulled in from other shards.
+
+    Image links never cross shards (chains share a root), so what it can pull in
+    is only a job's ``needs:`` ordering: that is another shard's work, and running
+    it here too would pay for it twice.
+    """
+    if all(i.key in mine or i.status == PlanStatus.SKIPPED for i in plan.items):
+        return plan
+    items = tuple(i if i.key in mine or i.status == PlanStatus.SKIPPED
+                  else replace(i, status=PlanStatus.SKIPPED, cost=Decimal(0))
+                  for i in plan.items)
+    return replace(plan, items=items)
+
 
 
 def failed_work(plan: Plan) -> frozenset[str]:

@@ -9,4 +9,6 @@ prints the result, as DVC's commands render what its repo returns.
 - ``status``: ``status`` and ``verify`` reports.
 - ``graph``: the job graph as text, Mermaid or Graphviz dot.
 - ``gallery``: the gallery page (HTML, with its ``gallery.css`` and ``gallery.js``).
+- ``diff``: ``imgspec diff`` as text, JSON and a pull-request comment (markdown).
+- ``teams``: what ``lock merge`` and ``init`` did.
 """
