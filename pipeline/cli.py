@@ -46,6 +46,9 @@ EXIT_INTERNAL = 70
 manifest_argument = click.argument(
     "manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
+rehash_option = click.option(
+    "--rehash", is_flag=True, help="Check recorded images by their sha256 too, not only "
+    "their size (finds what `verify` finds; a damaged image is then downloaded again).")
 lockfile_option = click.option(
     "--lockfile", type=click.Path(dir_okay=False, path_type=Path), default=None,
     metavar="PATH", help="Use this lockfile instead of the one beside the manifest "
@@ -161,9 +164,10 @@ def validate(manifests: tuple[Path, ...]) -> None:
 @click.option("--max-cost", metavar="X", help="Budget in CNY, overriding the manifest's.")
 @click.option("--simulate", is_flag=True, help="Plan against the --simulate lockfile.")
 @lockfile_option
+@rehash_option
 @selection_options
 def plan(manifest: Path, as_json: bool, max_cost: str | None, simulate: bool,
-         lockfile: Path | None, selection: Selection) -> None:
+         lockfile: Path | None, rehash: bool, selection: Selection) -> None:
     """Show what a run would do and cost (exit 0 ok, 1 invalid, 2 usage, 3 over budget).
 
     Takes the same --job/--where/--only-failed/--shard as `run`, and shows the same
@@ -178,7 +182,7 @@ def plan(manifest: Path, as_json: bool, max_cost: str | None, simulate: bool,
 
             click.echo(shard_note(selection.shard, shard.path, shard.main))
     prepared = prepare(manifest, simulate=simulate, max_cost=_max_cost(max_cost),
-                       lockfile=lockfile, lock=lock)
+                       lockfile=lockfile, lock=lock, rehash=rehash)
     the_plan = narrow(prepared.plan, selection, jobs=prepared.manifest.jobs)
     if as_json:
         click.echo(json.dumps(plan_json(the_plan), indent=2, ensure_ascii=False))
@@ -240,9 +244,10 @@ def graph(manifest: Path, fmt: GraphFormat) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask before spending.")
 @click.option("--json", "as_json", is_flag=True, help="Emit one JSON event per line.")
 @lockfile_option
+@rehash_option
 def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rate: float,
         selection: Selection, max_cost: str | None, task_timeout: float, yes: bool,
-        as_json: bool, lockfile: Path | None) -> None:
+        as_json: bool, lockfile: Path | None, rehash: bool) -> None:
     """Run what the plan says: submit, poll, download; rerun to do only what is left.
 
     Exit 0 all done, 2 usage error, 3 over budget, 4 items failed or unfinished,
@@ -284,7 +289,7 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
         selection=selection,
         max_cost=_max_cost(max_cost),
         options=RunOptions(concurrency=concurrency, task_timeout=task_timeout),
-        max_rate=max_rate, lockfile=lockfile)
+        max_rate=max_rate, lockfile=lockfile, rehash=rehash)
     with contextlib.ExitStack() as stack:
         prepared, the_plan, store = stack.enter_context(run_session(settings))
         if simulate:  # under the run guard: one process at a time uses its state file
@@ -358,7 +363,7 @@ def verify(manifest: Path, simulate: bool, lockfile: Path | None) -> None:
     click.echo(f"{checked} file(s) checked, {len(problems)} problem(s)")
     if problems:
         raise LockfileError(f"{len(problems)} output(s) do not match the lockfile; "
-                            "`imgspec run` downloads or regenerates them")
+                            "`imgspec run --rehash` downloads or regenerates them")
 
 
 @cli.command()

@@ -47,6 +47,7 @@ class RunSettings:
     options: RunOptions
     max_rate: float | None
     lockfile: Path | None = None  # --lockfile: another lockfile than the one beside the manifest
+    rehash: bool = False  # --rehash: recorded images checked by their sha256, not only size
 
 
 def select(prepared: Prepared, selection: Selection) -> Plan:
@@ -69,7 +70,8 @@ def run_session(settings: RunSettings) -> Iterator[tuple[Prepared, Plan, LockSto
         # Planned against the state the store holds: the lockfile and its journal are
         # read once, and the run executes against exactly what its plan was made from.
         prepared = prepare(settings.manifest, simulate=settings.simulate,
-                           max_cost=settings.max_cost, lockfile=lock_path, lock=store.lock)
+                           max_cost=settings.max_cost, lockfile=lock_path, lock=store.lock,
+                           rehash=settings.rehash)
         plan = select(prepared, settings.selection)
         yield prepared, plan, store
 
