@@ -33,6 +33,7 @@ from pipeline.shards import shard_lock
 from pipeline.simulator.cli import simulator
 from pipeline.views.graph import GRAPH_FORMATS, GraphFormat, render_graph
 from pipeline.views.plan import plan_json, plan_text
+from pipeline.views.status import prune_text, status_json, status_text, verify_lines
 
 if TYPE_CHECKING:
     from pipeline.views.progress import Reporter
@@ -342,9 +343,9 @@ def status(manifest: Path, simulate: bool, as_json: bool, lockfile: Path | None)
     """
     report = housekeeping.status(manifest, simulate=simulate, lockfile=lockfile)
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+        click.echo(json.dumps(status_json(report), indent=2, ensure_ascii=False))
     else:
-        click.echo(report.text(), nl=False)
+        click.echo(status_text(report), nl=False)
 
 
 @cli.command()
@@ -358,9 +359,10 @@ def verify(manifest: Path, simulate: bool, lockfile: Path | None) -> None:
     no longer validates.
     """
     checked, problems = housekeeping.verify(manifest, simulate=simulate, lockfile=lockfile)
-    for problem in problems:
-        click.echo(f"{problem.problem}: {problem.path} ({problem.key})", err=True)
-    click.echo(f"{checked} file(s) checked, {len(problems)} problem(s)")
+    lines, summary = verify_lines(checked, problems)
+    for line in lines:
+        click.echo(line, err=True)
+    click.echo(summary)
     if problems:
         raise LockfileError(f"{len(problems)} output(s) do not match the lockfile; "
                             "`imgspec run --rehash` downloads or regenerates them")
@@ -372,7 +374,7 @@ def verify(manifest: Path, simulate: bool, lockfile: Path | None) -> None:
 @lockfile_option
 def prune(manifest: Path, simulate: bool, lockfile: Path | None) -> None:
     """Drop lockfile entries whose instances are no longer in the manifest."""
-    click.echo(housekeeping.prune(manifest, simulate=simulate, lockfile=lockfile).text(),
+    click.echo(prune_text(housekeeping.prune(manifest, simulate=simulate, lockfile=lockfile)),
                nl=False)
 
 

@@ -17,7 +17,7 @@ CORE = (
     "images", "instances", "lifecycle", "lockfile", "lockmerge", "lockschema", "manifest",
     "matrix", "pacing", "plan", "pricing", "replies", "reroll", "rules", "schema", "selection",
     "spec",
-    "templates", "views.diff", "views.graph", "views.plan", "views.teams",
+    "templates", "views.diff", "views.graph", "views.plan", "views.status", "views.teams",
 )
 # The shell: the modules that talk to disks, networks, processes and clocks.
 SHELL = frozenset({
