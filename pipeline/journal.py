@@ -312,19 +312,6 @@ class LockStore:
         """The current entry for ``key``, if any."""
         return self._entries.get(key)
 
-    def record(self, entry: LockEntry) -> None:
-        """Record ``entry`` (replacing any entry with its key); durable when this returns.
-
-        ``LockfileError`` if the journal cannot be written; the state is then
-        unchanged. A periodic checkpoint may follow; if that fails the change is
-        still safe in the journal, so it is logged and retried later rather than
-        raised (``close`` raises it).
-        """
-        with self._fd_mutex:
-            self._append(journal_line(entry.key, entry))
-        self._entries[entry.key] = entry
-        self._changed()
-
     async def commit(self, entry: LockEntry) -> None:
         """Record ``entry`` from the event loop, without blocking it on the disk.
 
