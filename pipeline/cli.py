@@ -190,7 +190,8 @@ def plan(manifest: Path, as_json: bool, max_cost: str | None, simulate: bool,
     else:
         click.echo(plan_text(the_plan), nl=False)
     if not the_plan.within_budget:
-        raise BudgetExceeded("the plan is over budget; nothing was spent")
+        raise BudgetExceeded("the plan is over budget; nothing was spent",
+                             cost=the_plan.total, budget=the_plan.budget)
 
 
 @cli.command()
@@ -314,7 +315,7 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
                                              on_event=reporter))
     click.echo(run_summary(result, the_plan.currency, prepared.paths.outputs), file=out,
                nl=False)
-    error = outcome_error(result)
+    error = outcome_error(result, budget=the_plan.budget)
     if error is not None:
         raise error
 
@@ -483,7 +484,8 @@ def diff(manifest: Path, ref: str, fmt: str, fail_above: str | None) -> None:
         click.echo(diff_text(result), nl=False)
     if limit is not None and result.to_apply > limit:
         raise BudgetExceeded(f"the change costs {money(result.to_apply, result.currency)} "
-                             f"to apply, above --fail-above {money(limit, result.currency)}")
+                             f"to apply, above --fail-above {money(limit, result.currency)}",
+                             cost=result.to_apply, budget=limit)
 
 
 @cli.group()
