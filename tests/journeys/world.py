@@ -614,7 +614,7 @@ class World:
 
         self.check(paid <= plan_images + sum(items[k]["n"] for k in in_flight),
                    f"the run charged {paid} images; its plan said {plan_images}")
-        if not in_flight:
+        if not in_flight and how != "only-failed":  # what --only-failed takes is its own call
             self.check(plan_images == owed_images,
                        f"the plan will pay for {plan_images} images; owed are {owed_images} "
                        f"({sorted(owed)})")
@@ -623,6 +623,11 @@ class World:
                        f"the run said it would pay for {plan_images} images, charged {paid}")
         self.check_charges(after)
         self.after_run(selected, fps, files_before, owners, changed)
+        if outcome.code == 4:
+            lock = self.lock()
+            unfinished = [k for k in selected
+                          if k not in lock.entries or lock.entries[k].status != "done"]
+            self.check(bool(unfinished), "run exited 4 (items failed) but all it did is done")
         if outcome.code == 0:
             lock = self.lock()
             bad = self.bad_outputs(lock, self.lock_path.parent)
