@@ -34,7 +34,9 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+import httpx
 
 from pipeline.lockfile import Lockfile
 from pipeline.project import current_lock
@@ -83,10 +85,11 @@ class JourneyFailure(AssertionError):
 class Charges:
     """What the simulator has charged: net images, and live (unrefunded) tasks per request."""
 
-    images: int
+    images: int  # images_charged of GET /_sim/ledger
     tasks_created: int
     live_by_digest: Mapping[str, frozenset[str]]  # body digest -> unrefunded task ids
     untracked: frozenset[str]  # tasks created without an Idempotency-Key
+    task_images: Mapping[str, int]  # unrefunded task id -> images charged
 
     def live(self, fingerprint: str, *, since: Charges | None = None) -> frozenset[str]:
         """Unrefunded tasks charged for the request with this fingerprint (after ``since``)."""
@@ -143,17 +146,33 @@ class SharedSim:
             digest_of = {task_id: digest for digest, task_id in store.idempotency.values()}
             live: dict[str, set[str]] = {}
             untracked: set[str] = set()
+            images: dict[str, int] = {}
             for task_id, task in store.tasks.items():
                 if task.refunded:
                     continue
+                images[task_id] = task.n
                 if task_id in digest_of:
                     live.setdefault(digest_of[task_id], set()).add(task_id)
                 else:
                     untracked.add(task_id)
             return Charges(ledger.images_charged, ledger.tasks_created,
-                           {d: frozenset(t) for d, t in live.items()}, frozenset(untracked))
+                           {d: frozenset(t) for d, t in live.items()}, frozenset(untracked),
+                           images)
 
-        result: Charges = self._in_loop(snapshot)
+        # The public ledger must agree with the per-task view this oracle relies on. A task
+        # a killed run left behind may fail (and be refunded) between the two readings, so
+        # they are taken again until they agree.
+        for _ in range(5):
+            public = httpx.get(f"{self.base_url}/_sim/ledger", timeout=30).json()
+            result: Charges = self._in_loop(snapshot)
+            if public["images_charged"] == result.images:
+                break
+        else:
+            raise JourneyFailure(f"GET /_sim/ledger says {public['images_charged']} images "
+                                 f"charged, the simulator's tasks {result.images}")
+        if sum(result.task_images.values()) != result.images:
+            raise JourneyFailure("the simulator's unrefunded tasks do not add up to its "
+                                 "ledger: the journey's charge attribution is unsound")
         return result
 
     def stop(self) -> None:
@@ -381,14 +400,13 @@ class World:
                 journal: Path | None = None) -> Outcome:
         """Run imgspec; with ``interrupt``, signal it once it is mid-run."""
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            journal_before = _file_state(journal)
             proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=cwd,
                                     env=self.env(), stdout=out, stderr=err, text=True)
             try:
-                if interrupt != "none":
-                    self._wait_mid_run(proc, journal)
-                    if proc.poll() is None:
-                        proc.send_signal(signal.SIGKILL if interrupt == "kill"
-                                         else signal.SIGINT)
+                if interrupt != "none" and self._wait_mid_run(proc, out, journal,
+                                                              journal_before):
+                    proc.send_signal(signal.SIGKILL if interrupt == "kill" else signal.SIGINT)
                 code = proc.wait(HANG_GUARD)
             finally:
                 if proc.poll() is None:
@@ -402,13 +420,27 @@ class World:
                    f"a traceback or internal error reached the user (exit {outcome.code})")
         return outcome
 
-    def _wait_mid_run(self, proc: subprocess.Popen[str], journal: Path | None) -> None:
-        """Until the run has journaled something (it has started paying), or has ended."""
+    def _wait_mid_run(self, proc: subprocess.Popen[str], out: IO[str], journal: Path | None,
+                      journal_before: tuple[int, int] | None) -> bool:
+        """Wait until the run is under way; False if it ended or has nothing to do.
+
+        Under way: it has journaled something new (it is paying or recording), or it has
+        printed its plan and is resuming (polling tasks) for a moment.
+        """
         deadline = time.monotonic() + 30  # only guards against a hang
+        planned_at: float | None = None
         while proc.poll() is None and time.monotonic() < deadline:
-            if journal is not None and journal.exists() and journal.stat().st_size > 0:
-                return
+            if _file_state(journal) != journal_before:
+                return proc.poll() is None
+            text = os.pread(out.fileno(), 1 << 20, 0).decode(errors="replace")
+            if "Nothing to do." in text:
+                return False
+            if planned_at is None and "Plan: " in text:
+                planned_at = time.monotonic()
+            if planned_at is not None and time.monotonic() - planned_at > 0.5:
+                return proc.poll() is None
             time.sleep(0.01)
+        return False
 
     # -- reading state ---------------------------------------------------------
 
@@ -733,6 +765,15 @@ class World:
         self.check(outcome.code == (1 if bad else 0),
                    f"verify exited {outcome.code} with {len(bad)} damaged output(s)")
         self.check_kept(files_before, may_go=set(), may_go_dirs=set())
+
+
+def _file_state(path: Path | None) -> tuple[int, int] | None:
+    """A file's (inode, size), None if absent: tells whether it was written since."""
+    try:
+        stat = path.stat() if path is not None else None
+    except FileNotFoundError:
+        return None
+    return None if stat is None else (stat.st_ino, stat.st_size)
 
 
 def after_live(now: Charges, fingerprint: str, since: Charges) -> frozenset[str]:
