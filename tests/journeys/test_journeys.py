@@ -52,6 +52,7 @@ cwds = st.sampled_from(CWDS)
 styles = st.sampled_from(PATH_STYLES)
 filters = st.sampled_from(["all", "all", "all", "job", "where", "where-nothing", "only-failed"])
 interrupts = st.sampled_from(["none", "none", "none", "kill", "int"])
+moments = st.sampled_from(["start", "task"])
 picks = st.integers(0, 11)
 
 
@@ -178,13 +179,13 @@ class Journey(RuleBasedStateMachine):
 
     @rule(cwd=cwds, style=styles, how=filters, pick=picks, faults=st.booleans(),
           fault_seed=st.integers(0, 2**16), concurrency=st.sampled_from([1, 4]),
-          interrupt=interrupts)
+          interrupt=interrupts, moment=moments)
     def run(self, cwd: str, style: str, how: str, pick: int, faults: bool, fault_seed: int,
-            concurrency: int, interrupt: str) -> None:
-        """imgspec run against the simulator."""
+            concurrency: int, interrupt: str, moment: str) -> None:
+        """imgspec run against the simulator, SIGKILL or Ctrl-C at the start or mid-task."""
         self.world.run(cwd=cwd, style=style, how=how, pick=pick,
                        faults=faults, fault_seed=fault_seed, concurrency=concurrency,
-                       interrupt=interrupt)
+                       interrupt=interrupt, moment=moment)
 
     @rule(cwd=cwds, style=styles)
     def run_again(self, cwd: str, style: str) -> None:

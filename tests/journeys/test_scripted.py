@@ -31,9 +31,9 @@ def world(sim: SharedSim) -> Iterator[World]:
 
 def full_run(w: World, cwd: str = "root", style: str = "relative",
              interrupt: str = "none") -> None:
-    """A plain run of everything."""
+    """A plain run of everything (signalled, if asked, once a task is running)."""
     w.run(cwd=cwd, style=style, how="all", pick=0, faults=False,
-          fault_seed=0, concurrency=4, interrupt=interrupt)
+          fault_seed=0, concurrency=4, interrupt=interrupt, moment="task")
     w.check_always()
 
 

@@ -398,15 +398,21 @@ class World:
         return env
 
     def imgspec(self, args: list[str], cwd: Path, *, interrupt: Signal = "none",
-                journal: Path | None = None) -> Outcome:
-        """Run imgspec; with ``interrupt``, signal it once it is mid-run."""
+                journal: Path | None = None, moment: str = "start") -> Outcome:
+        """Run imgspec; with ``interrupt``, signal it once it is mid-run.
+
+        ``moment``: ``start`` as soon as it journals anything new (often just before its
+        first POST), ``task`` once it has journaled a task id (a task is running).
+        """
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
             journal_before = _file_state(journal)
+            tasks_before = _journaled_tasks(journal)
             proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=cwd,
                                     env=self.env(), stdout=out, stderr=err, text=True)
             try:
+                marker = (journal, tasks_before) if moment == "task" else None
                 if interrupt != "none" and self._wait_mid_run(proc, out, journal,
-                                                              journal_before):
+                                                              journal_before, marker):
                     proc.send_signal(signal.SIGKILL if interrupt == "kill" else signal.SIGINT)
                 code = proc.wait(HANG_GUARD)
             finally:
@@ -422,7 +428,8 @@ class World:
         return outcome
 
     def _wait_mid_run(self, proc: subprocess.Popen[str], out: IO[str], journal: Path | None,
-                      journal_before: tuple[int, int] | None) -> bool:
+                      journal_before: tuple[int, int] | None,
+                      task: tuple[Path | None, int] | None) -> bool:
         """Wait until the run is under way; False if it ended or has nothing to do.
 
         Under way: it has journaled something new (it is paying or recording), or it has
@@ -431,7 +438,10 @@ class World:
         deadline = time.monotonic() + 30  # only guards against a hang
         planned_at: float | None = None
         while proc.poll() is None and time.monotonic() < deadline:
-            if _file_state(journal) != journal_before:
+            if task is not None:
+                if _journaled_tasks(task[0]) > task[1]:
+                    return proc.poll() is None
+            elif _file_state(journal) != journal_before:
                 return proc.poll() is None
             text = os.pread(out.fileno(), 1 << 20, 0).decode(errors="replace")
             if "Nothing to do." in text:
@@ -565,7 +575,8 @@ class World:
         return {i["key"] for i in items}
 
     def run(self, *, cwd: Cwd, style: PathStyle, how: str, pick: int, faults: bool,
-            fault_seed: int, concurrency: int, interrupt: Signal) -> None:
+            fault_seed: int, concurrency: int, interrupt: Signal,
+            moment: str = "start") -> None:
         """``imgspec run`` against the simulator, and everything that must hold after it."""
         plan = self.plan_json(cwd, style)
         folder, arg = self.where(cwd, style)
@@ -587,7 +598,7 @@ class World:
         elif how == "only-failed":
             args += ["--only-failed"]
         self.note(f"run from {cwd} ({style} path) {how} {filter_arg} faults={faults} "
-                  f"concurrency={concurrency} interrupt={interrupt}")
+                  f"concurrency={concurrency} interrupt={interrupt} at {moment}")
         lock_before = self.lock()
         files_before = self.files()
         owners = self.owners(lock_before, self.lock_path.parent)
@@ -595,7 +606,7 @@ class World:
         if faults:
             self.sim.set_faults(FAULTS, fault_seed)
         try:
-            outcome = self.imgspec(args, folder, interrupt=interrupt,
+            outcome = self.imgspec(args, folder, interrupt=interrupt, moment=moment,
                                    journal=self.lock_path.with_name(f"{NAME}.lock.journal"))
         finally:
             if faults:
@@ -718,7 +729,7 @@ class World:
         files_before = self.files()
         outcome = self.imgspec(
             ["run", "--simulate", arg, "--concurrency", "4"], folder,
-            interrupt="int" if interrupt else "none",
+            interrupt="int" if interrupt else "none", moment="task",
             journal=self.sim_lock_path.with_name(f"{NAME}.simulate.lock.journal"))
         if self.model.duplicates() and outcome.code == 1:
             return
@@ -786,6 +797,14 @@ def _file_state(path: Path | None) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return None if stat is None else (stat.st_ino, stat.st_size)
+
+
+def _journaled_tasks(journal: Path | None) -> int:
+    """How many journal records carry a task id (a task the run knows is running)."""
+    try:
+        return journal.read_text(errors="replace").count('"task_id":"') if journal else 0
+    except FileNotFoundError:
+        return 0
 
 
 def after_live(now: Charges, fingerprint: str, since: Charges) -> frozenset[str]:
