@@ -45,8 +45,8 @@ from tests.journeys.world import (
 )
 
 BY_HAND = "IMGSPEC_JOURNEY_EXAMPLES" in os.environ
-EXAMPLES = int(os.environ.get("IMGSPEC_JOURNEY_EXAMPLES", "3"))
-STEPS = int(os.environ.get("IMGSPEC_JOURNEY_STEPS", "14"))
+EXAMPLES = int(os.environ.get("IMGSPEC_JOURNEY_EXAMPLES", "6"))
+STEPS = int(os.environ.get("IMGSPEC_JOURNEY_STEPS", "16"))
 # Shrinking replays journeys of subprocesses for minutes; CI prints the whole (short)
 # journey instead, and IMGSPEC_JOURNEY_SHRINK=1 asks for the minimal one by hand.
 SHRINK = os.environ.get("IMGSPEC_JOURNEY_SHRINK") == "1"
