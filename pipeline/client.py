@@ -60,6 +60,7 @@ from stamina.instrumentation import RetryDetails
 from pipeline.errors import ApiError, AuthError, RequestRejected, TransientError, UsageError
 from pipeline.images import IMAGE_FORMATS, check_image
 from pipeline.replies import (
+    RESPONSE_VERSION,
     TaskImage,
     TaskState,
     decode_json,
@@ -79,6 +80,7 @@ _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 USER_AGENT: Final = "imgspec/0.1 (+httpx)"
+RESPONSE_VERSION_HEADER: Final = "X-APIMart-Response-Version"
 # Backoff before retry k (1-based): min(MAX, INITIAL * 2**(k-1)) + uniform(0, JITTER).
 WAIT_INITIAL: Final = 0.5
 WAIT_MAX: Final = 30.0
@@ -362,7 +364,10 @@ class ApiClient:
             http1=True,
             http2=False,
             follow_redirects=False,
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            # Every call asks for the versioned envelope, as the official client does;
+            # replies parses it and today's shapes alike.
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json",
+                     RESPONSE_VERSION_HEADER: RESPONSE_VERSION},
             transport=transport or _aiohttp_transport(trust_env=not is_loopback(host)),
         )
 
@@ -413,8 +418,11 @@ class ApiClient:
         url = f"{self._base_url}/v1/images/generations"
 
         async def once() -> TaskState:
-            payload, asked_at = await self._call_json("submit", "POST", url, headers, content)
-            return replace(parse_submit(payload), asked_at=asked_at)
+            payload, asked_at, got = await self._request_json(
+                "submit", "POST", url, headers, content)
+            state = parse_submit(payload, request_id=got.get("X-Request-Id"),
+                                 replayed=got.get("Idempotency-Replayed"))
+            return replace(state, asked_at=asked_at)
 
         return await self._retrying("submit", once)
 
@@ -514,6 +522,19 @@ class ApiClient:
 
         Any other reply raises the right error.
         """
+        payload, asked_at, _headers = await self._request_json(what, method, url, headers,
+                                                               content)
+        return payload, asked_at
+
+    async def _request_json(
+        self,
+        what: str,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        content: bytes | None,
+    ) -> tuple[object, float, httpx.Headers]:
+        """:meth:`_call_json`, with the reply's headers (request id, replay marker)."""
         if self._limiter is not None:
             await self._limiter.wait()
         with self._translated(what):
@@ -521,7 +542,7 @@ class ApiClient:
             response = await self._http.request(method, url, headers=headers, content=content)
             if not 200 <= response.status_code < 300:
                 raise self._status_error(response.status_code, response.headers, response.content)
-            return decode_json(response.content, what=what), asked_at
+            return decode_json(response.content, what=what), asked_at, response.headers
 
     async def _watched(self, url: str, dest: Path) -> Downloaded:
         """One download under the deadline and minimum rate of ``self._limits``.

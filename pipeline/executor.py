@@ -205,7 +205,12 @@ class Executor:
             raise _Stop from exc
         self.result.spent += cost
         self.result.tally.took_off(key, cost)
-        await self.store.commit(lifecycle.running(base, state.task_id, cost, now=utc_now()))
+        # The API's request id and replay marker go on the journal line: a replayed
+        # reply is the earlier task, on record as not a second charge.
+        await self.store.commit(lifecycle.running(base, state.task_id, cost, now=utc_now()),
+                                submission={"task_id": state.task_id,
+                                            "request_id": state.request_id,
+                                            "replayed": state.replayed})
         self.emit(EventKind.SUBMITTED, key, state.task_id)
         # The API starts the task's clock when the request reaches it: not before we
         # sent it, and usually just after. Timing polls from our reading the reply

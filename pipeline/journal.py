@@ -13,6 +13,12 @@ Line format (one per line, UTF-8)::
 
     {"v": 1, "key": "hero@size=1K", "entry": {...LockEntry.to_json()...}}
     {"v": 1, "key": "hero@size=1K", "delete": true}
+    {"v": 1, "key": "hero@size=1K", "entry": {...}, "submission": {"task_id": "...",
+     "request_id": "req_...", "replayed": true}}
+
+``submission`` rides on the line that records a submitted task: the API's request
+id and whether its reply was a replay of an earlier one (``Idempotency-Replayed``),
+so a replayed submission is on record as not a second charge. Folding ignores it.
 
 ``LockStore`` is the only writer of both files during a run. It assumes the
 caller holds the run guard (``pipeline.guard``) so no other process writes them.
@@ -58,13 +64,19 @@ def journal_path(lock_path: Path) -> Path:
     return lock_path.with_name(f"{name}.journal")
 
 
-def journal_line(key: str, entry: LockEntry | None) -> str:
-    """One journal line (with its newline): ``entry``'s snapshot, or a deletion if ``None``."""
+def journal_line(key: str, entry: LockEntry | None,
+                 submission: Mapping[str, Any] | None = None) -> str:
+    """One journal line (with its newline): ``entry``'s snapshot, or a deletion if ``None``.
+
+    ``submission``: what the API said of the submission ``entry`` records (see above).
+    """
     record: dict[str, Any] = {"v": JOURNAL_VERSION, "key": key}
     if entry is None:
         record["delete"] = True
     else:
         record["entry"] = entry.to_json()
+        if submission is not None:
+            record["submission"] = dict(submission)
     # No indent: json.dumps escapes newlines inside strings, so a record is exactly one line.
     return json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n"
 
@@ -73,7 +85,7 @@ class _Unreadable(ValueError):
     """A line that is not a complete JSON text: what a torn append leaves."""
 
 
-_RECORD_FIELDS = frozenset({"v", "key", "entry", "delete"})
+_RECORD_FIELDS = frozenset({"v", "key", "entry", "delete", "submission"})
 
 
 def _parse_line(line: str) -> tuple[str, LockEntry | None]:
@@ -107,6 +119,8 @@ def _parse_line(line: str) -> tuple[str, LockEntry | None]:
         return key, None
     if "entry" not in data or "delete" in data:
         raise ValueError("expected exactly one of 'entry' or 'delete': true")
+    if "submission" in data and type(data["submission"]) is not dict:
+        raise ValueError("'submission' is not an object")
     try:
         return key, entry_from_json(key, data["entry"])
     except DefectError as exc:
@@ -325,7 +339,8 @@ class LockStore:
         self._entries[entry.key] = entry
         self._changed()
 
-    async def commit(self, entry: LockEntry) -> None:
+    async def commit(self, entry: LockEntry, *,
+                     submission: Mapping[str, Any] | None = None) -> None:
         """Record ``entry`` from the event loop, without blocking it on the disk.
 
         Durable when this returns: the line is written and fsynced by a worker
@@ -335,7 +350,8 @@ class LockStore:
         being written, and a later ``checkpoint`` or ``close`` saves it even if
         this caller is cancelled meanwhile. If the write fails, every caller of
         that batch gets the ``LockfileError``. Await ``settle`` before calling
-        ``checkpoint`` from the loop, so no write is still in flight.
+        ``checkpoint`` from the loop, so no write is still in flight. ``submission``
+        goes on the line too (see :func:`journal_line`).
         """
         self._require_open()
         self._entries[entry.key] = entry
@@ -343,7 +359,7 @@ class LockStore:
         if self._batch is None:
             self._batch = ([], asyncio.get_running_loop().create_future())
         lines, durable = self._batch
-        lines.append(journal_line(entry.key, entry))
+        lines.append(journal_line(entry.key, entry, submission))
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_batches())
         # Shielded: a cancelled caller must not cancel the batch its neighbours wait for.

@@ -11,6 +11,13 @@ exception from :mod:`pipeline.errors`:
 - an HTTP status (or an error ``code`` inside a 200 reply) is classified per
   ``APIMART.md`` §3 by :func:`error_for_status`.
 
+Two envelopes are understood. Today's: ``{"code", "message", "data"}`` with the
+task (or a one-task list) in ``data``. The versioned one, answered to a request
+sent with ``X-APIMart-Response-Version: 2026-07-27`` (:data:`RESPONSE_VERSION`):
+``{"version", "request_id", "data": {"id", "generation": {"task": {...},
+"result": {...}}}}`` or ``{"request_id", "error": {"code", "message"}}``; its
+task is flattened into today's shape before the same strict checks apply.
+
 Fields the pipeline must rely on (task id, status, image URLs) are strict;
 hints (``progress``, ``estimated_time``, ``expires_at``) are lenient: garbage
 there becomes ``None`` rather than a failed call. A result URL imgspec must not
@@ -25,7 +32,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from typing import Final, Literal, TypeAlias, get_args
 from urllib.parse import urlsplit
@@ -42,7 +49,10 @@ TaskStatus: TypeAlias = Literal["pending", "processing", "completed", "failed", 
 _STATUS_BY_NAME: Final[Mapping[str, TaskStatus]] = {name: name for name in get_args(TaskStatus)}
 FINISHED: Final[frozenset[str]] = frozenset({"completed", "failed", "cancelled"})
 
+RESPONSE_VERSION: Final = "2026-07-27"
+"""The response version imgspec asks for (header ``X-APIMart-Response-Version``)."""
 MAX_MESSAGE_CHARS: Final = 300
+MAX_REQUEST_ID_CHARS: Final = 128
 # A task makes at most 12 images (sequential mode); far more URLs is not a real reply.
 MAX_RESULT_IMAGES: Final = 64
 # Hints beyond these bounds are garbage, not information: an estimate over a day
@@ -77,6 +87,11 @@ class TaskState:
     error: str | None  # the API's message when failed
     # time.monotonic() when the request this reply answers was sent; set by the client
     asked_at: float | None = None
+    # The API's id of the request this reply answers (body ``request_id`` or header
+    # ``X-Request-Id``), and whether the API replayed an earlier reply to the same
+    # Idempotency-Key (header ``Idempotency-Replayed: true``): not a second charge.
+    request_id: str | None = None
+    replayed: bool = False
 
     @property
     def finished(self) -> bool:
@@ -209,6 +224,13 @@ def unwrap(payload: object) -> object:
     """
     if not isinstance(payload, Mapping):
         raise malformed(f"expected a JSON object, got {_kind(payload)}")
+    error = payload.get("error")
+    if "code" not in payload and isinstance(error, Mapping) and payload.get("data") is None:
+        # The versioned envelope's error: its ``code`` is the HTTP status it stands for.
+        status = _code_status(error.get("code"))
+        if status is not None and 300 <= status <= 599:
+            raise error_for_status(status, error_message(payload, f"error code {status}"))
+        raise malformed(f"an error reply with code {_brief(error.get('code'))}")
     code = payload.get("code")
     if "code" in payload and not _is_success(code):
         status = _code_status(code)
@@ -228,17 +250,68 @@ def _single(data: object) -> Mapping[str, object]:
         data = data[0]
     if not isinstance(data, Mapping):
         raise malformed(f"expected a task object in 'data', got {_kind(data)}")
-    return data
+    return flatten_versioned(data)
 
 
-def parse_submit(payload: object) -> TaskState:
+def flatten_versioned(data: Mapping[str, object]) -> Mapping[str, object]:
+    """A versioned task (``{"id", "generation": {"task", "result"}}``) in today's flat shape.
+
+    A task without ``generation`` is returned as it is. ``data.id`` is the task's id;
+    ``generation.task`` holds status, progress, estimated_time and error;
+    ``generation.result`` the images.
+    """
+    generation = data.get("generation")
+    if generation is None:
+        return data
+    if not isinstance(generation, Mapping):
+        raise malformed(f"'generation' is {_kind(generation)}, not an object")
+    task = generation.get("task", {})
+    if not isinstance(task, Mapping):
+        raise malformed(f"'generation.task' is {_kind(task)}, not an object")
+    flat: dict[str, object] = {k: v for k, v in task.items() if k not in ("id", "task_id")}
+    task_id = data.get("id", task.get("id", task.get("task_id")))
+    if task_id is not None:
+        flat["id"] = task_id
+    if generation.get("result") is not None:
+        flat["result"] = generation["result"]
+    return flat
+
+
+def request_id_of(payload: object, header: str | None = None) -> str | None:
+    """The API's request id: the body's ``request_id``, else the ``X-Request-Id`` header.
+
+    Only a short printable text is kept (it goes to the journal); anything else is None.
+    """
+    candidates: list[object] = []
+    if isinstance(payload, Mapping):
+        candidates.append(payload.get("request_id"))
+    candidates.append(header)
+    for raw in candidates:
+        if isinstance(raw, str):
+            text = raw.strip()
+            if text and len(text) <= MAX_REQUEST_ID_CHARS and text.isprintable():
+                return text
+    return None
+
+
+def is_replayed(header: str | None) -> bool:
+    """Whether an ``Idempotency-Replayed`` header says the reply is a replay (``true``)."""
+    return header is not None and header.strip().lower() == "true"
+
+
+def parse_submit(payload: object, *, request_id: str | None = None,
+                 replayed: str | None = None) -> TaskState:
     """The task a ``POST /v1/images/generations`` reply announces.
 
     A missing ``status`` is taken as ``pending``: the task exists, which is all
     a submit must establish. A replayed submit may already say ``completed``
-    without any result; its images then come from a poll.
+    without any result; its images then come from a poll. ``request_id`` and
+    ``replayed`` are the reply's ``X-Request-Id`` and ``Idempotency-Replayed``
+    headers, if any (see :func:`request_id_of`, :func:`is_replayed`).
     """
-    return _parse_task(_single(unwrap(payload)), expected_id=None)
+    state = _parse_task(_single(unwrap(payload)), expected_id=None)
+    return replace(state, request_id=request_id_of(payload, request_id),
+                   replayed=is_replayed(replayed))
 
 
 def parse_poll(payload: object, task_id: str, *, api_host: str = "") -> TaskState:

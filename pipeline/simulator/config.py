@@ -11,10 +11,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
+from typing import Literal, get_args
 
 from pipeline.errors import UsageError
 from pipeline.pricing import DEFAULT_PRICE_TABLE, PriceTable
 from pipeline.simulator.faults import validate_faults
+
+Envelope = Literal["requested", "legacy", "versioned"]
+"""Which reply envelope the simulator answers in (see ``SimulatorConfig.envelope``)."""
 
 Clock = Callable[[], float]
 """Returns the current time as Unix seconds (``time.time`` in real use)."""
@@ -86,6 +90,9 @@ class SimulatorConfig:
     state: Path | None = None
     # A finished task is forgotten this long after its first result URLs expired.
     task_retention: float = 7 * 86_400.0
+    # Which reply envelope: "requested" (the versioned one when the request sends
+    # X-APIMart-Response-Version, as the API does), "legacy" or "versioned" always.
+    envelope: Envelope = "requested"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "latency", _check_latency(self.latency))
@@ -102,6 +109,9 @@ class SimulatorConfig:
             raise UsageError(f"retry_after {self.retry_after} must be 0 or more seconds")
         if self.balance is not None and not (self.balance.is_finite() and self.balance >= 0):
             raise UsageError(f"balance {self.balance} must be 0 or more")
+        if self.envelope not in get_args(Envelope):
+            raise UsageError(f"envelope {self.envelope!r} is not one of "
+                             f"{', '.join(get_args(Envelope))}")
         if not (math.isfinite(self.task_retention) and self.task_retention >= 0):
             raise UsageError(f"task_retention {self.task_retention} must be 0 or more seconds")
 

@@ -34,6 +34,27 @@ def error_body(status: int, message: str, kind: str) -> bytes:
     )
 
 
+RESPONSE_VERSION: Final = "2026-07-27"
+
+
+def versioned_bytes(legacy: bytes, request_id: str) -> bytes:
+    """A legacy task reply (``{"code", "data": task}``) in the versioned envelope.
+
+    ``{"version", "request_id", "data": {"id", "generation": {"task", "result"}}}``:
+    the task's own fields under ``generation.task``, its images under ``generation.result``.
+    """
+    data = json.loads(legacy)["data"]
+    task = dict(data[0] if isinstance(data, list) else data)
+    task_id = task.pop("id", None) or task.pop("task_id")
+    task.pop("task_id", None)
+    generation: dict[str, object] = {"task": task}
+    if "result" in task:
+        generation["result"] = task.pop("result")
+    return json_bytes({"version": RESPONSE_VERSION, "request_id": request_id,
+                       "data": {"id": task_id, "object": "image.generation",
+                                "generation": generation}})
+
+
 def submit_reply(task: Task, status: SimPhase) -> bytes:
     """The reply to an accepted POST /v1/images/generations."""
     code: int | str = 200 if task.variant & _SUBMIT_CODE_BIT else "success"

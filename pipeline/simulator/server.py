@@ -20,6 +20,7 @@ import asyncio
 import functools
 import hmac
 import json
+import secrets
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Mapping
@@ -34,11 +35,13 @@ from pipeline.simulator.faults import FaultInjector
 from pipeline.simulator.images import ImageCache, parse_hex_colours, render_png
 from pipeline.simulator.inputs import check_data_uri, foreign_size, unreachable
 from pipeline.simulator.responses import (
+    RESPONSE_VERSION,
     UrlSigner,
     error_body,
     json_bytes,
     poll_reply,
     submit_reply,
+    versioned_bytes,
 )
 from pipeline.simulator.tasks import Ledger, TaskStore, body_digest
 
@@ -47,6 +50,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Nine 20 MB images, base64-encoded, plus the rest of the JSON.
 MAX_BODY_BYTES = 9 * 20 * 1024 * 1024 * 4 // 3 + 1024 * 1024
 _LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+VERSION_HEADER = "X-APIMart-Response-Version"
+_REQUEST_ID = web.RequestKey("request_id", str)
 
 
 # Up to 2K a render takes well under a millisecond (``images`` caches the costly part):
@@ -124,7 +129,8 @@ class Simulator:
 
     def app(self) -> web.Application:
         """The aiohttp application serving this simulator."""
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app = web.Application(client_max_size=MAX_BODY_BYTES,
+                              middlewares=[self._request_ids])
         app.router.add_post("/v1/images/generations", _guard(self.submit))
         app.router.add_get("/v1/tasks/{task_id}", _guard(self.poll))
         app.router.add_get("/files/{token}.png", _guard(self.download))
@@ -141,6 +147,30 @@ class Simulator:
         self.store.close()
 
     # -- helpers ------------------------------------------------------------
+
+    @web.middleware
+    async def _request_ids(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every reply names its request (``X-Request-Id``) and, when versioned, its version."""
+        request_id = f"req_{secrets.token_hex(10)}"
+        request[_REQUEST_ID] = request_id
+        response = await handler(request)
+        if not response.prepared:
+            response.headers["X-Request-Id"] = request_id
+            if self._versioned(request):
+                response.headers[VERSION_HEADER] = RESPONSE_VERSION
+        return response
+
+    def _versioned(self, request: web.Request) -> bool:
+        """Whether this request is answered in the versioned envelope (config ``envelope``)."""
+        if self.config.envelope == "requested":
+            return request.headers.get(VERSION_HEADER, "").strip() == RESPONSE_VERSION
+        return self.config.envelope == "versioned"
+
+    def _shaped(self, request: web.Request, legacy: bytes) -> bytes:
+        """A task reply body in the envelope this request is answered in."""
+        if not self._versioned(request):
+            return legacy
+        return versioned_bytes(legacy, request.get(_REQUEST_ID, ""))
 
     def _denied(self, request: web.Request) -> web.Response | None:
         header = request.headers.get("Authorization")
@@ -244,7 +274,7 @@ class Simulator:
         problems.extend(p for p in fetch_problems if p.index not in flagged)
         return problems, output_dimensions(body, last_input=last)
 
-    def _replay(self, key: str, digest: str) -> web.Response | None:
+    def _replay(self, request: web.Request, key: str, digest: str) -> web.Response | None:
         """The earlier task's reply for a reused Idempotency-Key; 422 if the body differs."""
         known = self.store.idempotency.get(key)
         if known is None:
@@ -260,7 +290,8 @@ class Simulator:
         self.store.replays += 1
         task = self.store.tasks[known[1]]
         status, _ = task.status_at(self.config.clock())
-        return _json(200, submit_reply(task, status))
+        return _json(200, self._shaped(request, submit_reply(task, status)),
+                     {"Idempotency-Replayed": "true"})
 
     # -- handlers -----------------------------------------------------------
 
@@ -292,7 +323,7 @@ class Simulator:
             return _error(400, "request body must be a JSON object", "invalid_request")
         digest = body_digest(body)
         key = request.headers.get("Idempotency-Key") or None
-        reply = self._replay(key, digest) if key else None
+        reply = self._replay(request, key, digest) if key else None
         if reply is None:
             problems, size = await self._check(body, request)
             errors = [p for p in problems if p.severity == "error"]
@@ -300,16 +331,17 @@ class Simulator:
                 store.rejected += 1
                 return _error(400, _format_problems(errors), "invalid_request")
             # Another request may have taken the key while the inputs were checked.
-            reply = self._replay(key, digest) if key else None
+            reply = self._replay(request, key, digest) if key else None
             if reply is None:
-                reply = self._create(body, digest, size, key)
+                reply = self._create(request, body, digest, size, key)
         if fault == "submit.lost_reply" and reply.status == 200:
             self.faults.record(fault)
             return _drop(request)
         return reply
 
     def _create(
-        self, body: dict[str, object], digest: str, size: tuple[int, int], key: str | None
+        self, request: web.Request, body: dict[str, object], digest: str,
+        size: tuple[int, int], key: str | None
     ) -> web.Response:
         store = self.store
         model = str(body["model"])
@@ -338,7 +370,7 @@ class Simulator:
         if status not in ("pending", "processing"):
             # A zero-latency task is already done, but a submission reply is always in flight.
             status = "processing"
-        return _json(200, submit_reply(task, status))
+        return _json(200, self._shaped(request, submit_reply(task, status)))
 
     async def poll(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/tasks/{task_id}."""
@@ -358,7 +390,8 @@ class Simulator:
             return _error(404, f"task {task_id!r} not found", "not_found")
         now = self.config.clock()
         origin = f"{request.scheme}://{request.host}"
-        body = poll_reply(task, now, origin, self.config.url_ttl, self.signer)
+        body = self._shaped(request,
+                            poll_reply(task, now, origin, self.config.url_ttl, self.signer))
         self.store.settle_task(task, now)
         if fault == "poll.malformed":
             self.faults.record(fault)
