@@ -11,14 +11,17 @@ one of the :mod:`pipeline.errors` classes; foreign exceptions are translated in
 exactly one place, :meth:`ApiClient._translated`. What a reply *means* lives in
 :mod:`pipeline.replies` (pure functions).
 
-Retries: jittered exponential backoff, bounded by ``retry_attempts`` and
-``retry_timeout``; a ``Retry-After`` is a lower bound on the wait, and one that
-would pass the deadline ends the retries at once (the TransientError carries
-``retry_after`` so the caller can pause). A submit whose outcome is unknown is
-retried with the same Idempotency-Key, so the server replays the task instead
-of charging again. Downloads retry themselves too (truncated, undecodable,
-5xx, network); an expired URL (404/410, and 401/403 from a signed URL) is a
-RequestRejected at once, since only a re-poll can give a fresh URL.
+Retries (the README's table): 408, 429, 502, 503, 504, network failures and
+malformed replies are retried; 500 and other statuses are not (see
+:func:`pipeline.replies.error_for_status`). Jittered exponential backoff,
+bounded by ``retry_attempts`` and ``retry_timeout``; a ``Retry-After`` is a
+lower bound on the wait, and one that would pass the deadline ends the retries
+at once (the TransientError carries ``retry_after`` so the caller can pause). A
+submit whose outcome is unknown is retried with the same Idempotency-Key, so
+the server replays the task instead of charging again. Downloads retry
+themselves too (truncated, undecodable, 502/503/504, network); an expired URL
+(404/410, and 401/403 from a signed URL) is a RequestRejected at once, since
+only a re-poll can give a fresh URL.
 
 A download has an overall deadline and a minimum rate (averaged over a window),
 so an image host dripping bytes cannot hold a run past its task timeout; and a
@@ -657,6 +660,8 @@ class ApiClient:
             # stamina's backoff, a float retries after that many seconds.
             if not isinstance(exc, TransientError) or isinstance(exc.__cause__, OSError):
                 return False  # a local disk error will not heal by retrying the download
+            if not exc.retryable:
+                return False  # 500 and kin: not retried (the README's retry table)
             if exc.retry_after is None:
                 return True
             # A small spread keeps many tasks told "1 s" from returning in lockstep.

@@ -18,7 +18,9 @@ The hierarchy::
         ├── AuthError            401 / 403: nothing else can succeed
         ├── BalanceExhausted     402: stop submitting; top up, then run again  (exit 7)
         ├── RequestRejected      400 / 404 / 409 / 422: this item fails, the run goes on
-        └── TransientError       429 / 5xx / network / malformed reply: retried
+        └── TransientError       408 / 429 / 5xx / network / malformed reply: outcome
+                                 unknown; retried unless ``retryable`` is False (500,
+                                 501, ...: not retried, the next run resumes the item)
 
 Foreign exceptions (yaml, jsonschema, jinja2, httpx, OSError) are translated into
 these at the module that calls the foreign library, always with ``raise ... from``.
@@ -176,10 +178,17 @@ class RequestRejected(ApiError):
 
 
 class TransientError(ApiError):
-    """429, 5xx, a network failure or a malformed reply: worth retrying."""
+    """408, 429, 5xx, a network failure or a malformed reply: the outcome is unknown.
+
+    ``retryable``: whether the client retries it at once (408, 429, 502, 503, 504,
+    network, malformed: yes; 500 and other 5xx: no, as the official client). Either
+    way nothing is failed for it: the run leaves the item unfinished and resumes it.
+    """
 
     def __init__(
-        self, message: str, *, status: int | None = None, retry_after: float | None = None
+        self, message: str, *, status: int | None = None, retry_after: float | None = None,
+        retryable: bool = True,
     ) -> None:
         super().__init__(message, status=status)
         self.retry_after = retry_after
+        self.retryable = retryable

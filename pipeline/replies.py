@@ -61,7 +61,8 @@ MAX_ESTIMATED_TIME: Final = 86_400.0
 MAX_EXPIRES_AT: Final = 253_402_300_799
 MAX_TASK_ID_CHARS: Final = 256
 _SUCCESS_CODES: Final[frozenset[object]] = frozenset({200, "200", "success"})
-_TRANSIENT_4XX: Final[frozenset[int]] = frozenset({408, 425, 429})
+RETRIED_STATUSES: Final[frozenset[int]] = frozenset({408, 429, 502, 503, 504})
+"""The statuses retried at once (honouring Retry-After), as APIMart's official client."""
 _WHITESPACE_RE: Final = re.compile(r"\s+")
 # Lone surrogates and control characters other than whitespace: not storable text.
 _NOT_TEXT_RE: Final = re.compile("[\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -180,13 +181,18 @@ def error_for_status(
 ) -> ApiError:
     """The exception an HTTP error status means (``APIMART.md`` §3).
 
+    408, 429, 502, 503 and 504 are a retryable TransientError; 500 and any other
+    5xx (and 425) a TransientError that is not retried (``retryable=False``): the
+    outcome is unknown, so nothing fails for it and the next run resumes the item.
     With ``download=True`` the status came from an image URL, not the API: any
     4xx other than a rate limit (404/410 expired, 401/403 a signed URL gone
     stale) means "re-poll the task for a fresh URL", so it is a RequestRejected,
     never an AuthError that would stop the whole run.
     """
-    if status in _TRANSIENT_4XX or status >= 500 or status < 300:
+    if status in RETRIED_STATUSES or status < 300:
         return TransientError(message, status=status, retry_after=retry_after)
+    if status >= 500 or status == 425:
+        return TransientError(message, status=status, retry_after=retry_after, retryable=False)
     if download:
         return RequestRejected(f"image URL failed ({message}): re-poll the task", status=status)
     if status in (401, 403):
