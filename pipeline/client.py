@@ -64,12 +64,14 @@ from pipeline.errors import ApiError, AuthError, RequestRejected, TransientError
 from pipeline.images import IMAGE_FORMATS, check_image
 from pipeline.replies import (
     RESPONSE_VERSION,
+    Balance,
     TaskImage,
     TaskState,
     decode_json,
     error_for_status,
     error_message,
     is_loopback,
+    parse_balance,
     parse_poll,
     parse_retry_after,
     parse_submit,
@@ -77,7 +79,7 @@ from pipeline.replies import (
     shorten,
 )
 
-__all__ = ["ApiClient", "Downloaded", "RetryEvent", "TaskImage", "TaskState"]
+__all__ = ["ApiClient", "Balance", "Downloaded", "RetryEvent", "TaskImage", "TaskState"]
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -156,7 +158,7 @@ class RetryEvent:
     the seconds before the next one, ``error`` the failure's message (key masked).
     """
 
-    operation: str  # "submit", "poll" or "download"
+    operation: str  # "submit", "poll", "download", "balance" or "upload"
     attempt: int
     wait: float
     error: str
@@ -444,6 +446,16 @@ class ApiClient:
             return replace(state, asked_at=asked_at)
 
         return await self._retrying("poll", once)
+
+    async def balance(self) -> Balance:
+        """The key's balance: ``GET /v1/balance`` (retried like a poll; it costs nothing)."""
+        url = f"{self._base_url}/v1/balance"
+
+        async def once() -> Balance:
+            payload, _asked_at = await self._call_json("balance", "GET", url, self._auth, None)
+            return parse_balance(payload)
+
+        return await self._retrying("balance", once)
 
     async def download(self, url: str, dest: Path) -> Downloaded:
         """Stream one result image into ``dest`` (a temporary path; its folder is created).

@@ -12,6 +12,7 @@ The hierarchy::
     ├── InputFileError           a file the manifest names is unreadable or outside its folder
     ├── BudgetExceeded           the plan costs more than the budget allows    (exit 3)
     ├── RunGuardHeld             another live run holds this manifest          (exit 5)
+    ├── BalanceTooLow            the account's balance cannot cover the plan   (exit 8)
     ├── ItemsFailed              the run finished but some items failed        (exit 4)
     ├── Interrupted              Ctrl-C / SIGTERM stopped the run              (exit 130)
     └── ApiError                 the API said no, or could not be reached      (exit 6)
@@ -32,6 +33,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from decimal import Decimal
     from pathlib import Path
 
     from pipeline.diagnostics import Diagnostic
@@ -128,6 +130,26 @@ class BudgetExceeded(ImgspecError):
     """The plan (or the spend so far plus the next submission) passes the budget."""
 
     exit_code = 3
+
+
+class BalanceTooLow(ImgspecError):
+    """The plan costs more than the account's balance (``GET /v1/balance``): nothing sent.
+
+    The facts as attributes: ``needed`` (the plan's cost), ``available`` (the
+    balance), ``missing`` (their difference), all in ``currency``.
+    """
+
+    exit_code = 8
+
+    def __init__(self, *, needed: Decimal, available: Decimal, currency: str) -> None:
+        self.needed = needed
+        self.available = available
+        self.missing = needed - available
+        self.currency = currency
+        super().__init__(
+            f"the plan costs {needed} {currency} but the account's balance is {available} "
+            f"{currency}: {self.missing} {currency} is missing; nothing was submitted. Top "
+            "up the account, narrow the plan with --job/--where, or pass --ignore-balance")
 
 
 class RunGuardHeld(ImgspecError):

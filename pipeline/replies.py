@@ -33,6 +33,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
 from typing import Final, Literal, TypeAlias, get_args
 from urllib.parse import urlsplit
@@ -98,6 +99,19 @@ class TaskState:
     def finished(self) -> bool:
         """True once the task can change no more: completed, failed or cancelled."""
         return self.status in FINISHED
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """What ``GET /v1/balance`` says of the key's account, in the account's own unit.
+
+    The unit is not in the reply (USD, CNY or tokens, by account configuration).
+    ``remain`` is None when the quota is unlimited (the API sends -1 then).
+    """
+
+    remain: Decimal | None
+    used: Decimal | None
+    unlimited: bool
 
 
 def decode_json(body: bytes | str, *, what: str = "") -> object:
@@ -493,3 +507,45 @@ def _brief(value: object) -> str:
     if value is None or isinstance(value, bool):
         return repr(value)
     return f"a {_kind(value)}"
+
+
+def parse_balance(payload: object) -> Balance:
+    """The balance a ``GET /v1/balance`` reply gives (its fields at the top or in ``data``).
+
+    ``{"success": true, "remain_balance": 10.5, "used_balance": 2.3,
+    "unlimited_quota": false}``; ``unlimited_quota: true`` or a remain of -1 means
+    unlimited. ``success: false`` is a RequestRejected with the API's message; a
+    reply without a usable remain is malformed.
+    """
+    if not isinstance(payload, Mapping):
+        raise malformed(f"expected a JSON object, got {_kind(payload)}")
+    data = payload.get("data")
+    fields: Mapping[str, object] = (
+        data if "remain_balance" not in payload and isinstance(data, Mapping) else payload)
+    if payload.get("success") is False or fields.get("success") is False:
+        raise RequestRejected(f"the balance query failed: "
+                              f"{error_message(payload, 'no message')}")
+    unlimited = fields.get("unlimited_quota") is True
+    remain = _money(fields.get("remain_balance"))
+    used = _money(fields.get("used_balance"))
+    if remain is not None and remain == -1:
+        unlimited = True
+    if unlimited:
+        return Balance(remain=None, used=used, unlimited=True)
+    if remain is None:
+        raise malformed(f"no usable 'remain_balance' (got {_brief(fields.get('remain_balance'))})")
+    return Balance(remain=remain, used=used, unlimited=False)
+
+
+def _money(value: object) -> Decimal | None:
+    """A finite amount from a JSON number or numeric string (as written: no float noise)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    text = str(value).strip()
+    if len(text) > 40:
+        return None
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        return None
+    return amount if amount.is_finite() else None

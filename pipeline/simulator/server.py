@@ -7,6 +7,8 @@ Routes:
 - ``GET /v1/tasks/{task_id}``: bearer auth; ``?language=`` is accepted and ignored.
 - ``GET /files/{token}.png``: result images; no auth, like a CDN link; 404 unknown,
   410 expired.
+- ``GET /v1/balance`` (and ``/balance``): bearer auth; the configured balance less
+  what is charged (``remain_balance`` -1 and ``unlimited_quota`` when there is none).
 - ``GET /_sim/ledger``: the billing ledger as JSON; no auth, it is the
   simulator's own control surface and holds no secret.
 
@@ -134,6 +136,8 @@ class Simulator:
         app.router.add_post("/v1/images/generations", _guard(self.submit))
         app.router.add_get("/v1/tasks/{task_id}", _guard(self.poll))
         app.router.add_get("/files/{token}.png", _guard(self.download))
+        app.router.add_get("/v1/balance", _guard(self.balance))
+        app.router.add_get("/balance", _guard(self.balance))
         app.router.add_get("/_sim/ledger", _guard(self.ledger_endpoint))
         return app
 
@@ -454,6 +458,26 @@ class Simulator:
             return await _dripped(request, data)
         store.downloads_ok += 1
         return web.Response(body=data, content_type="image/png")
+
+    async def balance(self, request: web.Request) -> web.StreamResponse:
+        """GET /v1/balance (and /balance): what is left of ``config.balance``, in CNY.
+
+        Falls as images are pre-charged and rises as failed tasks are refunded; an
+        account without a balance is unlimited (``remain_balance`` -1).
+        """
+        self.store.tick(self.config.clock())
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        self.store.settle(self.config.clock())
+        used = self.store.cost_charged
+        limit = self.config.balance
+        return _json(200, json_bytes({
+            "success": True,
+            "remain_balance": -1 if limit is None else float(limit - used),
+            "used_balance": float(used),
+            "unlimited_quota": limit is None,
+        }))
 
     async def ledger_endpoint(self, request: web.Request) -> web.StreamResponse:
         """GET /_sim/ledger."""
