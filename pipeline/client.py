@@ -67,6 +67,7 @@ from pipeline.replies import (
     Balance,
     TaskImage,
     TaskState,
+    Uploaded,
     decode_json,
     error_for_status,
     error_message,
@@ -75,11 +76,13 @@ from pipeline.replies import (
     parse_poll,
     parse_retry_after,
     parse_submit,
+    parse_upload,
     result_url_problem,
     shorten,
 )
 
-__all__ = ["ApiClient", "Balance", "Downloaded", "RetryEvent", "TaskImage", "TaskState"]
+__all__ = ["ApiClient", "Balance", "Downloaded", "RetryEvent", "TaskImage", "TaskState",
+           "Uploaded"]
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -456,6 +459,31 @@ class ApiClient:
             return parse_balance(payload)
 
         return await self._retrying("balance", once)
+
+    async def upload_image(self, data: bytes, *, filename: str, content_type: str) -> Uploaded:
+        """Upload one input image: ``POST /v1/uploads/images``, multipart field ``file``.
+
+        Free, so an upload whose outcome is unknown (lost reply, reset) is simply
+        retried; the caller sends the returned URL only once this has returned.
+        """
+        boundary = f"imgspec-{os.urandom(12).hex()}"
+        safe_name = "".join(c for c in filename if c.isascii() and c.isprintable()
+                            and c not in '"\\') or "image"
+        content = b"".join((
+            f"--{boundary}\r\n".encode(),
+            f'Content-Disposition: form-data; name="file"; filename="{safe_name}"\r\n'.encode(),
+            f"Content-Type: {content_type}\r\n\r\n".encode(),
+            data,
+            f"\r\n--{boundary}--\r\n".encode(),
+        ))
+        headers = {**self._auth, "Content-Type": f"multipart/form-data; boundary={boundary}"}
+        url = f"{self._base_url}/v1/uploads/images"
+
+        async def once() -> Uploaded:
+            payload, _asked_at = await self._call_json("upload", "POST", url, headers, content)
+            return parse_upload(payload, now=time.time(), api_host=self._http_api_host)
+
+        return await self._retrying("upload", once)
 
     async def download(self, url: str, dest: Path) -> Downloaded:
         """Stream one result image into ``dest`` (a temporary path; its folder is created).

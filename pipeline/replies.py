@@ -114,6 +114,18 @@ class Balance:
     unlimited: bool
 
 
+UPLOAD_TTL: Final = 72 * 3600
+"""How long an uploaded image's URL lasts (the upload page: 72 hours)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Uploaded:
+    """The reply to ``POST /v1/uploads/images``: the URL to send, and when it expires."""
+
+    url: str
+    expires_at: int  # created_at (or the caller's now) + UPLOAD_TTL
+
+
 def decode_json(body: bytes | str, *, what: str = "") -> object:
     """The JSON value of a reply body; a "malformed" TransientError if it is not JSON.
 
@@ -549,3 +561,28 @@ def _money(value: object) -> Decimal | None:
     except InvalidOperation:
         return None
     return amount if amount.is_finite() else None
+
+
+def parse_upload(payload: object, *, now: float, api_host: str = "") -> Uploaded:
+    """The URL an upload reply gives (``{url, filename, content_type, bytes, created_at}``,
+    at the top or in ``data``), and its expiry: ``created_at`` (else ``now``) + 72 h.
+
+    A URL imgspec would not fetch itself (see :func:`result_url_problem`) is refused
+    as malformed: the upload is redone rather than a submission tied to it.
+    """
+    if not isinstance(payload, Mapping):
+        raise malformed(f"expected a JSON object, got {_kind(payload)}")
+    data = payload.get("data")
+    fields: Mapping[str, object] = (
+        data if "url" not in payload and isinstance(data, Mapping) else payload)
+    url = fields.get("url")
+    if not isinstance(url, str) or not url.strip():
+        raise malformed(f"an upload reply without a 'url' (got {_brief(url)})")
+    url = url.strip()
+    problem = result_url_problem(url, api_host=api_host)
+    if problem is not None:
+        raise malformed(f"the uploaded image's URL {shorten(url, 80)!r} {problem}")
+    created = _number(fields.get("created_at"), upto=MAX_EXPIRES_AT - UPLOAD_TTL)
+    # A creation time far from ours would misplace the expiry: the earlier one is safe.
+    start = now if created is None else min(created, now)
+    return Uploaded(url=url, expires_at=int(start) + UPLOAD_TTL)

@@ -183,7 +183,8 @@ async def execute_run(settings: RunSettings, prepared: Prepared, plan: Plan, sto
                          max_rate=settings.max_rate, on_retry=on_retry) as client:
         executor = Executor(plan, client=client, store=store, outputs=outputs,
                             workspace=prepared.workspace, pricing=prepared.manifest.pricing,
-                            options=settings.options, on_event=on_event)
+                            options=settings.options, on_event=on_event,
+                            inputs=prepared.manifest.inputs)
         result = await _interruptible(executor.run(), executor)
     await store.settle()  # journal writes still in flight (after Ctrl-C, say)
     store.checkpoint()

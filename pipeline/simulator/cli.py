@@ -71,6 +71,9 @@ _EPILOG = "\b\n" + FAULTS_HELP
     help="Reply envelope: the versioned one when the request sends "
     "X-APIMart-Response-Version (requested), or always legacy / versioned.",
 )
+@click.option("--refuse-data-uris", is_flag=True,
+              help="Refuse base64 data URIs in image_urls (400), as the upload page says; "
+              "default: accept them, as the wan2.7 page says.")
 def simulator(
     host: str,
     port: int,
@@ -83,6 +86,7 @@ def simulator(
     balance: str | None,
     state: Path | None,
     envelope: Envelope,
+    refuse_data_uris: bool,
 ) -> None:
     """Run a local simulator of the APIMart image API (with fault injection).
 
@@ -102,6 +106,7 @@ def simulator(
             balance=_balance(balance),
             state=state,
             envelope=envelope,
+            accept_data_uris=not refuse_data_uris,
         )
 
         def ready(base_url: str) -> None:

@@ -38,10 +38,14 @@ FAULT_KINDS: Final[Mapping[str, str]] = MappingProxyType(
         "download.expired": "image download answered 410 as if its URL had expired",
         "download.drip": "image sent with its full Content-Length at 1 byte per second, "
         "for up to a minute, then the connection is closed",
+        "upload.5xx": "image upload answered 502/503/504; nothing stored",
+        "upload.reset": "connection reset (TCP RST) after the upload is read; nothing stored",
+        "upload.lost_reply": "image stored (and counted), then the connection is closed "
+        "with no reply",
     }
 )
 
-STAGES: Final[tuple[str, ...]] = ("submit", "poll", "task", "download")
+STAGES: Final[tuple[str, ...]] = ("submit", "poll", "task", "download", "upload")
 
 _HELP_WIDTH: Final = 78
 

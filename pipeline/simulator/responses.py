@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import re
 from typing import Final
+
+from PIL import Image
 
 from pipeline.simulator.tasks import SimPhase, Task
 
@@ -61,6 +64,47 @@ def submit_reply(task: Task, status: SimPhase) -> bytes:
     return json_bytes(
         {"code": code, "message": "", "data": [{"task_id": task.id, "status": status}]}
     )
+
+
+_UPLOAD_RE: Final = re.compile(
+    r"u([0-9]{1,5})x([0-9]{1,5})-([0-9]{1,12})-([0-9a-f]{16})\.(png|jpeg|webp|gif)")
+_UPLOAD_FORMATS: Final = frozenset({"PNG", "JPEG", "WEBP", "GIF"})
+
+
+def upload_info(data: bytes) -> tuple[str, int, int] | None:
+    """(format, width, height) of an uploadable image (JPEG, PNG, WebP, GIF), else None."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+            fmt, (width, height) = image.format or "", image.size
+    except Exception:  # Pillow raises many kinds for a file that is no image
+        return None
+    return (fmt, width, height) if fmt in _UPLOAD_FORMATS else None
+
+
+class UploadSigner:
+    """Names of uploaded images: the size and upload time inside, signed with the seed."""
+
+    def __init__(self, seed: int) -> None:
+        self._secret = hashlib.sha256(f"{seed}:uploads".encode()).digest()
+
+    def _sig(self, width: int, height: int, created: int, ext: str) -> str:
+        message = f"{width}x{height}/{created}/{ext}".encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:16]
+
+    def name(self, width: int, height: int, created: int, ext: str) -> str:
+        """The file name (``u{w}x{h}-{created}-{sig}.{ext}``) of a new upload."""
+        return f"u{width}x{height}-{created}-{self._sig(width, height, created, ext)}.{ext}"
+
+    def parse(self, name: str) -> tuple[int, int, int] | None:
+        """(width, height, created) of a genuine upload name, else None."""
+        match = _UPLOAD_RE.fullmatch(name)
+        if match is None:
+            return None
+        width, height, created = int(match[1]), int(match[2]), int(match[3])
+        if not hmac.compare_digest(match[4], self._sig(width, height, created, match[5])):
+            return None
+        return width, height, created
 
 
 class UrlSigner:

@@ -7,6 +7,10 @@ Routes:
 - ``GET /v1/tasks/{task_id}``: bearer auth; ``?language=`` is accepted and ignored.
 - ``GET /files/{token}.png``: result images; no auth, like a CDN link; 404 unknown,
   410 expired.
+- ``POST /v1/uploads/images``: bearer auth; multipart field ``file`` (JPEG, PNG,
+  WebP, GIF up to 20 MB); its own faults; ``GET /uploads/{name}`` serves it for
+  ``upload_ttl`` (72 h). Its URLs are signed (size and time inside), so a
+  generation request naming one is checked without a table, across restarts.
 - ``GET /v1/balance`` (and ``/balance``): bearer auth; the configured balance less
   what is charged (``remain_balance`` -1 and ``unlimited_quota`` when there is none).
 - ``GET /_sim/ledger``: the billing ledger as JSON; no auth, it is the
@@ -38,17 +42,20 @@ from pipeline.simulator.images import ImageCache, parse_hex_colours, render_png
 from pipeline.simulator.inputs import check_data_uri, foreign_size, unreachable
 from pipeline.simulator.responses import (
     RESPONSE_VERSION,
+    UploadSigner,
     UrlSigner,
     error_body,
     json_bytes,
     poll_reply,
     submit_reply,
+    upload_info,
     versioned_bytes,
 )
 from pipeline.simulator.tasks import Ledger, TaskStore, body_digest
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 # Nine 20 MB images, base64-encoded, plus the rest of the JSON.
 MAX_BODY_BYTES = 9 * 20 * 1024 * 1024 * 4 // 3 + 1024 * 1024
 _LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -128,6 +135,9 @@ class Simulator:
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="imgspec-sim")
         self.port = config.port  # the bound port, set by the runner once listening
         self._auth = config.api_key.encode()
+        self.uploads = UploadSigner(config.seed)
+        # Bytes of the images uploaded to this process, for GET (the URLs verify without).
+        self.uploaded_files: dict[str, tuple[bytes, str]] = {}
 
     def app(self) -> web.Application:
         """The aiohttp application serving this simulator."""
@@ -136,6 +146,8 @@ class Simulator:
         app.router.add_post("/v1/images/generations", _guard(self.submit))
         app.router.add_get("/v1/tasks/{task_id}", _guard(self.poll))
         app.router.add_get("/files/{token}.png", _guard(self.download))
+        app.router.add_post("/v1/uploads/images", _guard(self.upload))
+        app.router.add_get("/uploads/{name}", _guard(self.uploaded))
         app.router.add_get("/v1/balance", _guard(self.balance))
         app.router.add_get("/balance", _guard(self.balance))
         app.router.add_get("/_sim/ledger", _guard(self.ledger_endpoint))
@@ -218,6 +230,8 @@ class Simulator:
         if parts.hostname not in hosts or port != self.port:
             return None
         path = parts.path
+        if path.startswith("/uploads/"):
+            return self._own_upload(url, path.removeprefix("/uploads/"))
         if not (path.startswith("/files/") and path.endswith(".png")):
             return f"{url} was not found (HTTP 404)"
         parsed = self.signer.parse(path[len("/files/") : -len(".png")])
@@ -230,6 +244,16 @@ class Simulator:
         if now >= task.expires_at(parsed[2], self.config.url_ttl):
             return f"{url} has expired (HTTP 410)"
         return task.width, task.height
+
+    def _own_upload(self, url: str, name: str) -> tuple[int, int] | str:
+        """Size of an image uploaded here, or why its URL does not work."""
+        parsed = self.uploads.parse(name)
+        if parsed is None:
+            return f"{url} was not found (HTTP 404)"
+        width, height, created = parsed
+        if self.config.clock() >= created + self.config.upload_ttl:
+            return f"{url} has expired (HTTP 410)"
+        return width, height
 
     async def _check(
         self, body: dict[str, object], request: web.Request
@@ -245,6 +269,14 @@ class Simulator:
                 size: tuple[int, int] | None = None
                 assumed: tuple[int, int] | None = None
                 if isinstance(url, str) and url.startswith("data:"):
+                    if not self.config.accept_data_uris:
+                        fetch_problems.append(Problem(
+                            "image_urls",
+                            f"image {i + 1}: base64 data URIs are no longer accepted",
+                            "upload the image (POST /v1/uploads/images) and send its URL; "
+                            "in imgspec: inputs: upload",
+                            index=i))
+                        continue
                     data_uris[i] = url
                 elif isinstance(url, str) and url.startswith(("http://", "https://")):
                     own = self._own_image(url, request)
@@ -458,6 +490,64 @@ class Simulator:
             return await _dripped(request, data)
         store.downloads_ok += 1
         return web.Response(body=data, content_type="image/png")
+
+    async def upload(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1/uploads/images: multipart field ``file``; JPEG, PNG, WebP, GIF to 20 MB."""
+        store = self.store
+        store.tick(self.config.clock())
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        fault = self.faults.draw("upload")
+        if fault == "upload.5xx":
+            await request.read()
+            return self._server_error(fault)
+        if fault == "upload.reset":
+            await request.read()
+            self.faults.record(fault)
+            return _reset(request)
+        if not request.content_type.startswith("multipart/"):
+            return _error(400, "send the image as multipart/form-data, field 'file'",
+                          "invalid_request")
+        form = await request.post()
+        field = form.get("file")
+        if not isinstance(field, web.FileField):
+            return _error(400, "missing file field: send the image as form field 'file'",
+                          "invalid_request")
+        data = field.file.read()
+        if len(data) > MAX_UPLOAD_BYTES:
+            return _error(413, "file too large: at most 20 MB", "invalid_request")
+        loop = asyncio.get_running_loop()
+        seen = await loop.run_in_executor(self.executor, upload_info, data)
+        if seen is None:
+            return _error(400, "unsupported format: JPEG, PNG, WebP or GIF", "invalid_request")
+        fmt, width, height = seen
+        created = int(self.config.clock())
+        name = self.uploads.name(width, height, created, fmt.lower())
+        mime = f"image/{fmt.lower()}"
+        self.uploaded_files[name] = (data, mime)
+        store.uploads += 1
+        origin = f"{request.scheme}://{request.host}"
+        reply = _json(200, json_bytes({
+            "url": f"{origin}/uploads/{name}", "filename": field.filename or "image",
+            "content_type": mime, "bytes": len(data), "created_at": created}))
+        if fault == "upload.lost_reply":
+            self.faults.record(fault)
+            return _drop(request)
+        return reply
+
+    async def uploaded(self, request: web.Request) -> web.StreamResponse:
+        """GET /uploads/{name}: an uploaded image, while its URL lives (410 after)."""
+        name = request.match_info["name"]
+        parsed = self.uploads.parse(name)
+        if parsed is None:
+            return _error(404, "file not found", "not_found")
+        if self.config.clock() >= parsed[2] + self.config.upload_ttl:
+            return _error(410, "this upload URL has expired: upload the image again", "expired")
+        held = self.uploaded_files.get(name)
+        if held is None:  # uploaded to an earlier process of a --state simulator
+            return _error(404, "file not found", "not_found")
+        return web.Response(body=held[0], content_type=held[1])
 
     async def balance(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/balance (and /balance): what is left of ``config.balance``, in CNY.
