@@ -37,6 +37,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
             "within": plan.within_budget,
         },
         "orphaned": list(plan.orphaned),
+        "outputs": plan.destination,
         "warnings": [d.format(snippet=False) for d in plan.warnings],
         "items": [_item_json(i) for i in plan.items],
     }
@@ -106,6 +107,8 @@ def plan_text(plan: Plan) -> str:
         f"{money(plan.total, cur)}); " + ", ".join(parts) + "."
     )
     lines.append(budget_line(plan))
+    if plan.destination is not None:
+        lines.append(f"Outputs: {plan.destination}")
     return "\n".join(lines) + "\n"
 
 
