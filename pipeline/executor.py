@@ -41,6 +41,8 @@ from pipeline.pacing import RunOptions, next_poll_delay
 from pipeline.plan import ACTIVE, Plan, PlanItem, PlanStatus, resolved_request
 from pipeline.pricing import PriceTable
 from pipeline.scheduler import run_graph
+from pipeline.spec import InputsMode
+from pipeline.uploads import Inputs
 from pipeline.workspace import Workspace
 
 __all__ = ["Executor", "RunOptions"]
@@ -65,7 +67,7 @@ class Executor:
     def __init__(self, plan: Plan, *, client: ApiClient, store: LockStore,
                  outputs: OutputFolder, workspace: Workspace, pricing: PriceTable,
                  options: RunOptions, on_event: Callable[[RunEvent], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, inputs: InputsMode = "upload") -> None:
         self.plan = plan
         self.client = client
         self.store = store
@@ -83,6 +85,8 @@ class Executor:
         self.submissions = 0  # between recording ``submitting`` and recording the reply
         self.no_submissions = asyncio.Event()
         self.no_submissions.set()
+        self.inputs = Inputs(mode=inputs, client=client, store=store, workspace=workspace,
+                             clock=clock)
 
     # -- events ------------------------------------------------------------------------
 
@@ -179,14 +183,27 @@ class Executor:
         """Record ``submitting``, POST, record ``running``: the new task, if it was created."""
         inst, key = item.instance, item.key
         assert base.idempotency_key is not None
-        await self.store.commit(base)
         body = dict(inst.request)
         if inst.inputs:
             found = sendable.sources(inst.inputs, self.store.entries, now=self.clock(),
                                      url_margin=self.options.url_margin,
                                      output_file=self.outputs.absolute)
-            body["image_urls"] = await asyncio.to_thread(sendable.encode, found,
-                                                         self.workspace)
+            # Uploads first (durable), ``submitting`` after: nothing paid hangs on an
+            # upload that is not confirmed, and a replay sends the same URLs.
+            recorded = self.store.get(key)
+            # A replayed key must send the body it sent before: the recorded upload URLs,
+            # while they work at all.
+            replay = recorded is not None and recorded.idempotency_key == base.idempotency_key
+            try:
+                body["image_urls"] = await self.inputs.image_urls(found, replay=replay)
+            except RequestRejected as exc:
+                await self._fail(item, None, f"input image upload refused: {exc.api_message}")
+                return None
+            except TransientError as exc:
+                self.result.unfinished.append((key, f"not submitted: input upload failed: {exc}"))
+                self.emit(EventKind.UNFINISHED, key, f"input upload failed: {exc}")
+                return None
+        await self.store.commit(base)
         try:
             state = await self.client.submit(body, idempotency_key=base.idempotency_key)
         except RequestRejected as exc:
@@ -205,7 +222,12 @@ class Executor:
             raise _Stop from exc
         self.result.spent += cost
         self.result.tally.took_off(key, cost)
-        await self.store.commit(lifecycle.running(base, state.task_id, cost, now=utc_now()))
+        # The API's request id and replay marker go on the journal line: a replayed
+        # reply is the earlier task, on record as not a second charge.
+        await self.store.commit(lifecycle.running(base, state.task_id, cost, now=utc_now()),
+                                submission={"task_id": state.task_id,
+                                            "request_id": state.request_id,
+                                            "replayed": state.replayed})
         self.emit(EventKind.SUBMITTED, key, state.task_id)
         # The API starts the task's clock when the request reaches it: not before we
         # sent it, and usually just after. Timing polls from our reading the reply
