@@ -210,6 +210,11 @@ class Executor:
             await self._fail(item, base, exc.api_message)
             return None
         except BalanceExhausted as exc:
+            # A 402 is a definite refusal: no task exists. Left ``submitting``, the entry
+            # would plan as a free resume and its replay would pay unseen by the plan and
+            # the balance check; recorded as not submitted, the next plan prices it.
+            await self.store.commit(lifecycle.failed(
+                base, f"not submitted: {exc.api_message}", refunded=False, now=utc_now()))
             self.submitting_stopped = "balance exhausted"
             self.result.stopped = StopReason.BALANCE
             self.result.unfinished.append((key, f"not submitted: {exc.api_message}"))

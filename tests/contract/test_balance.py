@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from decimal import Decimal
 
@@ -88,3 +89,20 @@ def test_run_compares_only_in_the_plans_currency_unless_told_to_go_ahead(
                   "--balance-unit", "CNY", "--ignore-balance")
     assert ignored.returncode == 7, ignored.stdout + ignored.stderr
     assert other.ledger().tasks_created == 2
+
+
+def test_instances_refused_with_402_are_priced_by_the_next_plan(
+        project: Project, start_sim: StartSim) -> None:
+    """After a 402 no task exists: the next plan retries and prices them, never a free resume."""
+    sim = start_sim(balance=Decimal("0.5"))
+    project.manifest.write_text(FOUR)
+    ran = cli("run", str(project.manifest), "--base-url", sim.base_url, "--yes",
+              "--ignore-balance")
+    assert ran.returncode == 7, ran.stdout + ran.stderr
+    assert sim.ledger().tasks_created == 2
+    plan = cli("plan", "--json", str(project.manifest))
+    items = {i["key"]: i for i in json.loads(plan.stdout)["items"]}
+    refused = [i for i in items.values() if i["status"] != "up-to-date"]
+    assert len(refused) == 2
+    assert {i["status"] for i in refused} == {"retry"}
+    assert all(i["cost"] > 0 for i in refused)
