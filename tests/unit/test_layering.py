@@ -16,9 +16,8 @@ CORE = (
     "catalogue", "diagnostics", "diff", "document", "errors", "expand", "graph", "identity",
     "images", "instances", "lifecycle", "lockfile", "lockmerge", "lockschema", "manifest",
     "matrix", "pacing", "plan", "pricing", "replies", "reroll", "rules", "schema", "selection",
-    "spec",
-    "templates", "views.balance", "views.diff", "views.graph", "views.plan", "views.status",
-    "views.teams",
+    "spec", "bounds", "sandbox", "templates", "views.balance", "views.diff", "views.graph",
+    "views.plan", "views.status", "views.teams",
 )
 # The shell: the modules that talk to disks, networks, processes and clocks.
 SHELL = frozenset({
