@@ -230,8 +230,9 @@ def graph(manifest: Path, fmt: GraphFormat) -> None:
               default=DEFAULT_BASE_URL, show_default=True, help="API origin.")
 @click.option("--concurrency", type=click.IntRange(1, 1000), default=8, show_default=True,
               help="Tasks in flight at once.")
-@click.option("--max-rate", type=click.FloatRange(min=0.1), default=50.0, show_default=True,
-              help="Requests per second at most.")
+@click.option("--max-rate", type=click.FloatRange(min=0.1), default=None,
+              help="A hard cap on requests per second (all kinds). Without it, submissions "
+              "and polls are unbounded until the API answers 429, then adapt to it.")
 @selection_options
 @click.option("--max-cost", metavar="X", help="Budget in CNY, overriding the manifest's.")
 @click.option("--task-timeout", type=click.FloatRange(min=1), default=1800.0,
@@ -240,7 +241,7 @@ def graph(manifest: Path, fmt: GraphFormat) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask before spending.")
 @click.option("--json", "as_json", is_flag=True, help="Emit one JSON event per line.")
 @lockfile_option
-def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rate: float,
+def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rate: float | None,
         selection: Selection, max_cost: str | None, task_timeout: float, yes: bool,
         as_json: bool, lockfile: Path | None) -> None:
     """Run what the plan says: submit, poll, download; rerun to do only what is left.
