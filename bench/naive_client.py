@@ -58,7 +58,8 @@ async def main_async(args: argparse.Namespace, out: Path) -> int:
     async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
         await asyncio.gather(*(one(session, args.base_url, i, out, slots)
                                for i in range(args.instances)))
-    return args.instances
+    done: int = args.instances
+    return done
 
 
 def main() -> None:

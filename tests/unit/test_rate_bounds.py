@@ -33,8 +33,10 @@ def test_a_429_lowers_the_rate_to_half_of_what_was_sent() -> None:
     send(gate, 101, start=10.0, spacing=0.02)  # 50/s over two seconds
     gate.limited(12.0, retry_after=None)
     assert gate.rate == pytest.approx(50 * BACKOFF_FACTOR, rel=0.1)
+    rate = gate.rate
+    assert rate is not None
     waits = send(gate, 10, start=12.0, spacing=0.0)
-    assert waits[-1] == pytest.approx(9 / gate.rate, rel=0.01)
+    assert waits[-1] == pytest.approx(9 / rate, rel=0.01)
     assert gate.holding(12.0) == Bound.API_RATE
 
 
