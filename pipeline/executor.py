@@ -273,10 +273,9 @@ class Executor:
                 await self._fail(item, self.store.get(item.key),
                                  f"task {task_id}: {exc.api_message}")
                 return None
-            if plan.polls == 0 and flight.estimate is None and state.estimated_time:
-                plan.estimate = state.estimated_time  # the first estimate this task gave
             at = (state.asked_at if state.asked_at is not None else asked) - started
-            if self.polling.observe(plan, at, finished=state.finished):
+            if self.polling.observe(plan, at, finished=state.finished,
+                                    estimate=state.estimated_time):
                 self.warm.set()
             if state.status == "completed":
                 return state

@@ -3,15 +3,15 @@
 The API gives each task an ``estimated_time``; real APIs over- or under-estimate
 (APIMart's own example: estimate 60 s, actual 19 s) and real durations spread.
 ``PollModel`` plans a task's polls at a ladder of multiples of its own
-estimate, ``factors[k]``, each tracking a quantile of actual/estimate (70 %,
-90 %, 97 %): the first poll finds about 70 % of tasks done, the second 90 %,
+estimate, ``factors[k]``, each tracking a quantile of actual/estimate (75 %,
+93 %, 98 %): the first poll finds about 75 % of tasks done, the second 93 %,
 and so on. Each rung is learned from the only thing polling observes, whether
 a task was done when polled at that rung: a hit lowers the factor a little, a
 miss raises it more, so that at equilibrium the rung's share of the tasks that
 reach it are found done (a stochastic quantile tracker; it needs no exact
 completion times). Past the ladder, a task is polled at gaps growing by 60 %.
 
-Expected polls per task: 1 + 0.3 + 0.1 + 0.03 + a little ~ 1.45 at most; a
+Expected polls per task: 1 + 0.25 + 0.07 + 0.02 + a little ~ 1.35 at most; a
 narrow distribution costs fewer (the upper rungs sit just above the first).
 
 Before anything is learned (``cold``), a few *scout* tasks poll early, at
@@ -25,8 +25,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-LEVELS = (0.7, 0.9, 0.97)  # the quantiles of actual/estimate the rungs track
+LEVELS = (0.75, 0.93, 0.98)  # the quantiles of actual/estimate the rungs track
 HIT_TARGET = LEVELS[0]  # the share of first polls that should find the task done
+# The first poll of a task whose submission gave no estimate (APIMart's gives none)
+# tracks this quantile of actual/typical estimate: a little earlier than the ladder's
+# first rung, since durations spread more around the run's typical estimate than
+# around a task's own, and its reply brings the task's own estimate for the rest.
+BLIND_LEVEL = 0.7
 STEP = 0.1  # how fast ``factor`` moves, on a log scale
 SCOUTS = 5  # tasks that poll early while nothing is known
 WARM_AFTER = 3  # finished observations before the learned factor is trusted
@@ -35,17 +40,23 @@ FOLLOW_UP = 0.05  # the first gap past the ladder, as a share of the top rung's 
 FOLLOW_UP_GROWTH = 1.6
 MIN_GAP = 0.02  # seconds: never a tight loop
 MIN_FACTOR, MAX_FACTOR = 0.02, 50.0
+BLIND_RUNG = -2  # the first poll of a task without an estimate of its own
 
 
 @dataclass(slots=True)
 class TaskPolls:
     """One task's polling state: its own estimate (seconds) and what its polls saw."""
 
-    estimate: float
+    estimate: float  # the base its polls are planned from: its own estimate once known
+    known: bool = False  # ``estimate`` is the task's own (else the run's typical one)
+    blind: bool = False  # started without its own estimate: its first poll is ``blind``
     scout: bool = False
     resumed: bool = False  # recorded by an earlier run: its clock is unknown, not learned from
     polls: int = 0
     misses: int = 0  # polls that found it still running
+    rung: int = -1  # the ladder rung its pending poll is at (-1: none; BLIND_RUNG)
+    next_rung: int = 0  # the lowest rung its next poll may be at
+    follow_ups: int = 0  # polls past the ladder
     last_at: float = 0.0  # elapsed seconds at the last poll
 
 
@@ -57,9 +68,14 @@ class PollModel:
         self.max_interval = max_interval
         # Until learned: the estimate itself, then a little later, then later still.
         self.factors = [1.0, 1.03, 1.08]
+        self.blind = 1.0  # the first rung of a task without an estimate of its own
         self.observed = 0  # first-poll outcomes and finished scouts learned from
         self.scouts_sent = 0
         self._scout_ratios: list[float] = []
+        # The run's typical estimate (a running mean of the tasks' own): the base of a
+        # task whose submission reply gave none (APIMart's does not; its polls do).
+        self.typical: float | None = None
+        self._estimates = 0
 
     @property
     def factor(self) -> float:
@@ -72,41 +88,71 @@ class PollModel:
         return self.observed < WARM_AFTER
 
     def start(self, estimate: float | None, *, resumed: bool = False) -> TaskPolls:
-        """A task's polling state, from the estimate its submission reply gave (if any)."""
-        own = estimate if estimate is not None and estimate > 0 else self.default_estimate
+        """A task's polling state, from the estimate its submission reply gave (if any).
+
+        Without one, its first poll is planned from the run's typical estimate and the
+        later ones from its own, as soon as a poll reply tells it.
+        """
         scout = self.cold and not resumed and self.scouts_sent < SCOUTS
         if scout:
             self.scouts_sent += 1
-        return TaskPolls(own, scout=scout, resumed=resumed)
+        if estimate is not None and estimate > 0:
+            self._saw(estimate)
+            return TaskPolls(estimate, known=True, scout=scout, resumed=resumed)
+        base = self.typical if self.typical is not None else self.default_estimate
+        return TaskPolls(base, scout=scout, resumed=resumed, blind=True)
+
+    def _saw(self, estimate: float) -> None:
+        self._estimates += 1
+        previous = self.typical or 0.0
+        self.typical = previous + (estimate - previous) / self._estimates
 
     def predicted(self, task: TaskPolls) -> float:
         """Seconds after its start at which ``task`` is most likely seen done."""
         return task.estimate * self.factors[0]
 
     def delay(self, task: TaskPolls, elapsed: float) -> float:
-        """Seconds from now (``elapsed`` s after the task started) until its next poll."""
-        if task.resumed and task.polls == 0:
+        """Seconds from now (``elapsed`` s after the task started) until its next poll.
+
+        Calling it again before the poll (after a wake-up) re-plans the same poll.
+        """
+        task.rung = -1
+        first = task.polls == 0
+        if task.resumed and first:
             return 0.0
         if task.scout and task.polls < len(SCOUT_FRACTIONS):
             at = task.estimate * SCOUT_FRACTIONS[task.polls]
-            return max(at - elapsed, MIN_GAP if task.polls else 0.0)
-        rung = task.polls - (len(SCOUT_FRACTIONS) if task.scout else 0)
-        if 0 <= rung < len(self.factors) and not task.resumed:
-            # 5 ms past the rung: an exact estimate on a coarse clock is met, not missed.
-            at = task.estimate * self.factors[rung] + 0.005
-            return max(at - elapsed, MIN_GAP if task.polls else 0.0)
+            return max(at - elapsed, 0.0 if first else MIN_GAP)
+        if first and task.blind:
+            task.rung = BLIND_RUNG
+            return max(task.estimate * self.blind + 0.005 - elapsed, 0.0)
+        if not task.resumed:
+            for rung in range(task.next_rung, len(self.factors)):
+                # 5 ms past the rung: an exact estimate on a coarse clock is met, not missed.
+                at = task.estimate * self.factors[rung] + 0.005
+                if first or at >= task.last_at + MIN_GAP:  # a rung already passed is skipped
+                    task.rung = rung
+                    return max(at - elapsed, 0.0 if first else MIN_GAP)
         # Past the ladder: again soon, then at gaps growing by 60 %, up to the longest.
-        past = max(rung - len(self.factors), 0)
         scale = task.estimate * self.factors[-1]
-        gap = max(MIN_GAP, FOLLOW_UP * scale * FOLLOW_UP_GROWTH ** past)
-        at = task.last_at + min(gap, self.max_interval)
-        return max(at - elapsed, MIN_GAP)
+        gap = max(MIN_GAP, FOLLOW_UP * scale * FOLLOW_UP_GROWTH ** task.follow_ups)
+        return max(task.last_at + min(gap, self.max_interval) - elapsed, MIN_GAP)
 
-    def observe(self, task: TaskPolls, elapsed: float, *, finished: bool) -> bool:
-        """Learn from a poll made ``elapsed`` s after the task started; True if it made
-        the model warm (the caller re-plans the tasks waiting meanwhile)."""
+    def observe(self, task: TaskPolls, elapsed: float, *, finished: bool,
+                estimate: float | None = None) -> bool:
+        """Learn from a poll made ``elapsed`` s after the task started, whose reply gave
+        ``estimate``; True if it made the model warm (the caller re-plans the tasks
+        waiting meanwhile)."""
+        warmed = self._observe(task, elapsed, finished=finished)
+        if not task.known and estimate is not None and estimate > 0:
+            task.estimate, task.known = estimate, True  # its next polls: from its own
+            self._saw(estimate)
+        return warmed
+
+    def _observe(self, task: TaskPolls, elapsed: float, *, finished: bool) -> bool:
         was_cold = self.cold
-        rung = task.polls
+        rung, task.rung = task.rung, -1
+        scouting = task.scout and task.polls < len(SCOUT_FRACTIONS)
         task.polls += 1
         task.last_at = elapsed
         if not finished:
@@ -114,17 +160,35 @@ class PollModel:
         if task.resumed:
             return False
         ratio = elapsed / task.estimate
-        if task.scout:
-            if finished:
-                self._scout_ratios.append(ratio)
+        if rung == BLIND_RUNG:
+            task.next_rung = 1  # its own estimate plans the rest of the ladder
+            if self._learn_blind(ratio, finished=finished):
                 self.observed += 1
-                if was_cold and not self.cold:
-                    # The largest of a few upper bounds: a high quantile, on the safe side.
-                    top = _clamp(max(self._scout_ratios))
-                    self.factors = [top, top * 1.03, top * 1.08]
-        elif rung < len(self.factors) and self._learn(rung, ratio, finished=finished):
-            self.observed += rung == 0
+        elif rung >= 0:
+            task.next_rung = rung + 1
+            if self._learn(rung, ratio, finished=finished):
+                self.observed += rung == 0
+        elif not scouting:
+            task.follow_ups += 1
+        if task.scout and finished:
+            self._scout_ratios.append(ratio)
+            self.observed += 1
+            if was_cold and not self.cold:
+                # The largest of a few upper bounds: a high quantile, on the safe side.
+                top = _clamp(max(self._scout_ratios))
+                self.factors = [top, top * 1.03, top * 1.08]
+                self.blind = top
         return was_cold and not self.cold
+
+    def _learn_blind(self, ratio: float, *, finished: bool) -> bool:
+        """Move the blind first rung towards its quantile (see ``_learn``)."""
+        if finished and ratio <= self.blind * 1.1:
+            self.blind = _clamp(self.blind * math.exp(-STEP * (1 - BLIND_LEVEL)))
+        elif not finished and ratio >= self.blind * 0.9:
+            self.blind = _clamp(self.blind * math.exp(STEP * BLIND_LEVEL))
+        else:
+            return False
+        return True
 
     def _learn(self, rung: int, ratio: float, *, finished: bool) -> bool:
         """Move rung ``rung`` towards its quantile; False if the poll says nothing of it.
@@ -142,10 +206,11 @@ class PollModel:
             self.factors[rung] = _clamp(planned * math.exp(STEP * target))
         else:
             return False
-        # The rungs stay in order, each at least 1 % above the one below.
-        for k in range(1, len(self.factors)):
+        # The rungs stay in order, each at least 1 % above the one below: the rung
+        # just learned pushes those above it up and those below it down.
+        for k in range(rung + 1, len(self.factors)):
             self.factors[k] = max(self.factors[k], self.factors[k - 1] * 1.01)
-        for k in range(len(self.factors) - 2, -1, -1):
+        for k in range(rung - 1, -1, -1):
             self.factors[k] = min(self.factors[k], self.factors[k + 1] / 1.01)
         return True
 

@@ -176,3 +176,18 @@ def test_the_executor_uses_each_tasks_own_estimate() -> None:
     first = {task: at - api.started[task] for task, at in reversed(api.polls)}
     assert first["short"] < 7.0
     assert first["long"] > 4 * first["short"]
+
+
+def test_an_estimate_first_given_by_a_poll_plans_the_later_polls() -> None:
+    """No estimate at submission (APIMart gives it in polls): the first poll uses the
+    run's typical estimate, the next ones the task's own."""
+    model = PollModel(default_estimate=1.0)
+    for _ in range(SCOUTS):
+        model.start(None)
+    task = model.start(None)
+    assert model.delay(task, 0.0) == pytest.approx(1.0 * model.factors[0] + 0.005)
+    model.observe(task, 1.0, finished=False, estimate=40.0)
+    assert task.known
+    assert model.delay(task, 1.0) == pytest.approx(40.0 * model.factors[1] + 0.005 - 1.0)
+    assert model.typical == 40.0
+    assert model.start(None).estimate == 40.0  # the next task starts from the typical one
