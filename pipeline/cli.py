@@ -32,7 +32,7 @@ from pipeline.selection import Selection, narrow, parse_shard, parse_where
 from pipeline.shards import shard_lock
 from pipeline.simulator.cli import simulator
 from pipeline.views.graph import GRAPH_FORMATS, GraphFormat, render_graph
-from pipeline.views.plan import plan_json, plan_text
+from pipeline.views.plan import plan_text, write_plan_json
 
 if TYPE_CHECKING:
     from pipeline.views.progress import Reporter
@@ -181,7 +181,7 @@ def plan(manifest: Path, as_json: bool, max_cost: str | None, simulate: bool,
                        lockfile=lockfile, lock=lock)
     the_plan = narrow(prepared.plan, selection, jobs=prepared.manifest.jobs)
     if as_json:
-        click.echo(json.dumps(plan_json(the_plan), indent=2, ensure_ascii=False))
+        write_plan_json(the_plan, click.get_text_stream("stdout").write)
     else:
         click.echo(plan_text(the_plan), nl=False)
     if not the_plan.within_budget:
