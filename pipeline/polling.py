@@ -124,7 +124,11 @@ class PollModel:
             at = task.estimate * SCOUT_FRACTIONS[task.polls]
             return max(at - elapsed, 0.0 if first else MIN_GAP)
         if first and task.blind:
-            task.rung = BLIND_RUNG
+            # From the run's typical estimate as it is now (a task that started before
+            # any was known is re-planned from it on its wake-up).
+            if self.typical is not None:
+                task.estimate = self.typical
+            task.rung = BLIND_RUNG if self.typical is not None else -1
             return max(task.estimate * self.blind + 0.005 - elapsed, 0.0)
         if not task.resumed:
             for rung in range(task.next_rung, len(self.factors)):
@@ -168,6 +172,8 @@ class PollModel:
             task.next_rung = rung + 1
             if self._learn(rung, ratio, finished=finished):
                 self.observed += rung == 0
+        elif task.blind and rung == -1 and task.polls == 1:
+            task.next_rung = 1  # a blind poll planned from no estimate at all: not learned
         elif not scouting:
             task.follow_ups += 1
         if task.scout and finished:

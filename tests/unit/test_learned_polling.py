@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import random
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -12,7 +13,14 @@ import pytest
 
 from pipeline.executor import Executor, _Flight
 from pipeline.pacing import RunOptions
-from pipeline.polling import HIT_TARGET, SCOUT_FRACTIONS, SCOUTS, WARM_AFTER, PollModel
+from pipeline.polling import (
+    HIT_TARGET,
+    SCOUT_FRACTIONS,
+    SCOUTS,
+    WARM_AFTER,
+    PollModel,
+    TaskPolls,
+)
 from pipeline.replies import TaskState
 
 
@@ -191,3 +199,58 @@ def test_an_estimate_first_given_by_a_poll_plans_the_later_polls() -> None:
     assert model.delay(task, 1.0) == pytest.approx(40.0 * model.factors[1] + 0.005 - 1.0)
     assert model.typical == 40.0
     assert model.start(None).estimate == 40.0  # the next task starts from the typical one
+
+
+def run_waves(model: PollModel, *, tasks: int, slots: int, duration: float,
+              estimate: float) -> tuple[float, float]:
+    """``tasks`` tasks through ``slots`` slots in virtual time, no estimate at submission
+    (polls reveal it): (polls per task, makespan). Waiting tasks are re-planned (as the
+    executor wakes them) whenever the model warms up."""
+    clock = 0.0
+    queue: list[tuple[float, int]] = []
+    plans: dict[int, tuple[TaskPolls, float]] = {}
+    next_id = 0
+
+    def launch(now: float) -> None:
+        nonlocal next_id
+        task = model.start(None)
+        plans[next_id] = (task, now)
+        heapq.heappush(queue, (now + model.delay(task, 0.0), next_id))
+        next_id += 1
+
+    for _ in range(min(slots, tasks)):
+        launch(0.0)
+    polls = 0
+    while queue:
+        clock, ident = heapq.heappop(queue)
+        task, started = plans[ident]
+        elapsed = clock - started
+        done = elapsed >= duration
+        polls += 1
+        if model.observe(task, elapsed, finished=done, estimate=estimate):
+            replanned = []
+            for at, other in queue:
+                waiting, since = plans[other]
+                if waiting.polls == 0 and not waiting.scout:
+                    at = clock + model.delay(waiting, clock - since)
+                replanned.append((at, other))
+            queue[:] = replanned
+            heapq.heapify(queue)
+        if done:
+            del plans[ident]
+            if next_id < tasks:
+                launch(clock)
+        else:
+            heapq.heappush(queue, (clock + model.delay(task, elapsed), ident))
+    return polls / tasks, clock
+
+
+
+def test_a_first_wave_without_estimates_does_not_mislead_the_model() -> None:
+    """1,000 tasks @100, estimates 3x too high and given only by polls: a few waves'
+    worth of learning, then each task is seen done soon after 1 s, in <= 1.5 polls."""
+    model = PollModel(default_estimate=1.0)
+    polls, makespan = run_waves(model, tasks=1000, slots=100, duration=1.0, estimate=3.0)
+    assert polls <= 1.5
+    assert model.blind * 3.0 < 1.3
+    assert makespan < 10 * 1.25  # the ideal is 10 waves of 1 s
