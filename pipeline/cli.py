@@ -33,6 +33,7 @@ from pipeline.shards import shard_lock
 from pipeline.simulator.cli import simulator
 from pipeline.views.graph import GRAPH_FORMATS, GraphFormat, render_graph
 from pipeline.views.plan import plan_text, write_plan_json
+from pipeline.views.status import prune_text, status_json, status_text, verify_lines
 
 if TYPE_CHECKING:
     from pipeline.views.progress import Reporter
@@ -46,6 +47,9 @@ EXIT_INTERNAL = 70
 manifest_argument = click.argument(
     "manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
+rehash_option = click.option(
+    "--rehash", is_flag=True, help="Check recorded images by their sha256 too, not only "
+    "their size (finds what `verify` finds; a damaged image is then downloaded again).")
 lockfile_option = click.option(
     "--lockfile", type=click.Path(dir_okay=False, path_type=Path), default=None,
     metavar="PATH", help="Use this lockfile instead of the one beside the manifest "
@@ -161,9 +165,10 @@ def validate(manifests: tuple[Path, ...]) -> None:
 @click.option("--max-cost", metavar="X", help="Budget in CNY, overriding the manifest's.")
 @click.option("--simulate", is_flag=True, help="Plan against the --simulate lockfile.")
 @lockfile_option
+@rehash_option
 @selection_options
 def plan(manifest: Path, as_json: bool, max_cost: str | None, simulate: bool,
-         lockfile: Path | None, selection: Selection) -> None:
+         lockfile: Path | None, rehash: bool, selection: Selection) -> None:
     """Show what a run would do and cost (exit 0 ok, 1 invalid, 2 usage, 3 over budget).
 
     Takes the same --job/--where/--only-failed/--shard as `run`, and shows the same
@@ -178,14 +183,15 @@ def plan(manifest: Path, as_json: bool, max_cost: str | None, simulate: bool,
 
             click.echo(shard_note(selection.shard, shard.path, shard.main))
     prepared = prepare(manifest, simulate=simulate, max_cost=_max_cost(max_cost),
-                       lockfile=lockfile, lock=lock)
+                       lockfile=lockfile, lock=lock, rehash=rehash)
     the_plan = narrow(prepared.plan, selection, jobs=prepared.manifest.jobs)
     if as_json:
         write_plan_json(the_plan, click.get_text_stream("stdout").write)
     else:
         click.echo(plan_text(the_plan), nl=False)
     if not the_plan.within_budget:
-        raise BudgetExceeded("the plan is over budget; nothing was spent")
+        raise BudgetExceeded("the plan is over budget; nothing was spent",
+                             cost=the_plan.total, budget=the_plan.budget)
 
 
 @cli.command()
@@ -241,9 +247,10 @@ def graph(manifest: Path, fmt: GraphFormat) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask before spending.")
 @click.option("--json", "as_json", is_flag=True, help="Emit one JSON event per line.")
 @lockfile_option
+@rehash_option
 def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rate: float | None,
         selection: Selection, max_cost: str | None, task_timeout: float, yes: bool,
-        as_json: bool, lockfile: Path | None) -> None:
+        as_json: bool, lockfile: Path | None, rehash: bool) -> None:
     """Run what the plan says: submit, poll, download; rerun to do only what is left.
 
     Exit 0 all done, 2 usage error, 3 over budget, 4 items failed or unfinished,
@@ -285,7 +292,7 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
         selection=selection,
         max_cost=_max_cost(max_cost),
         options=RunOptions(concurrency=concurrency, task_timeout=task_timeout),
-        max_rate=max_rate, lockfile=lockfile)
+        max_rate=max_rate, lockfile=lockfile, rehash=rehash)
     with contextlib.ExitStack() as stack:
         prepared, the_plan, store = stack.enter_context(run_session(settings))
         if simulate:  # under the run guard: one process at a time uses its state file
@@ -309,7 +316,7 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
                                              on_event=reporter))
     click.echo(run_summary(result, the_plan.currency, prepared.paths.outputs), file=out,
                nl=False)
-    error = outcome_error(result)
+    error = outcome_error(result, budget=the_plan.budget)
     if error is not None:
         raise error
 
@@ -338,9 +345,9 @@ def status(manifest: Path, simulate: bool, as_json: bool, lockfile: Path | None)
     """
     report = housekeeping.status(manifest, simulate=simulate, lockfile=lockfile)
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+        click.echo(json.dumps(status_json(report), indent=2, ensure_ascii=False))
     else:
-        click.echo(report.text(), nl=False)
+        click.echo(status_text(report), nl=False)
 
 
 @cli.command()
@@ -354,12 +361,13 @@ def verify(manifest: Path, simulate: bool, lockfile: Path | None) -> None:
     no longer validates.
     """
     checked, problems = housekeeping.verify(manifest, simulate=simulate, lockfile=lockfile)
-    for problem in problems:
-        click.echo(f"{problem.problem}: {problem.path} ({problem.key})", err=True)
-    click.echo(f"{checked} file(s) checked, {len(problems)} problem(s)")
+    lines, summary = verify_lines(checked, problems)
+    for line in lines:
+        click.echo(line, err=True)
+    click.echo(summary)
     if problems:
         raise LockfileError(f"{len(problems)} output(s) do not match the lockfile; "
-                            "`imgspec run` downloads or regenerates them")
+                            "`imgspec run --rehash` downloads or regenerates them")
 
 
 @cli.command()
@@ -368,7 +376,7 @@ def verify(manifest: Path, simulate: bool, lockfile: Path | None) -> None:
 @lockfile_option
 def prune(manifest: Path, simulate: bool, lockfile: Path | None) -> None:
     """Drop lockfile entries whose instances are no longer in the manifest."""
-    click.echo(housekeeping.prune(manifest, simulate=simulate, lockfile=lockfile).text(),
+    click.echo(prune_text(housekeeping.prune(manifest, simulate=simulate, lockfile=lockfile)),
                nl=False)
 
 
@@ -477,7 +485,8 @@ def diff(manifest: Path, ref: str, fmt: str, fail_above: str | None) -> None:
         click.echo(diff_text(result), nl=False)
     if limit is not None and result.to_apply > limit:
         raise BudgetExceeded(f"the change costs {money(result.to_apply, result.currency)} "
-                             f"to apply, above --fail-above {money(limit, result.currency)}")
+                             f"to apply, above --fail-above {money(limit, result.currency)}",
+                             cost=result.to_apply, budget=limit)
 
 
 @cli.group()

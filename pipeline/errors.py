@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from decimal import Decimal
     from pathlib import Path
 
     from pipeline.diagnostics import Diagnostic
@@ -127,17 +128,35 @@ class BudgetExceeded(ImgspecError):
 
     exit_code = 3
 
+    def __init__(self, message: str, *, cost: Decimal | None = None,
+                 budget: Decimal | None = None) -> None:
+        self.cost = cost  # what the plan (or the change) would cost
+        self.budget = budget  # the limit it passes
+        super().__init__(message)
+
 
 class RunGuardHeld(ImgspecError):
     """Another live imgspec process is running this manifest."""
 
     exit_code = 5
 
+    def __init__(self, message: str, *, guard: Path, holder_pid: int | None = None) -> None:
+        self.guard = guard  # the run guard file
+        self.holder_pid = holder_pid  # the process holding it, when it said
+        super().__init__(message)
+
 
 class ItemsFailed(ImgspecError):
     """The run ended with failed items; they are listed and kept for ``--only-failed``."""
 
     exit_code = 4
+
+    def __init__(self, message: str, *, failed: Sequence[str] = (),
+                 unfinished: Sequence[str] = (), blocked: Sequence[str] = ()) -> None:
+        self.failed = tuple(failed)  # instance keys whose attempt failed
+        self.unfinished = tuple(unfinished)  # left for the next run
+        self.blocked = tuple(blocked)  # not started: an upstream did not finish
+        super().__init__(message)
 
 
 class Interrupted(ImgspecError):

@@ -107,7 +107,8 @@ class RunGuard:
             except BlockingIOError:
                 holder = _read_record(fd)
                 os.close(fd)
-                raise RunGuardHeld(self._held_message(holder)) from None
+                raise RunGuardHeld(self._held_message(holder), guard=self.path,
+                                   holder_pid=_pid(holder)) from None
             except OSError as exc:
                 os.close(fd)
                 raise LockfileError(
@@ -129,7 +130,7 @@ class RunGuard:
                 ) from exc
             return fd
         raise RunGuardHeld(f"another imgspec run keeps taking and releasing {self.path}; "
-                           "wait for it to finish, then run again")
+                           "wait for it to finish, then run again", guard=self.path)
 
     def _held_message(self, holder: dict[str, Any] | None) -> str:
         who = "pid unknown"
@@ -142,6 +143,11 @@ class RunGuard:
                 who += f", started {holder['started']}"
         return (f"another imgspec run ({who}) is working on {self.subject}; "
                 "wait for it to finish or stop it")
+
+
+def _pid(holder: dict[str, Any] | None) -> int | None:
+    pid = None if holder is None else holder.get("pid")
+    return pid if isinstance(pid, int) and not isinstance(pid, bool) else None
 
 
 def _same_file(fd: int, path: Path) -> bool:

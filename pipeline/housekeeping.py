@@ -6,17 +6,15 @@ from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pipeline.guard import RunGuard, guard_path
 from pipeline.journal import LockStore
 from pipeline.lockfile import ENTRY_STATUSES, Lockfile, lockfile_path
 from pipeline.outputs import VerifyProblem, verify_outputs
-from pipeline.pricing import json_number
 from pipeline.project import current_lock, locate, prepare, read_header
 
 InProgress = Literal["submitting", "running"]
-UNKNOWN_OUTCOME = "outcome unknown; the next run replays it with the same key"
 
 
 @dataclass(frozen=True)
@@ -28,34 +26,6 @@ class StatusReport:
     charged: Decimal  # every paid attempt of every entry, net of refunds
     failed: list[tuple[str, str]]
     in_progress: list[tuple[str, InProgress, str | None]]  # key, status, task id
-
-    def to_json(self) -> dict[str, Any]:
-        """The stable ``status --json`` form."""
-        return {
-            "lockfile": str(self.lockfile),
-            "counts": self.counts,
-            "charged": json_number(self.charged),
-            "failed": [{"key": k, "error": e} for k, e in self.failed],
-            "in_progress": [
-                {"key": k, "status": s, "task_id": t,
-                 "note": UNKNOWN_OUTCOME if s == "submitting" else "the next run polls it"}
-                for k, s, t in self.in_progress],
-        }
-
-    def text(self, currency: str = "CNY") -> str:
-        """The human form."""
-        from pipeline.pricing import money
-
-        lines = [f"{self.lockfile}: " + (", ".join(
-            f"{n} {s}" for s, n in self.counts.items() if n) or "no entries"),
-            f"charged so far: {money(self.charged, currency)}"]
-        lines += [f"  failed   {k}: {e}" for k, e in self.failed]
-        for key, state, task in self.in_progress:
-            # A submission not answered before the run ended may or may not have created
-            # a task: only the replay of its key (which cannot pay twice) will tell.
-            lines.append(f"  unknown  {key}: {UNKNOWN_OUTCOME}" if state == "submitting"
-                         else f"  running  {key} (task {task}; the next run polls it)")
-        return "\n".join(lines) + "\n"
 
 
 def status(manifest: Path, *, simulate: bool = False,
@@ -112,23 +82,6 @@ class PruneResult:
     removed: list[str]  # orphaned entries this prune removed
     recovered: list[str]  # removed by an interrupted prune: found in its journal, applied now
     recovered_updates: int  # entries an interrupted run had journaled, saved now
-
-    def text(self) -> str:
-        """The human form: one line per removed key, then the count and what happened."""
-        lines = [f"pruned {k}" for k in self.removed]
-        lines += [f"pruned {k} (removal recorded by an interrupted prune)"
-                  for k in self.recovered]
-        total = len(self.removed) + len(self.recovered)
-        summary = f"{total} orphaned entr{'y' if total == 1 else 'ies'} removed"
-        if self.recovered:
-            summary += (f" ({len(self.recovered)} by an interrupted prune: its journal was "
-                        "folded into the lockfile now)")
-        lines.append(summary)
-        if self.recovered_updates:
-            lines.append(f"also saved {self.recovered_updates} entr"
-                         f"{'y' if self.recovered_updates == 1 else 'ies'} an interrupted run "
-                         "had recorded only in its journal")
-        return "\n".join(lines) + "\n"
 
 
 def prune(manifest: Path, *, simulate: bool = False,

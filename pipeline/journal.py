@@ -119,7 +119,7 @@ def fold_journal(lock: Lockfile, text: str, *, source: str) -> Lockfile:
     """``lock`` with the journal ``text`` applied line by line (pure; the last write wins).
 
     A final line that is unterminated or not JSON is what a crash in the middle of
-    an append leaves behind: its ``record()`` never returned, so it is dropped.
+    an append leaves behind: its ``commit()`` never returned, so it is dropped.
     Anything else wrong (an unreadable line before the last, or a whole JSON line
     with a bad record or entry, wherever it is) means the file was damaged:
     ``LockfileError`` names the line, the entry and the field, and what to do.
@@ -217,11 +217,11 @@ def write_lockfile(path: Path, lock: Lockfile) -> None:
 class LockStore:
     """The lockfile plus its append-only journal: the only writer of both during a run.
 
-    Two ways to record a change, both durable when they return: ``record`` writes
-    and fsyncs in the caller's thread; ``commit`` (for the event loop) hands the
-    disk work to a worker thread and writes every change committed meanwhile in
-    the same write and fsync (group commit). Otherwise use it from one thread.
-    The caller must hold the run guard.
+    One way to record a change, durable when it returns: ``commit`` (from the event
+    loop) hands the disk work to a worker thread and writes every change committed
+    meanwhile in the same write and fsync (group commit). ``delete`` (prune) is the
+    synchronous exception. Otherwise use it from one thread. The caller must hold
+    the run guard.
     """
 
     def __init__(
@@ -311,19 +311,6 @@ class LockStore:
     def get(self, key: str) -> LockEntry | None:
         """The current entry for ``key``, if any."""
         return self._entries.get(key)
-
-    def record(self, entry: LockEntry) -> None:
-        """Record ``entry`` (replacing any entry with its key); durable when this returns.
-
-        ``LockfileError`` if the journal cannot be written; the state is then
-        unchanged. A periodic checkpoint may follow; if that fails the change is
-        still safe in the journal, so it is logged and retried later rather than
-        raised (``close`` raises it).
-        """
-        with self._fd_mutex:
-            self._append(journal_line(entry.key, entry))
-        self._entries[entry.key] = entry
-        self._changed()
 
     async def commit(self, entry: LockEntry) -> None:
         """Record ``entry`` from the event loop, without blocking it on the disk.
@@ -518,7 +505,7 @@ class LockStore:
         return self._clock() - self._last_checkpoint >= self._checkpoint_every
 
     def _changed(self) -> None:
-        """After a synchronous change: mark it, and checkpoint if one is due."""
+        """After a synchronous change (``delete``): mark it, and checkpoint if one is due."""
         self._mark_changed()
         if not self._checkpoint_due():
             return

@@ -83,6 +83,7 @@ class Plan:
     orphaned: tuple[str, ...]
     budget: Decimal | None
     warnings: tuple[Diagnostic, ...] = ()
+    destination: str | None = None  # the output folder, as the user would name it
 
     def counts(self) -> dict[str, int]:
         """Instances per status (every status present, zero or not)."""
@@ -153,6 +154,7 @@ def make_plan(
     max_cost: Decimal | None = None,
     now: float | None = None,
     rerolls: Collection[str] = frozenset(),
+    destination: str | None = None,
 ) -> Plan:
     """Diff the expansion against the lockfile; ``present(output)`` says if it is intact.
 
@@ -164,7 +166,8 @@ def make_plan(
     ``rerolls``: keys of instances a reviewer asked to re-roll (``review.reroll_keys``).
     One that is otherwise done is planned as ``reroll``: its next re-roll count gives it
     a new seed (``reroll.rerolled``). An instance re-rolled before keeps the seed of
-    its recorded count, so its fingerprint stays the same.
+    its recorded count, so its fingerprint stays the same. ``destination`` names the
+    output folder the plan writes to (shown with the plan).
     """
     manifest = expansion.manifest
     pricing = manifest.pricing
@@ -199,6 +202,7 @@ def make_plan(
         orphaned=orphaned,
         budget=max_cost if max_cost is not None else manifest.budget,
         warnings=expansion.warnings,
+        destination=destination,
     )
 
 

@@ -24,7 +24,7 @@ from pipeline.instances import Expansion
 from pipeline.journal import fold_journal, journal_path, read_journal, read_lockfile
 from pipeline.lockfile import Lockfile, Output, lockfile_path
 from pipeline.manifest import load_manifest, read_manifest_text
-from pipeline.outputs import OutputFolder
+from pipeline.outputs import OutputFolder, sha256_file
 from pipeline.plan import Plan, make_plan
 from pipeline.review import read_review, reroll_keys, review_path
 from pipeline.spec import Manifest
@@ -61,6 +61,11 @@ class Paths:
     def output_folder(self) -> OutputFolder:
         """The output folder, with the lockfile's folder its stored paths are relative to."""
         return OutputFolder(self.outputs, self.base)
+
+    @property
+    def destination(self) -> str:
+        """The output folder as a user names it: relative to the project, with a slash."""
+        return Path(os.path.relpath(self.outputs, project_root(self.manifest))).as_posix() + "/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,12 +170,13 @@ class Prepared:
 
 
 def prepare(manifest_path: Path, *, simulate: bool = False, max_cost: Decimal | None = None,
-            lockfile: Path | None = None,
-            lock: Lockfile | None = None) -> Prepared:
+            lockfile: Path | None = None, lock: Lockfile | None = None,
+            rehash: bool = False) -> Prepared:
     """Load, validate, expand and plan a manifest against its lockfile.
 
     ``lock``: the state to plan against when the caller already holds it (a run's
     open lock store); otherwise the lockfile (and any crash journal) is read.
+    ``rehash``: check recorded images by their sha256, not only their size.
     """
     manifest, workspace = load_manifest(manifest_path)
     expansion = expand(manifest, workspace)
@@ -181,16 +187,18 @@ def prepare(manifest_path: Path, *, simulate: bool = False, max_cost: Decimal | 
     folder.check_entries(lock.entries.values())
     # Re-rolls a reviewer asked for (``imgspec review``) are planned, and paid, like changes.
     rerolls = reroll_keys(read_review(review_path(manifest_path)), lock)
-    plan = make_plan(expansion, lock, present=intact_on_disk(folder), max_cost=max_cost,
-                     now=time.time(), rerolls=rerolls)
+    plan = make_plan(expansion, lock, present=intact_on_disk(folder, rehash=rehash),
+                     max_cost=max_cost, now=time.time(), rerolls=rerolls,
+                     destination=paths.destination)
     return Prepared(manifest, workspace, expansion, lock, plan, paths)
 
 
-def intact_on_disk(folder: OutputFolder) -> Callable[[Output], bool]:
+def intact_on_disk(folder: OutputFolder, *, rehash: bool = False) -> Callable[[Output], bool]:
     """The plan's predicate: a recorded output is a regular file of the recorded size.
 
-    Size, not hash: one ``stat`` per output keeps planning 100,000 instances fast,
-    and catches truncated and half-written files; ``imgspec verify`` hashes.
+    Size by default: one ``stat`` per output keeps planning 100,000 instances fast,
+    and catches truncated and half-written files. ``rehash`` also compares the
+    sha256 (``--rehash``), catching a same-size corruption that ``verify`` reported.
     """
 
     def present(output: Output) -> bool:
@@ -201,6 +209,8 @@ def intact_on_disk(folder: OutputFolder) -> Callable[[Output], bool]:
             info = os.stat(full)  # noqa: PTH116 (once per output, 100,000s of times)
         except OSError:
             return False
-        return stat.S_ISREG(info.st_mode) and info.st_size == output.bytes
+        if not (stat.S_ISREG(info.st_mode) and info.st_size == output.bytes):
+            return False
+        return not rehash or sha256_file(Path(full)) == output.sha256
 
     return present

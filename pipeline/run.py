@@ -47,6 +47,7 @@ class RunSettings:
     options: RunOptions
     max_rate: float | None
     lockfile: Path | None = None  # --lockfile: another lockfile than the one beside the manifest
+    rehash: bool = False  # --rehash: recorded images checked by their sha256, not only size
 
 
 def select(prepared: Prepared, selection: Selection) -> Plan:
@@ -69,12 +70,13 @@ def run_session(settings: RunSettings) -> Iterator[tuple[Prepared, Plan, LockSto
         # Planned against the state the store holds: the lockfile and its journal are
         # read once, and the run executes against exactly what its plan was made from.
         prepared = prepare(settings.manifest, simulate=settings.simulate,
-                           max_cost=settings.max_cost, lockfile=lock_path, lock=store.lock)
+                           max_cost=settings.max_cost, lockfile=lock_path, lock=store.lock,
+                           rehash=settings.rehash)
         plan = select(prepared, settings.selection)
         yield prepared, plan, store
 
 
-def outcome_error(result: RunResult) -> ImgspecError | None:
+def outcome_error(result: RunResult, *, budget: Decimal | None = None) -> ImgspecError | None:
     """The one place a run's end becomes an exception, and so an exit code (None: all done).
 
     Each way a run can stop maps to one exception; its message says what to do next.
@@ -86,10 +88,14 @@ def outcome_error(result: RunResult) -> ImgspecError | None:
     if result.stopped == StopReason.BALANCE:
         return BalanceExhausted(_balance_advice(result), status=402)
     if result.stopped == StopReason.BUDGET:
-        return BudgetExceeded("stopped submitting at the budget; raise it to continue")
+        return BudgetExceeded("stopped submitting at the budget; raise it to continue",
+                              cost=result.spent, budget=budget)
     if not result.complete:
         return ItemsFailed("some instances did not finish; see above. Rerun with "
-                           "--only-failed to retry them")
+                           "--only-failed to retry them",
+                           failed=[k for k, _ in result.failed],
+                           unfinished=[k for k, _ in result.unfinished],
+                           blocked=result.blocked)
     return None
 
 
@@ -110,7 +116,7 @@ def check_budget(plan: Plan) -> None:
         raise BudgetExceeded(
             f"the plan costs {plan.total} {plan.currency}, more than the budget of "
             f"{plan.budget}; nothing was submitted. Narrow it with --job/--where or raise "
-            "budget.max_cost / --max-cost")
+            "budget.max_cost / --max-cost", cost=plan.total, budget=plan.budget)
 
 
 async def execute_run(settings: RunSettings, prepared: Prepared, plan: Plan, store: LockStore,

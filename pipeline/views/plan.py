@@ -68,6 +68,7 @@ def _plan_head(plan: Plan) -> dict[str, Any]:
             "within": plan.within_budget,
         },
         "orphaned": list(plan.orphaned),
+        "outputs": plan.destination,
         "warnings": [d.format(snippet=False) for d in plan.warnings],
     }
 
@@ -135,6 +136,8 @@ def plan_text(plan: Plan) -> str:
         f"{money(plan.total, cur)}); " + ", ".join(parts) + "."
     )
     lines.append(budget_line(plan))
+    if plan.destination is not None:
+        lines.append(f"Outputs: {plan.destination}")
     return "\n".join(lines) + "\n"
 
 

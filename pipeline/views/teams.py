@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.lockmerge import Merged
-from pipeline.scaffold import InitResult
 from pipeline.selection import Shard
+
+if TYPE_CHECKING:  # a type only: the view must not import the operation
+    from pipeline.scaffold import InitResult
 
 
 def merge_text(merged: Merged, *, target: str) -> str:

@@ -200,3 +200,15 @@ def test_contending_processes_never_hold_the_guard_together(tmp_path: Path) -> N
         _, err = proc.communicate(timeout=100)
         assert proc.returncode == 0, err
     assert not path.exists()
+
+
+def test_held_guard_error_carries_its_facts(tmp_path: Path) -> None:
+    """RunGuardHeld names the guard file and the holder's pid as attributes, not only words."""
+    from pipeline.errors import RunGuardHeld
+
+    path = tmp_path / "shop.run.guard"
+    with RunGuard(path, subject="shop.yaml"), pytest.raises(RunGuardHeld) as caught, \
+            RunGuard(path, subject="shop.yaml"):
+        pass
+    assert caught.value.guard == path
+    assert caught.value.holder_pid == os.getpid()

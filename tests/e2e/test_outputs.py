@@ -234,3 +234,28 @@ def test_output_dir_inside_the_project_is_shown_and_used(
     manifest.write_text(MANIFEST.replace("name: one\n", "name: one\noutput_dir: ../renders\n"))
     assert imgspec("run", "manifests/one.yaml", cwd=one.root, sim=sim).returncode == 0
     assert len(list((one.root / "renders").rglob("*.png"))) == 2
+
+
+def test_same_size_corruption_is_found_by_rehash_and_repaired(
+        one: Project, sim: RunningSimulator) -> None:
+    """A flipped byte keeps the size: plan --rehash sees it, run --rehash fetches it again."""
+    assert imgspec("run", "manifests/one.yaml", cwd=one.root, sim=sim).returncode == 0
+    target = images(one)[0]
+    whole = target.read_bytes()
+    target.write_bytes(whole[:-20] + bytes([whole[-20] ^ 0xFF]) + whole[-19:])
+    assert imgspec("verify", "manifests/one.yaml", cwd=one.root).returncode == 1
+    assert plan_statuses(one)["status"] == "up-to-date"
+    rehashed = imgspec("plan", "--json", "--rehash", "manifests/one.yaml", cwd=one.root)
+    assert json.loads(rehashed.stdout)["items"][0]["status"] == "download"
+    assert imgspec("run", "--rehash", "manifests/one.yaml", cwd=one.root, sim=sim).returncode == 0
+    assert target.read_bytes() == whole
+    assert charged(sim) == 2
+    assert imgspec("verify", "manifests/one.yaml", cwd=one.root).returncode == 0
+
+
+def test_plan_shows_where_the_images_go(one: Project) -> None:
+    """The plan names the output folder, as text and in JSON."""
+    text = imgspec("plan", "manifests/one.yaml", cwd=one.root)
+    assert "Outputs: outputs/one/" in text.stdout
+    data = json.loads(imgspec("plan", "--json", "manifests/one.yaml", cwd=one.root).stdout)
+    assert data["outputs"] == "outputs/one/"

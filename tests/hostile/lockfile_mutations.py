@@ -33,6 +33,7 @@ from pipeline.lockschema import check_stored_path
 from pipeline.manifest import load_manifest
 from pipeline.plan import make_plan
 from pipeline.views.plan import plan_json, plan_text
+from pipeline.views.status import status_json, status_text
 from tests.e2e.conftest import KEY, MANIFEST
 from tests.simulator.simkit import simulators
 
@@ -180,8 +181,8 @@ def check_accepted(lock: Lockfile, expansion: Expansion | None, base: Path | Non
     text.encode("utf-8")
     assert parse_lockfile(text).entries == lock.entries
     report = summarise_lock(Path("x.lock.json"), lock)
-    report.text().encode("utf-8")
-    json.dumps(report.to_json(), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    status_text(report).encode("utf-8")
+    json.dumps(status_json(report), ensure_ascii=False, allow_nan=False).encode("utf-8")
     if expansion is not None and base is not None:
         root = str(base)
 

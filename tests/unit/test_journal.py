@@ -71,6 +71,11 @@ def lines_of(path: Path) -> list[str]:
 # --- journal_path and fold_journal (pure) -------------------------------------------
 
 
+
+def commit(store: LockStore, item: LockEntry) -> None:
+    """Record ``item`` the way a run does (``LockStore.commit``), from synchronous code."""
+    asyncio.run(store.commit(item))
+
 def test_journal_path_is_beside_the_lockfile() -> None:
     """shop.lock.json → shop.lock.journal in the same folder (simulate lockfile too)."""
     assert journal_path(Path("/x/shop.lock.json")) == Path("/x/shop.lock.journal")
@@ -222,11 +227,11 @@ def test_fold_skips_blank_lines() -> None:
 # --- LockStore ---------------------------------------------------------------------------
 
 
-def test_record_appends_one_durable_line_and_updates_state(tmp_path: Path) -> None:
-    """record() writes one JSON line to the journal and the entry to the in-memory lock."""
+def test_commit_appends_one_durable_line_and_updates_state(tmp_path: Path) -> None:
+    """commit() writes one JSON line to the journal and the entry to the in-memory lock."""
     lock_path = tmp_path / "shop.lock.json"
     with LockStore.open(lock_path, manifest="shop.yaml") as store:
-        store.record(entry("a", "submitting"))
+        commit(store, entry("a", "submitting"))
         lines = lines_of(journal_path(lock_path))
         assert len(lines) == 1
         assert json.loads(lines[0]) == {"v": 1, "key": "a",
@@ -242,9 +247,9 @@ def test_record_appends_one_durable_line_and_updates_state(tmp_path: Path) -> No
 def test_lock_snapshot_does_not_change_under_the_caller(tmp_path: Path) -> None:
     """store.lock is a snapshot: later records do not alter it; store.entries is a live view."""
     with LockStore.open(tmp_path / "s.lock.json", manifest="s.yaml") as store:
-        store.record(entry("a"))
+        commit(store, entry("a"))
         before, view = store.lock, store.entries
-        store.record(entry("b"))
+        commit(store, entry("b"))
         assert set(before.entries) == {"a"}
         assert set(store.lock.entries) == {"a", "b"}
         assert set(view) == {"a", "b"}
@@ -299,12 +304,12 @@ def test_checkpoint_writes_lockfile_and_empties_journal(tmp_path: Path) -> None:
     """checkpoint() writes the current state atomically and truncates the journal."""
     lock_path = tmp_path / "shop.lock.json"
     with LockStore.open(lock_path, manifest="shop.yaml") as store:
-        store.record(entry("a"))
-        store.record(entry("b"))
+        commit(store, entry("a"))
+        commit(store, entry("b"))
         store.checkpoint()
         assert read_lockfile(lock_path).entries == {"a": entry("a"), "b": entry("b")}
         assert journal_path(lock_path).read_bytes() == b""
-        store.record(entry("c"))  # appending continues after the truncation
+        commit(store, entry("c"))  # appending continues after the truncation
         assert len(lines_of(journal_path(lock_path))) == 1
 
 
@@ -320,20 +325,20 @@ def test_crash_between_checkpoint_write_and_truncate_is_harmless(tmp_path: Path)
 
 
 def test_periodic_checkpoint_follows_the_clock(tmp_path: Path) -> None:
-    """record() checkpoints once checkpoint_every seconds have passed since the last one."""
+    """commit() checkpoints once checkpoint_every seconds have passed since the last one."""
     lock_path = tmp_path / "shop.lock.json"
     clock = FakeClock()
     with LockStore.open(lock_path, manifest="m", checkpoint_every=5.0, clock=clock) as store:
-        store.record(entry("a"))
+        commit(store, entry("a"))
         clock.now = 4.9
-        store.record(entry("b"))
+        commit(store, entry("b"))
         assert not lock_path.exists()
         clock.now = 5.0
-        store.record(entry("c"))
+        commit(store, entry("c"))
         assert set(read_lockfile(lock_path).entries) == {"a", "b", "c"}
         assert journal_path(lock_path).read_bytes() == b""
         clock.now = 9.0
-        store.record(entry("d"))  # 4 s after the last checkpoint: journal only
+        commit(store, entry("d"))  # 4 s after the last checkpoint: journal only
         assert set(read_lockfile(lock_path).entries) == {"a", "b", "c"}
         assert len(lines_of(journal_path(lock_path))) == 1
 
@@ -356,13 +361,13 @@ def test_close_checkpoints_and_removes_journal_idempotently(tmp_path: Path) -> N
     """close() writes the final state, removes the journal, and may be called twice."""
     lock_path = tmp_path / "shop.lock.json"
     store = LockStore.open(lock_path, manifest="m")
-    store.record(entry("a"))
+    commit(store, entry("a"))
     store.close()
     store.close()
     assert not journal_path(lock_path).exists()
     assert set(read_lockfile(lock_path).entries) == {"a"}
     with pytest.raises(ValueError, match="closed"):
-        store.record(entry("b"))
+        commit(store, entry("b"))
 
 
 def test_store_with_nothing_recorded_creates_no_lockfile(tmp_path: Path) -> None:
@@ -379,7 +384,7 @@ def test_context_manager_closes_on_keyboard_interrupt(tmp_path: Path) -> None:
 
     def interrupted_run() -> None:
         with LockStore.open(lock_path, manifest="m") as store:
-            store.record(entry("a"))
+            commit(store, entry("a"))
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -388,13 +393,17 @@ def test_context_manager_closes_on_keyboard_interrupt(tmp_path: Path) -> None:
     assert not journal_path(lock_path).exists()
 
 
-def test_disk_full_mid_record_raises_and_leaves_no_torn_line(
+def test_disk_full_mid_commit_raises_and_leaves_no_torn_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """An OSError while appending is a LockfileError; the state and journal are unchanged."""
+    """An OSError while appending is the caller's LockfileError and leaves no torn line.
+
+    (As with every commit, the state changed at once: ``close`` saves the entry. The
+    synchronous twin that left the state unchanged is gone; runs never used it.)
+    """
     lock_path = tmp_path / "shop.lock.json"
     with LockStore.open(lock_path, manifest="m") as store:
-        store.record(entry("a"))
+        commit(store, entry("a"))
         before = journal_path(lock_path).read_bytes()
         real_write = os.write
         calls = 0
@@ -408,18 +417,18 @@ def test_disk_full_mid_record_raises_and_leaves_no_torn_line(
 
         monkeypatch.setattr(os, "write", half_then_enospc)
         with pytest.raises(LockfileError, match=r"No space left on device.*free space"):
-            store.record(entry("b"))
+            commit(store, entry("b"))
         monkeypatch.undo()
         assert journal_path(lock_path).read_bytes() == before
-        assert store.get("b") is None
-        store.record(entry("c"))
-    assert set(read_lockfile(lock_path).entries) == {"a", "c"}
+        assert store.get("b") == entry("b")
+        commit(store, entry("c"))
+    assert set(read_lockfile(lock_path).entries) == {"a", "b", "c"}
 
 
 def test_failed_periodic_checkpoint_keeps_the_journal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A failed periodic checkpoint does not fail record(); close() raises, keeps the journal."""
+    """A failed periodic checkpoint does not fail commit(); close() raises, keeps the journal."""
     lock_path = tmp_path / "shop.lock.json"
     clock = FakeClock()
 
@@ -429,7 +438,7 @@ def test_failed_periodic_checkpoint_keeps_the_journal(
     monkeypatch.setattr(journal_module, "write_lockfile", refuse)
     store = LockStore.open(lock_path, manifest="m", checkpoint_every=1.0, clock=clock)
     clock.now = 2.0
-    store.record(entry("a"))  # the periodic checkpoint fails; the record still stands
+    commit(store, entry("a"))  # the periodic checkpoint fails; the record still stands
     assert store.get("a") == entry("a")
     with pytest.raises(LockfileError, match="Read-only"):
         store.close()
@@ -443,7 +452,7 @@ def test_failed_periodic_checkpoint_keeps_the_journal(
 
 CRASH_RECORDS = 40
 CRASH_SCRIPT = textwrap.dedent("""
-    import itertools, os, signal, sys
+    import asyncio, itertools, os, signal, sys
     sys.path.insert(0, sys.argv[1])
     from pathlib import Path
     from pipeline.journal import LockStore
@@ -456,7 +465,7 @@ CRASH_SCRIPT = textwrap.dedent("""
     for i in range(total):
         if i == kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
-        store.record(crash_entry(i))
+        asyncio.run(store.commit(crash_entry(i)))  # the path a run takes
     os.kill(os.getpid(), signal.SIGKILL)
 """)
 KILL_POINTS = sorted({0, CRASH_RECORDS,
@@ -487,7 +496,7 @@ def test_sigkill_mid_run_loses_nothing_recorded(tmp_path: Path, kill_after: int)
 
 
 TIMED_KILL_SCRIPT = textwrap.dedent("""
-    import itertools, os, signal, sys, threading
+    import asyncio, itertools, os, signal, sys, threading
     sys.path.insert(0, sys.argv[1])
     from pathlib import Path
     from pipeline.journal import LockStore
@@ -499,7 +508,7 @@ TIMED_KILL_SCRIPT = textwrap.dedent("""
     threading.Timer(delay, os.kill, (os.getpid(), signal.SIGKILL)).start()
     print("ready", flush=True)
     for i in itertools.count():
-        store.record(crash_entry(i % 500))
+        commit(store, crash_entry(i % 500))
         print(i + 1, flush=True)  # acknowledged: record() has returned
 """)
 
