@@ -3,15 +3,15 @@
 The API gives each task an ``estimated_time``; real APIs over- or under-estimate
 (APIMart's own example: estimate 60 s, actual 19 s) and real durations spread.
 ``PollModel`` plans a task's polls at a ladder of multiples of its own
-estimate, ``factors[k]``, each tracking a quantile of actual/estimate (75 %,
-93 %, 98 %): the first poll finds about 75 % of tasks done, the second 93 %,
+estimate, ``factors[k]``, each tracking a quantile of actual/estimate (80 %,
+95 %, 99 %): the first poll finds about 80 % of tasks done, the second 95 %,
 and so on. Each rung is learned from the only thing polling observes, whether
 a task was done when polled at that rung: a hit lowers the factor a little, a
 miss raises it more, so that at equilibrium the rung's share of the tasks that
 reach it are found done (a stochastic quantile tracker; it needs no exact
 completion times). Past the ladder, a task is polled at gaps growing by 60 %.
 
-Expected polls per task: 1 + 0.25 + 0.07 + 0.02 + a little ~ 1.35 at most; a
+Expected polls per task: 1 + 0.2 + 0.05 + 0.01 + a little ~ 1.3 at most; a
 narrow distribution costs fewer (the upper rungs sit just above the first).
 
 Before anything is learned (``cold``), a few *scout* tasks poll early, at
@@ -25,13 +25,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-LEVELS = (0.75, 0.93, 0.98)  # the quantiles of actual/estimate the rungs track
+LEVELS = (0.8, 0.95, 0.99)  # the quantiles of actual/estimate the rungs track
 HIT_TARGET = LEVELS[0]  # the share of first polls that should find the task done
 # The first poll of a task whose submission gave no estimate (APIMart's gives none)
 # tracks this quantile of actual/typical estimate: a little earlier than the ladder's
 # first rung, since durations spread more around the run's typical estimate than
 # around a task's own, and its reply brings the task's own estimate for the rest.
-BLIND_LEVEL = 0.7
+BLIND_LEVEL = 0.75
 STEP = 0.1  # how fast ``factor`` moves, on a log scale
 SCOUTS = 5  # tasks that poll early while nothing is known
 WARM_AFTER = 3  # finished observations before the learned factor is trusted
