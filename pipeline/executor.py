@@ -275,7 +275,7 @@ class Executor:
                 return None
             at = (state.asked_at if state.asked_at is not None else asked) - started
             if self.polling.observe(plan, at, finished=state.finished,
-                                    estimate=state.estimated_time):
+                                    estimate=state.estimated_time, progress=state.progress):
                 self.warm.set()
             if state.status == "completed":
                 return state

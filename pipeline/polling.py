@@ -10,6 +10,8 @@ a task was done when polled at that rung: a hit lowers the factor a little, a
 miss raises it more, so that at equilibrium the rung's share of the tasks that
 reach it are found done (a stochastic quantile tracker; it needs no exact
 completion times). Past the ladder, a task is polled at gaps growing by 60 %.
+A task found running that reports its ``progress`` is polled next when that
+progress says it ends (elapsed x 100 / progress), instead of on the ladder.
 
 Expected polls per task: 1 + 0.2 + 0.05 + 0.01 + a little ~ 1.3 at most; a
 narrow distribution costs fewer (the upper rungs sit just above the first).
@@ -58,6 +60,7 @@ class TaskPolls:
     next_rung: int = 0  # the lowest rung its next poll may be at
     follow_ups: int = 0  # polls past the ladder
     last_at: float = 0.0  # elapsed seconds at the last poll
+    progress: int | None = None  # the percentage its last poll reported, if any
 
 
 class PollModel:
@@ -130,6 +133,12 @@ class PollModel:
                 task.estimate = self.typical
             task.rung = BLIND_RUNG if self.typical is not None else -1
             return max(task.estimate * self.blind + 0.005 - elapsed, 0.0)
+        if not first and task.progress is not None and 0 < task.progress < 100:
+            # A running task said how far along it is: poll when that says it ends. A
+            # prediction already passed (a stalled task) falls back to the schedule.
+            at = task.last_at * 100 / task.progress + 0.005
+            if at >= task.last_at + MIN_GAP:
+                return min(at - elapsed, self.max_interval) if at > elapsed else MIN_GAP
         if not task.resumed:
             for rung in range(task.next_rung, len(self.factors)):
                 # 5 ms past the rung: an exact estimate on a coarse clock is met, not missed.
@@ -143,11 +152,12 @@ class PollModel:
         return max(task.last_at + min(gap, self.max_interval) - elapsed, MIN_GAP)
 
     def observe(self, task: TaskPolls, elapsed: float, *, finished: bool,
-                estimate: float | None = None) -> bool:
+                estimate: float | None = None, progress: int | None = None) -> bool:
         """Learn from a poll made ``elapsed`` s after the task started, whose reply gave
-        ``estimate``; True if it made the model warm (the caller re-plans the tasks
-        waiting meanwhile)."""
+        ``estimate`` and ``progress`` (percent); True if it made the model warm (the
+        caller re-plans the tasks waiting meanwhile)."""
         warmed = self._observe(task, elapsed, finished=finished)
+        task.progress = None if finished else progress
         if not task.known and estimate is not None and estimate > 0:
             task.estimate, task.known = estimate, True  # its next polls: from its own
             self._saw(estimate)

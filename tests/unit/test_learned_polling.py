@@ -254,3 +254,24 @@ def test_a_first_wave_without_estimates_does_not_mislead_the_model() -> None:
     assert polls <= 1.5
     assert model.blind * 3.0 < 1.3
     assert makespan < 10 * 1.25  # the ideal is 10 waves of 1 s
+
+
+def test_a_running_task_is_polled_when_its_progress_says_it_ends() -> None:
+    """Found 40 % done after 2 s: the next poll comes at 5 s, not on the ladder."""
+    model = PollModel()
+    for _ in range(SCOUTS + 5):
+        finish_task(model, 4.0, 4.0)
+    task = model.start(4.0)
+    model.delay(task, 0.0)
+    model.observe(task, 2.0, finished=False, progress=40)
+    assert model.delay(task, 2.0) == pytest.approx(3.005)
+
+
+def test_a_stalled_progress_falls_back_to_the_schedule() -> None:
+    """A prediction already passed (progress 90 % long ago) never makes a tight loop."""
+    model = PollModel()
+    task = model.start(10.0)
+    model.delay(task, 0.0)
+    model.observe(task, 10.0, finished=False, progress=99)
+    model.observe(task, 10.2, finished=False, progress=1)
+    assert model.delay(task, 10.2) >= 0.02
