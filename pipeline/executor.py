@@ -83,7 +83,8 @@ class Executor:
         self.items = [i for i in plan.items if i.status in ACTIVE]
         # When to poll each task: its own estimate, corrected by what finished tasks showed.
         self.polling = polling or PollModel(default_estimate=options.first_poll,
-                                            max_interval=options.max_poll_interval)
+                                            max_interval=options.max_poll_interval,
+                                            peers=options.concurrency)
         self.warm = asyncio.Event()  # set when the model has learned: wakes waiting tasks
         self.monotonic: Callable[[], float] = time.monotonic  # replaced by tests, with sleep
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep

@@ -33,8 +33,14 @@ HIT_TARGET = LEVELS[0]  # the share of first polls that should find the task don
 # tracks this quantile of actual/typical estimate: a little earlier than the ladder's
 # first rung, since durations spread more around the run's typical estimate than
 # around a task's own, and its reply brings the task's own estimate for the rest.
-BLIND_LEVEL = 0.75
-STEP = 0.1  # how fast ``factor`` moves, on a log scale
+BLIND_LEVEL = 0.8
+STEP = 0.1  # how fast a rung moves per poll learned from, on a log scale
+# Tasks in flight together share their timing (a wave submitted at once is polled at
+# once and finds the same): with ``peers`` in flight, each poll moves a rung by
+# STEP x min(1, PEER_SCALE / peers), so one wave moves it about as much as one
+# independent poll would, and rungs do not swing wave by wave (with equal durations
+# they settle just above them: about one wave in five is polled again).
+PEER_SCALE = 1.0
 SCOUTS = 5  # tasks that poll early while nothing is known
 WARM_AFTER = 3  # finished observations before the learned factor is trusted
 SCOUT_FRACTIONS = (0.1, 0.2, 0.35, 0.5, 0.7, 1.0)  # of the estimate, a scout's polls
@@ -60,14 +66,17 @@ class TaskPolls:
     next_rung: int = 0  # the lowest rung its next poll may be at
     follow_ups: int = 0  # polls past the ladder
     last_at: float = 0.0  # elapsed seconds at the last poll
+    planned: float = 0.0  # the factor its pending poll was planned with
     progress: int | None = None  # the percentage its last poll reported, if any
 
 
 class PollModel:
     """Plans each task's polls from its own estimate and the learned ladder ``factors``."""
 
-    def __init__(self, *, default_estimate: float = 1.0, max_interval: float = 15.0) -> None:
+    def __init__(self, *, default_estimate: float = 1.0, max_interval: float = 15.0,
+                 peers: int = 1) -> None:
         self.default_estimate = default_estimate
+        self.step = STEP * min(1.0, PEER_SCALE / max(peers, 1))
         self.max_interval = max_interval
         # Until learned: the estimate itself, then a little later, then later still.
         self.factors = [1.0, 1.03, 1.08]
@@ -132,6 +141,7 @@ class PollModel:
             if self.typical is not None:
                 task.estimate = self.typical
             task.rung = BLIND_RUNG if self.typical is not None else -1
+            task.planned = self.blind
             return max(task.estimate * self.blind + 0.005 - elapsed, 0.0)
         if not first and task.progress is not None and 0 < task.progress < 100:
             # A running task said how far along it is: poll when that says it ends. A
@@ -144,7 +154,7 @@ class PollModel:
                 # 5 ms past the rung: an exact estimate on a coarse clock is met, not missed.
                 at = task.estimate * self.factors[rung] + 0.005
                 if first or at >= task.last_at + MIN_GAP:  # a rung already passed is skipped
-                    task.rung = rung
+                    task.rung, task.planned = rung, self.factors[rung]
                     return max(at - elapsed, 0.0 if first else MIN_GAP)
         # Past the ladder: again soon, then at gaps growing by 60 %, up to the longest.
         scale = task.estimate * self.factors[-1]
@@ -176,11 +186,11 @@ class PollModel:
         ratio = elapsed / task.estimate
         if rung == BLIND_RUNG:
             task.next_rung = 1  # its own estimate plans the rest of the ladder
-            if self._learn_blind(ratio, finished=finished):
+            if self._learn_blind(ratio / task.planned, finished=finished):
                 self.observed += 1
         elif rung >= 0:
             task.next_rung = rung + 1
-            if self._learn(rung, ratio, finished=finished):
+            if self._learn(rung, ratio / task.planned, finished=finished):
                 self.observed += rung == 0
         elif task.blind and rung == -1 and task.polls == 1:
             task.next_rung = 1  # a blind poll planned from no estimate at all: not learned
@@ -196,30 +206,31 @@ class PollModel:
                 self.blind = top
         return was_cold and not self.cold
 
-    def _learn_blind(self, ratio: float, *, finished: bool) -> bool:
+    def _learn_blind(self, lag: float, *, finished: bool) -> bool:
         """Move the blind first rung towards its quantile (see ``_learn``)."""
-        if finished and ratio <= self.blind * 1.1:
-            self.blind = _clamp(self.blind * math.exp(-STEP * (1 - BLIND_LEVEL)))
-        elif not finished and ratio >= self.blind * 0.9:
-            self.blind = _clamp(self.blind * math.exp(STEP * BLIND_LEVEL))
+        if finished and lag <= 1.1:
+            self.blind = _clamp(self.blind * math.exp(-self.step * (1 - BLIND_LEVEL)))
+        elif not finished and lag >= 0.9:
+            self.blind = _clamp(self.blind * math.exp(self.step * BLIND_LEVEL))
         else:
             return False
         return True
 
-    def _learn(self, rung: int, ratio: float, *, finished: bool) -> bool:
+    def _learn(self, rung: int, lag: float, *, finished: bool) -> bool:
         """Move rung ``rung`` towards its quantile; False if the poll says nothing of it.
 
-        A poll delayed past its rung (a wake-up, a busy loop) that finds the task done
-        says nothing of whether the rung would have; a late miss says it would have
-        missed too, and vice versa for an early poll.
+        ``lag``: when the poll was made, as a multiple of when it was planned. A poll
+        delayed past its plan (a wake-up, a busy loop) that finds the task done says
+        nothing of whether the plan would have; a late miss says it would have missed
+        too, and vice versa for an early poll.
         """
-        planned = self.factors[rung]
+        factor = self.factors[rung]
         below = LEVELS[rung - 1] if rung else 0.0
         target = (LEVELS[rung] - below) / (1.0 - below)  # P(done here | not done before)
-        if finished and ratio <= planned * 1.1:
-            self.factors[rung] = _clamp(planned * math.exp(-STEP * (1 - target)))
-        elif not finished and ratio >= planned * 0.9:
-            self.factors[rung] = _clamp(planned * math.exp(STEP * target))
+        if finished and lag <= 1.1:
+            self.factors[rung] = _clamp(factor * math.exp(-self.step * (1 - target)))
+        elif not finished and lag >= 0.9:
+            self.factors[rung] = _clamp(factor * math.exp(self.step * target))
         else:
             return False
         # The rungs stay in order, each at least 1 % above the one below: the rung

@@ -249,7 +249,7 @@ def run_waves(model: PollModel, *, tasks: int, slots: int, duration: float,
 def test_a_first_wave_without_estimates_does_not_mislead_the_model() -> None:
     """1,000 tasks @100, estimates 3x too high and given only by polls: a few waves'
     worth of learning, then each task is seen done soon after 1 s, in <= 1.5 polls."""
-    model = PollModel(default_estimate=1.0)
+    model = PollModel(default_estimate=1.0, peers=100)  # as the executor makes it
     polls, makespan = run_waves(model, tasks=1000, slots=100, duration=1.0, estimate=3.0)
     assert polls <= 1.5
     assert model.blind * 3.0 < 1.3
@@ -275,3 +275,13 @@ def test_a_stalled_progress_falls_back_to_the_schedule() -> None:
     model.observe(task, 10.0, finished=False, progress=99)
     model.observe(task, 10.2, finished=False, progress=1)
     assert model.delay(task, 10.2) >= 0.02
+
+
+def test_waves_of_tasks_that_share_their_timing_do_not_make_the_rungs_swing() -> None:
+    """Deterministic 1 s tasks in waves of 100 with honest estimates: the first poll
+    stays near 1 s wave after wave (with peers=100), and polls stay few."""
+    model = PollModel(default_estimate=1.0, peers=100)
+    polls, makespan = run_waves(model, tasks=3000, slots=100, duration=1.0, estimate=1.0)
+    assert 0.9 < model.blind < 1.2
+    assert polls <= 1.35
+    assert makespan < 30 * 1.1
