@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "pipeline"
 CORE = (
     "catalogue", "diagnostics", "diff", "document", "errors", "expand", "graph", "identity",
     "images", "instances", "lifecycle", "lockfile", "lockmerge", "lockschema", "manifest",
-    "matrix", "pacing", "plan", "pricing", "replies", "reroll", "rules", "schema", "selection",
+    "matrix", "pacing", "plan", "polling", "pricing", "replies", "reroll", "rules", "schema",
+    "selection",
     "spec",
     "templates", "views.diff", "views.graph", "views.plan", "views.status", "views.teams",
 )
