@@ -232,7 +232,7 @@ class Executor:
         # sent it, and usually just after. Timing polls from our reading the reply
         # instead would add, every cycle, however long that reply waited behind other
         # work on a busy loop. A poll that comes a little early is followed by a short
-        # one (``next_poll_delay``).
+        # one (``polling``).
         return _Flight(state.task_id, started=state.asked_at, estimate=state.estimated_time)
 
     async def wait(self, item: PlanItem, flight: _Flight) -> TaskState | None:

@@ -1,4 +1,7 @@
-"""How a run paces itself: its options, when to poll a task next, and how fast to send. Pure."""
+"""How a run paces itself: its options, and how fast it sends (rate bounds). Pure.
+
+When to poll a task is ``polling``'s.
+"""
 
 from __future__ import annotations
 
@@ -18,23 +21,6 @@ class RunOptions:
     url_margin: float = 600.0  # an upstream URL expiring sooner is replaced by the local file
     download_attempts: int = 3  # re-polls for fresh URLs after failed downloads
     download_give_way: float = 0.5  # longest a download waits for submissions to go first
-
-
-def next_poll_delay(*, elapsed: float, estimate: float, polls: int,
-                    options: RunOptions) -> float:
-    """Seconds until the next poll of a task whose clock started ``elapsed`` seconds ago.
-
-    Until the estimate has passed, wait for it plus a small margin (1 %, at least
-    5 ms), so the first poll usually finds the task done. A task still running
-    after that is polled again soon, a fiftieth of the estimate later (at least
-    20 ms), then half as long again each time, up to ``max_poll_interval``: a
-    task found just short of done costs one cheap extra poll, and a stuck task
-    is not polled in a tight loop.
-    """
-    if elapsed < estimate:
-        return estimate - elapsed + max(0.005, estimate * 0.01)
-    overdue = max(polls - 1, 0)  # polls made after the estimate had passed
-    return min(options.max_poll_interval, max(0.02, estimate / 50) * 1.5 ** overdue)
 
 
 # -- rate bounds ------------------------------------------------------------------------

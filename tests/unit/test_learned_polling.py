@@ -285,3 +285,19 @@ def test_waves_of_tasks_that_share_their_timing_do_not_make_the_rungs_swing() ->
     assert 0.9 < model.blind < 1.2
     assert polls <= 1.35
     assert makespan < 30 * 1.1
+
+
+def test_a_stuck_task_is_polled_at_most_max_interval_apart_and_never_in_a_tight_loop() -> None:
+    """However long a task runs, polls come 20 ms to ``max_interval`` apart."""
+    model = PollModel(max_interval=15.0)
+    task = model.start(0.1)
+    elapsed = 0.0
+    gaps = []
+    for _ in range(60):
+        gap = model.delay(task, elapsed)
+        gaps.append(gap)
+        elapsed += gap
+        model.observe(task, elapsed, finished=False)
+    assert min(gaps[1:]) >= 0.02
+    assert max(gaps) <= 15.0
+    assert gaps[-1] == 15.0
