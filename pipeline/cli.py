@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import functools
@@ -16,30 +15,27 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pipeline import __version__, housekeeping
+from pipeline import __version__
 from pipeline.errors import (
     BudgetExceeded,
     ImgspecError,
     LockfileError,
     UsageError,
 )
-from pipeline.expand import expand
-from pipeline.graph import job_edges
-from pipeline.manifest import load_manifest
-from pipeline.pricing import money
-from pipeline.project import prepare
-from pipeline.selection import Selection, narrow, parse_shard, parse_where
-from pipeline.shards import shard_lock
 from pipeline.simulator.cli import simulator
-from pipeline.views.graph import GRAPH_FORMATS, GraphFormat, render_graph
-from pipeline.views.plan import plan_json, plan_text
-from pipeline.views.status import prune_text, status_json, status_text, verify_lines
 
 if TYPE_CHECKING:
+    from pipeline.selection import Selection
+    from pipeline.views.graph import GraphFormat
     from pipeline.views.progress import Reporter
 
-# The run layer (httpx, stamina, rich, the simulator's aiohttp) is imported inside the
-# commands that use it, so validate/plan/render/graph start quickly.
+# Each command imports what it needs when it runs (the core: YAML, jsonschema, Jinja;
+# the run layer: httpx, stamina, rich, aiohttp), so `imgspec --help` and every command
+# start with only click loaded.
+
+# pipeline.views.graph.GRAPH_FORMATS, written out: click needs it when the command is
+# declared, and importing the graph views for it would load the core (tested equal).
+GRAPH_FORMATS = ("text", "mermaid", "dot")
 
 DEFAULT_BASE_URL = "https://api.apimart.ai"
 EXIT_INTERNAL = 70
@@ -72,6 +68,8 @@ def selection_options(command: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(command)
     def with_selection(*args: Any, jobs: tuple[str, ...], where: tuple[str, ...],
                        only_failed: bool, shard: str | None, **kwargs: Any) -> None:
+        from pipeline.selection import Selection, parse_shard, parse_where
+
         selection = Selection(jobs=tuple(dict.fromkeys(jobs)), where=parse_where(where),
                               only_failed=only_failed,
                               shard=None if shard is None else parse_shard(shard))
@@ -148,6 +146,9 @@ def _money_option(option: str, value: str | None) -> Decimal | None:
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def validate(manifests: tuple[Path, ...]) -> None:
     """Check manifests against the schema and the API's rules (exit 0 valid, 1 invalid)."""
+    from pipeline.expand import expand
+    from pipeline.manifest import load_manifest
+
     failed = 0
     for path in manifests:
         try:
@@ -180,6 +181,11 @@ def plan(manifest: Path, as_json: bool, max_cost: str | None, simulate: bool,
     Takes the same --job/--where/--only-failed/--shard as `run`, and shows the same
     plan: with --shard, that shard's own work and cost.
     """
+    from pipeline.project import prepare
+    from pipeline.selection import narrow
+    from pipeline.shards import shard_lock
+    from pipeline.views.plan import plan_text, write_plan_json
+
     lock = None
     if selection.shard is not None:
         shard = shard_lock(manifest, selection.shard, simulate=simulate, lockfile=lockfile)
@@ -192,7 +198,7 @@ def plan(manifest: Path, as_json: bool, max_cost: str | None, simulate: bool,
                        lockfile=lockfile, lock=lock, rehash=rehash)
     the_plan = narrow(prepared.plan, selection, jobs=prepared.manifest.jobs)
     if as_json:
-        click.echo(json.dumps(plan_json(the_plan), indent=2, ensure_ascii=False))
+        write_plan_json(the_plan, click.get_text_stream("stdout").write)
     else:
         click.echo(plan_text(the_plan), nl=False)
     if not the_plan.within_budget:
@@ -209,6 +215,9 @@ def render(manifest: Path, jobs: tuple[str, ...]) -> None:
     Local images appear as file:PATH#sha256=..., data: URIs by their hash, and
     upstream images as upstream:KEY#INDEX (they exist only after a run).
     """
+    from pipeline.expand import expand
+    from pipeline.manifest import load_manifest
+
     loaded, workspace = load_manifest(manifest)
     expansion = expand(loaded, workspace)
     unknown = [j for j in jobs if j not in loaded.jobs]
@@ -228,6 +237,11 @@ def render(manifest: Path, jobs: tuple[str, ...]) -> None:
               default="text", show_default=True, help="Output format.")
 def graph(manifest: Path, fmt: GraphFormat) -> None:
     """Draw the job graph with instance counts (text, Mermaid or Graphviz dot)."""
+    from pipeline.expand import expand
+    from pipeline.graph import job_edges
+    from pipeline.manifest import load_manifest
+    from pipeline.views.graph import render_graph
+
     loaded, workspace = load_manifest(manifest)
     expansion = expand(loaded, workspace)
     click.echo(render_graph(loaded.name, expansion.job_order, job_edges(loaded),
@@ -242,8 +256,9 @@ def graph(manifest: Path, fmt: GraphFormat) -> None:
               default=DEFAULT_BASE_URL, show_default=True, help="API origin.")
 @click.option("--concurrency", type=click.IntRange(1, 1000), default=8, show_default=True,
               help="Tasks in flight at once.")
-@click.option("--max-rate", type=click.FloatRange(min=0.1), default=50.0, show_default=True,
-              help="Requests per second at most.")
+@click.option("--max-rate", type=click.FloatRange(min=0.1), default=None,
+              help="A hard cap on requests per second (all kinds). Without it, submissions "
+              "and polls are unbounded until the API answers 429, then adapt to it.")
 @selection_options
 @click.option("--max-cost", metavar="X", help="Budget in CNY, overriding the manifest's.")
 @click.option("--task-timeout", type=click.FloatRange(min=1), default=1800.0,
@@ -256,7 +271,7 @@ def graph(manifest: Path, fmt: GraphFormat) -> None:
 @click.option("--ignore-balance", is_flag=True,
               help="Do not check the account's balance (GET /v1/balance) before submitting.")
 @balance_unit_option
-def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rate: float,
+def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rate: float | None,
         selection: Selection, max_cost: str | None, task_timeout: float, yes: bool,
         as_json: bool, lockfile: Path | None, rehash: bool, ignore_balance: bool,
         balance_unit: str | None) -> None:
@@ -266,8 +281,11 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
     6 the API refused the key, 7 the balance ran out (top up, run again), 8 the
     balance cannot cover the plan (nothing submitted), 130 interrupted.
     """
+    import asyncio
+
     from pipeline.client import report_retries_as_events
     from pipeline.pacing import RunOptions
+    from pipeline.pricing import money
     from pipeline.run import (
         RunSettings,
         balance_gate,
@@ -277,8 +295,10 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
         run_session,
         write_index,
     )
+    from pipeline.shards import shard_lock
     from pipeline.simulator import run_in_thread
     from pipeline.simulator.config import for_simulate_run
+    from pipeline.views.plan import plan_text
     from pipeline.views.progress import run_summary
 
     # Retries are reported through the run's own events; stamina's default hook would
@@ -360,6 +380,9 @@ def status(manifest: Path, simulate: bool, as_json: bool, lockfile: Path | None)
 
     Reads only the lockfile: works on a manifest that no longer validates.
     """
+    from pipeline import housekeeping
+    from pipeline.views.status import status_json, status_text
+
     report = housekeeping.status(manifest, simulate=simulate, lockfile=lockfile)
     if as_json:
         click.echo(json.dumps(status_json(report), indent=2, ensure_ascii=False))
@@ -377,6 +400,9 @@ def verify(manifest: Path, simulate: bool, lockfile: Path | None) -> None:
     Needs only the manifest's name: and output_dir:, so it works on a manifest that
     no longer validates.
     """
+    from pipeline import housekeeping
+    from pipeline.views.status import verify_lines
+
     checked, problems = housekeeping.verify(manifest, simulate=simulate, lockfile=lockfile)
     lines, summary = verify_lines(checked, problems)
     for line in lines:
@@ -393,6 +419,9 @@ def verify(manifest: Path, simulate: bool, lockfile: Path | None) -> None:
 @lockfile_option
 def prune(manifest: Path, simulate: bool, lockfile: Path | None) -> None:
     """Drop lockfile entries whose instances are no longer in the manifest."""
+    from pipeline import housekeeping
+    from pipeline.views.status import prune_text
+
     click.echo(prune_text(housekeeping.prune(manifest, simulate=simulate, lockfile=lockfile)),
                nl=False)
 
@@ -408,6 +437,7 @@ def gallery(manifest: Path, simulate: bool, open_page: bool) -> None:
     file://, works as a CI artifact. Shows the review decisions already recorded.
     """
     from pipeline.gallery_site import write_gallery
+    from pipeline.project import prepare
 
     path, shown = write_gallery(prepare(manifest, simulate=simulate))
     counts = {k: v for k, v in shown.counts().items() if v}
@@ -432,6 +462,9 @@ def review(manifest: Path, simulate: bool, port: int, open_page: bool) -> None:
     manifest; `plan` and `run` then re-roll what was marked (a paid new
     generation with a new seed), and `export --picked` copies the picks.
     """
+    import asyncio
+
+    from pipeline.project import prepare
     from pipeline.review_server import ReviewSession, serve
 
     prepare(manifest, simulate=simulate)  # a manifest that does not plan fails here, not later
@@ -463,6 +496,7 @@ def export(manifest: Path, dest: Path, simulate: bool) -> None:
     images since replaced are not exported. Exit 1 when a picked file is missing.
     """
     from pipeline.gallery_site import export_picked
+    from pipeline.project import prepare
 
     done = export_picked(prepare(manifest, simulate=simulate), dest)
     for name, why in done.skipped:
@@ -490,6 +524,7 @@ def diff(manifest: Path, ref: str, fmt: str, fail_above: str | None) -> None:
     manifest at either side, 2 usage, 3 above --fail-above.
     """
     from pipeline.gitspec import spec_diff
+    from pipeline.pricing import money
     from pipeline.views.diff import diff_json, diff_markdown, diff_text
 
     limit = _money_option("--fail-above", fail_above)
@@ -566,6 +601,8 @@ def balance_command(base_url: str, balance_unit: str | None, as_json: bool) -> N
 
     Exit 6 if the API refuses the key or cannot be reached.
     """
+    import asyncio
+
     from pipeline.run import read_balance
     from pipeline.views.balance import balance_json, balance_text
 

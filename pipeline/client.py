@@ -1,10 +1,12 @@
 """The async client for APIMart's image API: submit, poll, download.
 
 One shared ``httpx.AsyncClient`` (HTTP/1.1, no redirects on API calls) over
-aiohttp's connection pool (httpx-aiohttp's transport), an optional request-rate
-bound, and retries with stamina on :class:`TransientError` only. httpx gives the
-API (requests, responses, streaming, redirects); aiohttp moves the bytes, at
-about a quarter of httpcore's CPU per request with 100 connections busy.
+aiohttp's connection pool (httpx-aiohttp's transport), request-rate bounds
+(``--max-rate``, a hard cap only when given; and per kind of request, one that
+adapts to the API's 429s, see :class:`pipeline.pacing.AdaptiveRate`), and
+retries with stamina on :class:`TransientError` only. httpx gives the API
+(requests, responses, streaming, redirects); aiohttp moves the bytes, at about
+a quarter of httpcore's CPU per request with 100 connections busy.
 Downloads are written, fsynced, hashed and checked in a worker thread, so the
 event loop never waits on the disk. Every failure leaves as
 one of the :mod:`pipeline.errors` classes; foreign exceptions are translated in
@@ -62,6 +64,7 @@ from stamina.instrumentation import RetryDetails
 
 from pipeline.errors import ApiError, AuthError, RequestRejected, TransientError, UsageError
 from pipeline.images import IMAGE_FORMATS, check_image
+from pipeline.pacing import AdaptiveRate, Bound
 from pipeline.replies import (
     RESPONSE_VERSION,
     Balance,
@@ -194,7 +197,8 @@ def report_retries_as_events() -> None:
 
 
 class _RateLimiter:
-    """Spaces requests at least ``1 / rate`` seconds apart, across all callers.
+    """Spaces requests at least ``1 / rate`` seconds apart, across all callers: the
+    hard cap of ``--max-rate``.
 
     Each caller reserves the next free slot before sleeping. No lock is needed:
     nothing awaits between reading and writing ``_next``, and asyncio switches
@@ -204,13 +208,31 @@ class _RateLimiter:
     def __init__(self, rate: float) -> None:
         self._interval = 1.0 / rate
         self._next = 0.0
+        self.held_at = -math.inf  # when a request last had to wait for its slot
 
     async def wait(self) -> None:
         now = time.monotonic()
         slot = max(now, self._next)
         self._next = slot + self._interval
         if slot > now:
+            self.held_at = now
             await asyncio.sleep(slot - now)
+
+
+async def _through(gate: AdaptiveRate) -> None:
+    """Wait for ``gate``'s next free slot (at once while the API has not limited us)."""
+    delay = gate.reserve(time.monotonic())
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+def _learn(gate: AdaptiveRate, status: int, headers: httpx.Headers) -> None:
+    """Tell ``gate`` how the API answered: a 429 slows it down, anything else lets it recover."""
+    now = time.monotonic()
+    if status == 429:
+        gate.limited(now, parse_retry_after(headers.get("Retry-After"), now=time.time()))
+    else:
+        gate.succeeded(now)
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -366,7 +388,11 @@ class ApiClient:
         self._retry_timeout = retry_timeout
         self._max_download_bytes = max_download_bytes
         self._on_retry = on_retry
+        # --max-rate: a hard cap on every request, only when given. Otherwise each kind
+        # of request is unbounded until the API limits it (429), then adapts (pacing).
         self._limiter = _RateLimiter(max_rate) if max_rate is not None else None
+        self._gates = {"submit": AdaptiveRate(), "poll": AdaptiveRate(),
+                       "download": AdaptiveRate()}
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
             http1=True,
@@ -508,6 +534,22 @@ class ApiClient:
                 dest.unlink(missing_ok=True)
             raise
 
+    def holding(self, within: float = 1.0) -> Bound | None:
+        """The rate bound that made a request wait in the last ``within`` s, if any."""
+        now = time.monotonic()
+        if self._limiter is not None and now - self._limiter.held_at <= within:
+            return Bound.MAX_RATE
+        for gate in self._gates.values():
+            held = gate.holding(now, within)
+            if held is not None:
+                return held
+        return None
+
+    def rate_bound(self, operation: str) -> float | None:
+        """The adaptive rate bound now in force for ``operation`` (None: unbounded)."""
+        gate = self._gates.get(operation)
+        return None if gate is None else gate.rate
+
     # -- plumbing ------------------------------------------------------------
 
     def _redact(self, text: str) -> str:
@@ -580,9 +622,12 @@ class ApiClient:
         """:meth:`_call_json`, with the reply's headers (request id, replay marker)."""
         if self._limiter is not None:
             await self._limiter.wait()
+        gate = self._gates.setdefault(what, AdaptiveRate())
+        await _through(gate)
         with self._translated(what):
             asked_at = time.monotonic()
             response = await self._http.request(method, url, headers=headers, content=content)
+            _learn(gate, response.status_code, response.headers)
             if not 200 <= response.status_code < 300:
                 raise self._status_error(response.status_code, response.headers, response.content)
             return decode_json(response.content, what=what), asked_at, response.headers
@@ -633,6 +678,8 @@ class ApiClient:
         headers = self._auth if _origin(url) == self._api_origin else {}
         if self._limiter is not None:
             await self._limiter.wait()
+        gate = self._gates["download"]
+        await _through(gate)
         dest = sink.dest
         try:
             with self._translated("download", dest):
@@ -640,6 +687,7 @@ class ApiClient:
                 async with self._http.stream(
                     "GET", url, headers={**headers, "Accept": "image/*"}, follow_redirects=True
                 ) as response:
+                    _learn(gate, response.status_code, response.headers)
                     if response.status_code != 200:
                         body = b""
                         async for chunk in response.aiter_bytes():

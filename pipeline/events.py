@@ -12,6 +12,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from pipeline.errors import ApiError
+from pipeline.pacing import Bound
 
 
 class EventKind(StrEnum):
@@ -53,6 +54,9 @@ class RunEvent:
     total: int
     charged: Decimal  # see ``Tally``
     reserved: Decimal
+    # The bound holding the run back as this happened (None: none): --max-rate, the
+    # API's rate limit (429s) or --concurrency.
+    limited_by: Bound | None = None
 
 
 @dataclass

@@ -15,7 +15,8 @@ unknown task id start a new attempt, with a new key.
 This module is the per-instance state machine (submit or resume, poll,
 download, record); ``scheduler`` runs it over the graph of instances,
 ``lifecycle`` names what each step records, ``sendable`` encodes inputs off the
-event loop, ``pacing`` says when to poll, and ``events`` is what the run reports.
+event loop, ``polling`` says when to poll, ``pacing`` how fast to send, and
+``events`` is what the run reports.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
@@ -37,8 +38,9 @@ from pipeline.instances import Instance
 from pipeline.journal import LockStore
 from pipeline.lockfile import LockEntry, Output
 from pipeline.outputs import OutputFolder, utc_now
-from pipeline.pacing import RunOptions, next_poll_delay
+from pipeline.pacing import Bound, RunOptions
 from pipeline.plan import ACTIVE, Plan, PlanItem, PlanStatus, resolved_request
+from pipeline.polling import PollModel
 from pipeline.pricing import PriceTable
 from pipeline.scheduler import run_graph
 from pipeline.spec import InputsMode
@@ -55,6 +57,7 @@ class _Flight:
     task_id: str
     started: float | None  # None when not known: polling then counts from now
     resumed: bool = False  # recorded by an earlier run: poll at once
+    estimate: float | None = None  # the task's own estimated_time, from the submit reply
 
 
 class _Stop(Exception):
@@ -67,7 +70,8 @@ class Executor:
     def __init__(self, plan: Plan, *, client: ApiClient, store: LockStore,
                  outputs: OutputFolder, workspace: Workspace, pricing: PriceTable,
                  options: RunOptions, on_event: Callable[[RunEvent], None] | None = None,
-                 clock: Callable[[], float] = time.time, inputs: InputsMode = "upload") -> None:
+                 clock: Callable[[], float] = time.time, inputs: InputsMode = "upload",
+                 polling: PollModel | None = None) -> None:
         self.plan = plan
         self.client = client
         self.store = store
@@ -79,7 +83,13 @@ class Executor:
         self.clock = clock
         self.result = RunResult()
         self.items = [i for i in plan.items if i.status in ACTIVE]
-        self.estimate: float | None = None  # the latest estimated_time the API gave
+        # When to poll each task: its own estimate, corrected by what finished tasks showed.
+        self.polling = polling or PollModel(default_estimate=options.first_poll,
+                                            max_interval=options.max_poll_interval,
+                                            peers=options.concurrency)
+        self.warm = asyncio.Event()  # set when the model has learned: wakes waiting tasks
+        self.monotonic: Callable[[], float] = time.monotonic  # replaced by tests, with sleep
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self.submitting_stopped: str | None = None
         self.slots = asyncio.Semaphore(options.concurrency)
         self.submissions = 0  # between recording ``submitting`` and recording the reply
@@ -95,7 +105,18 @@ class Executor:
             tally = self.result.tally
             self.on_event(RunEvent(kind, key, message, len(self.result.done),
                                    len(self.result.failed), tally.in_flight, len(self.items),
-                                   tally.charged, tally.reserved))
+                                   tally.charged, tally.reserved, self.limited_by()))
+
+    def limited_by(self) -> Bound | None:
+        """The bound holding the run back now: a rate bound that made a request wait in
+        the last second, else the concurrency when every slot is taken and more wait."""
+        held = self.client.holding()
+        if held is not None:
+            return held
+        if self.slots.locked() and len(self.result.tally.flying) < len(self.items) - (
+                len(self.result.done) + len(self.result.failed)):
+            return Bound.CONCURRENCY
+        return None
 
     # -- scheduling --------------------------------------------------------------------
 
@@ -238,38 +259,52 @@ class Executor:
         # sent it, and usually just after. Timing polls from our reading the reply
         # instead would add, every cycle, however long that reply waited behind other
         # work on a busy loop. A poll that comes a little early is followed by a short
-        # one (``next_poll_delay``).
-        return _Flight(state.task_id, started=state.asked_at)
+        # one (``polling``).
+        return _Flight(state.task_id, started=state.asked_at, estimate=state.estimated_time)
 
     async def wait(self, item: PlanItem, flight: _Flight) -> TaskState | None:
-        """Poll until the task completes (its state) or fails, or the deadline passes (None)."""
+        """Poll until the task completes (its state) or fails, or the deadline passes (None).
+
+        Each task is polled from its own estimate as ``self.polling`` corrects it; a
+        task waiting while the model is still cold is woken when it warms up, so an
+        over-estimating API does not hold its slot for the whole estimate.
+        """
         task_id = flight.task_id
-        resumed = flight.resumed
-        started = time.monotonic() if flight.started is None else flight.started
-        polls = 0
+        started = self.monotonic() if flight.started is None else flight.started
+        plan = self.polling.start(flight.estimate, resumed=flight.resumed)
         while True:
-            elapsed = time.monotonic() - started
+            elapsed = self.monotonic() - started
             if elapsed > self.options.task_timeout:
                 self.result.unfinished.append(
                     (item.key, f"task {task_id} still running after "
                                f"{self.options.task_timeout:.0f} s; the next run polls it"))
                 self.emit(EventKind.UNFINISHED, item.key, task_id)
                 return None
-            estimate = self.estimate if self.estimate is not None else self.options.first_poll
-            delay = 0.0 if resumed and polls == 0 else next_poll_delay(
-                elapsed=elapsed, estimate=estimate, polls=polls, options=self.options)
-            await asyncio.sleep(delay)
-            polls += 1
+            delay = self.polling.delay(plan, elapsed)
+            if delay > 0 and self.polling.cold and not plan.scout and not self.warm.is_set():
+                woken = False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.warm.wait(), delay)
+                    woken = True
+                if woken:
+                    continue  # re-plan with what the model has learned
+            elif delay > 0:
+                await self.sleep(delay)
+            asked = self.monotonic()
             try:
                 state = await self.client.poll(task_id)
             except TransientError:
+                plan.polls += 1
+                plan.last_at = asked - started
                 continue  # the client already retried; keep polling until the deadline
             except RequestRejected as exc:
                 await self._fail(item, self.store.get(item.key),
                                  f"task {task_id}: {exc.api_message}")
                 return None
-            if state.estimated_time is not None:
-                self.estimate = state.estimated_time
+            at = (state.asked_at if state.asked_at is not None else asked) - started
+            if self.polling.observe(plan, at, finished=state.finished,
+                                    estimate=state.estimated_time, progress=state.progress):
+                self.warm.set()
             if state.status == "completed":
                 return state
             if state.status in ("failed", "cancelled"):

@@ -69,6 +69,7 @@ class _Expander:
         self._rules: dict[str, list[Problem]] = {}
         self._sizes: dict[str, tuple[int, int] | None] = {}
         self._origins: dict[str, dict[str, Origin]] = {}
+        self._constants: dict[str, dict[str, Any]] = {}  # per job: see _constant_fields
 
     # -- diagnostics -------------------------------------------------------------------
 
@@ -299,7 +300,13 @@ class _Expander:
     def _rendered(self, draft: _Draft, context: Mapping[str, Any]) -> dict[str, Any] | None:
         """Every field rendered as a template and coerced to its type."""
         rendered: dict[str, Any] = {}
+        constants = self._constant_fields(draft.job)
+        own = draft.job.fields
         for name, value in draft.fields.items():
+            if name in constants and own.get(name) is value:
+                # The job's own value, not a template: the same for every instance.
+                rendered[name] = constants[name]
+                continue
             try:
                 rendered[name] = _coerce(name, self._render(value, context))
             except TemplateProblem as exc:
@@ -365,6 +372,17 @@ class _Expander:
                 else "")
             draft.fail(name, problem.message, problem.hint, problem.severity)
         return not any(p.severity == "error" for p in problems)
+
+    def _constant_fields(self, job: Job) -> dict[str, Any]:
+        """The job's fields that render the same for every instance, already coerced:
+        immutable values (text, numbers, booleans) without a template in them."""
+        found = self._constants.get(job.id)
+        if found is None:
+            found = {name: _coerce(name, value) for name, value in job.fields.items()
+                     if isinstance(value, str | int | float | bool | None)
+                     and not (isinstance(value, str) and "{" in value)}
+            self._constants[job.id] = found
+        return found
 
     def _job_origins(self, job: Job) -> dict[str, Origin]:
         found = self._origins.get(job.id)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from pipeline.errors import UsageError
-from pipeline.simulator.config import Envelope, SimulatorConfig, parse_latency
+from pipeline.simulator.config import Envelope, LatencyShape, SimulatorConfig, parse_latency
 from pipeline.simulator.faults import FAULTS_HELP, parse_faults
 
 
@@ -36,6 +36,20 @@ _EPILOG = "\b\n" + FAULTS_HELP
     default="1..3",
     show_default=True,
     help="Task latency in seconds: S (fixed) or A..B (sampled per task).",
+)
+@click.option(
+    "--latency-shape",
+    type=click.Choice(["uniform", "log-uniform"]),
+    default="uniform",
+    show_default=True,
+    help="How latencies spread over A..B (log-uniform: many short, a long tail).",
+)
+@click.option(
+    "--estimate-factor",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Report estimated_time = latency x this (3: an API over-estimating threefold).",
 )
 @click.option(
     "--url-ttl",
@@ -79,6 +93,8 @@ def simulator(
     port: int,
     api_key: str,
     latency: str,
+    latency_shape: LatencyShape,
+    estimate_factor: float,
     url_ttl: float,
     faults_spec: str,
     seed: int,
@@ -99,6 +115,8 @@ def simulator(
             port=port,
             api_key=api_key,
             latency=parse_latency(latency),
+            latency_shape=latency_shape,
+            estimate_factor=estimate_factor,
             url_ttl=url_ttl,
             faults=parse_faults(faults_spec),
             seed=seed,

@@ -23,6 +23,9 @@ Envelope = Literal["requested", "legacy", "versioned"]
 Clock = Callable[[], float]
 """Returns the current time as Unix seconds (``time.time`` in real use)."""
 
+LatencyShape = Literal["uniform", "log-uniform"]
+LATENCY_SHAPES: tuple[LatencyShape, ...] = ("uniform", "log-uniform")
+
 
 class ManualClock:
     """A clock that moves only when told to: lets tests skip a task's latency instantly.
@@ -76,7 +79,13 @@ class SimulatorConfig:
     host: str = "127.0.0.1"
     port: int = 0  # 0: any free port; read the real one from the running simulator
     api_key: str = "sim-key"
-    latency: tuple[float, float] = (1.0, 3.0)  # seconds, sampled uniformly per task
+    latency: tuple[float, float] = (1.0, 3.0)  # seconds, sampled per task
+    # How latencies spread over the range: "uniform", or "log-uniform" (many short
+    # tasks and a long tail, as a wide real distribution looks).
+    latency_shape: LatencyShape = "uniform"
+    # Each task's estimated_time is ceil(latency x this): 1 an honest API, 3 one that
+    # over-estimates threefold (APIMart's own example: estimate 60 s, actual 19 s).
+    estimate_factor: float = 1.0
     url_ttl: float = 86_400.0  # seconds a result URL lives after it is handed out
     faults: Mapping[str, float] = field(default_factory=dict)
     seed: int = 0
@@ -101,6 +110,11 @@ class SimulatorConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "latency", _check_latency(self.latency))
         object.__setattr__(self, "faults", MappingProxyType(validate_faults(self.faults)))
+        if self.latency_shape not in LATENCY_SHAPES:
+            raise UsageError(f"latency shape {self.latency_shape!r} is not one of "
+                             f"{', '.join(LATENCY_SHAPES)}")
+        if not (math.isfinite(self.estimate_factor) and self.estimate_factor > 0):
+            raise UsageError(f"estimate_factor {self.estimate_factor} must be a positive number")
         if not 0 <= self.port <= 65535:
             raise UsageError(f"port {self.port} is outside 0-65535 (0 picks a free port)")
         if not self.api_key:

@@ -91,6 +91,7 @@ class Task:
     refunded: bool = False
     # (epoch, origin, reply bytes) of the last completed-poll reply: it is the hot path.
     reply_cache: tuple[int, str, bytes] | None = None
+    estimate: int = 0  # the estimated_time it reports; 0: the ceiling of its latency
 
     def status_at(self, now: float) -> tuple[SimPhase, int]:
         """The status and progress (0-100) the API would report at ``now``."""
@@ -110,8 +111,9 @@ class Task:
 
     @property
     def estimated_time(self) -> int:
-        """Whole seconds the task is expected to take: the honest ceiling of its latency."""
-        return math.ceil(self.latency)
+        """Whole seconds the task is expected to take: the honest ceiling of its latency,
+        unless the simulator was told to estimate wrongly (``estimate_factor``)."""
+        return self.estimate or math.ceil(self.latency)
 
     def epoch_at(self, now: float, ttl: float) -> int:
         """Which generation of result URLs is current at ``now`` (0 until the first expiry)."""
@@ -132,7 +134,7 @@ class Task:
             "colours": [list(c) for c in self.colours], "watermark": self.watermark,
             "variant": self.variant, "charge": str(self.charge),
             "error_code": self.error_code, "error_message": self.error_message,
-            "key": self.key, "digest": self.digest,
+            "key": self.key, "digest": self.digest, "estimate": self.estimate,
         }
 
     @classmethod
@@ -151,6 +153,7 @@ class Task:
             variant=int(record["variant"]), charge=Decimal(str(record["charge"])),
             error_code=str(record["error_code"]), error_message=str(record["error_message"]),
             key=None if key is None else str(key), digest=str(record["digest"]),
+            estimate=int(record.get("estimate", 0)),
         )
 
 
@@ -368,7 +371,14 @@ class TaskStore:
         n = n_value if isinstance(n_value, int) else 1
         task_id = self._new_id()
         low, high = self.config.latency
-        latency = low if high == low else self._latency.uniform(low, high)
+        if high == low:
+            latency = low
+        elif self.config.latency_shape == "log-uniform" and low > 0:
+            latency = math.exp(self._latency.uniform(math.log(low), math.log(high)))
+        else:
+            latency = self._latency.uniform(low, high)
+        factor = self.config.estimate_factor
+        estimate = 0 if factor == 1.0 else max(1, math.ceil(latency * factor))
         variant = hashlib.sha256(task_id.encode()).digest()[0]
         pending = 0.1 * latency if variant & 8 else 0.0
         lasts = latency * (self.config.stuck_factor if stuck and not fails else 1.0)
@@ -396,6 +406,7 @@ class TaskStore:
             charge=self.config.prices.cost(model, n),
             key=key,
             digest=digest,
+            estimate=estimate,
         )
         if fails:
             task.error_code, task.error_message = self._failure.choice(_FAILURES)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -19,7 +21,36 @@ SYMBOLS = {
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:
-    """The stable machine-readable plan (``imgspec plan --json``)."""
+    """The stable machine-readable plan (``imgspec plan --json``), as one value."""
+    return {**_plan_head(plan), "items": [_item_json(i) for i in plan.items]}
+
+
+def write_plan_json(plan: Plan, write: Callable[[str], object]) -> None:
+    """``plan_json`` as text, streamed: the head indented, then one compact line per item.
+
+    The same JSON value as ``json.dumps(plan_json(plan))``; but no list of 100,000
+    item dicts and no single string of all of them is held, and each item is
+    encoded by the C encoder (``indent`` would force the pure-Python one).
+    """
+    head = json.dumps({**_plan_head(plan), "items": []}, indent=2, ensure_ascii=False)
+    opening, _empty, closing = head.rpartition("[]")
+    if not plan.items:
+        write(head + "\n")
+        return
+    write(opening + "[\n")
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
+    batch: list[str] = []
+    last = len(plan.items) - 1
+    for index, item in enumerate(plan.items):
+        batch.append(f"    {encode(_item_json(item))}{',' if index < last else ''}\n")
+        if len(batch) >= 1024:
+            write("".join(batch))
+            batch.clear()
+    write("".join(batch) + "  ]" + closing + "\n")
+
+
+def _plan_head(plan: Plan) -> dict[str, Any]:
+    """Everything of ``plan_json`` but its items."""
     submitting = plan.submitting
     return {
         "manifest": plan.manifest,
@@ -39,7 +70,6 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "orphaned": list(plan.orphaned),
         "outputs": plan.destination,
         "warnings": [d.format(snippet=False) for d in plan.warnings],
-        "items": [_item_json(i) for i in plan.items],
     }
 
 

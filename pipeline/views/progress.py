@@ -3,7 +3,8 @@
 All three show the same facts: done and failed counts, the tasks in flight at
 the API (never more than ``--concurrency``), the money ``charged`` for finished
 tasks and the money ``reserved`` by tasks still running (pre-charged by the API,
-refunded if they fail). See ``executor.Tally``.
+refunded if they fail), and the bound holding the run back if one does
+(``--max-rate``, the API's rate limit, ``--concurrency``). See ``events.Tally``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from rich.progress import (
 )
 
 from pipeline.events import TERMINAL_EVENTS, EventKind, RunEvent, RunResult
+from pipeline.pacing import Bound
 from pipeline.pricing import json_number, money
 
 # Events that end an instance; the rest are progress within one.
@@ -61,6 +63,7 @@ class JsonReporter(Reporter):
             "done": event.done, "failed": event.failed, "in_flight": event.in_flight,
             "total": event.total, "charged": json_number(event.charged),
             "reserved": json_number(event.reserved),
+            "limited_by": event.limited_by,
         }
         self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
         self.stream.flush()
@@ -80,7 +83,8 @@ class PlainReporter(Reporter):
         detail = f": {event.message}" if event.message else ""
         self.stream.write(
             f"[{event.done + event.failed}/{event.total}] {event.kind}{where}{detail} "
-            f"({event.in_flight} in flight; {_money(event, self.currency)})\n")
+            f"({event.in_flight} in flight; {_money(event, self.currency)}"
+            f"{_held(event)})\n")
         self.stream.flush()
 
 
@@ -95,7 +99,7 @@ class LiveReporter(Reporter):
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("[red]{task.fields[failed]} failed[/] · {task.fields[in_flight]} in "
-                       "flight · {task.fields[money]}"),
+                       "flight · {task.fields[money]}{task.fields[held]}"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
@@ -103,7 +107,7 @@ class LiveReporter(Reporter):
             transient=False,
         )
         self.task: TaskID = self.progress.add_task(
-            "running", total=total, failed=0, in_flight=0,
+            "running", total=total, failed=0, in_flight=0, held="",
             money=f"charged {money(Decimal(0), currency)}, reserved {money(Decimal(0), currency)}")
 
     def __call__(self, event: RunEvent) -> None:
@@ -112,7 +116,8 @@ class LiveReporter(Reporter):
             self.progress.console.print(f"[yellow]{event.kind}[/]{where}: {event.message}")
         self.progress.update(
             self.task, completed=event.done + event.failed, failed=event.failed,
-            in_flight=event.in_flight, money=_money(event, self.currency))
+            in_flight=event.in_flight, money=_money(event, self.currency),
+            held=_held(event))
 
     def __enter__(self) -> Reporter:
         self.progress.start()
@@ -121,6 +126,18 @@ class LiveReporter(Reporter):
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.progress.stop()
+
+
+_HELD_BY = {
+    Bound.MAX_RATE: "held back by --max-rate",
+    Bound.API_RATE: "held back by the API's rate limit (429)",
+    Bound.CONCURRENCY: "held back by --concurrency",
+}
+
+
+def _held(event: RunEvent) -> str:
+    """Which bound holds the run back, said in words (empty when none does)."""
+    return "" if event.limited_by is None else f" · {_HELD_BY[event.limited_by]}"
 
 
 def _money(event: RunEvent, currency: str) -> str:

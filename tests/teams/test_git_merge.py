@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from pipeline.simulator import RunningSimulator
 from tests.simulator.simkit import StartSim
@@ -96,6 +97,9 @@ def test_both_branches_rerunning_one_instance_keep_done_entry_and_every_task_id(
     repo.git("checkout", "-q", "main")
     repo.git("checkout", "-q", "-b", "two")
     repo.write(MANIFEST, BASE + TWO_JOB)
+    # updated_at has whole seconds and a fast run can end in the same second as the
+    # first: then "the newer" is a tie. Start the second run in a later second.
+    time.sleep(1.0 - time.time() % 1.0 + 0.01)
     run(repo, later)
     repo.commit("two: logo too")
     second = repo.lock(LOCK)["entries"]["logo"]["task_id"]

@@ -15,9 +15,9 @@ PACKAGE = Path(__file__).resolve().parents[2] / "pipeline"
 CORE = (
     "catalogue", "diagnostics", "diff", "document", "errors", "expand", "graph", "identity",
     "images", "instances", "lifecycle", "lockfile", "lockmerge", "lockschema", "manifest",
-    "matrix", "pacing", "plan", "pricing", "replies", "reroll", "rules", "schema", "selection",
-    "spec", "bounds", "sandbox", "templates", "views.balance", "views.diff", "views.graph",
-    "views.plan", "views.status", "views.teams",
+    "matrix", "pacing", "plan", "polling", "pricing", "replies", "reroll", "rules", "schema",
+    "selection", "spec", "bounds", "sandbox", "templates", "views.balance", "views.diff",
+    "views.graph", "views.plan", "views.status", "views.teams",
 )
 # The shell: the modules that talk to disks, networks, processes and clocks.
 SHELL = frozenset({

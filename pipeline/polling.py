@@ -1,0 +1,246 @@
+"""When to poll a task: its own estimate, corrected by what completed tasks showed. Pure.
+
+The API gives each task an ``estimated_time``; real APIs over- or under-estimate
+(APIMart's own example: estimate 60 s, actual 19 s) and real durations spread.
+``PollModel`` plans a task's polls at a ladder of multiples of its own
+estimate, ``factors[k]``, each tracking a quantile of actual/estimate (80 %,
+95 %, 99 %): the first poll finds about 80 % of tasks done, the second 95 %,
+and so on. Each rung is learned from the only thing polling observes, whether
+a task was done when polled at that rung: a hit lowers the factor a little, a
+miss raises it more, so that at equilibrium the rung's share of the tasks that
+reach it are found done (a stochastic quantile tracker; it needs no exact
+completion times). Past the ladder, a task is polled at gaps growing by 60 %.
+A task found running that reports its ``progress`` is polled next when that
+progress says it ends (elapsed x 100 / progress), instead of on the ladder.
+
+Expected polls per task: 1 + 0.2 + 0.05 + 0.01 + a little ~ 1.3 at most; a
+narrow distribution costs fewer (the upper rungs sit just above the first).
+
+Before anything is learned (``cold``), a few *scout* tasks poll early, at
+fractions of their estimate; when enough first polls (or scouts) have finished,
+the model is warm and the other tasks, still waiting for their whole estimate,
+are re-planned (the executor wakes them).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+LEVELS = (0.8, 0.95, 0.99)  # the quantiles of actual/estimate the rungs track
+HIT_TARGET = LEVELS[0]  # the share of first polls that should find the task done
+# The first poll of a task whose submission gave no estimate (APIMart's gives none)
+# tracks this quantile of actual/typical estimate: a little earlier than the ladder's
+# first rung, since durations spread more around the run's typical estimate than
+# around a task's own, and its reply brings the task's own estimate for the rest.
+BLIND_LEVEL = 0.8
+STEP = 0.1  # how fast a rung moves per poll learned from, on a log scale
+# Tasks in flight together share their timing (a wave submitted at once is polled at
+# once and finds the same): with ``peers`` in flight, each poll moves a rung by
+# STEP x min(1, PEER_SCALE / peers), so one wave moves it about as much as one
+# independent poll would, and rungs do not swing wave by wave (with equal durations
+# they settle just above them: about one wave in five is polled again).
+PEER_SCALE = 1.0
+SCOUTS = 5  # tasks that poll early while nothing is known
+WARM_AFTER = 3  # finished observations before the learned factor is trusted
+SCOUT_FRACTIONS = (0.1, 0.2, 0.35, 0.5, 0.7, 1.0)  # of the estimate, a scout's polls
+FOLLOW_UP = 0.05  # the first gap past the ladder, as a share of the top rung's time
+FOLLOW_UP_GROWTH = 1.6
+MIN_GAP = 0.02  # seconds: never a tight loop
+MIN_FACTOR, MAX_FACTOR = 0.02, 50.0
+BLIND_RUNG = -2  # the first poll of a task without an estimate of its own
+
+
+@dataclass(slots=True)
+class TaskPolls:
+    """One task's polling state: its own estimate (seconds) and what its polls saw."""
+
+    estimate: float  # the base its polls are planned from: its own estimate once known
+    known: bool = False  # ``estimate`` is the task's own (else the run's typical one)
+    blind: bool = False  # started without its own estimate: its first poll is ``blind``
+    scout: bool = False
+    resumed: bool = False  # recorded by an earlier run: its clock is unknown, not learned from
+    polls: int = 0
+    misses: int = 0  # polls that found it still running
+    rung: int = -1  # the ladder rung its pending poll is at (-1: none; BLIND_RUNG)
+    next_rung: int = 0  # the lowest rung its next poll may be at
+    follow_ups: int = 0  # polls past the ladder
+    last_at: float = 0.0  # elapsed seconds at the last poll
+    planned: float = 0.0  # the factor its pending poll was planned with
+    progress: int | None = None  # the percentage its last poll reported, if any
+
+
+class PollModel:
+    """Plans each task's polls from its own estimate and the learned ladder ``factors``."""
+
+    def __init__(self, *, default_estimate: float = 1.0, max_interval: float = 15.0,
+                 peers: int = 1) -> None:
+        self.default_estimate = default_estimate
+        self.step = STEP * min(1.0, PEER_SCALE / max(peers, 1))
+        self.max_interval = max_interval
+        # Until learned: the estimate itself, then a little later, then later still.
+        self.factors = [1.0, 1.03, 1.08]
+        self.blind = 1.0  # the first rung of a task without an estimate of its own
+        self.observed = 0  # first-poll outcomes and finished scouts learned from
+        self.scouts_sent = 0
+        self._scout_ratios: list[float] = []
+        # The run's typical estimate (a running mean of the tasks' own): the base of a
+        # task whose submission reply gave none (APIMart's does not; its polls do).
+        self.typical: float | None = None
+        self._estimates = 0
+
+    @property
+    def factor(self) -> float:
+        """The first rung: a task's first poll comes at this multiple of its estimate."""
+        return self.factors[0]
+
+    @property
+    def cold(self) -> bool:
+        """Too little is known yet to trust ``factors``."""
+        return self.observed < WARM_AFTER
+
+    def start(self, estimate: float | None, *, resumed: bool = False) -> TaskPolls:
+        """A task's polling state, from the estimate its submission reply gave (if any).
+
+        Without one, its first poll is planned from the run's typical estimate and the
+        later ones from its own, as soon as a poll reply tells it.
+        """
+        scout = self.cold and not resumed and self.scouts_sent < SCOUTS
+        if scout:
+            self.scouts_sent += 1
+        if estimate is not None and estimate > 0:
+            self._saw(estimate)
+            return TaskPolls(estimate, known=True, scout=scout, resumed=resumed)
+        base = self.typical if self.typical is not None else self.default_estimate
+        return TaskPolls(base, scout=scout, resumed=resumed, blind=True)
+
+    def _saw(self, estimate: float) -> None:
+        self._estimates += 1
+        previous = self.typical or 0.0
+        self.typical = previous + (estimate - previous) / self._estimates
+
+    def predicted(self, task: TaskPolls) -> float:
+        """Seconds after its start at which ``task`` is most likely seen done."""
+        return task.estimate * self.factors[0]
+
+    def delay(self, task: TaskPolls, elapsed: float) -> float:
+        """Seconds from now (``elapsed`` s after the task started) until its next poll.
+
+        Calling it again before the poll (after a wake-up) re-plans the same poll.
+        """
+        task.rung = -1
+        first = task.polls == 0
+        if task.resumed and first:
+            return 0.0
+        if task.scout and task.polls < len(SCOUT_FRACTIONS):
+            at = task.estimate * SCOUT_FRACTIONS[task.polls]
+            return max(at - elapsed, 0.0 if first else MIN_GAP)
+        if first and task.blind:
+            # From the run's typical estimate as it is now (a task that started before
+            # any was known is re-planned from it on its wake-up).
+            if self.typical is not None:
+                task.estimate = self.typical
+            task.rung = BLIND_RUNG if self.typical is not None else -1
+            task.planned = self.blind
+            return max(task.estimate * self.blind + 0.005 - elapsed, 0.0)
+        if not first and task.progress is not None and 0 < task.progress < 100:
+            # A running task said how far along it is: poll when that says it ends. A
+            # prediction already passed (a stalled task) falls back to the schedule.
+            at = task.last_at * 100 / task.progress + 0.005
+            if at >= task.last_at + MIN_GAP:
+                return min(at - elapsed, self.max_interval) if at > elapsed else MIN_GAP
+        if not task.resumed:
+            for rung in range(task.next_rung, len(self.factors)):
+                # 5 ms past the rung: an exact estimate on a coarse clock is met, not missed.
+                at = task.estimate * self.factors[rung] + 0.005
+                if first or at >= task.last_at + MIN_GAP:  # a rung already passed is skipped
+                    task.rung, task.planned = rung, self.factors[rung]
+                    return max(at - elapsed, 0.0 if first else MIN_GAP)
+        # Past the ladder: again soon, then at gaps growing by 60 %, up to the longest.
+        scale = task.estimate * self.factors[-1]
+        gap = max(MIN_GAP, FOLLOW_UP * scale * FOLLOW_UP_GROWTH ** task.follow_ups)
+        return max(task.last_at + min(gap, self.max_interval) - elapsed, MIN_GAP)
+
+    def observe(self, task: TaskPolls, elapsed: float, *, finished: bool,
+                estimate: float | None = None, progress: int | None = None) -> bool:
+        """Learn from a poll made ``elapsed`` s after the task started, whose reply gave
+        ``estimate`` and ``progress`` (percent); True if it made the model warm (the
+        caller re-plans the tasks waiting meanwhile)."""
+        warmed = self._observe(task, elapsed, finished=finished)
+        task.progress = None if finished else progress
+        if not task.known and estimate is not None and estimate > 0:
+            task.estimate, task.known = estimate, True  # its next polls: from its own
+            self._saw(estimate)
+        return warmed
+
+    def _observe(self, task: TaskPolls, elapsed: float, *, finished: bool) -> bool:
+        was_cold = self.cold
+        rung, task.rung = task.rung, -1
+        scouting = task.scout and task.polls < len(SCOUT_FRACTIONS)
+        task.polls += 1
+        task.last_at = elapsed
+        if not finished:
+            task.misses += 1
+        if task.resumed:
+            return False
+        ratio = elapsed / task.estimate
+        if rung == BLIND_RUNG:
+            task.next_rung = 1  # its own estimate plans the rest of the ladder
+            if self._learn_blind(ratio / task.planned, finished=finished):
+                self.observed += 1
+        elif rung >= 0:
+            task.next_rung = rung + 1
+            if self._learn(rung, ratio / task.planned, finished=finished):
+                self.observed += rung == 0
+        elif task.blind and rung == -1 and task.polls == 1:
+            task.next_rung = 1  # a blind poll planned from no estimate at all: not learned
+        elif not scouting:
+            task.follow_ups += 1
+        if task.scout and finished:
+            self._scout_ratios.append(ratio)
+            self.observed += 1
+            if was_cold and not self.cold:
+                # The largest of a few upper bounds: a high quantile, on the safe side.
+                top = _clamp(max(self._scout_ratios))
+                self.factors = [top, top * 1.03, top * 1.08]
+                self.blind = top
+        return was_cold and not self.cold
+
+    def _learn_blind(self, lag: float, *, finished: bool) -> bool:
+        """Move the blind first rung towards its quantile (see ``_learn``)."""
+        if finished and lag <= 1.1:
+            self.blind = _clamp(self.blind * math.exp(-self.step * (1 - BLIND_LEVEL)))
+        elif not finished and lag >= 0.9:
+            self.blind = _clamp(self.blind * math.exp(self.step * BLIND_LEVEL))
+        else:
+            return False
+        return True
+
+    def _learn(self, rung: int, lag: float, *, finished: bool) -> bool:
+        """Move rung ``rung`` towards its quantile; False if the poll says nothing of it.
+
+        ``lag``: when the poll was made, as a multiple of when it was planned. A poll
+        delayed past its plan (a wake-up, a busy loop) that finds the task done says
+        nothing of whether the plan would have; a late miss says it would have missed
+        too, and vice versa for an early poll.
+        """
+        factor = self.factors[rung]
+        below = LEVELS[rung - 1] if rung else 0.0
+        target = (LEVELS[rung] - below) / (1.0 - below)  # P(done here | not done before)
+        if finished and lag <= 1.1:
+            self.factors[rung] = _clamp(factor * math.exp(-self.step * (1 - target)))
+        elif not finished and lag >= 0.9:
+            self.factors[rung] = _clamp(factor * math.exp(self.step * target))
+        else:
+            return False
+        # The rungs stay in order, each at least 1 % above the one below: the rung
+        # just learned pushes those above it up and those below it down.
+        for k in range(rung + 1, len(self.factors)):
+            self.factors[k] = max(self.factors[k], self.factors[k - 1] * 1.01)
+        for k in range(rung - 1, -1, -1):
+            self.factors[k] = min(self.factors[k], self.factors[k + 1] / 1.01)
+        return True
+
+
+def _clamp(factor: float) -> float:
+    return min(MAX_FACTOR, max(MIN_FACTOR, factor))
