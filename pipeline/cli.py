@@ -52,6 +52,12 @@ lockfile_option = click.option(
     "(e.g. one per shard).")
 
 
+balance_unit_option = click.option(
+    "--balance-unit", metavar="UNIT", envvar="IMGSPEC_BALANCE_UNIT", default=None,
+    help="The unit of the account's balance (e.g. CNY; the API does not say): the "
+    "balance is compared with a plan only in the plan's currency.")
+
+
 def selection_options(command: Callable[..., None]) -> Callable[..., None]:
     """``--job``, ``--where`` and ``--only-failed``, handed to ``command`` as ``selection``.
 
@@ -262,13 +268,18 @@ def graph(manifest: Path, fmt: GraphFormat) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Emit one JSON event per line.")
 @lockfile_option
 @rehash_option
+@click.option("--ignore-balance", is_flag=True,
+              help="Do not check the account's balance (GET /v1/balance) before submitting.")
+@balance_unit_option
 def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rate: float | None,
         selection: Selection, max_cost: str | None, task_timeout: float, yes: bool,
-        as_json: bool, lockfile: Path | None, rehash: bool) -> None:
+        as_json: bool, lockfile: Path | None, rehash: bool, ignore_balance: bool,
+        balance_unit: str | None) -> None:
     """Run what the plan says: submit, poll, download; rerun to do only what is left.
 
     Exit 0 all done, 2 usage error, 3 over budget, 4 items failed or unfinished,
-    6 the API refused the key, 7 the balance ran out (top up, run again), 130 interrupted.
+    6 the API refused the key, 7 the balance ran out (top up, run again), 8 the
+    balance cannot cover the plan (nothing submitted), 130 interrupted.
     """
     import asyncio
 
@@ -277,6 +288,7 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
     from pipeline.pricing import money
     from pipeline.run import (
         RunSettings,
+        balance_gate,
         check_budget,
         execute_run,
         outcome_error,
@@ -311,12 +323,15 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
         selection=selection,
         max_cost=_max_cost(max_cost),
         options=RunOptions(concurrency=concurrency, task_timeout=task_timeout),
-        max_rate=max_rate, lockfile=lockfile, rehash=rehash)
+        max_rate=max_rate, lockfile=lockfile, rehash=rehash, ignore_balance=ignore_balance,
+        balance_unit=balance_unit)
     with contextlib.ExitStack() as stack:
         prepared, the_plan, store = stack.enter_context(run_session(settings))
         if simulate:  # under the run guard: one process at a time uses its state file
             sim = stack.enter_context(run_in_thread(for_simulate_run(store.path)))
-            settings = dataclasses.replace(settings, base_url=sim.base_url)
+            # The simulated account bills in the plan's currency.
+            settings = dataclasses.replace(settings, base_url=sim.base_url,
+                                           balance_unit=the_plan.currency)
         out = sys.stderr if as_json else sys.stdout
         if not as_json:
             click.echo(plan_text(the_plan), nl=False)
@@ -325,6 +340,9 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
             write_index(prepared, store)
             click.echo("Nothing to do.", file=out)
             return
+        note = balance_gate(settings, the_plan)
+        if note is not None:
+            click.echo(note, file=out)
         if not simulate and not yes and not click.confirm(
             f"Spend up to {money(the_plan.total, the_plan.currency)}?", default=False
         ):
@@ -571,6 +589,31 @@ def init_command(folder: Path) -> None:
     from pipeline.views.teams import init_text
 
     click.echo(init_text(init(folder)), nl=False)
+
+
+@cli.command("balance")
+@click.option("--base-url", metavar="URL", envvar="APIMART_BASE_URL",
+              default=DEFAULT_BASE_URL, show_default=True, help="API origin.")
+@balance_unit_option
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def balance_command(base_url: str, balance_unit: str | None, as_json: bool) -> None:
+    """The API key's balance (GET /v1/balance), as the API gives it.
+
+    Exit 6 if the API refuses the key or cannot be reached.
+    """
+    import asyncio
+
+    from pipeline.run import read_balance
+    from pipeline.views.balance import balance_json, balance_text
+
+    api_key = os.environ.get("APIMART_API_KEY", "")
+    if not api_key:
+        raise UsageError("set APIMART_API_KEY to your APIMart key")
+    got = asyncio.run(read_balance(base_url=base_url, api_key=api_key))
+    if as_json:
+        click.echo(json.dumps(balance_json(got, unit=balance_unit)))
+    else:
+        click.echo(balance_text(got, unit=balance_unit), nl=False)
 
 
 cli.add_command(simulator)

@@ -13,14 +13,17 @@ one of the :mod:`pipeline.errors` classes; foreign exceptions are translated in
 exactly one place, :meth:`ApiClient._translated`. What a reply *means* lives in
 :mod:`pipeline.replies` (pure functions).
 
-Retries: jittered exponential backoff, bounded by ``retry_attempts`` and
-``retry_timeout``; a ``Retry-After`` is a lower bound on the wait, and one that
-would pass the deadline ends the retries at once (the TransientError carries
-``retry_after`` so the caller can pause). A submit whose outcome is unknown is
-retried with the same Idempotency-Key, so the server replays the task instead
-of charging again. Downloads retry themselves too (truncated, undecodable,
-5xx, network); an expired URL (404/410, and 401/403 from a signed URL) is a
-RequestRejected at once, since only a re-poll can give a fresh URL.
+Retries (the README's table): 408, 429, 502, 503, 504, network failures and
+malformed replies are retried; 500 and other statuses are not (see
+:func:`pipeline.replies.error_for_status`). Jittered exponential backoff,
+bounded by ``retry_attempts`` and ``retry_timeout``; a ``Retry-After`` is a
+lower bound on the wait, and one that would pass the deadline ends the retries
+at once (the TransientError carries ``retry_after`` so the caller can pause). A
+submit whose outcome is unknown is retried with the same Idempotency-Key, so
+the server replays the task instead of charging again. Downloads retry
+themselves too (truncated, undecodable, 502/503/504, network); an expired URL
+(404/410, and 401/403 from a signed URL) is a RequestRejected at once, since
+only a re-poll can give a fresh URL.
 
 A download has an overall deadline and a minimum rate (averaged over a window),
 so an image host dripping bytes cannot hold a run past its task timeout; and a
@@ -63,25 +66,32 @@ from pipeline.errors import ApiError, AuthError, RequestRejected, TransientError
 from pipeline.images import IMAGE_FORMATS, check_image
 from pipeline.pacing import AdaptiveRate, Bound
 from pipeline.replies import (
+    RESPONSE_VERSION,
+    Balance,
     TaskImage,
     TaskState,
+    Uploaded,
     decode_json,
     error_for_status,
     error_message,
     is_loopback,
+    parse_balance,
     parse_poll,
     parse_retry_after,
     parse_submit,
+    parse_upload,
     result_url_problem,
     shorten,
 )
 
-__all__ = ["ApiClient", "Downloaded", "RetryEvent", "TaskImage", "TaskState"]
+__all__ = ["ApiClient", "Balance", "Downloaded", "RetryEvent", "TaskImage", "TaskState",
+           "Uploaded"]
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 USER_AGENT: Final = "imgspec/0.1 (+httpx)"
+RESPONSE_VERSION_HEADER: Final = "X-APIMart-Response-Version"
 # Backoff before retry k (1-based): min(MAX, INITIAL * 2**(k-1)) + uniform(0, JITTER).
 WAIT_INITIAL: Final = 0.5
 WAIT_MAX: Final = 30.0
@@ -154,7 +164,7 @@ class RetryEvent:
     the seconds before the next one, ``error`` the failure's message (key masked).
     """
 
-    operation: str  # "submit", "poll" or "download"
+    operation: str  # "submit", "poll", "download", "balance" or "upload"
     attempt: int
     wait: float
     error: str
@@ -388,7 +398,10 @@ class ApiClient:
             http1=True,
             http2=False,
             follow_redirects=False,
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            # Every call asks for the versioned envelope, as the official client does;
+            # replies parses it and today's shapes alike.
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json",
+                     RESPONSE_VERSION_HEADER: RESPONSE_VERSION},
             transport=transport or _aiohttp_transport(trust_env=not is_loopback(host)),
         )
 
@@ -439,8 +452,11 @@ class ApiClient:
         url = f"{self._base_url}/v1/images/generations"
 
         async def once() -> TaskState:
-            payload, asked_at = await self._call_json("submit", "POST", url, headers, content)
-            return replace(parse_submit(payload), asked_at=asked_at)
+            payload, asked_at, got = await self._request_json(
+                "submit", "POST", url, headers, content)
+            state = parse_submit(payload, request_id=got.get("X-Request-Id"),
+                                 replayed=got.get("Idempotency-Replayed"))
+            return replace(state, asked_at=asked_at)
 
         return await self._retrying("submit", once)
 
@@ -459,6 +475,41 @@ class ApiClient:
             return replace(state, asked_at=asked_at)
 
         return await self._retrying("poll", once)
+
+    async def balance(self) -> Balance:
+        """The key's balance: ``GET /v1/balance`` (retried like a poll; it costs nothing)."""
+        url = f"{self._base_url}/v1/balance"
+
+        async def once() -> Balance:
+            payload, _asked_at = await self._call_json("balance", "GET", url, self._auth, None)
+            return parse_balance(payload)
+
+        return await self._retrying("balance", once)
+
+    async def upload_image(self, data: bytes, *, filename: str, content_type: str) -> Uploaded:
+        """Upload one input image: ``POST /v1/uploads/images``, multipart field ``file``.
+
+        Free, so an upload whose outcome is unknown (lost reply, reset) is simply
+        retried; the caller sends the returned URL only once this has returned.
+        """
+        boundary = f"imgspec-{os.urandom(12).hex()}"
+        safe_name = "".join(c for c in filename if c.isascii() and c.isprintable()
+                            and c not in '"\\') or "image"
+        content = b"".join((
+            f"--{boundary}\r\n".encode(),
+            f'Content-Disposition: form-data; name="file"; filename="{safe_name}"\r\n'.encode(),
+            f"Content-Type: {content_type}\r\n\r\n".encode(),
+            data,
+            f"\r\n--{boundary}--\r\n".encode(),
+        ))
+        headers = {**self._auth, "Content-Type": f"multipart/form-data; boundary={boundary}"}
+        url = f"{self._base_url}/v1/uploads/images"
+
+        async def once() -> Uploaded:
+            payload, _asked_at = await self._call_json("upload", "POST", url, headers, content)
+            return parse_upload(payload, now=time.time(), api_host=self._http_api_host)
+
+        return await self._retrying("upload", once)
 
     async def download(self, url: str, dest: Path) -> Downloaded:
         """Stream one result image into ``dest`` (a temporary path; its folder is created).
@@ -556,6 +607,19 @@ class ApiClient:
 
         Any other reply raises the right error.
         """
+        payload, asked_at, _headers = await self._request_json(what, method, url, headers,
+                                                               content)
+        return payload, asked_at
+
+    async def _request_json(
+        self,
+        what: str,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        content: bytes | None,
+    ) -> tuple[object, float, httpx.Headers]:
+        """:meth:`_call_json`, with the reply's headers (request id, replay marker)."""
         if self._limiter is not None:
             await self._limiter.wait()
         gate = self._gates.setdefault(what, AdaptiveRate())
@@ -566,7 +630,7 @@ class ApiClient:
             _learn(gate, response.status_code, response.headers)
             if not 200 <= response.status_code < 300:
                 raise self._status_error(response.status_code, response.headers, response.content)
-            return decode_json(response.content, what=what), asked_at
+            return decode_json(response.content, what=what), asked_at, response.headers
 
     async def _watched(self, url: str, dest: Path) -> Downloaded:
         """One download under the deadline and minimum rate of ``self._limits``.
@@ -684,6 +748,8 @@ class ApiClient:
             # stamina's backoff, a float retries after that many seconds.
             if not isinstance(exc, TransientError) or isinstance(exc.__cause__, OSError):
                 return False  # a local disk error will not heal by retrying the download
+            if not exc.retryable:
+                return False  # 500 and kin: not retried (the README's retry table)
             if exc.retry_after is None:
                 return True
             # A small spread keeps many tasks told "1 s" from returning in lockstep.

@@ -12,13 +12,16 @@ The hierarchy::
     ├── InputFileError           a file the manifest names is unreadable or outside its folder
     ├── BudgetExceeded           the plan costs more than the budget allows    (exit 3)
     ├── RunGuardHeld             another live run holds this manifest          (exit 5)
+    ├── BalanceTooLow            the account's balance cannot cover the plan   (exit 8)
     ├── ItemsFailed              the run finished but some items failed        (exit 4)
     ├── Interrupted              Ctrl-C / SIGTERM stopped the run              (exit 130)
     └── ApiError                 the API said no, or could not be reached      (exit 6)
         ├── AuthError            401 / 403: nothing else can succeed
         ├── BalanceExhausted     402: stop submitting; top up, then run again  (exit 7)
         ├── RequestRejected      400 / 404 / 409 / 422: this item fails, the run goes on
-        └── TransientError       429 / 5xx / network / malformed reply: retried
+        └── TransientError       408 / 429 / 5xx / network / malformed reply: outcome
+                                 unknown; retried unless ``retryable`` is False (500,
+                                 501, ...: not retried, the next run resumes the item)
 
 Foreign exceptions (yaml, jsonschema, jinja2, httpx, OSError) are translated into
 these at the module that calls the foreign library, always with ``raise ... from``.
@@ -135,6 +138,26 @@ class BudgetExceeded(ImgspecError):
         super().__init__(message)
 
 
+class BalanceTooLow(ImgspecError):
+    """The plan costs more than the account's balance (``GET /v1/balance``): nothing sent.
+
+    The facts as attributes: ``needed`` (the plan's cost), ``available`` (the
+    balance), ``missing`` (their difference), all in ``currency``.
+    """
+
+    exit_code = 8
+
+    def __init__(self, *, needed: Decimal, available: Decimal, currency: str) -> None:
+        self.needed = needed
+        self.available = available
+        self.missing = needed - available
+        self.currency = currency
+        super().__init__(
+            f"the plan costs {needed} {currency} but the account's balance is {available} "
+            f"{currency}: {self.missing} {currency} is missing; nothing was submitted. Top "
+            "up the account, narrow the plan with --job/--where, or pass --ignore-balance")
+
+
 class RunGuardHeld(ImgspecError):
     """Another live imgspec process is running this manifest."""
 
@@ -195,10 +218,17 @@ class RequestRejected(ApiError):
 
 
 class TransientError(ApiError):
-    """429, 5xx, a network failure or a malformed reply: worth retrying."""
+    """408, 429, 5xx, a network failure or a malformed reply: the outcome is unknown.
+
+    ``retryable``: whether the client retries it at once (408, 429, 502, 503, 504,
+    network, malformed: yes; 500 and other 5xx: no, as the official client). Either
+    way nothing is failed for it: the run leaves the item unfinished and resumes it.
+    """
 
     def __init__(
-        self, message: str, *, status: int | None = None, retry_after: float | None = None
+        self, message: str, *, status: int | None = None, retry_after: float | None = None,
+        retryable: bool = True,
     ) -> None:
         super().__init__(message, status=status)
         self.retry_after = retry_after
+        self.retryable = retryable

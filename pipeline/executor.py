@@ -43,6 +43,8 @@ from pipeline.plan import ACTIVE, Plan, PlanItem, PlanStatus, resolved_request
 from pipeline.polling import PollModel
 from pipeline.pricing import PriceTable
 from pipeline.scheduler import run_graph
+from pipeline.spec import InputsMode
+from pipeline.uploads import Inputs
 from pipeline.workspace import Workspace
 
 __all__ = ["Executor", "RunOptions"]
@@ -68,7 +70,7 @@ class Executor:
     def __init__(self, plan: Plan, *, client: ApiClient, store: LockStore,
                  outputs: OutputFolder, workspace: Workspace, pricing: PriceTable,
                  options: RunOptions, on_event: Callable[[RunEvent], None] | None = None,
-                 clock: Callable[[], float] = time.time,
+                 clock: Callable[[], float] = time.time, inputs: InputsMode = "upload",
                  polling: PollModel | None = None) -> None:
         self.plan = plan
         self.client = client
@@ -93,6 +95,8 @@ class Executor:
         self.submissions = 0  # between recording ``submitting`` and recording the reply
         self.no_submissions = asyncio.Event()
         self.no_submissions.set()
+        self.inputs = Inputs(mode=inputs, client=client, store=store, workspace=workspace,
+                             clock=clock)
 
     # -- events ------------------------------------------------------------------------
 
@@ -200,20 +204,38 @@ class Executor:
         """Record ``submitting``, POST, record ``running``: the new task, if it was created."""
         inst, key = item.instance, item.key
         assert base.idempotency_key is not None
-        await self.store.commit(base)
         body = dict(inst.request)
         if inst.inputs:
             found = sendable.sources(inst.inputs, self.store.entries, now=self.clock(),
                                      url_margin=self.options.url_margin,
                                      output_file=self.outputs.absolute)
-            body["image_urls"] = await asyncio.to_thread(sendable.encode, found,
-                                                         self.workspace)
+            # Uploads first (durable), ``submitting`` after: nothing paid hangs on an
+            # upload that is not confirmed, and a replay sends the same URLs.
+            recorded = self.store.get(key)
+            # A replayed key must send the body it sent before: the recorded upload URLs,
+            # while they work at all.
+            replay = recorded is not None and recorded.idempotency_key == base.idempotency_key
+            try:
+                body["image_urls"] = await self.inputs.image_urls(found, replay=replay)
+            except RequestRejected as exc:
+                await self._fail(item, None, f"input image upload refused: {exc.api_message}")
+                return None
+            except TransientError as exc:
+                self.result.unfinished.append((key, f"not submitted: input upload failed: {exc}"))
+                self.emit(EventKind.UNFINISHED, key, f"input upload failed: {exc}")
+                return None
+        await self.store.commit(base)
         try:
             state = await self.client.submit(body, idempotency_key=base.idempotency_key)
         except RequestRejected as exc:
             await self._fail(item, base, exc.api_message)
             return None
         except BalanceExhausted as exc:
+            # A 402 is a definite refusal: no task exists. Left ``submitting``, the entry
+            # would plan as a free resume and its replay would pay unseen by the plan and
+            # the balance check; recorded as not submitted, the next plan prices it.
+            await self.store.commit(lifecycle.failed(
+                base, f"not submitted: {exc.api_message}", refunded=False, now=utc_now()))
             self.submitting_stopped = "balance exhausted"
             self.result.stopped = StopReason.BALANCE
             self.result.unfinished.append((key, f"not submitted: {exc.api_message}"))
@@ -226,7 +248,12 @@ class Executor:
             raise _Stop from exc
         self.result.spent += cost
         self.result.tally.took_off(key, cost)
-        await self.store.commit(lifecycle.running(base, state.task_id, cost, now=utc_now()))
+        # The API's request id and replay marker go on the journal line: a replayed
+        # reply is the earlier task, on record as not a second charge.
+        await self.store.commit(lifecycle.running(base, state.task_id, cost, now=utc_now()),
+                                submission={"task_id": state.task_id,
+                                            "request_id": state.request_id,
+                                            "replayed": state.replayed})
         self.emit(EventKind.SUBMITTED, key, state.task_id)
         # The API starts the task's clock when the request reaches it: not before we
         # sent it, and usually just after. Timing polls from our reading the reply

@@ -13,6 +13,19 @@ Line format (one per line, UTF-8)::
 
     {"v": 1, "key": "hero@size=1K", "entry": {...LockEntry.to_json()...}}
     {"v": 1, "key": "hero@size=1K", "delete": true}
+    {"v": 1, "key": "hero@size=1K", "entry": {...}, "submission": {"task_id": "...",
+     "request_id": "req_...", "replayed": true}}
+
+    {"v": 1, "key": "<sha256 of an input image>", "upload": {"url": "...",
+     "expires_at": 1763174708}}
+
+An ``upload`` line records an uploaded input image (the lockfile's ``uploads``). It
+is durable before any submission that sends its URL is recorded as ``submitting``,
+so replaying that submission's Idempotency-Key sends the very same body.
+
+``submission`` rides on the line that records a submitted task: the API's request
+id and whether its reply was a replay of an earlier one (``Idempotency-Replayed``),
+so a replayed submission is on record as not a second charge. Folding ignores it.
 
 ``LockStore`` is the only writer of both files during a run. It assumes the
 caller holds the run guard (``pipeline.guard``) so no other process writes them.
@@ -36,7 +49,14 @@ from typing import Any
 
 from pipeline.errors import LockfileError
 from pipeline.files import fsync_dir, write_atomic
-from pipeline.lockfile import LockEntry, Lockfile, dump_lockfile, entry_from_json, parse_lockfile
+from pipeline.lockfile import (
+    LockEntry,
+    Lockfile,
+    Upload,
+    dump_lockfile,
+    entry_from_json,
+    parse_lockfile,
+)
 from pipeline.lockschema import (
     DefectError,
     JsonProblem,
@@ -58,14 +78,26 @@ def journal_path(lock_path: Path) -> Path:
     return lock_path.with_name(f"{name}.journal")
 
 
-def journal_line(key: str, entry: LockEntry | None) -> str:
-    """One journal line (with its newline): ``entry``'s snapshot, or a deletion if ``None``."""
+def journal_line(key: str, entry: LockEntry | None,
+                 submission: Mapping[str, Any] | None = None) -> str:
+    """One journal line (with its newline): ``entry``'s snapshot, or a deletion if ``None``.
+
+    ``submission``: what the API said of the submission ``entry`` records (see above).
+    """
     record: dict[str, Any] = {"v": JOURNAL_VERSION, "key": key}
     if entry is None:
         record["delete"] = True
     else:
         record["entry"] = entry.to_json()
+        if submission is not None:
+            record["submission"] = dict(submission)
     # No indent: json.dumps escapes newlines inside strings, so a record is exactly one line.
+    return json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n"
+
+
+def upload_line(sha256: str, upload: Upload) -> str:
+    """One journal line recording an uploaded input image (see the module docstring)."""
+    record = {"v": JOURNAL_VERSION, "key": sha256, "upload": upload.to_json()}
     return json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n"
 
 
@@ -73,10 +105,23 @@ class _Unreadable(ValueError):
     """A line that is not a complete JSON text: what a torn append leaves."""
 
 
-_RECORD_FIELDS = frozenset({"v", "key", "entry", "delete"})
+_RECORD_FIELDS = frozenset({"v", "key", "entry", "delete", "submission", "upload"})
 
 
-def _parse_line(line: str) -> tuple[str, LockEntry | None]:
+def _parse_upload(data: dict[str, Any]) -> Upload:
+    """The ``upload`` of a line that holds nothing else; ``ValueError`` says why not."""
+    if "entry" in data or "delete" in data:
+        raise ValueError("an 'upload' line holds nothing else")
+    raw = data["upload"]
+    if type(raw) is not dict or set(raw) != {"url", "expires_at"}:
+        raise ValueError("'upload' must be an object of url and expires_at")
+    url, expires = raw["url"], raw["expires_at"]
+    if type(url) is not str or not url or type(expires) is not int or expires < 0:
+        raise ValueError("'upload' needs a url and an expires_at (Unix seconds)")
+    return Upload(url=url, expires_at=expires)
+
+
+def _parse_line(line: str) -> tuple[str, LockEntry | Upload | None]:
     """The key and entry (``None``: a deletion) of one line; ``ValueError`` says why not.
 
     ``_Unreadable`` (a ``ValueError``) when the line is not even JSON, the only damage
@@ -103,10 +148,14 @@ def _parse_line(line: str) -> tuple[str, LockEntry | None]:
     unknown = sorted(set(data) - _RECORD_FIELDS)
     if unknown:
         raise ValueError(f"unexpected field {show(unknown[0])}")
+    if "upload" in data:
+        return key, _parse_upload(data)
     if data.get("delete") is True and "entry" not in data:
         return key, None
     if "entry" not in data or "delete" in data:
         raise ValueError("expected exactly one of 'entry' or 'delete': true")
+    if "submission" in data and type(data["submission"]) is not dict:
+        raise ValueError("'submission' is not an object")
     try:
         return key, entry_from_json(key, data["entry"])
     except DefectError as exc:
@@ -130,6 +179,7 @@ def fold_journal(lock: Lockfile, text: str, *, source: str) -> Lockfile:
     lines.pop()
     last = max((n for n, line in enumerate(lines, start=1) if line.strip()), default=0)
     entries = dict(lock.entries)
+    uploads = dict(lock.uploads)
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -144,11 +194,13 @@ def fold_journal(lock: Lockfile, text: str, *, source: str) -> Lockfile:
                 "(or move the journal aside) and run again; work recorded only there may be "
                 "redone and paid again"
             ) from exc
-        if entry is None:
+        if isinstance(entry, Upload):
+            uploads[key] = entry
+        elif entry is None:
             entries.pop(key, None)
         else:
             entries[key] = entry
-    return replace(lock, entries=entries)
+    return replace(lock, entries=entries, uploads=uploads)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +292,7 @@ class LockStore:
         self._journal_path = journal_path(lock_path)
         self._manifest = lock.manifest
         self._entries: dict[str, LockEntry] = dict(lock.entries)
+        self._uploads: dict[str, Upload] = dict(lock.uploads)
         self._snapshot: Lockfile | None = lock
         self._fd: int | None = journal_fd
         self._journal_size = 0
@@ -278,7 +331,7 @@ class LockStore:
             if text is not None:
                 recovered = fold_journal(lock, text, source=str(journal))
                 recovery = Recovery.between(lock, recovered)
-                if recovery.deleted or recovery.updated:
+                if recovery.deleted or recovery.updated or recovered.uploads != lock.uploads:
                     write_lockfile(lock_path, recovered)
                     lock = recovered
                 journal.unlink()
@@ -295,7 +348,8 @@ class LockStore:
     def lock(self) -> Lockfile:
         """The current state: the lockfile plus everything recorded (a snapshot)."""
         if self._snapshot is None:
-            self._snapshot = Lockfile(manifest=self._manifest, entries=dict(self._entries))
+            self._snapshot = Lockfile(manifest=self._manifest, entries=dict(self._entries),
+                                      uploads=dict(self._uploads))
         return self._snapshot
 
     @property
@@ -308,11 +362,27 @@ class LockStore:
         """The lockfile this store writes."""
         return self._lock_path
 
+    @property
+    def uploads(self) -> Mapping[str, Upload]:
+        """A read-only live view of the uploaded input images, by sha256."""
+        return MappingProxyType(self._uploads)
+
+    async def commit_upload(self, sha256: str, upload: Upload) -> None:
+        """Record an uploaded input image from the event loop; durable when this returns.
+
+        Journaled like an entry (same batch, same fsync): a submission that sends
+        its URL is recorded after it, so a replay sends the same URL.
+        """
+        self._require_open()
+        self._uploads[sha256] = upload
+        await self._enqueue(upload_line(sha256, upload))
+
     def get(self, key: str) -> LockEntry | None:
         """The current entry for ``key``, if any."""
         return self._entries.get(key)
 
-    async def commit(self, entry: LockEntry) -> None:
+    async def commit(self, entry: LockEntry, *,
+                     submission: Mapping[str, Any] | None = None) -> None:
         """Record ``entry`` from the event loop, without blocking it on the disk.
 
         Durable when this returns: the line is written and fsynced by a worker
@@ -322,15 +392,20 @@ class LockStore:
         being written, and a later ``checkpoint`` or ``close`` saves it even if
         this caller is cancelled meanwhile. If the write fails, every caller of
         that batch gets the ``LockfileError``. Await ``settle`` before calling
-        ``checkpoint`` from the loop, so no write is still in flight.
+        ``checkpoint`` from the loop, so no write is still in flight. ``submission``
+        goes on the line too (see :func:`journal_line`).
         """
         self._require_open()
         self._entries[entry.key] = entry
+        await self._enqueue(journal_line(entry.key, entry, submission))
+
+    async def _enqueue(self, line: str) -> None:
+        """Add ``line`` to the next batch; return once it is written and fsynced."""
         self._mark_changed()
         if self._batch is None:
             self._batch = ([], asyncio.get_running_loop().create_future())
         lines, durable = self._batch
-        lines.append(journal_line(entry.key, entry))
+        lines.append(line)
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_batches())
         # Shielded: a cancelled caller must not cancel the batch its neighbours wait for.

@@ -103,12 +103,40 @@ class LockEntry:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A local input image uploaded to the API: the URL to send and when it expires."""
+
+    url: str
+    expires_at: int  # Unix seconds
+
+    def to_json(self) -> dict[str, Any]:
+        """As stored under ``uploads`` (the sha256 is the mapping key around it)."""
+        return {"url": self.url, "expires_at": self.expires_at}
+
+
+def merge_uploads(*sides: Mapping[str, Upload]) -> dict[str, Upload]:
+    """Uploads of several lockfiles in one: per image, the URL that lasts longest.
+
+    Any of them would do (uploads are free and interchangeable); the longest-lived
+    one is reused longest.
+    """
+    merged: dict[str, Upload] = {}
+    for side in sides:
+        for sha, upload in side.items():
+            held = merged.get(sha)
+            if held is None or upload.expires_at > held.expires_at:
+                merged[sha] = upload
+    return merged
+
+
 @dataclass(frozen=True)
 class Lockfile:
-    """All entries of one manifest's lockfile."""
+    """All entries of one manifest's lockfile, and its uploaded input images."""
 
     manifest: str
     entries: Mapping[str, LockEntry] = field(default_factory=dict)
+    uploads: Mapping[str, Upload] = field(default_factory=dict)  # by the image's sha256
 
     def with_entry(self, entry: LockEntry) -> Lockfile:
         """A copy with ``entry`` added or replaced."""
@@ -137,6 +165,9 @@ def dump_lockfile(lock: Lockfile) -> str:
         "manifest": lock.manifest,
         "entries": {k: lock.entries[k].to_json() for k in sorted(lock.entries)},
     }
+    # Only when there are any, so lockfiles of manifests without local inputs do not change.
+    if lock.uploads:
+        data["uploads"] = {k: lock.uploads[k].to_json() for k in sorted(lock.uploads)}
     return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
@@ -166,8 +197,11 @@ def parse_lockfile(text: str, *, source: str = "lockfile") -> Lockfile:
     if defect is not None:
         raise LockfileError(describe_defect(defect, source=source, text=text))
     raw_entries: dict[str, Any] = data["entries"]
+    raw_uploads: dict[str, Any] = data.get("uploads", {})
     return Lockfile(manifest=data.get("manifest", ""),
-                    entries={key: _to_entry(key, raw) for key, raw in raw_entries.items()})
+                    entries={key: _to_entry(key, raw) for key, raw in raw_entries.items()},
+                    uploads={sha: Upload(url=raw["url"], expires_at=int(raw["expires_at"]))
+                             for sha, raw in raw_uploads.items()})
 
 
 def entry_from_json(key: str, raw: Any) -> LockEntry:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Literal
 
 from pipeline.errors import MergeConflict
-from pipeline.lockfile import LockEntry, Lockfile
+from pipeline.lockfile import LockEntry, Lockfile, merge_uploads
 
 SUPERSEDED = "#superseded:"
 # Further along wins: a done result over a task in flight over a failed attempt.
@@ -173,7 +173,9 @@ def merge_locks(sides: Sequence[Lockfile], *, base: Lockfile | None = None) -> M
     if conflicts:
         raise MergeConflict(conflicts, reasons)
     manifest = next((s.manifest for s in sides if s.manifest), "")
-    return Merged(Lockfile(manifest=manifest, entries=merged), tuple(notes), len(sides))
+    uploads = merge_uploads(*(s.uploads for s in sides))  # free to redo: never a conflict
+    return Merged(Lockfile(manifest=manifest, entries=merged, uploads=uploads), tuple(notes),
+                  len(sides))
 
 
 def _keep_superseded(merged: dict[str, LockEntry], extra: Iterable[LockEntry],

@@ -102,6 +102,7 @@ def _build(doc: Document, workspace: Workspace) -> Manifest:
         max_instances=cap,
         jobs=jobs,
         document=doc,
+        inputs=data.get("inputs", "upload"),
     )
 
 

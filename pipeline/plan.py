@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from functools import cached_property
@@ -182,7 +183,7 @@ def make_plan(
         count = entry.reroll if entry is not None else 0
         made = rerolled(inst, count)
         status, fp, refetch = _status(made, entry, statuses, lock.entries, present, now)
-        note = None
+        note = link_note(status, entry, refetch, present, now)
         if inst.key in rerolls and status in _DONE:
             count += 1
             made = rerolled(inst, count)
@@ -257,6 +258,32 @@ def _status(
     if now is not None and all(_link_valid(entry.outputs[i], now) for i in bad):
         return PlanStatus.DOWNLOAD, fp, bad
     return PlanStatus.MISSING, fp, ()
+
+
+def link_note(status: PlanStatus, entry: LockEntry | None, refetch: tuple[int, ...],
+              present: Callable[[Output], bool], now: float | None) -> str | None:
+    """What the plan says of result links: a ``download`` is free until the link
+    expires; a ``missing`` image whose link has expired must be paid for again."""
+    if entry is None or not entry.outputs:
+        return None
+    if status == PlanStatus.DOWNLOAD:
+        until = min(entry.outputs[i].expires_at or 0 for i in refetch)
+        return f"free: its link is valid until {_utc(until)}"
+    if status != PlanStatus.MISSING:
+        return None
+    bad = [o for o in entry.outputs if not present(o)]
+    if now is None or not bad:
+        return None
+    expired = [o.expires_at for o in bad if o.url is not None and o.expires_at is not None]
+    if not expired:
+        return "image gone and no link recorded: generating it again is paid"
+    return (f"image gone, its link expired at {_utc(min(expired))} (or too soon to count "
+            "on): generating it again is paid")
+
+
+def _utc(when: int) -> str:
+    """Unix seconds as a UTC time (pure: the instant is absolute)."""
+    return datetime.fromtimestamp(when, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _link_valid(output: Output, now: float) -> bool:

@@ -11,6 +11,13 @@ exception from :mod:`pipeline.errors`:
 - an HTTP status (or an error ``code`` inside a 200 reply) is classified per
   ``APIMART.md`` §3 by :func:`error_for_status`.
 
+Two envelopes are understood. Today's: ``{"code", "message", "data"}`` with the
+task (or a one-task list) in ``data``. The versioned one, answered to a request
+sent with ``X-APIMart-Response-Version: 2026-07-27`` (:data:`RESPONSE_VERSION`):
+``{"version", "request_id", "data": {"id", "generation": {"task": {...},
+"result": {...}}}}`` or ``{"request_id", "error": {"code", "message"}}``; its
+task is flattened into today's shape before the same strict checks apply.
+
 Fields the pipeline must rely on (task id, status, image URLs) are strict;
 hints (``progress``, ``estimated_time``, ``expires_at``) are lenient: garbage
 there becomes ``None`` rather than a failed call. A result URL imgspec must not
@@ -25,7 +32,8 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
 from typing import Final, Literal, TypeAlias, get_args
 from urllib.parse import urlsplit
@@ -42,7 +50,10 @@ TaskStatus: TypeAlias = Literal["pending", "processing", "completed", "failed", 
 _STATUS_BY_NAME: Final[Mapping[str, TaskStatus]] = {name: name for name in get_args(TaskStatus)}
 FINISHED: Final[frozenset[str]] = frozenset({"completed", "failed", "cancelled"})
 
+RESPONSE_VERSION: Final = "2026-07-27"
+"""The response version imgspec asks for (header ``X-APIMart-Response-Version``)."""
 MAX_MESSAGE_CHARS: Final = 300
+MAX_REQUEST_ID_CHARS: Final = 128
 # A task makes at most 12 images (sequential mode); far more URLs is not a real reply.
 MAX_RESULT_IMAGES: Final = 64
 # Hints beyond these bounds are garbage, not information: an estimate over a day
@@ -51,7 +62,8 @@ MAX_ESTIMATED_TIME: Final = 86_400.0
 MAX_EXPIRES_AT: Final = 253_402_300_799
 MAX_TASK_ID_CHARS: Final = 256
 _SUCCESS_CODES: Final[frozenset[object]] = frozenset({200, "200", "success"})
-_TRANSIENT_4XX: Final[frozenset[int]] = frozenset({408, 425, 429})
+RETRIED_STATUSES: Final[frozenset[int]] = frozenset({408, 429, 502, 503, 504})
+"""The statuses retried at once (honouring Retry-After), as APIMart's official client."""
 _WHITESPACE_RE: Final = re.compile(r"\s+")
 # Lone surrogates and control characters other than whitespace: not storable text.
 _NOT_TEXT_RE: Final = re.compile("[\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -77,11 +89,41 @@ class TaskState:
     error: str | None  # the API's message when failed
     # time.monotonic() when the request this reply answers was sent; set by the client
     asked_at: float | None = None
+    # The API's id of the request this reply answers (body ``request_id`` or header
+    # ``X-Request-Id``), and whether the API replayed an earlier reply to the same
+    # Idempotency-Key (header ``Idempotency-Replayed: true``): not a second charge.
+    request_id: str | None = None
+    replayed: bool = False
 
     @property
     def finished(self) -> bool:
         """True once the task can change no more: completed, failed or cancelled."""
         return self.status in FINISHED
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """What ``GET /v1/balance`` says of the key's account, in the account's own unit.
+
+    The unit is not in the reply (USD, CNY or tokens, by account configuration).
+    ``remain`` is None when the quota is unlimited (the API sends -1 then).
+    """
+
+    remain: Decimal | None
+    used: Decimal | None
+    unlimited: bool
+
+
+UPLOAD_TTL: Final = 72 * 3600
+"""How long an uploaded image's URL lasts (the upload page: 72 hours)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Uploaded:
+    """The reply to ``POST /v1/uploads/images``: the URL to send, and when it expires."""
+
+    url: str
+    expires_at: int  # created_at (or the caller's now) + UPLOAD_TTL
 
 
 def decode_json(body: bytes | str, *, what: str = "") -> object:
@@ -165,13 +207,18 @@ def error_for_status(
 ) -> ApiError:
     """The exception an HTTP error status means (``APIMART.md`` §3).
 
+    408, 429, 502, 503 and 504 are a retryable TransientError; 500 and any other
+    5xx (and 425) a TransientError that is not retried (``retryable=False``): the
+    outcome is unknown, so nothing fails for it and the next run resumes the item.
     With ``download=True`` the status came from an image URL, not the API: any
     4xx other than a rate limit (404/410 expired, 401/403 a signed URL gone
     stale) means "re-poll the task for a fresh URL", so it is a RequestRejected,
     never an AuthError that would stop the whole run.
     """
-    if status in _TRANSIENT_4XX or status >= 500 or status < 300:
+    if status in RETRIED_STATUSES or status < 300:
         return TransientError(message, status=status, retry_after=retry_after)
+    if status >= 500 or status == 425:
+        return TransientError(message, status=status, retry_after=retry_after, retryable=False)
     if download:
         return RequestRejected(f"image URL failed ({message}): re-poll the task", status=status)
     if status in (401, 403):
@@ -209,6 +256,13 @@ def unwrap(payload: object) -> object:
     """
     if not isinstance(payload, Mapping):
         raise malformed(f"expected a JSON object, got {_kind(payload)}")
+    error = payload.get("error")
+    if "code" not in payload and isinstance(error, Mapping) and payload.get("data") is None:
+        # The versioned envelope's error: its ``code`` is the HTTP status it stands for.
+        status = _code_status(error.get("code"))
+        if status is not None and 300 <= status <= 599:
+            raise error_for_status(status, error_message(payload, f"error code {status}"))
+        raise malformed(f"an error reply with code {_brief(error.get('code'))}")
     code = payload.get("code")
     if "code" in payload and not _is_success(code):
         status = _code_status(code)
@@ -228,17 +282,68 @@ def _single(data: object) -> Mapping[str, object]:
         data = data[0]
     if not isinstance(data, Mapping):
         raise malformed(f"expected a task object in 'data', got {_kind(data)}")
-    return data
+    return flatten_versioned(data)
 
 
-def parse_submit(payload: object) -> TaskState:
+def flatten_versioned(data: Mapping[str, object]) -> Mapping[str, object]:
+    """A versioned task (``{"id", "generation": {"task", "result"}}``) in today's flat shape.
+
+    A task without ``generation`` is returned as it is. ``data.id`` is the task's id;
+    ``generation.task`` holds status, progress, estimated_time and error;
+    ``generation.result`` the images.
+    """
+    generation = data.get("generation")
+    if generation is None:
+        return data
+    if not isinstance(generation, Mapping):
+        raise malformed(f"'generation' is {_kind(generation)}, not an object")
+    task = generation.get("task", {})
+    if not isinstance(task, Mapping):
+        raise malformed(f"'generation.task' is {_kind(task)}, not an object")
+    flat: dict[str, object] = {k: v for k, v in task.items() if k not in ("id", "task_id")}
+    task_id = data.get("id", task.get("id", task.get("task_id")))
+    if task_id is not None:
+        flat["id"] = task_id
+    if generation.get("result") is not None:
+        flat["result"] = generation["result"]
+    return flat
+
+
+def request_id_of(payload: object, header: str | None = None) -> str | None:
+    """The API's request id: the body's ``request_id``, else the ``X-Request-Id`` header.
+
+    Only a short printable text is kept (it goes to the journal); anything else is None.
+    """
+    candidates: list[object] = []
+    if isinstance(payload, Mapping):
+        candidates.append(payload.get("request_id"))
+    candidates.append(header)
+    for raw in candidates:
+        if isinstance(raw, str):
+            text = raw.strip()
+            if text and len(text) <= MAX_REQUEST_ID_CHARS and text.isprintable():
+                return text
+    return None
+
+
+def is_replayed(header: str | None) -> bool:
+    """Whether an ``Idempotency-Replayed`` header says the reply is a replay (``true``)."""
+    return header is not None and header.strip().lower() == "true"
+
+
+def parse_submit(payload: object, *, request_id: str | None = None,
+                 replayed: str | None = None) -> TaskState:
     """The task a ``POST /v1/images/generations`` reply announces.
 
     A missing ``status`` is taken as ``pending``: the task exists, which is all
     a submit must establish. A replayed submit may already say ``completed``
-    without any result; its images then come from a poll.
+    without any result; its images then come from a poll. ``request_id`` and
+    ``replayed`` are the reply's ``X-Request-Id`` and ``Idempotency-Replayed``
+    headers, if any (see :func:`request_id_of`, :func:`is_replayed`).
     """
-    return _parse_task(_single(unwrap(payload)), expected_id=None)
+    state = _parse_task(_single(unwrap(payload)), expected_id=None)
+    return replace(state, request_id=request_id_of(payload, request_id),
+                   replayed=is_replayed(replayed))
 
 
 def parse_poll(payload: object, task_id: str, *, api_host: str = "") -> TaskState:
@@ -414,3 +519,70 @@ def _brief(value: object) -> str:
     if value is None or isinstance(value, bool):
         return repr(value)
     return f"a {_kind(value)}"
+
+
+def parse_balance(payload: object) -> Balance:
+    """The balance a ``GET /v1/balance`` reply gives (its fields at the top or in ``data``).
+
+    ``{"success": true, "remain_balance": 10.5, "used_balance": 2.3,
+    "unlimited_quota": false}``; ``unlimited_quota: true`` or a remain of -1 means
+    unlimited. ``success: false`` is a RequestRejected with the API's message; a
+    reply without a usable remain is malformed.
+    """
+    if not isinstance(payload, Mapping):
+        raise malformed(f"expected a JSON object, got {_kind(payload)}")
+    data = payload.get("data")
+    fields: Mapping[str, object] = (
+        data if "remain_balance" not in payload and isinstance(data, Mapping) else payload)
+    if payload.get("success") is False or fields.get("success") is False:
+        raise RequestRejected(f"the balance query failed: "
+                              f"{error_message(payload, 'no message')}")
+    unlimited = fields.get("unlimited_quota") is True
+    remain = _money(fields.get("remain_balance"))
+    used = _money(fields.get("used_balance"))
+    if remain is not None and remain == -1:
+        unlimited = True
+    if unlimited:
+        return Balance(remain=None, used=used, unlimited=True)
+    if remain is None:
+        raise malformed(f"no usable 'remain_balance' (got {_brief(fields.get('remain_balance'))})")
+    return Balance(remain=remain, used=used, unlimited=False)
+
+
+def _money(value: object) -> Decimal | None:
+    """A finite amount from a JSON number or numeric string (as written: no float noise)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    text = str(value).strip()
+    if len(text) > 40:
+        return None
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        return None
+    return amount if amount.is_finite() else None
+
+
+def parse_upload(payload: object, *, now: float, api_host: str = "") -> Uploaded:
+    """The URL an upload reply gives (``{url, filename, content_type, bytes, created_at}``,
+    at the top or in ``data``), and its expiry: ``created_at`` (else ``now``) + 72 h.
+
+    A URL imgspec would not fetch itself (see :func:`result_url_problem`) is refused
+    as malformed: the upload is redone rather than a submission tied to it.
+    """
+    if not isinstance(payload, Mapping):
+        raise malformed(f"expected a JSON object, got {_kind(payload)}")
+    data = payload.get("data")
+    fields: Mapping[str, object] = (
+        data if "url" not in payload and isinstance(data, Mapping) else payload)
+    url = fields.get("url")
+    if not isinstance(url, str) or not url.strip():
+        raise malformed(f"an upload reply without a 'url' (got {_brief(url)})")
+    url = url.strip()
+    problem = result_url_problem(url, api_host=api_host)
+    if problem is not None:
+        raise malformed(f"the uploaded image's URL {shorten(url, 80)!r} {problem}")
+    created = _number(fields.get("created_at"), upto=MAX_EXPIRES_AT - UPLOAD_TTL)
+    # A creation time far from ours would misplace the expiry: the earlier one is safe.
+    start = now if created is None else min(created, now)
+    return Uploaded(url=url, expires_at=int(start) + UPLOAD_TTL)

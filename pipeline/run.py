@@ -15,9 +15,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pipeline.client import ApiClient, RetryEvent
+from pipeline.client import ApiClient, Balance, RetryEvent
 from pipeline.errors import (
+    ApiError,
+    AuthError,
     BalanceExhausted,
+    BalanceTooLow,
     BudgetExceeded,
     ImgspecError,
     Interrupted,
@@ -48,6 +51,10 @@ class RunSettings:
     max_rate: float | None
     lockfile: Path | None = None  # --lockfile: another lockfile than the one beside the manifest
     rehash: bool = False  # --rehash: recorded images checked by their sha256, not only size
+    # --ignore-balance: do not ask GET /v1/balance before submitting.
+    ignore_balance: bool = False
+    # --balance-unit: the account's balance unit (the API does not say); None: unknown.
+    balance_unit: str | None = None
 
 
 def select(prepared: Prepared, selection: Selection) -> Plan:
@@ -119,6 +126,52 @@ def check_budget(plan: Plan) -> None:
             "budget.max_cost / --max-cost", cost=plan.total, budget=plan.budget)
 
 
+async def read_balance(*, base_url: str, api_key: str) -> Balance:
+    """The key's balance from ``GET /v1/balance``."""
+    async with ApiClient(base_url=base_url, api_key=api_key) as client:
+        return await client.balance()
+
+
+def check_balance(plan: Plan, balance: Balance, *, unit: str | None) -> str | None:
+    """Refuse (``BalanceTooLow``, exit 8) a plan the balance cannot cover; else a note or None.
+
+    Compared only when the quota is unlimited or the balance's ``unit`` (the API does
+    not say it; ``--balance-unit``) is the plan's currency; otherwise the note says
+    why nothing was compared.
+    """
+    if balance.unlimited:
+        return None
+    assert balance.remain is not None
+    if unit is None or unit.strip().upper() != plan.currency.upper():
+        shown = "unknown" if unit is None else unit
+        return (f"balance {balance.remain} (unit {shown}) not compared with the plan's "
+                f"{plan.total} {plan.currency}: give --balance-unit {plan.currency} if the "
+                "account is billed in it")
+    if plan.total > balance.remain:
+        raise BalanceTooLow(needed=plan.total, available=balance.remain,
+                            currency=plan.currency)
+    return None
+
+
+def balance_gate(settings: RunSettings, plan: Plan) -> str | None:
+    """Before submitting: read the balance and :func:`check_balance` the plan.
+
+    A refused key is an AuthError (nothing can be submitted anyway); a balance that
+    cannot be read (a proxy without the endpoint, a network failure) only gives a
+    note, since the 402 of a submission still stops a run the account cannot pay.
+    """
+    if settings.ignore_balance or plan.total <= 0:
+        return None
+    try:
+        balance = asyncio.run(read_balance(base_url=settings.base_url,
+                                           api_key=settings.api_key))
+    except AuthError:
+        raise
+    except ApiError as exc:
+        return f"the balance could not be read ({exc}); not checked"
+    return check_balance(plan, balance, unit=settings.balance_unit)
+
+
 async def execute_run(settings: RunSettings, prepared: Prepared, plan: Plan, store: LockStore,
                       *, on_event: Callable[[RunEvent], None] | None = None) -> RunResult:
     """Execute the plan; Ctrl-C or SIGTERM stops it cleanly (``StopReason.INTERRUPTED``)."""
@@ -136,7 +189,8 @@ async def execute_run(settings: RunSettings, prepared: Prepared, plan: Plan, sto
                          max_rate=settings.max_rate, on_retry=on_retry) as client:
         executor = Executor(plan, client=client, store=store, outputs=outputs,
                             workspace=prepared.workspace, pricing=prepared.manifest.pricing,
-                            options=settings.options, on_event=on_event)
+                            options=settings.options, on_event=on_event,
+                            inputs=prepared.manifest.inputs)
         result = await _interruptible(executor.run(), executor)
     await store.settle()  # journal writes still in flight (after Ctrl-C, say)
     store.checkpoint()

@@ -16,6 +16,8 @@ from pipeline.pricing import PriceTable
 from pipeline.rules import REQUEST_FIELDS
 
 MODES = ("text-to-image", "edit", "sequential")
+InputsMode = Literal["upload", "inline"]
+"""How local input images reach the API (the manifest's ``inputs``)."""
 DEFAULT_MAX_INSTANCES = 10_000
 
 # Keys that set a request field when they appear in defaults, a job, or a matrix row.
@@ -89,3 +91,6 @@ class Manifest:
     max_instances: int
     jobs: Mapping[str, Job]
     document: Document = field(repr=False)
+    # How local input images are sent: uploaded once per content (their URL sent) or
+    # inline as data URIs. Not part of any fingerprint: the request is the same.
+    inputs: InputsMode = "upload"

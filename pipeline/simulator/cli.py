@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from pipeline.errors import UsageError
-from pipeline.simulator.config import LatencyShape, SimulatorConfig, parse_latency
+from pipeline.simulator.config import Envelope, LatencyShape, SimulatorConfig, parse_latency
 from pipeline.simulator.faults import FAULTS_HELP, parse_faults
 
 
@@ -77,6 +77,17 @@ _EPILOG = "\b\n" + FAULTS_HELP
     help="File holding the simulated API's memory (tasks, Idempotency-Keys, ledger), "
     "so a restarted simulator carries on; default: none, all is forgotten on exit.",
 )
+@click.option(
+    "--envelope",
+    type=click.Choice(["requested", "legacy", "versioned"]),
+    default="requested",
+    show_default=True,
+    help="Reply envelope: the versioned one when the request sends "
+    "X-APIMart-Response-Version (requested), or always legacy / versioned.",
+)
+@click.option("--refuse-data-uris", is_flag=True,
+              help="Refuse base64 data URIs in image_urls (400), as the upload page says; "
+              "default: accept them, as the wan2.7 page says.")
 def simulator(
     host: str,
     port: int,
@@ -90,6 +101,8 @@ def simulator(
     stuck_factor: float,
     balance: str | None,
     state: Path | None,
+    envelope: Envelope,
+    refuse_data_uris: bool,
 ) -> None:
     """Run a local simulator of the APIMart image API (with fault injection).
 
@@ -110,6 +123,8 @@ def simulator(
             stuck_factor=stuck_factor,
             balance=_balance(balance),
             state=state,
+            envelope=envelope,
+            accept_data_uris=not refuse_data_uris,
         )
 
         def ready(base_url: str) -> None:

@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
+from typing import Literal, get_args
 
 from pipeline.errors import UsageError
 from pipeline.pricing import DEFAULT_PRICE_TABLE, PriceTable
 from pipeline.simulator.faults import validate_faults
+
+Envelope = Literal["requested", "legacy", "versioned"]
+"""Which reply envelope the simulator answers in (see ``SimulatorConfig.envelope``)."""
 
 Clock = Callable[[], float]
 """Returns the current time as Unix seconds (``time.time`` in real use)."""
@@ -96,6 +99,13 @@ class SimulatorConfig:
     state: Path | None = None
     # A finished task is forgotten this long after its first result URLs expired.
     task_retention: float = 7 * 86_400.0
+    # Which reply envelope: "requested" (the versioned one when the request sends
+    # X-APIMart-Response-Version, as the API does), "legacy" or "versioned" always.
+    envelope: Envelope = "requested"
+    # False: generation requests with base64 data URIs are refused (400), as the upload
+    # page says; True: accepted, as the wan2.7 page says. Both readings can be tested.
+    accept_data_uris: bool = True
+    upload_ttl: float = 72 * 3600.0  # seconds an uploaded image's URL lives
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "latency", _check_latency(self.latency))
@@ -117,6 +127,11 @@ class SimulatorConfig:
             raise UsageError(f"retry_after {self.retry_after} must be 0 or more seconds")
         if self.balance is not None and not (self.balance.is_finite() and self.balance >= 0):
             raise UsageError(f"balance {self.balance} must be 0 or more")
+        if not (math.isfinite(self.upload_ttl) and self.upload_ttl > 0):
+            raise UsageError(f"upload_ttl {self.upload_ttl} must be a positive number of seconds")
+        if self.envelope not in get_args(Envelope):
+            raise UsageError(f"envelope {self.envelope!r} is not one of "
+                             f"{', '.join(get_args(Envelope))}")
         if not (math.isfinite(self.task_retention) and self.task_retention >= 0):
             raise UsageError(f"task_retention {self.task_retention} must be 0 or more seconds")
 

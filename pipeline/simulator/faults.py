@@ -21,12 +21,12 @@ from pipeline.errors import UsageError
 FAULT_KINDS: Final[Mapping[str, str]] = MappingProxyType(
     {
         "submit.429": "POST answered 429 with Retry-After; no task created",
-        "submit.5xx": "POST answered 500/502/503; no task created",
+        "submit.5xx": "POST answered 502/503/504; no task created",
         "submit.reset": "connection reset (TCP RST) after the body is read; no task created",
         "submit.lost_reply": "task created and charged, then the connection is closed "
         "with no reply (retry with the same Idempotency-Key to get it)",
         "poll.429": "task poll answered 429 with Retry-After",
-        "poll.5xx": "task poll answered 500/502/503",
+        "poll.5xx": "task poll answered 502/503/504",
         "poll.malformed": "task poll answered 200 with truncated, unparseable JSON",
         "poll.bad_url": "a completed task's poll reply gives file:// and gopher:// image "
         "URLs (alternately) instead of its http ones",
@@ -34,14 +34,18 @@ FAULT_KINDS: Final[Mapping[str, str]] = MappingProxyType(
         "task.stuck": "task stays processing for stuck_factor x its latency, then completes",
         "download.truncate": "image sent with its full Content-Length, then the connection "
         "is closed halfway through the body",
-        "download.5xx": "image download answered 500/502/503",
+        "download.5xx": "image download answered 502/503/504",
         "download.expired": "image download answered 410 as if its URL had expired",
         "download.drip": "image sent with its full Content-Length at 1 byte per second, "
         "for up to a minute, then the connection is closed",
+        "upload.5xx": "image upload answered 502/503/504; nothing stored",
+        "upload.reset": "connection reset (TCP RST) after the upload is read; nothing stored",
+        "upload.lost_reply": "image stored (and counted), then the connection is closed "
+        "with no reply",
     }
 )
 
-STAGES: Final[tuple[str, ...]] = ("submit", "poll", "task", "download")
+STAGES: Final[tuple[str, ...]] = ("submit", "poll", "task", "download", "upload")
 
 _HELP_WIDTH: Final = 78
 
@@ -69,7 +73,8 @@ def _help() -> str:
 FAULTS_HELP: Final[str] = _help()
 """What --faults accepts: one text for the CLI help and the docs."""
 
-SERVER_ERROR_STATUSES: Final[tuple[int, ...]] = (500, 502, 503)
+# The 5xx the API's clients retry; a 500 (not retried) is not a "temporary" fault.
+SERVER_ERROR_STATUSES: Final[tuple[int, ...]] = (502, 503, 504)
 
 
 def _fault_names() -> str:

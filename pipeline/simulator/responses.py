@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import re
 from typing import Final
+
+from PIL import Image
 
 from pipeline.simulator.tasks import SimPhase, Task
 
@@ -34,12 +37,74 @@ def error_body(status: int, message: str, kind: str) -> bytes:
     )
 
 
+RESPONSE_VERSION: Final = "2026-07-27"
+
+
+def versioned_bytes(legacy: bytes, request_id: str) -> bytes:
+    """A legacy task reply (``{"code", "data": task}``) in the versioned envelope.
+
+    ``{"version", "request_id", "data": {"id", "generation": {"task", "result"}}}``:
+    the task's own fields under ``generation.task``, its images under ``generation.result``.
+    """
+    data = json.loads(legacy)["data"]
+    task = dict(data[0] if isinstance(data, list) else data)
+    task_id = task.pop("id", None) or task.pop("task_id")
+    task.pop("task_id", None)
+    generation: dict[str, object] = {"task": task}
+    if "result" in task:
+        generation["result"] = task.pop("result")
+    return json_bytes({"version": RESPONSE_VERSION, "request_id": request_id,
+                       "data": {"id": task_id, "object": "image.generation",
+                                "generation": generation}})
+
+
 def submit_reply(task: Task, status: SimPhase) -> bytes:
     """The reply to an accepted POST /v1/images/generations."""
     code: int | str = 200 if task.variant & _SUBMIT_CODE_BIT else "success"
     return json_bytes(
         {"code": code, "message": "", "data": [{"task_id": task.id, "status": status}]}
     )
+
+
+_UPLOAD_RE: Final = re.compile(
+    r"u([0-9]{1,5})x([0-9]{1,5})-([0-9]{1,12})-([0-9a-f]{16})\.(png|jpeg|webp|gif)")
+_UPLOAD_FORMATS: Final = frozenset({"PNG", "JPEG", "WEBP", "GIF"})
+
+
+def upload_info(data: bytes) -> tuple[str, int, int] | None:
+    """(format, width, height) of an uploadable image (JPEG, PNG, WebP, GIF), else None."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+            fmt, (width, height) = image.format or "", image.size
+    except Exception:  # Pillow raises many kinds for a file that is no image
+        return None
+    return (fmt, width, height) if fmt in _UPLOAD_FORMATS else None
+
+
+class UploadSigner:
+    """Names of uploaded images: the size and upload time inside, signed with the seed."""
+
+    def __init__(self, seed: int) -> None:
+        self._secret = hashlib.sha256(f"{seed}:uploads".encode()).digest()
+
+    def _sig(self, width: int, height: int, created: int, ext: str) -> str:
+        message = f"{width}x{height}/{created}/{ext}".encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:16]
+
+    def name(self, width: int, height: int, created: int, ext: str) -> str:
+        """The file name (``u{w}x{h}-{created}-{sig}.{ext}``) of a new upload."""
+        return f"u{width}x{height}-{created}-{self._sig(width, height, created, ext)}.{ext}"
+
+    def parse(self, name: str) -> tuple[int, int, int] | None:
+        """(width, height, created) of a genuine upload name, else None."""
+        match = _UPLOAD_RE.fullmatch(name)
+        if match is None:
+            return None
+        width, height, created = int(match[1]), int(match[2]), int(match[3])
+        if not hmac.compare_digest(match[4], self._sig(width, height, created, match[5])):
+            return None
+        return width, height, created
 
 
 class UrlSigner:

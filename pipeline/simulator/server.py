@@ -7,6 +7,12 @@ Routes:
 - ``GET /v1/tasks/{task_id}``: bearer auth; ``?language=`` is accepted and ignored.
 - ``GET /files/{token}.png``: result images; no auth, like a CDN link; 404 unknown,
   410 expired.
+- ``POST /v1/uploads/images``: bearer auth; multipart field ``file`` (JPEG, PNG,
+  WebP, GIF up to 20 MB); its own faults; ``GET /uploads/{name}`` serves it for
+  ``upload_ttl`` (72 h). Its URLs are signed (size and time inside), so a
+  generation request naming one is checked without a table, across restarts.
+- ``GET /v1/balance`` (and ``/balance``): bearer auth; the configured balance less
+  what is charged (``remain_balance`` -1 and ``unlimited_quota`` when there is none).
 - ``GET /_sim/ledger``: the billing ledger as JSON; no auth, it is the
   simulator's own control surface and holds no secret.
 
@@ -20,6 +26,7 @@ import asyncio
 import functools
 import hmac
 import json
+import secrets
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Mapping
@@ -34,19 +41,26 @@ from pipeline.simulator.faults import FaultInjector
 from pipeline.simulator.images import ImageCache, parse_hex_colours, render_png
 from pipeline.simulator.inputs import check_data_uri, foreign_size, unreachable
 from pipeline.simulator.responses import (
+    RESPONSE_VERSION,
+    UploadSigner,
     UrlSigner,
     error_body,
     json_bytes,
     poll_reply,
     submit_reply,
+    upload_info,
+    versioned_bytes,
 )
 from pipeline.simulator.tasks import Ledger, TaskStore, body_digest
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 # Nine 20 MB images, base64-encoded, plus the rest of the JSON.
 MAX_BODY_BYTES = 9 * 20 * 1024 * 1024 * 4 // 3 + 1024 * 1024
 _LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+VERSION_HEADER = "X-APIMart-Response-Version"
+_REQUEST_ID = web.RequestKey("request_id", str)
 
 
 # Up to 2K a render takes well under a millisecond (``images`` caches the costly part):
@@ -121,13 +135,21 @@ class Simulator:
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="imgspec-sim")
         self.port = config.port  # the bound port, set by the runner once listening
         self._auth = config.api_key.encode()
+        self.uploads = UploadSigner(config.seed)
+        # Bytes of the images uploaded to this process, for GET (the URLs verify without).
+        self.uploaded_files: dict[str, tuple[bytes, str]] = {}
 
     def app(self) -> web.Application:
         """The aiohttp application serving this simulator."""
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app = web.Application(client_max_size=MAX_BODY_BYTES,
+                              middlewares=[self._request_ids])
         app.router.add_post("/v1/images/generations", _guard(self.submit))
         app.router.add_get("/v1/tasks/{task_id}", _guard(self.poll))
         app.router.add_get("/files/{token}.png", _guard(self.download))
+        app.router.add_post("/v1/uploads/images", _guard(self.upload))
+        app.router.add_get("/uploads/{name}", _guard(self.uploaded))
+        app.router.add_get("/v1/balance", _guard(self.balance))
+        app.router.add_get("/balance", _guard(self.balance))
         app.router.add_get("/_sim/ledger", _guard(self.ledger_endpoint))
         return app
 
@@ -141,6 +163,30 @@ class Simulator:
         self.store.close()
 
     # -- helpers ------------------------------------------------------------
+
+    @web.middleware
+    async def _request_ids(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every reply names its request (``X-Request-Id``) and, when versioned, its version."""
+        request_id = f"req_{secrets.token_hex(10)}"
+        request[_REQUEST_ID] = request_id
+        response = await handler(request)
+        if not response.prepared:
+            response.headers["X-Request-Id"] = request_id
+            if self._versioned(request):
+                response.headers[VERSION_HEADER] = RESPONSE_VERSION
+        return response
+
+    def _versioned(self, request: web.Request) -> bool:
+        """Whether this request is answered in the versioned envelope (config ``envelope``)."""
+        if self.config.envelope == "requested":
+            return request.headers.get(VERSION_HEADER, "").strip() == RESPONSE_VERSION
+        return self.config.envelope == "versioned"
+
+    def _shaped(self, request: web.Request, legacy: bytes) -> bytes:
+        """A task reply body in the envelope this request is answered in."""
+        if not self._versioned(request):
+            return legacy
+        return versioned_bytes(legacy, request.get(_REQUEST_ID, ""))
 
     def _denied(self, request: web.Request) -> web.Response | None:
         header = request.headers.get("Authorization")
@@ -184,6 +230,8 @@ class Simulator:
         if parts.hostname not in hosts or port != self.port:
             return None
         path = parts.path
+        if path.startswith("/uploads/"):
+            return self._own_upload(url, path.removeprefix("/uploads/"))
         if not (path.startswith("/files/") and path.endswith(".png")):
             return f"{url} was not found (HTTP 404)"
         parsed = self.signer.parse(path[len("/files/") : -len(".png")])
@@ -196,6 +244,16 @@ class Simulator:
         if now >= task.expires_at(parsed[2], self.config.url_ttl):
             return f"{url} has expired (HTTP 410)"
         return task.width, task.height
+
+    def _own_upload(self, url: str, name: str) -> tuple[int, int] | str:
+        """Size of an image uploaded here, or why its URL does not work."""
+        parsed = self.uploads.parse(name)
+        if parsed is None:
+            return f"{url} was not found (HTTP 404)"
+        width, height, created = parsed
+        if self.config.clock() >= created + self.config.upload_ttl:
+            return f"{url} has expired (HTTP 410)"
+        return width, height
 
     async def _check(
         self, body: dict[str, object], request: web.Request
@@ -211,6 +269,14 @@ class Simulator:
                 size: tuple[int, int] | None = None
                 assumed: tuple[int, int] | None = None
                 if isinstance(url, str) and url.startswith("data:"):
+                    if not self.config.accept_data_uris:
+                        fetch_problems.append(Problem(
+                            "image_urls",
+                            f"image {i + 1}: base64 data URIs are no longer accepted",
+                            "upload the image (POST /v1/uploads/images) and send its URL; "
+                            "in imgspec: inputs: upload",
+                            index=i))
+                        continue
                     data_uris[i] = url
                 elif isinstance(url, str) and url.startswith(("http://", "https://")):
                     own = self._own_image(url, request)
@@ -244,7 +310,7 @@ class Simulator:
         problems.extend(p for p in fetch_problems if p.index not in flagged)
         return problems, output_dimensions(body, last_input=last)
 
-    def _replay(self, key: str, digest: str) -> web.Response | None:
+    def _replay(self, request: web.Request, key: str, digest: str) -> web.Response | None:
         """The earlier task's reply for a reused Idempotency-Key; 422 if the body differs."""
         known = self.store.idempotency.get(key)
         if known is None:
@@ -260,7 +326,8 @@ class Simulator:
         self.store.replays += 1
         task = self.store.tasks[known[1]]
         status, _ = task.status_at(self.config.clock())
-        return _json(200, submit_reply(task, status))
+        return _json(200, self._shaped(request, submit_reply(task, status)),
+                     {"Idempotency-Replayed": "true"})
 
     # -- handlers -----------------------------------------------------------
 
@@ -292,7 +359,7 @@ class Simulator:
             return _error(400, "request body must be a JSON object", "invalid_request")
         digest = body_digest(body)
         key = request.headers.get("Idempotency-Key") or None
-        reply = self._replay(key, digest) if key else None
+        reply = self._replay(request, key, digest) if key else None
         if reply is None:
             problems, size = await self._check(body, request)
             errors = [p for p in problems if p.severity == "error"]
@@ -300,16 +367,17 @@ class Simulator:
                 store.rejected += 1
                 return _error(400, _format_problems(errors), "invalid_request")
             # Another request may have taken the key while the inputs were checked.
-            reply = self._replay(key, digest) if key else None
+            reply = self._replay(request, key, digest) if key else None
             if reply is None:
-                reply = self._create(body, digest, size, key)
+                reply = self._create(request, body, digest, size, key)
         if fault == "submit.lost_reply" and reply.status == 200:
             self.faults.record(fault)
             return _drop(request)
         return reply
 
     def _create(
-        self, body: dict[str, object], digest: str, size: tuple[int, int], key: str | None
+        self, request: web.Request, body: dict[str, object], digest: str,
+        size: tuple[int, int], key: str | None
     ) -> web.Response:
         store = self.store
         model = str(body["model"])
@@ -338,7 +406,7 @@ class Simulator:
         if status not in ("pending", "processing"):
             # A zero-latency task is already done, but a submission reply is always in flight.
             status = "processing"
-        return _json(200, submit_reply(task, status))
+        return _json(200, self._shaped(request, submit_reply(task, status)))
 
     async def poll(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/tasks/{task_id}."""
@@ -358,7 +426,8 @@ class Simulator:
             return _error(404, f"task {task_id!r} not found", "not_found")
         now = self.config.clock()
         origin = f"{request.scheme}://{request.host}"
-        body = poll_reply(task, now, origin, self.config.url_ttl, self.signer)
+        body = self._shaped(request,
+                            poll_reply(task, now, origin, self.config.url_ttl, self.signer))
         self.store.settle_task(task, now)
         if fault == "poll.malformed":
             self.faults.record(fault)
@@ -421,6 +490,84 @@ class Simulator:
             return await _dripped(request, data)
         store.downloads_ok += 1
         return web.Response(body=data, content_type="image/png")
+
+    async def upload(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1/uploads/images: multipart field ``file``; JPEG, PNG, WebP, GIF to 20 MB."""
+        store = self.store
+        store.tick(self.config.clock())
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        fault = self.faults.draw("upload")
+        if fault == "upload.5xx":
+            await request.read()
+            return self._server_error(fault)
+        if fault == "upload.reset":
+            await request.read()
+            self.faults.record(fault)
+            return _reset(request)
+        if not request.content_type.startswith("multipart/"):
+            return _error(400, "send the image as multipart/form-data, field 'file'",
+                          "invalid_request")
+        form = await request.post()
+        field = form.get("file")
+        if not isinstance(field, web.FileField):
+            return _error(400, "missing file field: send the image as form field 'file'",
+                          "invalid_request")
+        data = field.file.read()
+        if len(data) > MAX_UPLOAD_BYTES:
+            return _error(413, "file too large: at most 20 MB", "invalid_request")
+        loop = asyncio.get_running_loop()
+        seen = await loop.run_in_executor(self.executor, upload_info, data)
+        if seen is None:
+            return _error(400, "unsupported format: JPEG, PNG, WebP or GIF", "invalid_request")
+        fmt, width, height = seen
+        created = int(self.config.clock())
+        name = self.uploads.name(width, height, created, fmt.lower())
+        mime = f"image/{fmt.lower()}"
+        self.uploaded_files[name] = (data, mime)
+        store.uploads += 1
+        origin = f"{request.scheme}://{request.host}"
+        reply = _json(200, json_bytes({
+            "url": f"{origin}/uploads/{name}", "filename": field.filename or "image",
+            "content_type": mime, "bytes": len(data), "created_at": created}))
+        if fault == "upload.lost_reply":
+            self.faults.record(fault)
+            return _drop(request)
+        return reply
+
+    async def uploaded(self, request: web.Request) -> web.StreamResponse:
+        """GET /uploads/{name}: an uploaded image, while its URL lives (410 after)."""
+        name = request.match_info["name"]
+        parsed = self.uploads.parse(name)
+        if parsed is None:
+            return _error(404, "file not found", "not_found")
+        if self.config.clock() >= parsed[2] + self.config.upload_ttl:
+            return _error(410, "this upload URL has expired: upload the image again", "expired")
+        held = self.uploaded_files.get(name)
+        if held is None:  # uploaded to an earlier process of a --state simulator
+            return _error(404, "file not found", "not_found")
+        return web.Response(body=held[0], content_type=held[1])
+
+    async def balance(self, request: web.Request) -> web.StreamResponse:
+        """GET /v1/balance (and /balance): what is left of ``config.balance``, in CNY.
+
+        Falls as images are pre-charged and rises as failed tasks are refunded; an
+        account without a balance is unlimited (``remain_balance`` -1).
+        """
+        self.store.tick(self.config.clock())
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        self.store.settle(self.config.clock())
+        used = self.store.cost_charged
+        limit = self.config.balance
+        return _json(200, json_bytes({
+            "success": True,
+            "remain_balance": -1 if limit is None else float(limit - used),
+            "used_balance": float(used),
+            "unlimited_quota": limit is None,
+        }))
 
     async def ledger_endpoint(self, request: web.Request) -> web.StreamResponse:
         """GET /_sim/ledger."""

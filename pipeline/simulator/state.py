@@ -38,7 +38,7 @@ from pipeline.errors import UsageError
 FORMAT: Final = "imgspec-simulator-state"
 VERSION: Final = 1
 COUNTER_NAMES: Final[tuple[str, ...]] = (
-    "submissions", "rejected", "replays", "polls", "downloads", "downloads_ok",
+    "submissions", "rejected", "replays", "polls", "downloads", "downloads_ok", "uploads",
 )
 # Compact when the log holds this many dead lines and more dead than live ones.
 _COMPACT_MIN_DEAD: Final = 1024

@@ -173,6 +173,7 @@ class Ledger:
     downloads: int  # image GETs received
     downloads_ok: int  # image GETs answered with the complete image
     faults: Mapping[str, int] = field(default_factory=dict)  # injected, per kind
+    uploads: int = 0  # input images accepted by POST /v1/uploads/images (free)
 
     def to_json(self) -> dict[str, object]:
         """The ledger as JSON-ready data (cost as a string, to keep it exact)."""
@@ -188,6 +189,7 @@ class Ledger:
             "currency": self.currency,
             "downloads": self.downloads,
             "downloads_ok": self.downloads_ok,
+            "uploads": self.uploads,
             "faults": dict(self.faults),
         }
 
@@ -213,6 +215,7 @@ class TaskStore:
         self.polls = 0
         self.downloads = 0
         self.downloads_ok = 0
+        self.uploads = 0
         self.tasks_created = 0
         self.tasks_failed = 0
         self.images_charged = 0
@@ -454,6 +457,7 @@ class TaskStore:
             currency=self.config.prices.currency,
             downloads=self.downloads,
             downloads_ok=self.downloads_ok,
+            uploads=self.uploads,
             faults={name: count for name, count in faults.items() if count},
         )
 

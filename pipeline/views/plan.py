@@ -113,8 +113,9 @@ def plan_text(plan: Plan) -> str:
         model_width = max(len(i.instance.model) for i in changes)
         for item in changes:
             price = (f"{item.instance.n:>2} × {item.instance.model:<{model_width}}  "
-                     f"{money(item.cost, cur):>8}"
-                     if item.status in TO_SUBMIT else "already paid, will be polled")
+                     f"{money(item.cost, cur):>8}" if item.status in TO_SUBMIT
+                     else "already paid, downloaded again" if item.status == PlanStatus.DOWNLOAD
+                     else "already paid, will be polled")
             note = f"  ({item.note})" if item.note else ""
             lines.append(f"  {SYMBOLS[item.status]} {item.status.value:<8} "
                          f"{item.key:<{width}}  {price}{note}".rstrip())

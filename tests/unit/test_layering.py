@@ -16,15 +16,14 @@ CORE = (
     "catalogue", "diagnostics", "diff", "document", "errors", "expand", "graph", "identity",
     "images", "instances", "lifecycle", "lockfile", "lockmerge", "lockschema", "manifest",
     "matrix", "pacing", "plan", "polling", "pricing", "replies", "reroll", "rules", "schema",
-    "selection",
-    "spec",
-    "templates", "views.diff", "views.graph", "views.plan", "views.status", "views.teams",
+    "selection", "spec", "bounds", "sandbox", "templates", "views.balance", "views.diff",
+    "views.graph", "views.plan", "views.status", "views.teams",
 )
 # The shell: the modules that talk to disks, networks, processes and clocks.
 SHELL = frozenset({
     "cli", "client", "executor", "files", "gallery_site", "gitspec", "guard", "housekeeping",
     "journal", "mergefiles", "outputs", "project", "review_server", "run", "scaffold",
-    "scheduler", "sendable", "shards", "simulator", "views.progress",
+    "scheduler", "sendable", "shards", "simulator", "uploads", "views.progress",
 })
 # Libraries that do I/O or run an event loop: none of them in the core.
 IO_LIBRARIES = frozenset({

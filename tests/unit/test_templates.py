@@ -9,15 +9,10 @@ import jinja2
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from pipeline.bounds import MAX_OUTPUT_LENGTH, MAX_VALUE_LENGTH
 from pipeline.rules import MAX_PROMPT_CHARS
-from pipeline.templates import (
-    MAX_OUTPUT_LENGTH,
-    MAX_RENDER_WORK,
-    MAX_VALUE_LENGTH,
-    RENDER_DEADLINE_SECONDS,
-    TemplateProblem,
-    TemplateRenderer,
-)
+from pipeline.sandbox import MAX_RENDER_WORK, RENDER_DEADLINE_SECONDS
+from pipeline.templates import TemplateProblem, TemplateRenderer
 from pipeline.workspace import MemoryWorkspace
 
 INCLUDES = {"parts/style.j2": "in the style of {{ artist }}"}

@@ -1,0 +1,126 @@
+"""Local input images by upload: each image uploaded once per content, its URL sent.
+
+The upload page (``POST /v1/uploads/images``) says generation endpoints no longer
+take base64 data; the wan2.7 page still lists it. The manifest's ``inputs``
+chooses: ``upload`` (the default) or ``inline`` (data URIs, :mod:`pipeline.sendable`).
+
+With ``upload``, every local image a submission sends (a file of the manifest's
+folder, or an upstream image on disk whose link expired) is hashed in a worker
+thread; a URL recorded in the lockfile's ``uploads`` for that sha256 is reused
+while it has ``margin`` seconds left, else the image is uploaded (once, however
+many submissions want it at the same moment) and the new URL journaled before it
+is returned. So a submission is recorded as ``submitting`` only after every upload
+it sends is confirmed and durable: a paid task is never tied to an unconfirmed
+upload, and replaying its Idempotency-Key sends the very same body. An upload
+whose outcome is unknown is simply redone (uploads are free).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Final, Protocol
+
+from pipeline.client import Uploaded
+from pipeline.journal import LockStore
+from pipeline.lockfile import Upload
+from pipeline.sendable import ReadOutput, ReadWorkspace, Send, Source, encode
+from pipeline.spec import InputsMode
+from pipeline.workspace import Workspace
+
+# A URL is reused only while it lives this much longer: a task may wait in the API's
+# queue, and the run itself may go on for hours, before the image is fetched.
+UPLOAD_MARGIN: Final = 6 * 3600.0
+
+
+class Uploader(Protocol):
+    """What uploads need of the API client (:meth:`pipeline.client.ApiClient.upload_image`)."""
+
+    async def upload_image(self, data: bytes, *, filename: str,
+                           content_type: str) -> Uploaded: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Local:
+    """A local image read for sending: its bytes, their sha256, and how to name it."""
+
+    data: bytes
+    sha256: str
+    filename: str
+    mime: str
+
+
+def _read(source: ReadWorkspace | ReadOutput, workspace: Workspace) -> _Local:
+    """(Worker thread.) Read and hash one local image."""
+    if isinstance(source, ReadWorkspace):
+        data = workspace.read_bytes(source.path)
+        name = PurePosixPath(source.path).name
+    else:
+        data = source.path.read_bytes()
+        name = source.path.name
+    return _Local(data, hashlib.sha256(data).hexdigest(), name, source.mime)
+
+
+class Inputs:
+    """Turns a submission's sources into its ``image_urls``; one per run (shares uploads)."""
+
+    def __init__(self, *, mode: InputsMode, client: Uploader, store: LockStore,
+                 workspace: Workspace, clock: Callable[[], float],
+                 margin: float = UPLOAD_MARGIN) -> None:
+        self.mode = mode
+        self.client = client
+        self.store = store
+        self.workspace = workspace
+        self.clock = clock
+        self.margin = margin
+        self._pending: dict[str, asyncio.Future[str]] = {}  # sha256 -> URL, while uploading
+        self.uploaded = 0  # uploads this run made
+
+    async def image_urls(self, sources: Sequence[Source], *, replay: bool = False) -> list[str]:
+        """The strings to send; with ``upload``, only once each upload is durable.
+
+        ``replay``: the submission replays an Idempotency-Key, so a recorded URL is
+        reused while it has not expired at all (a new one would change the body).
+
+        Raises the client's ApiError when an upload fails (TransientError once its
+        retries are spent; RequestRejected for a refused image): nothing is sent then.
+        """
+        if self.mode == "inline":
+            return await asyncio.to_thread(encode, sources, self.workspace)
+        out: list[str] = []
+        for source in sources:
+            if isinstance(source, Send):
+                out.append(source.text)
+                continue
+            local = await asyncio.to_thread(_read, source, self.workspace)
+            out.append(await self._url(local, margin=0.0 if replay else self.margin))
+        return out
+
+    async def _url(self, local: _Local, *, margin: float) -> str:
+        known = self.store.uploads.get(local.sha256)
+        if known is not None and known.expires_at > self.clock() + margin:
+            return known.url
+        pending = self._pending.get(local.sha256)
+        if pending is not None:  # another submission is uploading the same image
+            return await asyncio.shield(pending)
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._pending[local.sha256] = future
+        try:
+            got = await self.client.upload_image(local.data, filename=local.filename,
+                                                 content_type=local.mime)
+            await self.store.commit_upload(local.sha256, Upload(got.url, got.expires_at))
+            self.uploaded += 1
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)
+                future.exception()  # retrieved: nobody else may be waiting
+            raise
+        finally:
+            del self._pending[local.sha256]
+        future.set_result(got.url)
+        return got.url

@@ -1,0 +1,20 @@
+"""The contract tests use the end-to-end fixtures (project, simulators, imgspec) and a
+way to drive the real command line in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.e2e.conftest import KEY, ROOT, imgspec, project, sim, start_sim
+
+__all__ = ["cli", "imgspec", "project", "sim", "start_sim"]
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m pipeline ARGS`` with the test key, importing this worktree's code."""
+    environ = {**os.environ, "APIMART_API_KEY": KEY, "PYTHONPATH": str(ROOT), **(env or {})}
+    environ.pop("IMGSPEC_BALANCE_UNIT", None)
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], env=environ, text=True,
+                          capture_output=True, timeout=120, check=False)
