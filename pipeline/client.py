@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -53,7 +52,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -62,8 +61,16 @@ import stamina
 from httpx_aiohttp import AiohttpTransport
 from stamina.instrumentation import RetryDetails
 
+from pipeline.downloads import (
+    MAX_SIDE,
+    MIN_SIDE,
+    Downloaded,
+    DownloadLimits,
+    ImageSink,
+    declared_length,
+)
 from pipeline.errors import ApiError, AuthError, RequestRejected, TransientError, UsageError
-from pipeline.images import IMAGE_FORMATS, check_image
+from pipeline.images import IMAGE_FORMATS
 from pipeline.pacing import AdaptiveRate, Bound
 from pipeline.replies import (
     RESPONSE_VERSION,
@@ -84,8 +91,7 @@ from pipeline.replies import (
     shorten,
 )
 
-__all__ = ["ApiClient", "Balance", "Downloaded", "RetryEvent", "TaskImage", "TaskState",
-           "Uploaded"]
+__all__ = ["ApiClient", "Balance", "RetryEvent", "TaskImage", "TaskState", "Uploaded"]
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -96,64 +102,7 @@ RESPONSE_VERSION_HEADER: Final = "X-APIMart-Response-Version"
 WAIT_INITIAL: Final = 0.5
 WAIT_MAX: Final = 30.0
 WAIT_JITTER: Final = 1.0
-# Sides outside this range cannot come from the API (its largest output is ~11585 px
-# on the long side at 4K and 8:1); such a "picture" is a placeholder or garbage.
-MIN_SIDE: Final = 16
-MAX_SIDE: Final = 16384
 _ERROR_BODY_BYTES: Final = 4096
-# A download is buffered up to this much between trips to the disk (in a worker thread).
-_SPOOL_BYTES: Final = 2**20
-DOWNLOAD_DEADLINE: Final = 300.0  # seconds for one whole download, headers included
-DOWNLOAD_MIN_RATE: Final = 1024.0  # bytes/s, averaged over each window
-DOWNLOAD_RATE_WINDOW: Final = 30.0  # seconds
-_LIMIT_ENV: Final = {
-    "deadline": "IMGSPEC_DOWNLOAD_DEADLINE",
-    "min_rate": "IMGSPEC_DOWNLOAD_MIN_RATE",
-    "window": "IMGSPEC_DOWNLOAD_RATE_WINDOW",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class DownloadLimits:
-    """How long one download may take and how slowly it may arrive."""
-
-    deadline: float = DOWNLOAD_DEADLINE
-    min_rate: float = DOWNLOAD_MIN_RATE  # 0: no minimum
-    window: float = DOWNLOAD_RATE_WINDOW
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> DownloadLimits:
-        """The defaults, overridden by ``IMGSPEC_DOWNLOAD_*``; UsageError if one is bad."""
-        values: dict[str, float] = {}
-        for field_name, name in _LIMIT_ENV.items():
-            text = environ.get(name, "").strip()
-            if not text:
-                continue
-            try:
-                values[field_name] = float(text)
-            except ValueError:
-                raise UsageError(f"{name}={text!r} is not a number of "
-                                 f"{'bytes/s' if field_name == 'min_rate' else 'seconds'}"
-                                 ) from None
-        return cls(**values)
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.deadline) and self.deadline > 0
-                and math.isfinite(self.window) and self.window > 0
-                and math.isfinite(self.min_rate) and self.min_rate >= 0):
-            raise UsageError("download limits: the deadline and rate window must be positive "
-                             "seconds and the minimum rate 0 or more bytes/s")
-
-
-@dataclass(frozen=True, slots=True)
-class Downloaded:
-    """A verified image on disk: its hash, size in bytes, pixel size and format."""
-
-    sha256: str
-    bytes: int
-    width: int
-    height: int
-    format: str  # "PNG", "JPEG", "WEBP", "BMP"
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,16 +189,6 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return (parts.scheme.lower(), (parts.hostname or "").lower(), parts.port)
 
 
-def _inspect_image(path: Path) -> tuple[str, int, int] | None:
-    """(format, width, height) if the file decodes as an image (Pillow verify), else None.
-
-    ``check_image``'s problems are about *input* images (e.g. its 20 MB cap) and
-    do not apply to results; only whether it could read the image matters here.
-    """
-    info, _problems = check_image(path.read_bytes())
-    return None if info is None else (info.format, info.width, info.height)
-
-
 def _aiohttp_transport(*, trust_env: bool) -> AiohttpTransport:
     """httpx's requests carried by aiohttp's pool (no connection limit: the executor bounds it).
 
@@ -264,63 +203,6 @@ def _aiohttp_transport(*, trust_env: bool) -> AiohttpTransport:
         return aiohttp.ClientSession(connector=connector, trust_env=trust_env)
 
     return AiohttpTransport(client=session)
-
-
-class _ImageSink:
-    """A download's bytes on their way to a file: buffered in memory, then written,
-    hashed and fsynced by a worker thread (``spill``, ``finish``), never on the loop.
-
-    Only one of ``add`` / ``spill`` / ``finish`` runs at a time: the caller awaits each
-    worker-thread call before adding more.
-    """
-
-    def __init__(self, dest: Path) -> None:
-        self.dest = dest
-        self.size = 0
-        self._chunks: list[bytes] = []
-        self._buffered = 0
-        self._digest = hashlib.sha256()
-        self._file: IO[bytes] | None = None
-
-    def add(self, chunk: bytes) -> bool:
-        """Buffer ``chunk``; True when the buffer is full enough to ``spill``."""
-        self._chunks.append(chunk)
-        self._buffered += len(chunk)
-        self.size += len(chunk)
-        return self._buffered >= _SPOOL_BYTES
-
-    def spill(self) -> None:
-        """(Worker thread.) Write and hash the buffered bytes, creating the file first."""
-        if self._file is None:
-            self.dest.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.dest.open("wb")
-        for chunk in self._chunks:
-            self._digest.update(chunk)
-            self._file.write(chunk)
-        self._chunks.clear()
-        self._buffered = 0
-
-    def finish(self) -> tuple[str, tuple[str, int, int] | None]:
-        """(Worker thread.) Write the rest, fsync, close; the SHA-256 and what the image is."""
-        self.spill()
-        assert self._file is not None
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        return self._digest.hexdigest(), _inspect_image(self.dest)
-
-    def close(self) -> None:
-        """Close the file if a failure left it open (the caller removes it)."""
-        if self._file is not None:
-            self._file.close()
-
-
-def _declared_length(value: str | None) -> int | None:
-    """A Content-Length as a number; None if absent or not one (ASCII digits, not absurd)."""
-    if value is None:
-        return None
-    text = value.strip()
-    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
 
 
 async def _uncancelled(work: Awaitable[T]) -> T:
@@ -640,7 +522,7 @@ class ApiClient:
         the headers). Time-based, so a host sending nothing at all is caught too.
         """
         limits = self._limits
-        sink = _ImageSink(dest)
+        sink = ImageSink(dest)
         work = asyncio.ensure_future(self._download_once(url, sink))
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -673,7 +555,7 @@ class ApiClient:
             elif not work.cancelled():
                 work.exception()  # retrieved here; raised by work.result() above
 
-    async def _download_once(self, url: str, sink: _ImageSink) -> Downloaded:
+    async def _download_once(self, url: str, sink: ImageSink) -> Downloaded:
         # The key goes only to the API's own origin; a CDN link must not receive it.
         headers = self._auth if _origin(url) == self._api_origin else {}
         if self._limiter is not None:
@@ -697,7 +579,7 @@ class ApiClient:
                         raise self._status_error(
                             response.status_code, response.headers, body, download=True
                         )
-                    declared = _declared_length(response.headers.get("Content-Length"))
+                    declared = declared_length(response.headers.get("Content-Length"))
                     if declared is not None:
                         self._check_size(declared)
                     # Chunks as they arrive (no re-chunking), so ``sink.size`` is the

@@ -30,7 +30,8 @@ from decimal import Decimal
 from pathlib import Path
 
 from pipeline import lifecycle, sendable
-from pipeline.client import ApiClient, Downloaded, TaskImage, TaskState
+from pipeline.client import ApiClient, TaskImage, TaskState
+from pipeline.downloads import Downloaded
 from pipeline.errors import AuthError, BalanceExhausted, RequestRejected, TransientError
 from pipeline.events import EventKind, RunEvent, RunResult, StopReason
 from pipeline.identity import fingerprint

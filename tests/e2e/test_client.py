@@ -21,15 +21,8 @@ import httpx
 import pytest
 import stamina
 
-from pipeline.client import (
-    WAIT_INITIAL,
-    WAIT_JITTER,
-    ApiClient,
-    Downloaded,
-    DownloadLimits,
-    RetryEvent,
-    TaskState,
-)
+from pipeline.client import WAIT_INITIAL, WAIT_JITTER, ApiClient, RetryEvent, TaskState
+from pipeline.downloads import Downloaded, DownloadLimits
 from pipeline.errors import (
     ApiError,
     AuthError,
