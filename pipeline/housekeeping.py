@@ -69,6 +69,8 @@ def verify(manifest: Path, *, simulate: bool = False,
     folder.check_entries(lock.entries.values())
     done = [e for e in lock.entries.values() if e.status == "done"]
     problems = verify_outputs(done, folder)
+    if not done:  # nothing generated yet: no index is owed either
+        return 0, problems
     index = folder.check_index(lock.entries)
     if index is not None:
         problems.append(index)

@@ -259,3 +259,10 @@ def test_plan_shows_where_the_images_go(one: Project) -> None:
     assert "Outputs: outputs/one/" in text.stdout
     data = json.loads(imgspec("plan", "--json", "manifests/one.yaml", cwd=one.root).stdout)
     assert data["outputs"] == "outputs/one/"
+
+
+def test_verify_before_any_run_finds_nothing_wrong(one: Project) -> None:
+    """A project never run has no outputs and owes no index: verify exits 0."""
+    out = imgspec("verify", "manifests/one.yaml", cwd=one.root)
+    assert out.returncode == 0, out.stderr
+    assert "0 file(s) checked, 0 problem(s)" in out.stdout
