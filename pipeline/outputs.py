@@ -15,7 +15,7 @@ import os
 import re
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,12 +41,16 @@ class OutputFolder:
 
     root: Path
     base: Path  # the lockfile's folder
+    _prefix: str = field(init=False, repr=False, compare=False)  # "<root>/", for confined
+    _base: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Absolute once, here: every comparison below is between absolute paths,
         # whatever the current directory and however the manifest was named.
         object.__setattr__(self, "root", Path(os.path.abspath(self.root)))  # noqa: PTH100
         object.__setattr__(self, "base", Path(os.path.abspath(self.base)))  # noqa: PTH100
+        object.__setattr__(self, "_prefix", os.path.join(str(self.root), ""))  # noqa: PTH118
+        object.__setattr__(self, "_base", str(self.base))
 
     def instance_dir(self, job: str, key: str) -> Path:
         """``<root>/<job>/<folder of key>``, guaranteed inside the root.
@@ -99,7 +103,7 @@ class OutputFolder:
         """
         if not stored or "\\" in stored or "\0" in stored or os.path.isabs(stored):  # noqa: PTH117
             return None
-        full = os.path.normpath(os.path.join(self.base, stored))  # noqa: PTH118
+        full = os.path.normpath(os.path.join(self._base, stored))  # noqa: PTH118
         return full if full.startswith(self._prefix) else None
 
     def absolute(self, stored: str) -> Path:
@@ -129,10 +133,6 @@ class OutputFolder:
         real = os.path.realpath(full)
         if real.startswith(self._real_prefix):
             Path(real).unlink(missing_ok=True)
-
-    @property
-    def _prefix(self) -> str:
-        return os.path.join(os.path.normpath(self.root), "")  # noqa: PTH118
 
     @property
     def _real_prefix(self) -> str:
