@@ -198,7 +198,7 @@ def plan(manifest: Path, as_json: bool, max_cost: str | None, simulate: bool,
                        lockfile=lockfile, lock=lock, rehash=rehash)
     the_plan = narrow(prepared.plan, selection, jobs=prepared.manifest.jobs)
     if as_json:
-        write_plan_json(the_plan, click.get_text_stream("stdout").write)
+        write_plan_json(the_plan, sys.stdout.write)
     else:
         click.echo(plan_text(the_plan), nl=False)
     if not the_plan.within_budget:
