@@ -41,11 +41,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
 import os
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
@@ -189,17 +191,23 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return (parts.scheme.lower(), (parts.hostname or "").lower(), parts.port)
 
 
-def _aiohttp_transport(*, trust_env: bool) -> AiohttpTransport:
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """httpx's trust store (certifi): one context per process (it takes ~16 ms to build)."""
+    return httpx.create_ssl_context()
+
+
+def _aiohttp_transport(*, trust_env: bool, tls: bool) -> AiohttpTransport:
     """httpx's requests carried by aiohttp's pool (no connection limit: the executor bounds it).
 
     ``trust_env`` makes aiohttp honour HTTP(S)_PROXY and NO_PROXY; never for a
-    loopback origin (the simulator), which a proxy could not reach.
+    loopback origin (the simulator), which a proxy could not reach. ``tls``: the
+    API is reached over https, so its trust store is built (certifi's, as httpx's);
+    an http origin (the simulator) leaves https links, if any, to aiohttp's default.
     """
 
-    tls = httpx.create_ssl_context()  # httpx's trust store (certifi), as before the swap
-
     def session() -> aiohttp.ClientSession:  # made lazily, inside the running loop
-        connector = aiohttp.TCPConnector(limit=0, ssl=tls)
+        connector = aiohttp.TCPConnector(limit=0, ssl=_tls() if tls else True)
         return aiohttp.ClientSession(connector=connector, trust_env=trust_env)
 
     return AiohttpTransport(client=session)
@@ -284,7 +292,8 @@ class ApiClient:
             # replies parses it and today's shapes alike.
             headers={"User-Agent": USER_AGENT, "Accept": "application/json",
                      RESPONSE_VERSION_HEADER: RESPONSE_VERSION},
-            transport=transport or _aiohttp_transport(trust_env=not is_loopback(host)),
+            transport=transport or _aiohttp_transport(trust_env=not is_loopback(host),
+                                                       tls=scheme == "https"),
         )
 
     def __repr__(self) -> str:
@@ -640,6 +649,14 @@ class ApiClient:
                 return False  # the caller gets the error, which carries retry_after
             return wait
 
+        # The first attempt goes straight through: stamina's retry context costs more
+        # than a request's own parsing, and almost every request succeeds at once. A
+        # failure is replayed into stamina as its first attempt, so the attempts, the
+        # backoff and the retry hooks are exactly stamina's.
+        try:
+            return await call()
+        except TransientError as exc:
+            first: TransientError | None = exc
         token = _RETRY_LISTENER.set((operation, self._on_retry))
         try:
             async for attempt in stamina.retry_context(
@@ -651,6 +668,9 @@ class ApiClient:
                 wait_jitter=WAIT_JITTER,
             ):
                 with attempt:
+                    if first is not None:
+                        failed, first = first, None
+                        raise failed
                     return await call()
         finally:
             _RETRY_LISTENER.reset(token)

@@ -352,13 +352,13 @@ class Executor:
                 raise
             entry = self.store.get(key)
             assert entry is not None
-            before = [o.path for o in entry.outputs]
-            outputs = await asyncio.to_thread(self._install, inst, got, before)
-            done = lifecycle.done(entry, outputs, now=utc_now())
+            done = await asyncio.to_thread(self._install, inst, got, entry)
             await self.store.commit(done)
-            await asyncio.to_thread(self._tidy, inst, done, before[len(outputs):])
+            stale = [o.path for o in entry.outputs[len(done.outputs):]]
+            if stale:  # a smaller ``n`` than last time: its extra images go, once recorded
+                await asyncio.to_thread(self.outputs.remove_images, stale)
             self.result.done.append(key)
-            self.emit(EventKind.DONE, key, f"{len(outputs)} image(s)")
+            self.emit(EventKind.DONE, key, f"{len(done.outputs)} image(s)")
             return True
         return False
 
@@ -428,20 +428,25 @@ class Executor:
             await asyncio.wait_for(self.no_submissions.wait(), self.options.download_give_way)
 
     def _install(self, inst: Instance, got: list[tuple[Path, TaskImage, Downloaded]],
-                 before: list[str]) -> tuple[Output, ...]:
-        """(In a worker thread.) Rename verified downloads into place; their outputs."""
+                 entry: LockEntry) -> LockEntry:
+        """(In a worker thread.) Rename verified downloads into place and write meta.json;
+        the ``done`` entry to record.
+
+        One trip to a worker thread per instance, not one per step: at a thousand tasks
+        in flight each trip is loop work. meta.json is written before the entry is
+        recorded: it is a readable copy of it, and a crash in between only means the
+        next run (which resumes the task) writes it again.
+        """
+        before = [o.path for o in entry.outputs]
         outputs = []
         for index, (temp, image, info) in enumerate(got):
             final = self.outputs.install(temp, inst.job, inst.key, index, info.format,
                                          before[index] if index < len(before) else None)
             outputs.append(Output(self.outputs.relative(final), info.sha256, info.bytes,
                                   info.width, info.height, image.url, image.expires_at))
-        return tuple(outputs)
-
-    def _tidy(self, inst: Instance, done: LockEntry, stale: list[str]) -> None:
-        """(In a worker thread.) Remove images a smaller ``n`` left over; write meta.json."""
-        self.outputs.remove_images(stale)
+        done = lifecycle.done(entry, tuple(outputs), now=utc_now())
         self.outputs.write_meta(inst, done, self.plan.manifest)
+        return done
 
     async def _fail(self, item: PlanItem, entry: LockEntry | None, message: str, *,
                     refunded: bool = False) -> None:
