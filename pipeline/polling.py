@@ -34,6 +34,14 @@ HIT_TARGET = LEVELS[0]  # the share of first polls that should find the task don
 # first rung, since durations spread more around the run's typical estimate than
 # around a task's own, and its reply brings the task's own estimate for the rest.
 BLIND_LEVEL = 0.8
+# When running tasks' ``progress`` has been seen to predict their end (the poll it
+# plans finds the task done), a first poll that misses costs only one more, well-aimed
+# poll: where durations spread, the first poll then tracks this lower quantile, so
+# most tasks are seen done sooner, for about 1 + (1 - 0.6) = 1.4 polls a task.
+PROGRESS_LEVEL = 0.6
+PROGRESS_TRUSTED = 0.75  # the share of progress-planned polls that must find it done
+PROGRESS_SEEN = 5  # progress-planned polls observed before that share is trusted
+PROGRESS_MEMORY = 0.05  # the weight of each new progress-planned poll in that share
 STEP = 0.1  # how fast a rung moves per poll learned from, on a log scale
 # Tasks in flight together share their timing (a wave submitted at once is polled at
 # once and finds the same): with ``peers`` in flight, each poll moves a rung by
@@ -41,6 +49,13 @@ STEP = 0.1  # how fast a rung moves per poll learned from, on a log scale
 # independent poll would, and rungs do not swing wave by wave (with equal durations
 # they settle just above them: about one wave in five is polled again).
 PEER_SCALE = 1.0
+# Unless durations spread: then tasks in flight together do not share their outcome,
+# and each poll may move a rung as if ``SPREAD_PEER_SCALE`` of the peers were its own.
+# The spread is the standard deviation of the logarithm of the tasks' own estimates,
+# or of the durations that progress predicted exactly, whichever is larger (those
+# alone would understate it: only tasks that outlast their first poll are predicted).
+SPREAD_PEER_SCALE = 5.0
+SPREAD = 0.1  # a standard deviation of log-durations above this is "spread"
 SCOUTS = 5  # tasks that poll early while nothing is known
 WARM_AFTER = 3  # finished observations before the learned factor is trusted
 SCOUT_FRACTIONS = (0.1, 0.2, 0.35, 0.5, 0.7, 1.0)  # of the estimate, a scout's polls
@@ -49,6 +64,30 @@ FOLLOW_UP_GROWTH = 1.6
 MIN_GAP = 0.02  # seconds: never a tight loop
 MIN_FACTOR, MAX_FACTOR = 0.02, 50.0
 BLIND_RUNG = -2  # the first poll of a task without an estimate of its own
+PROGRESS_RUNG = -3  # a poll planned from the task's reported progress
+
+
+@dataclass(slots=True)
+class _LogSpread:
+    """The running standard deviation of log(value) (Welford's method)."""
+
+    count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    def add(self, value: float) -> None:
+        if not value > 0:
+            return
+        self.count += 1
+        log = math.log(value)
+        delta = log - self.mean
+        self.mean += delta / self.count
+        self.m2 += delta * (log - self.mean)
+
+    @property
+    def deviation(self) -> float:
+        """0 until PROGRESS_SEEN values are in."""
+        return math.sqrt(self.m2 / (self.count - 1)) if self.count >= PROGRESS_SEEN else 0.0
 
 
 @dataclass(slots=True)
@@ -76,7 +115,12 @@ class PollModel:
     def __init__(self, *, default_estimate: float = 1.0, max_interval: float = 15.0,
                  peers: int = 1) -> None:
         self.default_estimate = default_estimate
-        self.step = STEP * min(1.0, PEER_SCALE / max(peers, 1))
+        self.peers = max(peers, 1)
+        self._narrow_step = STEP * min(1.0, PEER_SCALE / self.peers)
+        self._spread_step = STEP * min(1.0, SPREAD_PEER_SCALE / self.peers)
+        # Running spreads of log(seconds): of progress-predicted durations, of estimates.
+        self._durations = _LogSpread()
+        self._estimate_spread = _LogSpread()
         self.max_interval = max_interval
         # Until learned: the estimate itself, then a little later, then later still.
         self.factors = [1.0, 1.03, 1.08]
@@ -88,6 +132,36 @@ class PollModel:
         # task whose submission reply gave none (APIMart's does not; its polls do).
         self.typical: float | None = None
         self._estimates = 0
+        # How often a poll planned from a running task's progress found it done.
+        self.progress_seen = 0
+        self.progress_hits = 0.0
+
+    @property
+    def step(self) -> float:
+        """How far one poll's outcome moves a rung, on a log scale (see PEER_SCALE)."""
+        return self._spread_step if self.spread > SPREAD else self._narrow_step
+
+    @property
+    def spread(self) -> float:
+        """How widely durations spread (see SPREAD_PEER_SCALE); 0 until enough are seen."""
+        return max(self._durations.deviation, self._estimate_spread.deviation)
+
+    @property
+    def progress_trusted(self) -> bool:
+        """Reported progress has predicted the end of tasks well enough to aim by it."""
+        return (self.progress_seen >= PROGRESS_SEEN
+                and self.progress_hits >= PROGRESS_TRUSTED)
+
+    @property
+    def first_level(self) -> float:
+        """The quantile of durations a task's first poll aims at (see PROGRESS_LEVEL).
+
+        Lower only where it pays: with durations that spread (equal ones are seen done
+        soon by any quantile) and progress to aim the second poll by.
+        """
+        if self.progress_trusted and self.spread > SPREAD:
+            return PROGRESS_LEVEL
+        return LEVELS[0]
 
     @property
     def factor(self) -> float:
@@ -115,6 +189,7 @@ class PollModel:
         return TaskPolls(base, scout=scout, resumed=resumed, blind=True)
 
     def _saw(self, estimate: float) -> None:
+        self._estimate_spread.add(estimate)
         self._estimates += 1
         previous = self.typical or 0.0
         self.typical = previous + (estimate - previous) / self._estimates
@@ -148,6 +223,8 @@ class PollModel:
             # prediction already passed (a stalled task) falls back to the schedule.
             at = task.last_at * 100 / task.progress + 0.005
             if at >= task.last_at + MIN_GAP:
+                if at - elapsed <= self.max_interval:  # a capped prediction tests nothing
+                    task.rung, task.planned = PROGRESS_RUNG, at
                 return min(at - elapsed, self.max_interval) if at > elapsed else MIN_GAP
         if not task.resumed:
             for rung in range(task.next_rung, len(self.factors)):
@@ -184,7 +261,13 @@ class PollModel:
         if task.resumed:
             return False
         ratio = elapsed / task.estimate
-        if rung == BLIND_RUNG:
+        if rung == PROGRESS_RUNG:
+            self.progress_seen += 1
+            weight = max(PROGRESS_MEMORY, 1 / self.progress_seen)
+            self.progress_hits += weight * (finished - self.progress_hits)
+            if finished:
+                self._durations.add(task.planned)
+        elif rung == BLIND_RUNG:
             task.next_rung = 1  # its own estimate plans the rest of the ladder
             if self._learn_blind(ratio / task.planned, finished=finished):
                 self.observed += 1
@@ -208,10 +291,11 @@ class PollModel:
 
     def _learn_blind(self, lag: float, *, finished: bool) -> bool:
         """Move the blind first rung towards its quantile (see ``_learn``)."""
+        level = PROGRESS_LEVEL if self.first_level == PROGRESS_LEVEL else BLIND_LEVEL
         if finished and lag <= 1.1:
-            self.blind = _clamp(self.blind * math.exp(-self.step * (1 - BLIND_LEVEL)))
+            self.blind = _clamp(self.blind * math.exp(-self.step * (1 - level)))
         elif not finished and lag >= 0.9:
-            self.blind = _clamp(self.blind * math.exp(self.step * BLIND_LEVEL))
+            self.blind = _clamp(self.blind * math.exp(self.step * level))
         else:
             return False
         return True
@@ -225,8 +309,9 @@ class PollModel:
         too, and vice versa for an early poll.
         """
         factor = self.factors[rung]
-        below = LEVELS[rung - 1] if rung else 0.0
-        target = (LEVELS[rung] - below) / (1.0 - below)  # P(done here | not done before)
+        levels = (self.first_level, *LEVELS[1:])
+        below = levels[rung - 1] if rung else 0.0
+        target = (levels[rung] - below) / (1.0 - below)  # P(done here | not done before)
         if finished and lag <= 1.1:
             self.factors[rung] = _clamp(factor * math.exp(-self.step * (1 - target)))
         elif not finished and lag >= 0.9:

@@ -114,3 +114,35 @@ def test_every_display_names_the_limiting_bound() -> None:
     assert "held back by --concurrency" in live.progress.tasks[0].fields["held"]
     live(event(None))
     assert live.progress.tasks[0].fields["held"] == ""
+
+
+class _Counting(io.StringIO):
+    """A stream that counts its flushes."""
+
+    flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+def test_json_events_are_flushed_in_batches_but_never_left_behind() -> None:
+    """--json: the first line is flushed at once, a burst shares one later flush, the end flushes."""
+    out = _Counting()
+    now = [0.0]
+
+    async def burst() -> None:
+        reporter = JsonReporter("CNY", out, clock=lambda: now[0])
+        with reporter:
+            reporter(event(None))
+            assert out.flushes == 1
+            for _ in range(50):
+                reporter(event(None))
+            assert out.flushes == 1  # the burst waits for the timer
+            await asyncio.sleep(JsonReporter.FLUSH_EVERY * 2)
+            assert out.flushes == 2
+            reporter(event(None))  # within FLUSH_EVERY of the last flush (clock unmoved)
+        assert out.flushes == 3  # leaving the reporter flushes what is left
+
+    asyncio.run(burst())
+    assert len(out.getvalue().splitlines()) == 52

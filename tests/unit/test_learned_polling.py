@@ -15,6 +15,7 @@ from pipeline.executor import Executor, _Flight
 from pipeline.pacing import RunOptions
 from pipeline.polling import (
     HIT_TARGET,
+    PROGRESS_LEVEL,
     SCOUT_FRACTIONS,
     SCOUTS,
     WARM_AFTER,
@@ -301,3 +302,99 @@ def test_a_stuck_task_is_polled_at_most_max_interval_apart_and_never_in_a_tight_
     assert min(gaps[1:]) >= 0.02
     assert max(gaps) <= 15.0
     assert gaps[-1] == 15.0
+
+
+def finish_reporting_progress(model: PollModel, estimate: float | None,
+                              duration: float) -> tuple[int, float]:
+    """Poll one task (virtual time) that reports linear progress, as the simulator
+    does, and its estimate in poll replies only: (polls, seconds seen late)."""
+    task = model.start(estimate)
+    elapsed = 0.0
+    while True:
+        elapsed += model.delay(task, elapsed)
+        done = elapsed >= duration
+        progress = None if done else max(1, min(99, int(100 * elapsed / duration)))
+        model.observe(task, elapsed, finished=done, estimate=max(1.0, float(int(duration) + 1)),
+                      progress=progress)
+        if done:
+            return task.polls, elapsed - duration
+
+
+def test_progress_that_predicts_the_end_lets_first_polls_come_earlier() -> None:
+    """Once progress-planned polls find tasks done, the first poll aims at a lower
+    quantile: about PROGRESS_LEVEL of tasks done at it, still <= 1.5 polls a task."""
+    rng = random.Random(3)
+    model = PollModel(default_estimate=2.0)
+    hits = polls = 0
+    for index in range(4000):
+        got, _late = finish_reporting_progress(model, None, rng.uniform(1.0, 3.0))
+        if index >= 1000:
+            hits += got == 1
+            polls += got
+    assert model.progress_trusted
+    assert model.first_level == PROGRESS_LEVEL
+    assert abs(hits / 3000 - PROGRESS_LEVEL) < 0.07
+    assert polls / 3000 <= 1.5
+
+
+def test_progress_that_misleads_is_not_trusted() -> None:
+    """Progress that says nothing of the end (stuck at 1 %) leaves the first poll's level."""
+    model = PollModel(default_estimate=2.0)
+    for _ in range(200):
+        task = model.start(2.0)
+        elapsed = 0.0
+        while True:
+            elapsed += model.delay(task, elapsed)
+            done = elapsed >= 2.5
+            model.observe(task, elapsed, finished=done, progress=None if done else 1)
+            if done:
+                break
+    assert not model.progress_trusted
+    assert model.first_level == HIT_TARGET
+
+
+def test_spread_durations_are_learned_faster_than_equal_ones() -> None:
+    """Equal durations share their outcome wave by wave (small steps); spread ones do not."""
+    equal, spread = PollModel(peers=100), PollModel(peers=100)
+    rng = random.Random(4)
+    for _ in range(300):
+        finish_reporting_progress(equal, None, 2.0)
+        finish_reporting_progress(spread, None, rng.uniform(1.0, 3.0))
+    assert equal.spread < 0.1 < spread.spread
+    assert spread.step > equal.step
+
+
+def test_waves_of_spread_tasks_reporting_progress_stay_within_the_poll_budget() -> None:
+    """1,000 tasks @100 of 1..3 s, no estimate at submission: <= 1.5 polls a task, and
+    the first polls move from the cold start towards the lower quantile."""
+    rng = random.Random(8)
+    model = PollModel(default_estimate=1.0, peers=100)
+    durations = [rng.uniform(1.0, 3.0) for _ in range(1000)]
+    queue: list[tuple[float, int]] = []
+    plans: dict[int, tuple[TaskPolls, float]] = {}
+    polls = 0
+    for ident in range(100):
+        task = model.start(None)
+        plans[ident] = (task, 0.0)
+        heapq.heappush(queue, (model.delay(task, 0.0), ident))
+    launched = 100
+    while queue:
+        clock, ident = heapq.heappop(queue)
+        task, started = plans[ident]
+        elapsed = clock - started
+        duration = durations[ident]
+        done = elapsed >= duration
+        polls += 1
+        model.observe(task, elapsed, finished=done, estimate=float(int(duration) + 1),
+                      progress=None if done else max(1, int(100 * elapsed / duration)))
+        if done:
+            if launched < len(durations):
+                fresh = model.start(None)
+                plans[launched] = (fresh, clock)
+                heapq.heappush(queue, (clock + model.delay(fresh, 0.0), launched))
+                launched += 1
+        else:
+            heapq.heappush(queue, (clock + model.delay(task, elapsed), ident))
+    assert polls / 1000 <= 1.5
+    assert model.progress_trusted
+    assert model.blind < 1.0  # below the typical estimate: earlier than the cold start
