@@ -59,6 +59,7 @@ SPREAD = 0.1  # a standard deviation of log-durations above this is "spread"
 SCOUTS = 5  # tasks that poll early while nothing is known
 WARM_AFTER = 3  # finished observations before the learned factor is trusted
 SCOUT_FRACTIONS = (0.1, 0.2, 0.35, 0.5, 0.7, 1.0)  # of the estimate, a scout's polls
+SCOUT_PROGRESS = 50  # the least progress (percent) a scout aims its next poll by
 FOLLOW_UP = 0.05  # the first gap past the ladder, as a share of the top rung's time
 FOLLOW_UP_GROWTH = 1.6
 MIN_GAP = 0.02  # seconds: never a tight loop
@@ -207,7 +208,10 @@ class PollModel:
         first = task.polls == 0
         if task.resumed and first:
             return 0.0
-        if task.scout and task.polls < len(SCOUT_FRACTIONS):
+        scouting = task.scout and task.polls < len(SCOUT_FRACTIONS)
+        # A scout aims by its progress once that is fine enough (an end it predicts is
+        # then within 2 %): what it finds sets the first rungs of every task.
+        if scouting and (task.progress is None or task.progress < SCOUT_PROGRESS):
             at = task.estimate * SCOUT_FRACTIONS[task.polls]
             return max(at - elapsed, 0.0 if first else MIN_GAP)
         if first and task.blind:
