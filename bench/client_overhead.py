@@ -24,7 +24,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_throughput import KEY, free_port, start_simulator
+from benchkit import KEY, free_port, start_simulator
 
 
 def cpu_seconds() -> float:

@@ -1,128 +1,146 @@
-"""Benchmark: `imgspec run` of 1,000 instances at concurrency 100, simulator latency 1 s.
+"""Benchmark: `imgspec run` at scale, its CPU per task and where that CPU goes.
 
-Run by hand (not a test):  python bench/run_throughput.py [--instances 1000]
-                                                             [--concurrency 100] [--latency 1]
+Run by hand (not a test):
 
-The simulator runs in its own process (as the real API would be elsewhere), so
-this process's CPU time is the client's alone. Default flags (no rate cap unless
-the API limits). Reports wall time against the
-ideal ceil(N / concurrency) x latency, polls per task from the simulator's
-ledger, and client CPU seconds per task. Targets: >= 90 % of ideal (wall <=
-ideal / 0.9), <= 1.5 polls per task.
+    python bench/run_throughput.py [--instances 30000] [--concurrency 1000]
+                                   [--latency 1] [--runs 3] [--profile]
+
+Each run starts a fresh simulator subprocess (latency in seconds, or LOW..HIGH)
+and runs the real command, ``python -m pipeline run M --yes --json`` with the
+default flags but ``--concurrency``, as a whole process. Prints, per run and as
+min/median/max: its share of the ideal ``ceil(N / C) x latency`` (for a fixed
+latency), client CPU per task (user + system of the imgspec process, all its
+threads, start-up included), peak RSS, and polls per task from the simulator's
+ledger. Targets (issue 11, 30,000 @1,000, 1 s): CPU <= 2 ms a task, RSS <= 300 MB.
+
+``--profile`` adds one more run under py-spy (``pip install py-spy``; sampling
+the thread that holds the GIL: the Python work that competes with the event
+loop, not a thread waiting in fsync) and splits the median CPU per task by
+where those samples were: HTTP, the journal, image write/fsync/check, install,
+meta.json, the lockfile checkpoint and index, events, scheduling and polling,
+start-up (imports, plan), the asyncio loop itself. Each sample is charged to the
+innermost frame that names one of those; the loop only when nothing else does.
+The profiled run is slower and is not among the timed ones.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import math
-import os
-import resource
-import socket
-import subprocess
+import re
+import shutil
+import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
+from benchkit import free_port, ledger, start_simulator, timed, write_manifest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-KEY = "bench-key"
-MANIFEST = """\
-version: 1
-name: throughput
-max_instances: {n}
-defaults: {{model: wan2.7-image, size: 1K}}
-jobs:
-  shots:
-    prompt: "Product shot number {{{{ i }}}}"
-    matrix:
-      i: {values}
-"""
-
-
-def free_port() -> int:
-    """A free loopback port for the simulator."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+# (category, pattern on "function (file:line)") in py-spy's raw frames; first match wins
+# for each frame, frames are read innermost first.
+CATEGORIES = (
+    ("image write/fsync/check", r"ImageSink|inspect_image|pipeline/images\.py|PIL/"),
+    ("install (rename)", r"OutputFolder\.install|OutputFolder\.relative|Executor\._install "),
+    ("meta.json", r"write_meta"),
+    ("checkpoint + index", r"_write_snapshot|write_index|LockStore\.checkpoint|"
+                           r"LockStore\.close|encode_lockfile|lockfile\.py"),
+    ("journal", r"pipeline/journal\.py"),
+    ("HTTP", r"aiohttp/|httpx|yarl/|multidict/|pipeline/client\.py|pipeline/replies\.py"),
+    ("events + --json", r"pipeline/views/progress\.py|pipeline/events\.py|Executor\.emit"),
+    ("scheduling + polling", r"pipeline/(executor|scheduler|polling|pacing|lifecycle)\.py"),
+    ("start-up (imports, plan)", r"importlib|pipeline/(manifest|expand|plan|"
+                                 r"templates|schema|document|project|matrix|instances|"
+                                 r"identity|graph|rules|pricing|selection)\.py"),
+)
+LOOP = "asyncio loop + threads"
 
 
-def start_simulator(port: int, latency: float) -> subprocess.Popen[bytes]:
-    """The simulator in a subprocess, waited for until it answers."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "simulator", "--port", str(port),
-         "--latency", str(latency), "--api-key", KEY],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/_sim/ledger", timeout=1)
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("the simulator did not start")
+def categorise(stack: str) -> str:
+    """The category of one sampled stack (frames root first, ';'-separated)."""
+    for frame in reversed(stack.split(";")):
+        for name, pattern in CATEGORIES:
+            if re.search(pattern, frame):
+                return name
+    return LOOP
+
+
+def breakdown(raw: Path) -> dict[str, float]:
+    """Share of busy samples per category, from py-spy's ``--format raw`` output."""
+    counts: collections.Counter[str] = collections.Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, number = line.rpartition(" ")
+        if stack and number.isdigit():
+            counts[categorise(stack)] += int(number)
+    total = sum(counts.values()) or 1
+    return {name: counts[name] / total for name, _ in (*CATEGORIES, (LOOP, ""))}
+
+
+def one_run(args: argparse.Namespace, tmp: Path, *, profile: Path | None = None
+            ) -> dict[str, float]:
+    """One fresh simulator and one ``imgspec run``; its figures."""
+    manifest = write_manifest(tmp, args.instances)
+    shutil.rmtree(tmp / "outputs", ignore_errors=True)
+    port = free_port()
+    sim = start_simulator(port, args.latency)
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "pipeline", "run", str(manifest), "--base-url", base,
+               "--yes", "--concurrency", str(args.concurrency), "--json"]
+    if profile is not None:
+        command = ["py-spy", "record", "--format", "raw", "--rate", "200", "--nonblocking",
+                   "--gil", "-o", str(profile), "--", *command]
+    try:
+        child = timed(command, cwd=tmp, log=tmp / "run.log")
+        counts = ledger(base)
+    finally:
+        sim.terminate()
+        sim.wait(timeout=20)
+    figures = {
+        "wall_s": round(child.wall, 2),
+        "cpu_ms_per_task": round(1000 * child.cpu / args.instances, 3),
+        "peak_mb": round(child.peak_mb),
+        "polls_per_task": round(counts["polls"] / counts["tasks_created"], 3),
+    }
+    if ".." not in args.latency:
+        ideal = math.ceil(args.instances / args.concurrency) * float(args.latency)
+        figures["of_ideal"] = round(ideal / child.wall, 3)
+    return figures
 
 
 def main() -> None:
-    """Run the benchmark and print its figures."""
+    """Time ``--runs`` runs, print them and their min/median/max; then the profile if asked."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--instances", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=100)
-    parser.add_argument("--latency", type=float, default=1.0)
+    parser.add_argument("--instances", type=int, default=30_000)
+    parser.add_argument("--concurrency", type=int, default=1000)
+    parser.add_argument("--latency", default="1")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
-
-    from click.testing import CliRunner
-
-    from pipeline.cli import cli
-
-    port = free_port()
-    sim = start_simulator(port, args.latency)
-    try:
+    if args.profile and shutil.which("py-spy") is None:
+        raise SystemExit("--profile needs py-spy: pip install py-spy")
+    runs = []
+    for number in range(args.runs):
         with tempfile.TemporaryDirectory() as tmp:
-            manifest = Path(tmp) / "manifests" / "throughput.yaml"
-            manifest.parent.mkdir()
-            manifest.write_text(MANIFEST.format(
-                n=args.instances, values=json.dumps(list(range(args.instances)))))
-            os.environ["APIMART_API_KEY"] = KEY
-            usage = resource.getrusage(resource.RUSAGE_SELF)
-            cpu_before = usage.ru_utime + usage.ru_stime
-            started = time.perf_counter()
-            result = CliRunner().invoke(cli, [
-                "run", str(manifest), "--base-url", f"http://127.0.0.1:{port}", "--yes",
-                "--concurrency", str(args.concurrency), "--json"])
-            wall = time.perf_counter() - started
-            usage = resource.getrusage(resource.RUSAGE_SELF)
-            cpu = usage.ru_utime + usage.ru_stime - cpu_before
-            if result.exit_code != 0:
-                raise SystemExit(f"run failed ({result.exit_code}): {result.output[-2000:]}")
-        ledger = httpx.get(f"http://127.0.0.1:{port}/_sim/ledger", timeout=5).json()
-    finally:
-        sim.terminate()
-        sim.wait(timeout=10)
-    ideal = math.ceil(args.instances / args.concurrency) * args.latency
-    figures = {
-        "instances": args.instances,
-        "concurrency": args.concurrency,
-        "latency_s": args.latency,
-        "wall_s": round(wall, 2),
-        "ideal_s": ideal,
-        "efficiency": round(ideal / wall, 3),
-        "polls_per_task": round(ledger["polls"] / ledger["tasks_created"], 3),
-        "client_cpu_s_per_task": round(cpu / args.instances, 5),
-        "tasks_created": ledger["tasks_created"],
-        "images_charged": ledger["images_charged"],
-    }
-    print(json.dumps(figures, indent=2))
-    print(f"wall {wall:.2f} s vs ideal {ideal:.0f} s = {ideal / wall:.0%} of ideal "
-          f"(target >= 90 %); {figures['polls_per_task']} polls/task (target <= 1.5); "
-          f"{figures['client_cpu_s_per_task'] * 1000:.2f} ms client CPU/task")
+            figures = one_run(args, Path(tmp))
+        runs.append(figures)
+        print(f"run {number + 1}: {json.dumps(figures)}", flush=True)
+    print(f"{args.instances:,} instances @{args.concurrency}, latency {args.latency} s, "
+          f"{args.runs} runs (min / median / max):")
+    for name in runs[0]:
+        values = [r[name] for r in runs]
+        print(f"  {name:16} {min(values):9.3f} {statistics.median(values):9.3f} "
+              f"{max(values):9.3f}")
+    if args.profile:
+        cpu = statistics.median(r["cpu_ms_per_task"] for r in runs)
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = Path(tmp) / "profile.txt"
+            one_run(args, Path(tmp), profile=raw)
+            shares = breakdown(raw)
+        print(f"where the CPU goes (median {cpu:.2f} ms a task, split by py-spy's GIL "
+              "samples of one more run):")
+        for name, share in sorted(shares.items(), key=lambda kv: -kv[1]):
+            print(f"  {name:26} {share:6.1%}  {cpu * share:6.3f} ms/task")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_throughput import KEY, free_port, start_simulator  # noqa: E402
+from benchkit import KEY, free_port, start_simulator  # noqa: E402
 
 MANIFEST = """\
 version: 1

@@ -50,6 +50,7 @@ from typing import Any
 from pipeline.errors import LockfileError
 from pipeline.files import fsync_dir, write_atomic
 from pipeline.lockfile import (
+    EntryTexts,
     LockEntry,
     Lockfile,
     Upload,
@@ -68,6 +69,8 @@ from pipeline.lockschema import (
 )
 
 JOURNAL_VERSION = 1
+# A checkpoint comes at least this many times its own duration after the last one.
+CHECKPOINT_SHARE = 20
 
 _log = logging.getLogger(__name__)
 
@@ -257,10 +260,13 @@ def read_lockfile(path: Path, *, manifest: str = "") -> Lockfile:
     return parse_lockfile(text, source=str(path))
 
 
-def write_lockfile(path: Path, lock: Lockfile) -> None:
-    """Atomically write the lockfile; ``LockfileError`` if the disk refuses."""
+def write_lockfile(path: Path, lock: Lockfile, *, texts: EntryTexts | None = None) -> None:
+    """Atomically write the lockfile; ``LockfileError`` if the disk refuses.
+
+    ``texts``: the entries' texts kept from the last write (see ``EntryTexts``).
+    """
     try:
-        write_atomic(path, dump_lockfile(lock))
+        write_atomic(path, dump_lockfile(lock, texts=texts))
     except OSError as exc:
         raise LockfileError(f"{path}: cannot be written ({exc.strerror}); "
                             "check the folder's permissions and free space") from exc
@@ -298,6 +304,10 @@ class LockStore:
         self._journal_size = 0
         self._dirty = False  # the journal holds changes the lockfile does not
         self._checkpoint_every = checkpoint_every
+        # At least 20 times as long as the last checkpoint took: rewriting a large
+        # lockfile every few seconds would otherwise be most of the run's work.
+        self._checkpoint_gap = checkpoint_every
+        self._texts = EntryTexts()
         self._clock = clock
         self._last_checkpoint = clock()
         # Held around every use of the journal's descriptor, so a checkpoint can never
@@ -490,7 +500,10 @@ class LockStore:
     def _write_snapshot(self, lock: Lockfile) -> None:
         """Write ``lock`` as the lockfile, then empty the journal (hold ``_fd_mutex``)."""
         fd = self._require_open()
-        write_lockfile(self._lock_path, lock)
+        started = time.monotonic()
+        write_lockfile(self._lock_path, lock, texts=self._texts)
+        self._checkpoint_gap = max(self._checkpoint_every,
+                                   CHECKPOINT_SHARE * (time.monotonic() - started))
         try:
             os.ftruncate(fd, 0)
             os.fsync(fd)
@@ -577,7 +590,7 @@ class LockStore:
         self._dirty = True
 
     def _checkpoint_due(self) -> bool:
-        return self._clock() - self._last_checkpoint >= self._checkpoint_every
+        return self._clock() - self._last_checkpoint >= self._checkpoint_gap
 
     def _changed(self) -> None:
         """After a synchronous change (``delete``): mark it, and checkpoint if one is due."""

@@ -157,18 +157,55 @@ def lockfile_path(manifest_path: Path, *, simulate: bool = False) -> Path:
     return manifest_path.with_name(f"{stem}{'.simulate' if simulate else ''}.lock.json")
 
 
-def dump_lockfile(lock: Lockfile) -> str:
-    """Stable text: sorted keys, two-space indent, trailing newline."""
-    data = {
-        "version": FORMAT_VERSION,
-        "generator": "imgspec",
-        "manifest": lock.manifest,
-        "entries": {k: lock.entries[k].to_json() for k in sorted(lock.entries)},
-    }
+class EntryTexts:
+    """Each entry's text in the lockfile, kept while the entry is unchanged.
+
+    A run rewrites its lockfile every few seconds (the journal's checkpoint); at
+    30,000 entries, encoding every entry again each time (the pure-Python encoder:
+    ``indent`` rules out the C one) held the interpreter for most of a second. Entries
+    are frozen values, so an entry that is the very same object has the same text.
+    """
+
+    def __init__(self) -> None:
+        self._texts: dict[str, tuple[LockEntry, str]] = {}
+
+    def join(self, entries: Mapping[str, LockEntry]) -> str:
+        """``entries`` as the lockfile's ``"entries"`` value, at its depth (sorted keys)."""
+        if not entries:
+            return "{}"
+        texts: dict[str, tuple[LockEntry, str]] = {}
+        lines = []
+        for key in sorted(entries):
+            entry = entries[key]
+            known = self._texts.get(key)
+            if known is None or known[0] is not entry:
+                # Two levels deep: every line of the entry's own text moves 4 spaces in
+                # (JSON strings hold no raw newline, so each "\n" is a line break).
+                text = json.dumps(entry.to_json(), indent=2, sort_keys=True,
+                                  ensure_ascii=False).replace("\n", "\n    ")
+                known = (entry, f"    {json.dumps(key, ensure_ascii=False)}: {text}")
+            texts[key] = known
+            lines.append(known[1])
+        self._texts = texts  # only what is still there: pruned entries are let go
+        return "{\n" + ",\n".join(lines) + "\n  }"
+
+
+def dump_lockfile(lock: Lockfile, *, texts: EntryTexts | None = None) -> str:
+    """Stable text: sorted keys, two-space indent, trailing newline.
+
+    Exactly ``json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False)``;
+    ``texts`` keeps the entries' texts for the next dump of the same store.
+    """
+    entries = (texts or EntryTexts()).join(lock.entries)
+    parts = ['{\n  "entries": ', entries, ',\n  "generator": "imgspec",\n  "manifest": ',
+             json.dumps(lock.manifest, ensure_ascii=False)]
     # Only when there are any, so lockfiles of manifests without local inputs do not change.
     if lock.uploads:
-        data["uploads"] = {k: lock.uploads[k].to_json() for k in sorted(lock.uploads)}
-    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        uploads = {k: lock.uploads[k].to_json() for k in sorted(lock.uploads)}
+        parts += [',\n  "uploads": ', json.dumps(uploads, indent=2, sort_keys=True,
+                                                  ensure_ascii=False).replace("\n", "\n  ")]
+    parts.append(f',\n  "version": {FORMAT_VERSION}\n}}\n')
+    return "".join(parts)
 
 
 def parse_lockfile(text: str, *, source: str = "lockfile") -> Lockfile:

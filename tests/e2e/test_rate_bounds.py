@@ -127,7 +127,7 @@ class _Counting(io.StringIO):
 
 
 def test_json_events_are_flushed_in_batches_but_never_left_behind() -> None:
-    """--json: the first line is flushed at once, a burst shares one later flush, the end flushes."""
+    """--json: the first line is flushed at once, a burst shares a later flush, so does the end."""
     out = _Counting()
     now = [0.0]
 

@@ -29,7 +29,7 @@ from pipeline.journal import (
     read_lockfile,
     write_lockfile,
 )
-from pipeline.lockfile import LockEntry, Lockfile, Output
+from pipeline.lockfile import EntryTexts, LockEntry, Lockfile, Output
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -432,7 +432,7 @@ def test_failed_periodic_checkpoint_keeps_the_journal(
     lock_path = tmp_path / "shop.lock.json"
     clock = FakeClock()
 
-    def refuse(path: Path, lock: Lockfile) -> None:
+    def refuse(path: Path, lock: Lockfile, **_kw: object) -> None:
         raise LockfileError(f"{path}: cannot be written (Read-only file system)")
 
     monkeypatch.setattr(journal_module, "write_lockfile", refuse)
@@ -622,10 +622,10 @@ def test_commit_during_a_checkpoint_is_not_lost(
     release = threading.Event()
     real_write_lockfile = write_lockfile
 
-    def slow_write_lockfile(path: Path, lock: Lockfile) -> None:
+    def slow_write_lockfile(path: Path, lock: Lockfile, **kw: EntryTexts | None) -> None:
         in_checkpoint.set()
         assert release.wait(10)
-        real_write_lockfile(path, lock)
+        real_write_lockfile(path, lock, **kw)
 
     async def scenario(store: LockStore) -> None:
         clock.now = 5.0  # the first batch is due for a checkpoint

@@ -1,0 +1,111 @@
+"""What the running benchmarks share: a simulator subprocess, a manifest, a timed child.
+
+Not a benchmark itself. ``run_throughput``, ``run_vs_naive`` and ``shards`` start
+the simulator, write a one-job manifest of N instances and time whole processes
+the same way; this is that way, once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "bench-key"
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "APIMART_API_KEY": KEY}
+
+MANIFEST = """\
+version: 1
+name: throughput
+max_instances: {n}
+defaults: {{model: wan2.7-image, size: 1K}}
+jobs:
+  shots:
+    prompt: "Product shot number {{{{ i }}}}"
+    matrix:
+      i: {values}
+"""
+
+
+def write_manifest(folder: Path, instances: int) -> Path:
+    """``folder/manifests/throughput.yaml``: one job of ``instances`` instances, n=1 each."""
+    manifest = folder / "manifests" / "throughput.yaml"
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(MANIFEST.format(n=instances, values=json.dumps(list(range(instances)))))
+    for leftover in manifest.parent.glob("throughput.lock*"):
+        leftover.unlink()
+    return manifest
+
+
+def free_port() -> int:
+    """A free loopback port for the simulator."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_simulator(port: int, latency: float | str, *extra: str) -> subprocess.Popen[bytes]:
+    """The simulator in a subprocess on ``port``, waited for until it answers.
+
+    ``latency``: seconds, or a ``LOW..HIGH`` range; ``extra``: more simulator options
+    (``--latency-shape``, ``--estimate-factor``...).
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "simulator", "--port", str(port),
+         "--latency", str(latency), "--api-key", KEY, *extra],
+        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            ledger(f"http://127.0.0.1:{port}")
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("the simulator did not start")
+
+
+def ledger(base: str) -> dict[str, int]:
+    """The simulator's counters (``GET /_sim/ledger``)."""
+    with urllib.request.urlopen(f"{base}/_sim/ledger", timeout=10) as reply:
+        got: dict[str, int] = json.load(reply)
+    return got
+
+
+@dataclass(frozen=True)
+class Child:
+    """One whole process, timed from outside: what a user waits for and what it used."""
+
+    wall: float  # seconds, start-up included
+    cpu: float  # user + system seconds of the process (its threads included)
+    peak_mb: float  # peak resident set size
+
+
+def timed(command: list[str], *, cwd: Path = ROOT, log: Path | None = None) -> Child:
+    """Run ``command`` to its end (output to ``log``, or discarded); exits if it fails."""
+    with tempfile.TemporaryFile() as spare:
+        out = log.open("wb") if log is not None else spare
+        try:
+            started = time.perf_counter()
+            proc = subprocess.Popen(command, env=ENV, cwd=cwd, stdout=out,
+                                    stderr=subprocess.STDOUT)
+            _pid, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - started
+        finally:
+            if log is not None:
+                out.close()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            spare.seek(0)
+            text = log.read_text() if log is not None else spare.read().decode()
+            raise SystemExit(f"{command[:4]} failed ({proc.returncode}): {text[-2000:]}")
+    return Child(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
