@@ -42,17 +42,42 @@ from pipeline.workspace import Workspace
 
 def expand(manifest: Manifest, workspace: Workspace) -> Expansion:
     """Expand every job; raise ``ManifestError`` with all errors if there are any."""
-    order = job_order(manifest)
-    state = _Expander(manifest, workspace)
-    for job_id in order:
-        state.expand_job(manifest.jobs[job_id])
-    errors = [d for d in state.diagnostics if d.severity == "error"]
-    if errors:
-        raise ManifestError(collapse(errors))
-    warnings = collapse([*manifest.document.warnings,
-                         *(d for d in state.diagnostics if d.severity == "warning")])
-    instances = tuple(i for job_id in order for i in state.by_job.get(job_id, ()))
-    return Expansion(manifest, instances, tuple(order), tuple(warnings))
+    stream = Expanding(manifest, workspace)
+    instances = tuple(stream)
+    return Expansion(manifest, instances, stream.job_order, stream.finish())
+
+
+class Expanding:
+    """An expansion made one instance at a time, for a caller that cannot hold them all.
+
+    Iterate it once: the instances come in the order ``expand`` lists them. Only then
+    does ``finish`` tell whether the manifest is valid: it raises ``ManifestError``
+    with every error (as ``expand`` does), so whatever was made of the instances
+    before must be thrown away if it raises. Only the instances of jobs that other
+    jobs take images from are held (the joins need them); the rest pass through.
+    """
+
+    def __init__(self, manifest: Manifest, workspace: Workspace) -> None:
+        self.manifest = manifest
+        self.job_order = tuple(job_order(manifest))
+        self._state = _Expander(manifest, workspace)
+        self._iterated = False
+
+    def __iter__(self) -> Iterator[Instance]:
+        if self._iterated:
+            raise RuntimeError("an Expanding is iterated once")  # a bug in the caller
+        self._iterated = True
+        for job_id in self.job_order:
+            yield from self._state.expand_job(self.manifest.jobs[job_id])
+
+    def finish(self) -> tuple[Diagnostic, ...]:
+        """The warnings, once every instance has passed; ``ManifestError`` on any error."""
+        state = self._state
+        errors = [d for d in state.diagnostics if d.severity == "error"]
+        if errors:
+            raise ManifestError(collapse(errors))
+        return tuple(collapse([*self.manifest.document.warnings,
+                               *(d for d in state.diagnostics if d.severity == "warning")]))
 
 
 class _Expander:
@@ -62,7 +87,10 @@ class _Expander:
         self.workspace = workspace
         self.renderer = TemplateRenderer(workspace)
         self.diagnostics: list[Diagnostic] = []
+        # Instances of the jobs whose images other jobs take (the joins read them).
         self.by_job: dict[str, list[Instance]] = {}
+        self.sources = frozenset(ref.job for job in manifest.jobs.values()
+                                 for _, ref in job.upstream_refs)
         self.failed_jobs: set[str] = set()
         self.total = 0  # instances (to be) made so far, for the manifest-wide ceiling
         self._files: dict[str, FileInput | str] = {}
@@ -81,7 +109,8 @@ class _Expander:
 
     # -- jobs --------------------------------------------------------------------------
 
-    def expand_job(self, job: Job) -> None:
+    def expand_job(self, job: Job) -> Iterator[Instance]:
+        """The job's instances, one by one; problems go to ``diagnostics``."""
         if any(up in self.failed_jobs for up in job.depends_on):
             self.failed_jobs.add(job.id)  # its own errors show once the upstream is fixed
             return
@@ -108,40 +137,70 @@ class _Expander:
             self.failed_jobs.add(job.id)
             return
         self.total += total
-        out: list[Instance] = []
-        own_order = key_order(combos, [name for name, _ in job.matrix.axes])
+        out: list[Instance] | None = [] if job.id in self.sources else None
+        axes = [name for name, _ in job.matrix.axes]
+        own_order = key_order(combos, axes)
+        context = {**self.manifest.vars, **job.vars}  # each instance adds its values
+
+        def values_of(inherited: Mapping[str, Any], combo: Combination) -> list[tuple[str, Any]]:
+            own = combo.values
+            if len(own) == len(axes) and combo.source[0] == "product":
+                mine = list(own.items())  # the axes in their order: nothing was included
+            else:
+                mine = [(k, own[k]) for k in own_order if k in own]
+            return [*inherited.items(), *mine] if inherited else mine
+
+        def maker(key: str) -> tuple[Combination, int]:
+            """The (combination, row) that made ``key`` first: looked up again, as a
+            duplicate is rare and remembering every instance's origin is not cheap."""
+            return next((combo, row) for row, (inherited, _) in enumerate(rows)
+                        for combo in combos if make_key(job.id, values_of(inherited, combo)) == key)
+
         # Every key once: a second instance with the same key would be paid for and
-        # overwrite the first one's folder and lock entry.
-        made: dict[str, tuple[Combination, int]] = {}
-        folders: dict[str, str] = {}
+        # overwrite the first one's folder and lock entry. Likewise every folder; but a
+        # folder that is just its key's values is as unique as the key is, so only the
+        # others (cleaned up, hashed) are remembered, by folder.
+        made: set[str] = set()
+        odd: dict[str, str] = {}
         for row, (inherited, chosen) in enumerate(rows):
             for combo in combos:
-                clash = [k for k in combo.values if k in inherited]
+                clash = [k for k in combo.values if k in inherited] if inherited else None
                 if clash:
                     self.error((*job.path, "matrix"),
                                f"matrix key {clash[0]!r} is also inherited from upstream "
                                f"{chosen[0][1].job!r}", "rename the axis")
                     self.failed_jobs.add(job.id)
                     return
-                values = list(inherited.items())
-                values += [(k, combo.values[k]) for k in own_order if k in combo.values]
+                values = values_of(inherited, combo)
                 key = make_key(job.id, values)
-                first = made.get(key)
-                if first is not None:
-                    self._duplicate(job, key, first, (combo, row), "key")
+                if key in made:
+                    self._duplicate(job, key, maker(key), (combo, row), "key")
                     continue
-                made[key] = (combo, row)
+                made.add(key)
                 folder = folder_name(key)
-                other = folders.setdefault(folder, key)
+                job_part, _, plain = key.partition("@")
+                if folder == plain:
+                    other = odd.get(folder, key)
+                else:
+                    other = odd.get(folder, key)
+                    twin = f"{job_part}@{folder}"  # the key whose values spell this folder
+                    if other == key and twin in made and folder_name(twin) == folder:
+                        other = twin
+                    if other == key:
+                        odd[folder] = key
                 if other != key:
-                    self._duplicate(job, key, made[other], (combo, row), "folder")
+                    self._duplicate(job, key, maker(other), (combo, row), "folder")
                     continue
-                inst = self._instance(job, key, tuple(values), combo, inherited, chosen)
+                inst = self._instance(job, key, tuple(values), combo, inherited, chosen,
+                                      context)
                 if inst is not None:
-                    out.append(inst)
+                    if out is not None:
+                        out.append(inst)
+                    yield inst
         if len([d for d in self.diagnostics if d.severity == "error"]) > before:
             self.failed_jobs.add(job.id)
-        self.by_job[job.id] = out
+        if out is not None:
+            self.by_job[job.id] = out
 
     def _duplicate(self, job: Job, key: str, first: tuple[Combination, int],
                    second: tuple[Combination, int], what: Literal["key", "folder"]) -> None:
@@ -248,14 +307,15 @@ class _Expander:
         combo: Combination,
         inherited: Mapping[str, Any],
         chosen: Sequence[tuple[int, UpstreamRef, Instance]],
+        job_context: Mapping[str, Any],
     ) -> Instance | None:
         """One instance, in named steps: fields, render, mode, inputs, body, rules.
 
         Each step reports its problems at the manifest position the value came from
         and returns None when the instance cannot be made.
         """
-        draft = _Draft(self, job, key, *self._fields(job, combo, inherited))
-        context = {**self.manifest.vars, **job.vars, **dict(values), "job": job.id}
+        draft = _Draft(self, job, key, self._fields(job, combo, inherited), combo, inherited)
+        context = {**job_context, **dict(values), "job": job.id}
         rendered = self._rendered(draft, context)
         if rendered is None:
             return None
@@ -279,23 +339,38 @@ class _Expander:
         return Instance(key, job.id, values, body, tuple(inputs), seed, upstream, job.needs)
 
     def _fields(self, job: Job, combo: Combination, inherited: Mapping[str, Any]
-                ) -> tuple[dict[str, Any], dict[str, Origin]]:
-        """The job's fields with inherited and matrix values applied, and where each is from.
+                ) -> Mapping[str, Any]:
+        """The job's fields with inherited and matrix values applied.
 
         An upstream's value replaces only what the job takes from ``defaults``; the
-        instance's own matrix values replace anything.
+        instance's own matrix values replace anything. (``_field_origins`` says where each
+        is from, when a problem needs it.)
         """
-        fields = dict(job.fields)
-        origins = dict(self._job_origins(job))
-        for name, value in inherited.items():
-            if name in FIELD_KEYS and origins.get(name, (("defaults",),))[0][0] == "defaults":
-                fields[name] = value
-                origins[name] = (job.path, None)
+        fields: Mapping[str, Any] = job.fields
+        changed: dict[str, Any] | None = None
+        if inherited:
+            origins = self._job_origins(job)
+            for name, value in inherited.items():
+                if name in FIELD_KEYS and origins.get(name, (("defaults",),))[0][0] == "defaults":
+                    changed = changed if changed is not None else dict(fields)
+                    changed[name] = value
         for name, value in combo.values.items():
             if name in FIELD_KEYS:
-                fields[name] = value
+                changed = changed if changed is not None else dict(fields)
+                changed[name] = value
+        return fields if changed is None else changed
+
+    def _field_origins(self, job: Job, combo: Combination, inherited: Mapping[str, Any]
+                 ) -> dict[str, Origin]:
+        """Where each of ``_fields`` was written."""
+        origins = dict(self._job_origins(job))
+        for name in inherited:
+            if name in FIELD_KEYS and origins.get(name, (("defaults",),))[0][0] == "defaults":
+                origins[name] = (job.path, None)
+        for name in combo.values:
+            if name in FIELD_KEYS:
                 origins[name] = self._combo_origin(job, combo, name)
-        return fields, origins
+        return origins
 
     def _rendered(self, draft: _Draft, context: Mapping[str, Any]) -> dict[str, Any] | None:
         """Every field rendered as a template and coerced to its type."""
@@ -516,13 +591,22 @@ Fail = Callable[[str, str], None]  # report (message, hint) at the value being c
 
 @dataclass(slots=True)
 class _Draft:
-    """One instance while it is being made: its fields, their origins, and how to fail."""
+    """One instance while it is being made: its fields, and how to fail."""
 
     expander: _Expander
     job: Job
     key: str
-    fields: dict[str, Any]
-    origins: dict[str, Origin]
+    fields: Mapping[str, Any]
+    combo: Combination
+    inherited: Mapping[str, Any]
+    known_origins: dict[str, Origin] | None = None
+
+    @property
+    def origins(self) -> dict[str, Origin]:
+        """Where each field's value was written; worked out only when a problem asks."""
+        if self.known_origins is None:
+            self.known_origins = self.expander._field_origins(self.job, self.combo, self.inherited)
+        return self.known_origins
 
     def fail(self, name: str, message: str, hint: str, severity: Severity = "error") -> None:
         """Report a problem with field ``name`` where that field's value was written."""
