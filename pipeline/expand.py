@@ -221,7 +221,7 @@ class _Expander:
         """Where an instance comes from, as precisely as tells it apart from ``other``."""
         spec = job.matrix
         combo = made[0]
-        if combo is other[0]:
+        if combo.source == other[0].source:
             # Same combination, different upstream rows: the upstream references decide.
             refs = job.upstream_refs
             return (refs[0][1].path if refs else job.path), None
@@ -234,7 +234,7 @@ class _Expander:
                 return (*job.path, "matrix", spec.axes[axis][0], value_index), None
         return (*job.path, "matrix"), None
 
-    def _combinations(self, job: Job, limit: int, hint: str) -> list[Combination] | None:
+    def _combinations(self, job: Job, limit: int, hint: str) -> Sequence[Combination] | None:
         spec = job.matrix
         combos, problems = expand_matrix(spec.axes, spec.exclude, spec.include,
                                          limit=limit, over_limit_hint=hint)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from pipeline.matrix import MAX_INSTANCES_CEILING, expand_matrix, key_order
 
 
-def values(combos: list[Any]) -> list[dict[str, Any]]:
+def values(combos: Sequence[Any]) -> list[dict[str, Any]]:
     return [dict(c.values) for c in combos]
 
 
