@@ -16,7 +16,13 @@ from pipeline.diagnostics import Diagnostic, Severity, collapse
 from pipeline.document import DocPath, Document, format_path
 from pipeline.errors import ImgspecError, ManifestError
 from pipeline.graph import job_order
-from pipeline.identity import canonical_json, derive_seed, folder_name, make_key
+from pipeline.identity import (
+    canonical_json,
+    derive_seed,
+    folder_name,
+    format_value,
+    make_key,
+)
 from pipeline.images import check_image, decode_data_uri
 from pipeline.instances import (
     DataInput,
@@ -142,12 +148,18 @@ class _Expander:
         own_order = key_order(combos, axes)
         context = {**self.manifest.vars, **job.vars}  # each instance adds its values
 
+        # Each axis value as it reads in a key, formatted once (not once per instance).
+        parts = [[f"{name}={format_value(v)}" for v in values] for name, values in job.matrix.axes]
+        prefix = f"{job.id}@"
+
+        def plain(combo: Combination) -> bool:
+            """Whether ``combo`` has just the axes, in their order (nothing included)."""
+            return len(combo.values) == len(axes) and combo.source[0] == "product"
+
         def values_of(inherited: Mapping[str, Any], combo: Combination) -> list[tuple[str, Any]]:
             own = combo.values
-            if len(own) == len(axes) and combo.source[0] == "product":
-                mine = list(own.items())  # the axes in their order: nothing was included
-            else:
-                mine = [(k, own[k]) for k in own_order if k in own]
+            mine = list(own.items()) if plain(combo) else [(k, own[k]) for k in own_order
+                                                           if k in own]
             return [*inherited.items(), *mine] if inherited else mine
 
         def maker(key: str) -> tuple[Combination, int]:
@@ -172,14 +184,19 @@ class _Expander:
                     self.failed_jobs.add(job.id)
                     return
                 values = values_of(inherited, combo)
-                key = make_key(job.id, values)
+                if not inherited and axes and plain(combo):
+                    # make_key's text, from the parts made above
+                    key = prefix + ",".join([parts[a][i] for a, i in
+                                             enumerate(combo.axis_indexes)])
+                else:
+                    key = make_key(job.id, values)
                 if key in made:
                     self._duplicate(job, key, maker(key), (combo, row), "key")
                     continue
                 made.add(key)
                 folder = folder_name(key)
-                job_part, _, plain = key.partition("@")
-                if folder == plain:
+                job_part, _, spelled = key.partition("@")
+                if folder == spelled:
                     other = odd.get(folder, key)
                 else:
                     other = odd.get(folder, key)

@@ -21,9 +21,14 @@ _PLAIN_VALUE = re.compile(r"^[^,=@\"\s\[\]{}]([^,=@\"\[\]{}]*[^,=@\"\s\[\]{}])?$
 _UNSAFE_FOLDER_CHARS = re.compile(r"[^A-Za-z0-9._=,+-]+")
 
 
+# One encoder, not one per call (``json.dumps`` with options builds a new one each time,
+# and a plan calls this once per instance).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value: Any) -> str:
     """Compact JSON with sorted keys: the same data always gives the same text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(value)
 
 
 def short_hash(value: Any, length: int = 8) -> str:

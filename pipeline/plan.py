@@ -341,7 +341,8 @@ def _status(
 ) -> tuple[PlanStatus, str | None, tuple[int, ...]]:
     if any(statuses.get(up) in PENDING for up in inst.upstream):
         return PlanStatus.WAITING, None, ()
-    request = resolved_request(inst, entries)
+    # Without upstream images the request is the instance's own (fingerprint only reads it).
+    request = inst.request if not inst.upstream else resolved_request(inst, entries)
     if request is None:
         return PlanStatus.WAITING, None, ()
     fp = fingerprint(request)
