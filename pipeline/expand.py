@@ -332,14 +332,17 @@ class _Expander:
         and returns None when the instance cannot be made.
         """
         draft = _Draft(self, job, key, self._fields(job, combo, inherited), combo, inherited)
-        context = {**job_context, **dict(values), "job": job.id}
+        context = dict(job_context)
+        context.update(values)
+        context["job"] = job.id
         rendered = self._rendered(draft, context)
         if rendered is None:
             return None
         mode = self._mode(draft, rendered)
         if mode is None:
             return None
-        got = self._gathered(draft, rendered.pop("image_urls", None), chosen)
+        urls = rendered.pop("image_urls", None)
+        got = self._gathered(draft, urls, chosen) if urls else ([], [])
         if got is None:
             return None
         inputs, sizes = got
@@ -352,7 +355,7 @@ class _Expander:
             return None
         if not self._obeys_rules(draft, body, sizes, derived):
             return None
-        upstream = tuple(dict.fromkeys(inst.key for _, _, inst in chosen))
+        upstream = tuple(dict.fromkeys(inst.key for _, _, inst in chosen)) if chosen else ()
         return Instance(key, job.id, values, body, tuple(inputs), seed, upstream, job.needs)
 
     def _fields(self, job: Job, combo: Combination, inherited: Mapping[str, Any]
