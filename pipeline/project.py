@@ -18,7 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from pipeline.document import Document, parse_yaml
-from pipeline.errors import ManifestError
+from pipeline.errors import ImgspecError, ManifestError
 from pipeline.expand import Expanding, expand
 from pipeline.guard import guard_path
 from pipeline.instances import Expansion
@@ -216,18 +216,44 @@ def write_plan_streamed(manifest_path: Path, write: Callable[[str], object], *,
     planner = Planner(manifest, lock, present=intact_on_disk(folder, rehash=rehash),
                       now=time.time(), rerolls=rerolls)
     tally = Tally()
-    with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
-        count = write_plan_items(map(planner.item, expanding), spool.write, each=tally.add)
-        head = planner.head(tally, warnings=expanding.finish(), max_cost=max_cost,
-                            destination=paths.destination)
-        spool.seek(0)
+    try:
+        spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 (with below)
+    except OSError as exc:
+        raise _spool_error(exc) from exc
+    with spool:
+
+        def aside(text: str) -> None:
+            try:
+                spool.write(text)
+            except OSError as exc:
+                raise _spool_error(exc) from exc
 
         def copy_items() -> None:
-            while chunk := spool.read(1 << 20):
-                write(chunk)
+            while True:
+                try:
+                    chunk = spool.read(1 << 20)
+                except OSError as exc:
+                    raise _spool_error(exc) from exc
+                if not chunk:
+                    return
+                write(chunk)  # the caller's stream: its errors are its own
 
+        count = write_plan_items(map(planner.item, expanding), aside, each=tally.add)
+        head = planner.head(tally, warnings=expanding.finish(), max_cost=max_cost,
+                            destination=paths.destination)
+        try:
+            spool.seek(0)
+        except OSError as exc:
+            raise _spool_error(exc) from exc
         write_plan_document(head, count > 0, copy_items, write)
     return head
+
+
+def _spool_error(exc: OSError) -> ImgspecError:
+    """The temporary file ``write_plan_streamed`` keeps the items in failed (a full disk)."""
+    return ImgspecError(
+        f"cannot keep the plan's items in a temporary file in {tempfile.gettempdir()}: "
+        f"{exc.strerror or exc}; free some space there, or set TMPDIR to a folder with room")
 
 
 def intact_on_disk(folder: OutputFolder, *, rehash: bool = False) -> Callable[[Output], bool]:
