@@ -162,11 +162,18 @@ class _Expander:
                                                            if k in own]
             return [*inherited.items(), *mine] if inherited else mine
 
+        first: dict[str, tuple[Combination, int]] = {}
+
         def maker(key: str) -> tuple[Combination, int]:
-            """The (combination, row) that made ``key`` first: looked up again, as a
-            duplicate is rare and remembering every instance's origin is not cheap."""
-            return next((combo, row) for row, (inherited, _) in enumerate(rows)
-                        for combo in combos if make_key(job.id, values_of(inherited, combo)) == key)
+            """The (combination, row) that made ``key`` first. Remembering every
+            instance's origin is not cheap, and a duplicate is rare: at the first one,
+            one pass indexes them all (a catalogue of repeated rows stays linear)."""
+            if not first:
+                for row, (inherited, _) in enumerate(rows):
+                    for combo in combos:
+                        first.setdefault(make_key(job.id, values_of(inherited, combo)),
+                                         (combo, row))
+            return first[key]
 
         # Every key once: a second instance with the same key would be paid for and
         # overwrite the first one's folder and lock entry. Likewise every folder; but a
