@@ -202,15 +202,13 @@ class _Expander:
                     continue
                 made.add(key)
                 folder = folder_name(key)
+                other = odd.get(folder, key)
                 job_part, _, spelled = key.partition("@")
-                if folder == spelled:
-                    other = odd.get(folder, key)
-                else:
-                    other = odd.get(folder, key)
+                if folder != spelled and other == key:
                     twin = f"{job_part}@{folder}"  # the key whose values spell this folder
-                    if other == key and twin in made and folder_name(twin) == folder:
+                    if twin in made and folder_name(twin) == folder:
                         other = twin
-                    if other == key:
+                    else:
                         odd[folder] = key
                 if other != key:
                     self._duplicate(job, key, maker(other), (combo, row), "folder")
