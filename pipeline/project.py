@@ -209,10 +209,18 @@ def write_plan_streamed(manifest_path: Path, write: Callable[[str], object], *,
     manifest, workspace = load_manifest(manifest_path)
     expanding = Expanding(manifest, workspace)
     paths = locate(manifest_path, Header.of(manifest), simulate=simulate, lockfile=lockfile)
-    lock = current_lock(paths.lockfile, manifest=manifest_path.name)
-    folder = paths.output_folder()
-    folder.check_entries(lock.entries.values())
-    rerolls = reroll_keys(read_review(review_path(manifest_path)), lock)
+    try:
+        lock = current_lock(paths.lockfile, manifest=manifest_path.name)
+        folder = paths.output_folder()
+        folder.check_entries(lock.entries.values())
+        rerolls = reroll_keys(read_review(review_path(manifest_path)), lock)
+    except ImgspecError:
+        # ``prepare`` expands before it reads the lockfile: the manifest's errors come
+        # first. Expand (planning nothing) to find them; without any, this error stands.
+        for _ in expanding:
+            pass
+        expanding.finish()
+        raise
     planner = Planner(manifest, lock, present=intact_on_disk(folder, rehash=rehash),
                       now=time.time(), rerolls=rerolls)
     tally = Tally()
