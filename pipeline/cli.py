@@ -181,11 +181,20 @@ def plan(manifest: Path, as_json: bool, max_cost: str | None, simulate: bool,
     Takes the same --job/--where/--only-failed/--shard as `run`, and shows the same
     plan: with --shard, that shard's own work and cost.
     """
-    from pipeline.project import prepare
+    from pipeline.project import prepare, write_plan_streamed
     from pipeline.selection import narrow
     from pipeline.shards import shard_lock
     from pipeline.views.plan import plan_text, write_plan_json
 
+    if as_json and not selection.narrows:
+        # The whole plan, as JSON: streamed, never held (a million instances fit).
+        head = write_plan_streamed(manifest, sys.stdout.write, simulate=simulate,
+                                   max_cost=_max_cost(max_cost), lockfile=lockfile,
+                                   rehash=rehash)
+        if not head.within_budget:
+            raise BudgetExceeded("the plan is over budget; nothing was spent",
+                                 cost=head.tally.total, budget=head.budget)
+        return
     lock = None
     if selection.shard is not None:
         shard = shard_lock(manifest, selection.shard, simulate=simulate, lockfile=lockfile)

@@ -16,7 +16,13 @@ from pipeline.diagnostics import Diagnostic, Severity, collapse
 from pipeline.document import DocPath, Document, format_path
 from pipeline.errors import ImgspecError, ManifestError
 from pipeline.graph import job_order
-from pipeline.identity import canonical_json, derive_seed, folder_name, make_key
+from pipeline.identity import (
+    canonical_json,
+    derive_seed,
+    folder_name,
+    format_value,
+    make_key,
+)
 from pipeline.images import check_image, decode_data_uri
 from pipeline.instances import (
     DataInput,
@@ -42,17 +48,42 @@ from pipeline.workspace import Workspace
 
 def expand(manifest: Manifest, workspace: Workspace) -> Expansion:
     """Expand every job; raise ``ManifestError`` with all errors if there are any."""
-    order = job_order(manifest)
-    state = _Expander(manifest, workspace)
-    for job_id in order:
-        state.expand_job(manifest.jobs[job_id])
-    errors = [d for d in state.diagnostics if d.severity == "error"]
-    if errors:
-        raise ManifestError(collapse(errors))
-    warnings = collapse([*manifest.document.warnings,
-                         *(d for d in state.diagnostics if d.severity == "warning")])
-    instances = tuple(i for job_id in order for i in state.by_job.get(job_id, ()))
-    return Expansion(manifest, instances, tuple(order), tuple(warnings))
+    stream = Expanding(manifest, workspace)
+    instances = tuple(stream)
+    return Expansion(manifest, instances, stream.job_order, stream.finish())
+
+
+class Expanding:
+    """An expansion made one instance at a time, for a caller that cannot hold them all.
+
+    Iterate it once: the instances come in the order ``expand`` lists them. Only then
+    does ``finish`` tell whether the manifest is valid: it raises ``ManifestError``
+    with every error (as ``expand`` does), so whatever was made of the instances
+    before must be thrown away if it raises. Only the instances of jobs that other
+    jobs take images from are held (the joins need them); the rest pass through.
+    """
+
+    def __init__(self, manifest: Manifest, workspace: Workspace) -> None:
+        self.manifest = manifest
+        self.job_order = tuple(job_order(manifest))
+        self._state = _Expander(manifest, workspace)
+        self._iterated = False
+
+    def __iter__(self) -> Iterator[Instance]:
+        if self._iterated:
+            raise RuntimeError("an Expanding is iterated once")  # a bug in the caller
+        self._iterated = True
+        for job_id in self.job_order:
+            yield from self._state.expand_job(self.manifest.jobs[job_id])
+
+    def finish(self) -> tuple[Diagnostic, ...]:
+        """The warnings, once every instance has passed; ``ManifestError`` on any error."""
+        state = self._state
+        errors = [d for d in state.diagnostics if d.severity == "error"]
+        if errors:
+            raise ManifestError(collapse(errors))
+        return tuple(collapse([*self.manifest.document.warnings,
+                               *(d for d in state.diagnostics if d.severity == "warning")]))
 
 
 class _Expander:
@@ -62,7 +93,10 @@ class _Expander:
         self.workspace = workspace
         self.renderer = TemplateRenderer(workspace)
         self.diagnostics: list[Diagnostic] = []
+        # Instances of the jobs whose images other jobs take (the joins read them).
         self.by_job: dict[str, list[Instance]] = {}
+        self.sources = frozenset(ref.job for job in manifest.jobs.values()
+                                 for _, ref in job.upstream_refs)
         self.failed_jobs: set[str] = set()
         self.total = 0  # instances (to be) made so far, for the manifest-wide ceiling
         self._files: dict[str, FileInput | str] = {}
@@ -81,7 +115,8 @@ class _Expander:
 
     # -- jobs --------------------------------------------------------------------------
 
-    def expand_job(self, job: Job) -> None:
+    def expand_job(self, job: Job) -> Iterator[Instance]:
+        """The job's instances, one by one; problems go to ``diagnostics``."""
         if any(up in self.failed_jobs for up in job.depends_on):
             self.failed_jobs.add(job.id)  # its own errors show once the upstream is fixed
             return
@@ -108,40 +143,86 @@ class _Expander:
             self.failed_jobs.add(job.id)
             return
         self.total += total
-        out: list[Instance] = []
-        own_order = key_order(combos, [name for name, _ in job.matrix.axes])
+        out: list[Instance] | None = [] if job.id in self.sources else None
+        axes = [name for name, _ in job.matrix.axes]
+        own_order = key_order(combos, axes)
+        context = {**self.manifest.vars, **job.vars}  # each instance adds its values
+
+        # Each axis value as it reads in a key, formatted once (not once per instance).
+        parts = [[f"{name}={format_value(v)}" for v in values] for name, values in job.matrix.axes]
+        prefix = f"{job.id}@"
+
+        def plain(combo: Combination) -> bool:
+            """Whether ``combo`` has just the axes, in their order (nothing included)."""
+            return len(combo.values) == len(axes) and combo.source[0] == "product"
+
+        def values_of(inherited: Mapping[str, Any], combo: Combination) -> list[tuple[str, Any]]:
+            own = combo.values
+            mine = list(own.items()) if plain(combo) else [(k, own[k]) for k in own_order
+                                                           if k in own]
+            return [*inherited.items(), *mine] if inherited else mine
+
+        first: dict[str, tuple[Combination, int]] = {}
+
+        def maker(key: str) -> tuple[Combination, int]:
+            """The (combination, row) that made ``key`` first. Remembering every
+            instance's origin is not cheap, and a duplicate is rare: at the first one,
+            one pass indexes them all (a catalogue of repeated rows stays linear)."""
+            if not first:
+                for row, (inherited, _) in enumerate(rows):
+                    for combo in combos:
+                        first.setdefault(make_key(job.id, values_of(inherited, combo)),
+                                         (combo, row))
+            return first[key]
+
         # Every key once: a second instance with the same key would be paid for and
-        # overwrite the first one's folder and lock entry.
-        made: dict[str, tuple[Combination, int]] = {}
-        folders: dict[str, str] = {}
+        # overwrite the first one's folder and lock entry. Likewise every folder; but a
+        # folder that is just its key's values is as unique as the key is, so only the
+        # others (cleaned up, hashed) are remembered, by folder.
+        made: set[str] = set()
+        odd: dict[str, str] = {}
         for row, (inherited, chosen) in enumerate(rows):
             for combo in combos:
-                clash = [k for k in combo.values if k in inherited]
+                clash = [k for k in combo.values if k in inherited] if inherited else None
                 if clash:
                     self.error((*job.path, "matrix"),
                                f"matrix key {clash[0]!r} is also inherited from upstream "
                                f"{chosen[0][1].job!r}", "rename the axis")
                     self.failed_jobs.add(job.id)
                     return
-                values = list(inherited.items())
-                values += [(k, combo.values[k]) for k in own_order if k in combo.values]
-                key = make_key(job.id, values)
-                first = made.get(key)
-                if first is not None:
-                    self._duplicate(job, key, first, (combo, row), "key")
+                values = values_of(inherited, combo)
+                if not inherited and axes and plain(combo):
+                    # make_key's text, from the parts made above
+                    key = prefix + ",".join([parts[a][i] for a, i in
+                                             enumerate(combo.axis_indexes)])
+                else:
+                    key = make_key(job.id, values)
+                if key in made:
+                    self._duplicate(job, key, maker(key), (combo, row), "key")
                     continue
-                made[key] = (combo, row)
+                made.add(key)
                 folder = folder_name(key)
-                other = folders.setdefault(folder, key)
+                other = odd.get(folder, key)
+                job_part, _, spelled = key.partition("@")
+                if folder != spelled and other == key:
+                    twin = f"{job_part}@{folder}"  # the key whose values spell this folder
+                    if twin in made and folder_name(twin) == folder:
+                        other = twin
+                    else:
+                        odd[folder] = key
                 if other != key:
-                    self._duplicate(job, key, made[other], (combo, row), "folder")
+                    self._duplicate(job, key, maker(other), (combo, row), "folder")
                     continue
-                inst = self._instance(job, key, tuple(values), combo, inherited, chosen)
+                inst = self._instance(job, key, tuple(values), combo, inherited, chosen,
+                                      context)
                 if inst is not None:
-                    out.append(inst)
+                    if out is not None:
+                        out.append(inst)
+                    yield inst
         if len([d for d in self.diagnostics if d.severity == "error"]) > before:
             self.failed_jobs.add(job.id)
-        self.by_job[job.id] = out
+        if out is not None:
+            self.by_job[job.id] = out
 
     def _duplicate(self, job: Job, key: str, first: tuple[Combination, int],
                    second: tuple[Combination, int], what: Literal["key", "folder"]) -> None:
@@ -162,7 +243,7 @@ class _Expander:
         """Where an instance comes from, as precisely as tells it apart from ``other``."""
         spec = job.matrix
         combo = made[0]
-        if combo is other[0]:
+        if combo.source == other[0].source:
             # Same combination, different upstream rows: the upstream references decide.
             refs = job.upstream_refs
             return (refs[0][1].path if refs else job.path), None
@@ -175,7 +256,7 @@ class _Expander:
                 return (*job.path, "matrix", spec.axes[axis][0], value_index), None
         return (*job.path, "matrix"), None
 
-    def _combinations(self, job: Job, limit: int, hint: str) -> list[Combination] | None:
+    def _combinations(self, job: Job, limit: int, hint: str) -> Sequence[Combination] | None:
         spec = job.matrix
         combos, problems = expand_matrix(spec.axes, spec.exclude, spec.include,
                                          limit=limit, over_limit_hint=hint)
@@ -248,21 +329,25 @@ class _Expander:
         combo: Combination,
         inherited: Mapping[str, Any],
         chosen: Sequence[tuple[int, UpstreamRef, Instance]],
+        job_context: Mapping[str, Any],
     ) -> Instance | None:
         """One instance, in named steps: fields, render, mode, inputs, body, rules.
 
         Each step reports its problems at the manifest position the value came from
         and returns None when the instance cannot be made.
         """
-        draft = _Draft(self, job, key, *self._fields(job, combo, inherited))
-        context = {**self.manifest.vars, **job.vars, **dict(values), "job": job.id}
+        draft = _Draft(self, job, key, self._fields(job, combo, inherited), combo, inherited)
+        context = dict(job_context)
+        context.update(values)
+        context["job"] = job.id
         rendered = self._rendered(draft, context)
         if rendered is None:
             return None
         mode = self._mode(draft, rendered)
         if mode is None:
             return None
-        got = self._gathered(draft, rendered.pop("image_urls", None), chosen)
+        urls = rendered.pop("image_urls", None)
+        got = self._gathered(draft, urls, chosen) if urls else ([], [])
         if got is None:
             return None
         inputs, sizes = got
@@ -275,27 +360,42 @@ class _Expander:
             return None
         if not self._obeys_rules(draft, body, sizes, derived):
             return None
-        upstream = tuple(dict.fromkeys(inst.key for _, _, inst in chosen))
+        upstream = tuple(dict.fromkeys(inst.key for _, _, inst in chosen)) if chosen else ()
         return Instance(key, job.id, values, body, tuple(inputs), seed, upstream, job.needs)
 
     def _fields(self, job: Job, combo: Combination, inherited: Mapping[str, Any]
-                ) -> tuple[dict[str, Any], dict[str, Origin]]:
-        """The job's fields with inherited and matrix values applied, and where each is from.
+                ) -> Mapping[str, Any]:
+        """The job's fields with inherited and matrix values applied.
 
         An upstream's value replaces only what the job takes from ``defaults``; the
-        instance's own matrix values replace anything.
+        instance's own matrix values replace anything. (``_field_origins`` says where each
+        is from, when a problem needs it.)
         """
-        fields = dict(job.fields)
-        origins = dict(self._job_origins(job))
-        for name, value in inherited.items():
-            if name in FIELD_KEYS and origins.get(name, (("defaults",),))[0][0] == "defaults":
-                fields[name] = value
-                origins[name] = (job.path, None)
+        fields: Mapping[str, Any] = job.fields
+        changed: dict[str, Any] | None = None
+        if inherited:
+            origins = self._job_origins(job)
+            for name, value in inherited.items():
+                if name in FIELD_KEYS and origins.get(name, (("defaults",),))[0][0] == "defaults":
+                    changed = changed if changed is not None else dict(fields)
+                    changed[name] = value
         for name, value in combo.values.items():
             if name in FIELD_KEYS:
-                fields[name] = value
+                changed = changed if changed is not None else dict(fields)
+                changed[name] = value
+        return fields if changed is None else changed
+
+    def _field_origins(self, job: Job, combo: Combination, inherited: Mapping[str, Any]
+                 ) -> dict[str, Origin]:
+        """Where each of ``_fields`` was written."""
+        origins = dict(self._job_origins(job))
+        for name in inherited:
+            if name in FIELD_KEYS and origins.get(name, (("defaults",),))[0][0] == "defaults":
+                origins[name] = (job.path, None)
+        for name in combo.values:
+            if name in FIELD_KEYS:
                 origins[name] = self._combo_origin(job, combo, name)
-        return fields, origins
+        return origins
 
     def _rendered(self, draft: _Draft, context: Mapping[str, Any]) -> dict[str, Any] | None:
         """Every field rendered as a template and coerced to its type."""
@@ -516,13 +616,22 @@ Fail = Callable[[str, str], None]  # report (message, hint) at the value being c
 
 @dataclass(slots=True)
 class _Draft:
-    """One instance while it is being made: its fields, their origins, and how to fail."""
+    """One instance while it is being made: its fields, and how to fail."""
 
     expander: _Expander
     job: Job
     key: str
-    fields: dict[str, Any]
-    origins: dict[str, Origin]
+    fields: Mapping[str, Any]
+    combo: Combination
+    inherited: Mapping[str, Any]
+    known_origins: dict[str, Origin] | None = None
+
+    @property
+    def origins(self) -> dict[str, Origin]:
+        """Where each field's value was written; worked out only when a problem asks."""
+        if self.known_origins is None:
+            self.known_origins = self.expander._field_origins(self.job, self.combo, self.inherited)
+        return self.known_origins
 
     def fail(self, name: str, message: str, hint: str, severity: Severity = "error") -> None:
         """Report a problem with field ``name`` where that field's value was written."""

@@ -19,11 +19,20 @@ from pipeline.rules import MAX_SEED
 FOLDER_MAX = 80
 _PLAIN_VALUE = re.compile(r"^[^,=@\"\s\[\]{}]([^,=@\"\[\]{}]*[^,=@\"\s\[\]{}])?$")
 _UNSAFE_FOLDER_CHARS = re.compile(r"[^A-Za-z0-9._=,+-]+")
+# Values ``folder_name`` leaves as they are: safe characters, none upper-case, no ``.``
+# or ``_`` at either end, at most FOLDER_MAX long.
+_FOLDER_AS_IS = re.compile(
+    rf"[a-z0-9=,+-](?:[a-z0-9._=,+-]{{0,{FOLDER_MAX - 2}}}[a-z0-9=,+-])?")
+
+
+# One encoder, not one per call (``json.dumps`` with options builds a new one each time,
+# and a plan calls this once per instance).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def canonical_json(value: Any) -> str:
     """Compact JSON with sorted keys: the same data always gives the same text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(value)
 
 
 def short_hash(value: Any, length: int = 8) -> str:
@@ -57,6 +66,8 @@ def folder_name(key: str) -> str:
     _, _, values = key.partition("@")
     if not values:
         return "default"
+    if _FOLDER_AS_IS.fullmatch(values):
+        return values  # the common case, decided in one match: what follows keeps it as is
     safe = _UNSAFE_FOLDER_CHARS.sub("_", values).strip("._") or "x"
     if safe != values or len(safe) > FOLDER_MAX or safe.lower() != safe:
         safe = f"{safe[:FOLDER_MAX].rstrip('._') or 'x'}-{short_hash(key)}"

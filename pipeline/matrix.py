@@ -26,9 +26,9 @@ import itertools
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 Row = dict[str, Any]
 Severity = Literal["error", "warning"]
@@ -302,7 +302,7 @@ def expand_matrix(
     *,
     limit: int | None = None,
     over_limit_hint: str | None = None,
-) -> tuple[list[Combination], list[MatrixProblem]]:
+) -> tuple[Sequence[Combination], list[MatrixProblem]]:
     """Expand a matrix; returns the combinations and the problems found (errors, warnings).
 
     When any problem is an error the combinations are empty. ``limit`` (never more
@@ -371,26 +371,136 @@ def expand_matrix(
             f"the matrix has {len(originals) + len(appended):,} combinations ("
             f"{len(appended):,} of them include rows), more than the cap of {limit:,}", hint))
         return [], problems
-    combos: list[Combination] = []
-    no_setters: Mapping[str, int] = {}
-    for pos, idx in enumerate(originals):
-        values: Row = dict(zip(names, [v[i] for v, i in zip(vectors, idx, strict=True)],
-                               strict=True))
-        merged = extras.get(pos)
+    if not originals and not appended:
+        return [], problems
+    return Combinations(names, vectors, originals, extras, includes, appended), problems
+
+
+class Combinations(Sequence[Combination]):
+    """A matrix's combinations in order, each made when it is read, not held.
+
+    A million-row matrix is a million small dicts: a job is expanded one instance at
+    a time, so its combinations are too. Reading one twice makes two equal values.
+    """
+
+    __slots__ = ("_appended", "_extras", "_includes", "_names", "_originals", "_vectors")
+
+    def __init__(self, names: Sequence[str], vectors: Sequence[Sequence[Any]],
+                 originals: Sequence[tuple[int, ...]],
+                 extras: Mapping[int, Mapping[str, list[Any]]],
+                 includes: Sequence[_Entry], appended: Sequence[int]) -> None:
+        self._names = tuple(names)
+        self._vectors = tuple(vectors)
+        self._originals = originals  # value indexes of the product's survivors
+        self._extras = extras  # include values merged into an original, by its position
+        self._includes = includes
+        self._appended = appended  # include entries that became combinations of their own
+
+    def __len__(self) -> int:
+        return len(self._originals) + len(self._appended)
+
+    @overload
+    def __getitem__(self, index: int) -> Combination: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Combination]: ...
+
+    def __getitem__(self, index: int | slice) -> Combination | list[Combination]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        size = len(self)
+        if index < 0:
+            index += size
+        if not 0 <= index < size:
+            raise IndexError("combination index out of range")
+        if index < len(self._originals):
+            return self._original(index, self._originals[index])
+        return self._included(self._appended[index - len(self._originals)])
+
+    def __iter__(self) -> Iterator[Combination]:
+        names, extras = self._names, self._extras
+        if isinstance(self._originals, _Product) and not extras:
+            # The plain cross product, the common large case: values straight from it.
+            values_product = itertools.product(*self._vectors)
+            for pos, (idx, chosen) in enumerate(zip(self._originals, values_product,
+                                                    strict=True)):
+                yield Combination(dict(zip(names, chosen, strict=True)), ("product", pos), idx,
+                                  _NO_SETTERS)
+        else:
+            for pos, idx in enumerate(self._originals):
+                yield self._original(pos, idx)
+        for entry in self._appended:
+            yield self._included(entry)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # compared by content, like a list
+
+    def merged(self) -> Iterator[Combination]:
+        """The combinations include rows added keys to, in order (``key_order``'s)."""
+        for pos in sorted(self._extras):
+            yield self._original(pos, self._originals[pos])
+        for entry in self._appended:
+            yield self._included(entry)
+
+    def _original(self, pos: int, idx: tuple[int, ...]) -> Combination:
+        values: Row = dict(zip(self._names, [v[i] for v, i in zip(self._vectors, idx,
+                                                                   strict=True)], strict=True))
+        merged = self._extras.get(pos)
         if merged is None:
-            combos.append(Combination(values, ("product", pos), idx, no_setters))
-            continue
+            return Combination(values, ("product", pos), idx, _NO_SETTERS)
         setters: dict[str, int] = {}
         for key, value, index in merged.values():
             values[key] = value
             setters[key] = index
-        combos.append(Combination(values, ("product", pos), idx, setters))
-    for index in appended:
-        entry = includes[index]
-        row: Row = {names[a]: value for a, value in entry.filters}
+        return Combination(values, ("product", pos), idx, setters)
+
+    def _included(self, index: int) -> Combination:
+        entry = self._includes[index]
+        row: Row = {self._names[a]: value for a, value in entry.filters}
         row.update(entry.extras)
-        combos.append(Combination(row, ("include", index), (), dict.fromkeys(row, index)))
-    return combos, problems
+        return Combination(row, ("include", index), (), dict.fromkeys(row, index))
+
+
+_NO_SETTERS: Mapping[str, int] = {}  # shared: nothing sets it, nothing writes to it
+
+
+class _Product(Sequence[tuple[int, ...]]):
+    """Every value-index tuple of a cross product, in order, computed rather than stored."""
+
+    __slots__ = ("_size", "_sizes")
+
+    def __init__(self, sizes: Sequence[int]) -> None:
+        self._sizes = tuple(sizes)
+        self._size = math.prod(self._sizes)
+
+    def __len__(self) -> int:
+        return self._size
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[int, ...]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[int, ...]]: ...
+
+    def __getitem__(self, index: int | slice) -> tuple[int, ...] | list[tuple[int, ...]]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._size))]
+        if index < 0:
+            index += self._size
+        if not 0 <= index < self._size:
+            raise IndexError("product index out of range")
+        out: list[int] = []
+        for size in reversed(self._sizes):  # the first axis varies slowest
+            index, rest = divmod(index, size)
+            out.append(rest)
+        return tuple(reversed(out))
+
+    def __iter__(self) -> Iterator[tuple[int, ...]]:
+        return itertools.product(*(range(size) for size in self._sizes))
 
 
 def _check_axes(names: Sequence[str]) -> list[MatrixProblem]:
@@ -451,7 +561,7 @@ def _product(
     limit: int,
     hint: str,
     problems: list[MatrixProblem],
-) -> list[tuple[int, ...]] | None:
+) -> Sequence[tuple[int, ...]] | None:
     """The surviving cross product as value-index tuples, or ``None`` past ``limit``."""
     if not names:
         return []
@@ -467,8 +577,10 @@ def _product(
             f"the axes multiply to {size:,} combinations, more than the cap of {limit:,}",
             hint))
         return None
-    survivors: list[tuple[int, ...]] = []
     live = [sets for sets in ex_sets if all(sets.values())]
+    if not live:
+        return _Product([len(v) for v in vectors])  # every combination: none is stored
+    survivors: list[tuple[int, ...]] = []
     for idx in itertools.product(*(range(len(v)) for v in vectors)):
         if live and any(all(idx[a] in s for a, s in sets.items()) for sets in live):
             continue
@@ -523,6 +635,8 @@ def key_order(combos: Sequence[Combination], axes: Sequence[str]) -> list[str]:
     """Axis names first, then keys added by ``include`` in order of first appearance."""
     order = list(axes)
     seen = set(order)
+    if isinstance(combos, Combinations) and seen.issuperset(combos._names):
+        combos = list(combos.merged())  # the others have just the axes
     for combo in combos:
         for key in combo.values:
             if key not in seen:

@@ -9,7 +9,7 @@ a "dry run" flag.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -22,6 +22,7 @@ from pipeline.instances import Expansion, Instance, UpstreamInput
 from pipeline.lockfile import LockEntry, Lockfile, Output
 from pipeline.matrix import same
 from pipeline.reroll import reroll_note, rerolled
+from pipeline.spec import Manifest
 
 
 class PlanStatus(StrEnum):
@@ -127,6 +128,11 @@ class Plan:
         """Whether the run's cost fits the budget (always, without one)."""
         return self.budget is None or self.total <= self.budget
 
+    def head(self) -> PlanHead:
+        """The plan without its items, its figures summed up."""
+        return PlanHead(self.manifest, self.name, self.currency, self.orphaned, self.budget,
+                        Tally.of(self.items), self.warnings, self.destination)
+
     def select(self, keep: Callable[[PlanItem], bool]) -> Plan:
         """A plan in which items not kept become ``skipped`` (cost 0).
 
@@ -145,6 +151,62 @@ class Plan:
             for i in self.items
         )
         return replace(self, items=items)
+
+
+@dataclass(slots=True)
+class Tally:
+    """A plan's figures, summed as its items pass: counts per status, what is submitted,
+    and its cost (in total, per model, per job). ``Plan``'s own figures agree."""
+
+    counts: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in STATUS_ORDER})
+    instances: int = 0  # to submit
+    images: int = 0  # to pay for
+    total: Decimal = Decimal(0)
+    by_model: dict[str, Decimal] = field(default_factory=dict)  # submitted items only
+    by_job: dict[str, Decimal] = field(default_factory=dict)  # submitted items only
+
+    @classmethod
+    def of(cls, items: Iterable[PlanItem]) -> Tally:
+        """The figures of ``items``."""
+        tally = cls()
+        for item in items:
+            tally.add(item)
+        return tally
+
+    def add(self, item: PlanItem) -> None:
+        """Count one more item."""
+        status = item.status
+        self.counts[status.value] += 1
+        if status in TO_SUBMIT:
+            inst, cost = item.instance, item.cost
+            self.instances += 1
+            self.images += inst.n
+            self.total += cost
+            model = inst.model
+            self.by_model[model] = self.by_model.get(model, Decimal(0)) + cost
+            self.by_job[inst.job] = self.by_job.get(inst.job, Decimal(0)) + cost
+        elif item.cost:
+            self.total += item.cost
+
+
+@dataclass(frozen=True)
+class PlanHead:
+    """Everything of a plan but its items, whose figures ``tally`` holds: what
+    ``plan --json`` writes before the items, known once every item has passed."""
+
+    manifest: str
+    name: str
+    currency: str
+    orphaned: tuple[str, ...]
+    budget: Decimal | None
+    tally: Tally
+    warnings: tuple[Diagnostic, ...] = ()
+    destination: str | None = None
+
+    @property
+    def within_budget(self) -> bool:
+        """Whether the run's cost fits the budget (always, without one)."""
+        return self.budget is None or self.tally.total <= self.budget
 
 
 def make_plan(
@@ -170,41 +232,82 @@ def make_plan(
     its recorded count, so its fingerprint stays the same. ``destination`` names the
     output folder the plan writes to (shown with the plan).
     """
-    manifest = expansion.manifest
-    pricing = manifest.pricing
-    by_job: dict[str, list[str]] = {}
-    for inst in expansion.instances:
-        by_job.setdefault(inst.job, []).append(inst.key)
-    statuses: dict[str, PlanStatus] = {}
-    items: list[PlanItem] = []
-    for inst in expansion.instances:
-        needs = tuple(inst.upstream) + tuple(k for job in inst.needs for k in by_job.get(job, ()))
-        entry = lock.entries.get(inst.key)
-        count = entry.reroll if entry is not None else 0
-        made = rerolled(inst, count)
-        status, fp, refetch = _status(made, entry, statuses, lock.entries, present, now)
-        note = link_note(status, entry, refetch, present, now)
-        if inst.key in rerolls and status in _DONE:
-            count += 1
-            made = rerolled(inst, count)
-            request = resolved_request(made, lock.entries)
-            fp = None if request is None else fingerprint(request)
-            status, refetch, note = PlanStatus.REROLL, (), reroll_note(inst)
-        statuses[inst.key] = status
-        cost = pricing.cost(made.model, made.n) if status in TO_SUBMIT else Decimal(0)
-        items.append(PlanItem(made, status, fp, cost, needs, refetch, count, note))
-    keys = set(statuses)
-    orphaned = tuple(sorted(k for k in lock.entries if k not in keys))
+    planner = Planner(expansion.manifest, lock, present=present, now=now, rerolls=rerolls)
+    items = tuple(planner.item(inst) for inst in expansion.instances)
     return Plan(
-        manifest=manifest.file,
-        name=manifest.name,
-        currency=pricing.currency,
-        items=tuple(items),
-        orphaned=orphaned,
-        budget=max_cost if max_cost is not None else manifest.budget,
+        manifest=expansion.manifest.file,
+        name=expansion.manifest.name,
+        currency=expansion.manifest.pricing.currency,
+        items=items,
+        orphaned=planner.orphaned(),
+        budget=max_cost if max_cost is not None else expansion.manifest.budget,
         warnings=expansion.warnings,
         destination=destination,
     )
+
+
+class Planner:
+    """``make_plan``'s work, one instance at a time, in the expansion's order.
+
+    Remembers only what later instances ask about: the statuses of the jobs others
+    take images from, the keys of the jobs others ``need``, and which lock entries
+    were met (the rest are orphaned). So a plan can be made, and written, while its
+    instances stream past (``plan --json``); ``make_plan`` gathers the same items.
+    """
+
+    def __init__(self, manifest: Manifest, lock: Lockfile, *, present: Callable[[Output], bool],
+                 now: float | None = None, rerolls: Collection[str] = frozenset()) -> None:
+        self.manifest = manifest
+        self.lock = lock
+        self.pricing = manifest.pricing
+        self.present = present
+        self.now = now
+        self.rerolls = rerolls
+        self._sources = frozenset(ref.job for job in manifest.jobs.values()
+                                  for _, ref in job.upstream_refs)
+        self._needed = frozenset(need for job in manifest.jobs.values() for need in job.needs)
+        self._statuses: dict[str, PlanStatus] = {}  # of instances of ``_sources`` jobs
+        self._keys: dict[str, list[str]] = {}  # instance keys of ``_needed`` jobs, by job
+        self._met: set[str] = set()  # lock entries some instance has
+
+    def item(self, inst: Instance) -> PlanItem:
+        """What the run does with ``inst`` (every job it ``needs`` has passed already)."""
+        entries = self.lock.entries
+        keys = self._keys
+        needs = tuple(inst.upstream) + tuple(k for job in inst.needs for k in keys.get(job, ()))
+        entry = entries.get(inst.key)
+        count = entry.reroll if entry is not None else 0
+        made = rerolled(inst, count)
+        status, fp, refetch = _status(made, entry, self._statuses, entries, self.present,
+                                      self.now)
+        note = link_note(status, entry, refetch, self.present, self.now)
+        if inst.key in self.rerolls and status in _DONE:
+            count += 1
+            made = rerolled(inst, count)
+            request = resolved_request(made, entries)
+            fp = None if request is None else fingerprint(request)
+            status, refetch, note = PlanStatus.REROLL, (), reroll_note(inst)
+        if entry is not None:
+            self._met.add(inst.key)
+        if inst.job in self._sources:
+            self._statuses[inst.key] = status
+        if inst.job in self._needed:
+            keys.setdefault(inst.job, []).append(inst.key)
+        cost = self.pricing.cost(made.model, made.n) if status in TO_SUBMIT else Decimal(0)
+        return PlanItem(made, status, fp, cost, needs, refetch, count, note)
+
+    def orphaned(self) -> tuple[str, ...]:
+        """Lock entries no instance has had so far (all of them, once every one has passed)."""
+        return tuple(sorted(k for k in self.lock.entries if k not in self._met))
+
+    def head(self, tally: Tally, *, warnings: tuple[Diagnostic, ...] = (),
+             max_cost: Decimal | None = None, destination: str | None = None) -> PlanHead:
+        """The head of the plan whose every item has passed, ``tally`` counting them;
+        the options are ``make_plan``'s."""
+        manifest = self.manifest
+        return PlanHead(manifest.file, manifest.name, self.pricing.currency, self.orphaned(),
+                        max_cost if max_cost is not None else manifest.budget, tally,
+                        warnings, destination)
 
 
 # A re-roll replaces images that exist (or existed, unchanged): otherwise the instance
@@ -238,7 +341,8 @@ def _status(
 ) -> tuple[PlanStatus, str | None, tuple[int, ...]]:
     if any(statuses.get(up) in PENDING for up in inst.upstream):
         return PlanStatus.WAITING, None, ()
-    request = resolved_request(inst, entries)
+    # Without upstream images the request is the instance's own (fingerprint only reads it).
+    request = inst.request if not inst.upstream else resolved_request(inst, entries)
     if request is None:
         return PlanStatus.WAITING, None, ()
     fp = fingerprint(request)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,17 +18,18 @@ from decimal import Decimal
 from pathlib import Path
 
 from pipeline.document import Document, parse_yaml
-from pipeline.errors import ManifestError
-from pipeline.expand import expand
+from pipeline.errors import ImgspecError, ManifestError
+from pipeline.expand import Expanding, expand
 from pipeline.guard import guard_path
 from pipeline.instances import Expansion
 from pipeline.journal import fold_journal, journal_path, read_journal, read_lockfile
 from pipeline.lockfile import Lockfile, Output, lockfile_path
 from pipeline.manifest import load_manifest, read_manifest_text
 from pipeline.outputs import OutputFolder, sha256_file
-from pipeline.plan import Plan, make_plan
+from pipeline.plan import Plan, PlanHead, Planner, Tally, make_plan
 from pipeline.review import read_review, reroll_keys, review_path
 from pipeline.spec import Manifest
+from pipeline.views.plan import write_plan_document, write_plan_items
 from pipeline.workspace import DirectoryWorkspace
 
 
@@ -191,6 +193,75 @@ def prepare(manifest_path: Path, *, simulate: bool = False, max_cost: Decimal | 
                      max_cost=max_cost, now=time.time(), rerolls=rerolls,
                      destination=paths.destination)
     return Prepared(manifest, workspace, expansion, lock, plan, paths)
+
+
+def write_plan_streamed(manifest_path: Path, write: Callable[[str], object], *,
+                        simulate: bool = False, max_cost: Decimal | None = None,
+                        lockfile: Path | None = None, rehash: bool = False) -> PlanHead:
+    """``prepare`` then ``write_plan_json``, in one pass over the instances.
+
+    For ``plan --json`` of the whole manifest: each instance is planned and its JSON
+    line written to a temporary file as it is expanded, and dropped, so a million
+    instances are never held at once. The head (counts, cost, orphans, warnings) is
+    known only once the last has passed; it is written first, then the items are
+    copied after it. Nothing reaches ``write`` if the manifest has an error.
+    """
+    manifest, workspace = load_manifest(manifest_path)
+    expanding = Expanding(manifest, workspace)
+    paths = locate(manifest_path, Header.of(manifest), simulate=simulate, lockfile=lockfile)
+    try:
+        lock = current_lock(paths.lockfile, manifest=manifest_path.name)
+        folder = paths.output_folder()
+        folder.check_entries(lock.entries.values())
+        rerolls = reroll_keys(read_review(review_path(manifest_path)), lock)
+    except ImgspecError:
+        # ``prepare`` expands before it reads the lockfile: the manifest's errors come
+        # first. Expand (planning nothing) to find them; without any, this error stands.
+        for _ in expanding:
+            pass
+        expanding.finish()
+        raise
+    planner = Planner(manifest, lock, present=intact_on_disk(folder, rehash=rehash),
+                      now=time.time(), rerolls=rerolls)
+    tally = Tally()
+    try:
+        spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 (with below)
+    except OSError as exc:
+        raise _spool_error(exc) from exc
+    with spool:
+
+        def aside(text: str) -> None:
+            try:
+                spool.write(text)
+            except OSError as exc:
+                raise _spool_error(exc) from exc
+
+        def copy_items() -> None:
+            while True:
+                try:
+                    chunk = spool.read(1 << 20)
+                except OSError as exc:
+                    raise _spool_error(exc) from exc
+                if not chunk:
+                    return
+                write(chunk)  # the caller's stream: its errors are its own
+
+        count = write_plan_items(map(planner.item, expanding), aside, each=tally.add)
+        head = planner.head(tally, warnings=expanding.finish(), max_cost=max_cost,
+                            destination=paths.destination)
+        try:
+            spool.seek(0)
+        except OSError as exc:
+            raise _spool_error(exc) from exc
+        write_plan_document(head, count > 0, copy_items, write)
+    return head
+
+
+def _spool_error(exc: OSError) -> ImgspecError:
+    """The temporary file ``write_plan_streamed`` keeps the items in failed (a full disk)."""
+    return ImgspecError(
+        f"cannot keep the plan's items in a temporary file in {tempfile.gettempdir()}: "
+        f"{exc.strerror or exc}; free some space there, or set TMPDIR to a folder with room")
 
 
 def intact_on_disk(folder: OutputFolder, *, rehash: bool = False) -> Callable[[Output], bool]:

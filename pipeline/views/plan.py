@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
-from pipeline.plan import STATUS_ORDER, TO_SUBMIT, Plan, PlanItem, PlanStatus
+from pipeline.plan import STATUS_ORDER, TO_SUBMIT, Plan, PlanHead, PlanItem, PlanStatus
 from pipeline.pricing import json_number, money
 
 # Up to this many changed items are listed one per line; beyond it, counts per job.
@@ -22,7 +22,7 @@ SYMBOLS = {
 
 def plan_json(plan: Plan) -> dict[str, Any]:
     """The stable machine-readable plan (``imgspec plan --json``), as one value."""
-    return {**_plan_head(plan), "items": [_item_json(i) for i in plan.items]}
+    return {**_plan_head(plan.head()), "items": [_item_json(i) for i in plan.items]}
 
 
 def write_plan_json(plan: Plan, write: Callable[[str], object]) -> None:
@@ -32,62 +32,89 @@ def write_plan_json(plan: Plan, write: Callable[[str], object]) -> None:
     item dicts and no single string of all of them is held, and each item is
     encoded by the C encoder (``indent`` would force the pure-Python one).
     """
-    head = json.dumps({**_plan_head(plan), "items": []}, indent=2, ensure_ascii=False)
-    opening, _empty, closing = head.rpartition("[]")
-    if not plan.items:
-        write(head + "\n")
+    write_plan_document(plan.head(), bool(plan.items),
+                        lambda: write_plan_items(plan.items, write), write)
+
+
+def write_plan_document(head: PlanHead, has_items: bool, write_items: Callable[[], object],
+                        write: Callable[[str], object]) -> None:
+    """The plan's JSON text around its items, which ``write_items`` writes where they go
+    (the text ``write_plan_items`` made: the items may have been written aside first,
+    as the head's figures are known only once every item has passed)."""
+    text = json.dumps({**_plan_head(head), "items": []}, indent=2, ensure_ascii=False)
+    if not has_items:
+        write(text + "\n")
         return
+    opening, _empty, closing = text.rpartition("[]")
     write(opening + "[\n")
+    write_items()
+    write("\n  ]" + closing + "\n")
+
+
+def write_plan_items(items: Iterable[PlanItem], write: Callable[[str], object],
+                     *, each: Callable[[PlanItem], object] | None = None) -> int:
+    """The items as ``write_plan_document`` lists them: one compact JSON line each,
+    joined by commas, written in batches; ``each`` sees every item as it passes.
+    Returns how many there were."""
     encode = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
     batch: list[str] = []
-    last = len(plan.items) - 1
-    for index, item in enumerate(plan.items):
-        batch.append(f"    {encode(_item_json(item))}{',' if index < last else ''}\n")
+    count = 0
+    for item in items:
+        if each is not None:
+            each(item)
+        batch.append(encode(_item_json(item)))
         if len(batch) >= 1024:
-            write("".join(batch))
+            write((",\n    " if count else "    ") + ",\n    ".join(batch))
+            count += len(batch)
             batch.clear()
-    write("".join(batch) + "  ]" + closing + "\n")
+    if batch:
+        write((",\n    " if count else "    ") + ",\n    ".join(batch))
+        count += len(batch)
+    return count
 
 
-def _plan_head(plan: Plan) -> dict[str, Any]:
+def _plan_head(head: PlanHead) -> dict[str, Any]:
     """Everything of ``plan_json`` but its items."""
-    submitting = plan.submitting
+    tally = head.tally
     return {
-        "manifest": plan.manifest,
-        "name": plan.name,
-        "counts": plan.counts(),
-        "to_submit": {"instances": len(submitting), "images": plan.images},
+        "manifest": head.manifest,
+        "name": head.name,
+        "counts": {**tally.counts, "orphaned": len(head.orphaned)},
+        "to_submit": {"instances": tally.instances, "images": tally.images},
         "cost": {
-            "currency": plan.currency,
-            "total": json_number(plan.total),
-            "by_model": {k: json_number(v) for k, v in sorted(plan.cost_by(_model).items())},
-            "by_job": {k: json_number(v) for k, v in plan.cost_by(_job).items()},
+            "currency": head.currency,
+            "total": json_number(tally.total),
+            "by_model": {k: json_number(v) for k, v in sorted(tally.by_model.items())},
+            "by_job": {k: json_number(v) for k, v in tally.by_job.items()},
         },
         "budget": {
-            "max_cost": None if plan.budget is None else json_number(plan.budget),
-            "within": plan.within_budget,
+            "max_cost": None if head.budget is None else json_number(head.budget),
+            "within": head.within_budget,
         },
-        "orphaned": list(plan.orphaned),
-        "outputs": plan.destination,
-        "warnings": [d.format(snippet=False) for d in plan.warnings],
+        "orphaned": list(head.orphaned),
+        "outputs": head.destination,
+        "warnings": [d.format(snippet=False) for d in head.warnings],
     }
 
 
 def _item_json(item: PlanItem) -> dict[str, Any]:
     inst = item.instance
-    return {
-        "key": item.key,
-        "job": item.job,
+    out = {
+        "key": inst.key,
+        "job": inst.job,
         "status": item.status.value,
         "model": inst.model,
         "n": inst.n,
-        "cost": json_number(item.cost),
+        "cost": json_number(item.cost) if item.cost else 0,
         "matrix": dict(inst.matrix),
         "needs": list(item.needs),
         "fingerprint": item.fingerprint,
-        **({"reroll": item.reroll} if item.reroll else {}),
-        **({"note": item.note} if item.note else {}),
     }
+    if item.reroll:
+        out["reroll"] = item.reroll
+    if item.note:
+        out["note"] = item.note
+    return out
 
 
 def _model(item: PlanItem) -> str:

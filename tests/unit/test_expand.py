@@ -375,6 +375,18 @@ def test_shared_output_folder_is_refused(build: Build) -> None:
     assert "jobs.m.matrix.a[1]" in text
 
 
+def test_shared_output_folder_is_refused_whichever_comes_first(build: Build) -> None:
+    """A key whose values spell another key's sanitised folder clashes in either order."""
+    from pipeline.identity import folder_name
+
+    folder = folder_name("m@a=x y")
+    plain = folder.removeprefix("a=")
+    text = error_text(build, f"jobs:\n  m: {{prompt: x, matrix: {{a: ['{plain}', 'x y']}}}}\n")
+    assert f"output folder {folder!r}" in text
+    assert "jobs.m.matrix.a[1]" in text
+    assert "of 'm@a=x y', which jobs.m.matrix.a[0]" in text  # the second one is blamed
+
+
 def test_missing_model_is_an_error_with_position_and_advice() -> None:
     """Without model anywhere the job is refused at its key, with the fix (issue 8.7)."""
     text = bare_error("jobs:\n  a: {prompt: '{{ s }}', matrix: {s: [1, 2]}}\n")

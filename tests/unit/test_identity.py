@@ -72,3 +72,16 @@ def test_derived_seed_is_deterministic_and_in_range() -> None:
     assert derive_seed("job@i=1") == derive_seed("job@i=1")
     assert len(seeds) > 990
     assert all(0 <= s <= MAX_SEED for s in seeds)
+
+
+@pytest.mark.parametrize(("values", "as_is"), [
+    ("a", True), ("a.b_c=1,d+e-f", True), ("x" * 80, True), ("-", True),
+    (".a", False), ("a_", False), ("_", False), ("A", False), ("x" * 81, False),
+    ("a b", False), ("é", False), ("a\n", False),
+])
+def test_folder_is_the_values_exactly_when_they_are_safe(values: str, as_is: bool) -> None:
+    """Safe, lower-case, at most 80 long, no . or _ at an end: the folder is the values."""
+    name = folder_name(f"j@{values}")
+    assert (name == values) is as_is
+    if not as_is:
+        assert len(name.rsplit("-", 1)[1]) == 8  # the key's hash keeps it unique

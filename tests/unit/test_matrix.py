@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from pipeline.matrix import MAX_INSTANCES_CEILING, expand_matrix, key_order
 
 
-def values(combos: list[Any]) -> list[dict[str, Any]]:
+def values(combos: Sequence[Any]) -> list[dict[str, Any]]:
     return [dict(c.values) for c in combos]
 
 
@@ -202,3 +203,26 @@ def test_include_rows_count_toward_the_cap() -> None:
     assert combos == []
     assert problems[0].message == ("the matrix has 6 combinations (5 of them include rows), "
                                    "more than the cap of 4")
+
+
+@pytest.mark.parametrize(("exclude", "include"), [
+    ([], []),
+    ([{"a": 2, "b": "y"}], []),
+    ([], [{"a": 1, "extra": "e"}, {"a": 9}]),
+    ([{"b": "x"}], [{"a": 3, "b": "y", "extra": 1}, {"new": True}]),
+])
+def test_lazy_combinations_read_like_the_list_they_stand_for(
+        exclude: list[dict[str, Any]], include: list[dict[str, Any]]) -> None:
+    """Combinations made as read: index, negative index, slice, len, == and key_order agree."""
+    combos, problems = expand_matrix([("a", (1, 2, 3)), ("b", ("x", "y"))],
+                                     exclude=exclude, include=include)
+    assert not [p for p in problems if p.severity == "error"]
+    listed = list(combos)
+    assert len(combos) == len(listed)
+    assert [combos[i] for i in range(len(combos))] == listed
+    assert [combos[-i] for i in range(1, len(combos) + 1)] == listed[::-1]
+    assert combos[1:3] == listed[1:3]
+    assert combos == listed
+    assert key_order(combos, ["a", "b"]) == key_order(listed, ["a", "b"])
+    with pytest.raises(IndexError):
+        combos[len(combos)]
