@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "bench-key"
@@ -109,3 +112,22 @@ def timed(command: list[str], *, cwd: Path = ROOT, log: Path | None = None) -> C
             text = log.read_text() if log is not None else spare.read().decode()
             raise SystemExit(f"{command[:4]} failed ({proc.returncode}): {text[-2000:]}")
     return Child(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
+
+
+def repeat(runs: int, one: Callable[[Path], dict[str, Any]]) -> list[dict[str, Any]]:
+    """``one(fresh temporary folder)`` ``runs`` times, each run's figures printed as it ends."""
+    figures = []
+    for number in range(runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            got = one(Path(tmp))
+        figures.append(got)
+        print(f"run {number + 1}: {json.dumps(got)}", flush=True)
+    return figures
+
+
+def print_spread(runs: list[dict[str, Any]], names: Iterable[str]) -> None:
+    """One line per figure: its min, median and max over the runs."""
+    for name in names:
+        values = [float(run[name]) for run in runs]
+        print(f"  {name:18} min {min(values):9.3f}  median {statistics.median(values):9.3f}"
+              f"  max {max(values):9.3f}")

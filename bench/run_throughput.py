@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import math
 import re
 import shutil
@@ -36,7 +35,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchkit import free_port, ledger, start_simulator, timed, write_manifest
+from benchkit import (
+    free_port,
+    ledger,
+    print_spread,
+    repeat,
+    start_simulator,
+    timed,
+    write_manifest,
+)
 
 # (category, pattern on "function (file:line)") in py-spy's raw frames; first match wins
 # for each frame, frames are read innermost first.
@@ -119,18 +126,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.profile and shutil.which("py-spy") is None:
         raise SystemExit("--profile needs py-spy: pip install py-spy")
-    runs = []
-    for number in range(args.runs):
-        with tempfile.TemporaryDirectory() as tmp:
-            figures = one_run(args, Path(tmp))
-        runs.append(figures)
-        print(f"run {number + 1}: {json.dumps(figures)}", flush=True)
+    runs = repeat(args.runs, lambda tmp: one_run(args, tmp))
     print(f"{args.instances:,} instances @{args.concurrency}, latency {args.latency} s, "
-          f"{args.runs} runs (min / median / max):")
-    for name in runs[0]:
-        values = [r[name] for r in runs]
-        print(f"  {name:16} {min(values):9.3f} {statistics.median(values):9.3f} "
-              f"{max(values):9.3f}")
+          f"{args.runs} runs:")
+    print_spread(runs, runs[0])
     if args.profile:
         cpu = statistics.median(r["cpu_ms_per_task"] for r in runs)
         with tempfile.TemporaryDirectory() as tmp:

@@ -32,33 +32,24 @@ import argparse
 import heapq
 import json
 import math
-import os
 import random
-import re
-import resource
-import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-ROOT = Path(__file__).resolve().parents[1]
-KEY = "bench-key"
-MANIFEST = """\
-version: 1
-name: throughput
-max_instances: {n}
-defaults: {{model: wan2.7-image, size: 1K}}
-jobs:
-  shots:
-    prompt: "Product shot number {{{{ i }}}}"
-    matrix:
-      i: {values}
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchkit import (
+    KEY,
+    ROOT,
+    free_port,
+    ledger,
+    print_spread,
+    repeat,
+    start_simulator,
+    timed,
+    write_manifest,
+)
 
 
 @dataclass(frozen=True)
@@ -102,77 +93,39 @@ def ideal(s: Scenario) -> float:
     return max(slots)
 
 
-def start_simulator(s: Scenario) -> tuple[subprocess.Popen[str], str]:
-    """A fresh simulator subprocess and its base URL."""
+def simulator(s: Scenario) -> tuple[subprocess.Popen[bytes], str]:
+    """A fresh simulator subprocess for the scenario, and its base URL."""
     low, high = s.latency
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.simulator", "--port", "0", "--api-key", KEY,
-         "--latency", f"{low}..{high}", "--latency-shape", s.shape,
-         "--estimate-factor", str(s.estimate_factor)],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.search(r"(http://\S+)", line)
-    if match is None:
-        proc.kill()
-        raise SystemExit(f"the simulator did not start: {line!r}")
-    return proc, match[1]
-
-
-def children_cpu() -> float:
-    """User + system seconds of the reaped child processes so far."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def timed(command: list[str], env: dict[str, str], log: Path) -> tuple[float, float]:
-    """Run ``command`` to its end; (wall seconds, CPU seconds). Exits if it fails."""
-    cpu = children_cpu()
-    started = time.perf_counter()
-    with log.open("w") as out:
-        code = subprocess.call(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    wall = time.perf_counter() - started
-    if code != 0:
-        raise SystemExit(f"{command[:4]} failed ({code}): {log.read_text()[-2000:]}")
-    return wall, children_cpu() - cpu
-
-
-def ledger(base: str) -> dict[str, int]:
-    """The simulator's counters."""
-    got: dict[str, int] = httpx.get(f"{base}/_sim/ledger", timeout=10).json()
-    return got
+    port = free_port()
+    proc = start_simulator(port, f"{low}..{high}", "--latency-shape", s.shape,
+                           "--estimate-factor", str(s.estimate_factor))
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def one_run(s: Scenario, tmp: Path) -> dict[str, float]:
     """imgspec, then the naive script, each on a fresh simulator; their figures."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "APIMART_API_KEY": KEY}
-    manifest = tmp / "manifests" / "throughput.yaml"
-    manifest.parent.mkdir(exist_ok=True)
-    manifest.write_text(MANIFEST.format(n=s.instances,
-                                        values=json.dumps(list(range(s.instances)))))
-    for leftover in manifest.parent.glob("throughput.lock*"):
-        leftover.unlink()
-    sim, base = start_simulator(s)
+    manifest = write_manifest(tmp, s.instances)
+    sim, base = simulator(s)
     try:
-        wall, cpu = timed([sys.executable, "-m", "pipeline", "run", str(manifest),
-                           "--base-url", base, "--yes", "--concurrency", str(s.concurrency),
-                           "--json"], env, tmp / "imgspec.log")
+        run = timed([sys.executable, "-m", "pipeline", "run", str(manifest), "--base-url", base,
+                     "--yes", "--concurrency", str(s.concurrency), "--json"],
+                    log=tmp / "imgspec.log")
         counts = ledger(base)
     finally:
         sim.terminate()
         sim.wait(timeout=20)
+    wall, cpu = run.wall, run.cpu
     held: dict[str, int] = {}
     for line in (tmp / "imgspec.log").read_text().splitlines():
         if line.startswith("{"):
             bound = json.loads(line).get("limited_by")
             held[str(bound)] = held.get(str(bound), 0) + 1
-    sim, base = start_simulator(s)
+    sim, base = simulator(s)
     try:
-        naive_wall, _ = timed([sys.executable, str(ROOT / "bench" / "naive_client.py"),
-                               "--base-url", base, "--api-key", KEY,
-                               "--instances", str(s.instances),
-                               "--concurrency", str(s.concurrency)], env, tmp / "naive.log")
+        naive_wall = timed([sys.executable, str(ROOT / "bench" / "naive_client.py"),
+                            "--base-url", base, "--api-key", KEY,
+                            "--instances", str(s.instances),
+                            "--concurrency", str(s.concurrency)]).wall
         naive_counts = ledger(base)
     finally:
         sim.terminate()
@@ -199,18 +152,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     s = SCENARIOS[args.scenario]
-    runs = []
-    for number in range(args.runs):
-        with tempfile.TemporaryDirectory() as tmp:
-            figures = one_run(s, Path(tmp))
-        runs.append(figures)
-        print(f"run {number + 1}: {json.dumps(figures)}", flush=True)
+    runs = repeat(args.runs, lambda tmp: one_run(s, tmp))
     print(f"scenario {args.scenario}: {s}")
-    for name in ("imgspec_of_ideal", "naive_of_ideal", "speedup_vs_naive", "polls_per_task",
-                 "cpu_ms_per_task", "imgspec_s", "naive_s", "ideal_s"):
-        values = [float(r[name]) for r in runs]
-        print(f"  {name:18} min {min(values):8.3f}  median {statistics.median(values):8.3f}"
-              f"  max {max(values):8.3f}")
+    print_spread(runs, ("imgspec_of_ideal", "naive_of_ideal", "speedup_vs_naive",
+                        "polls_per_task", "cpu_ms_per_task", "imgspec_s", "naive_s", "ideal_s"))
 
 
 if __name__ == "__main__":

@@ -32,19 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchkit import KEY, free_port, start_simulator  # noqa: E402
-
-MANIFEST = """\
-version: 1
-name: shards
-max_instances: {n}
-defaults: {{model: wan2.7-image, size: 1K}}
-jobs:
-  shots:
-    prompt: "Product shot number {{{{ i }}}}"
-    matrix:
-      i: {values}
-"""
+from benchkit import KEY, free_port, start_simulator, write_manifest  # noqa: E402
+from benchkit import ledger as read_ledger  # noqa: E402
 
 
 def imgspec(project: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -64,25 +53,19 @@ def finish(proc: subprocess.Popen[bytes], what: str) -> None:
 def project(tmp: Path, name: str, instances: int) -> Path:
     """A project folder holding the benchmark manifest."""
     folder = tmp / name
-    (folder / "manifests").mkdir(parents=True)
-    (folder / "manifests" / "shards.yaml").write_text(MANIFEST.format(
-        n=instances, values=json.dumps(list(range(instances)))))
+    write_manifest(folder, instances)
     return folder
 
 
-def ledger(port: int) -> dict[str, object]:
+def ledger(port: int) -> dict[str, int]:
     """The simulator's billing ledger."""
-    import httpx
-
-    data: dict[str, object] = httpx.get(f"http://127.0.0.1:{port}/_sim/ledger",
-                                        timeout=10).json()
-    return data
+    return read_ledger(f"http://127.0.0.1:{port}")
 
 
 def run_args(port: int, concurrency: int) -> list[str]:
     """`imgspec run` arguments against the simulator on ``port``."""
-    return ["run", "manifests/shards.yaml", "--base-url", f"http://127.0.0.1:{port}", "--yes",
-            "--concurrency", str(concurrency), "--max-rate", "100000", "--json"]
+    return ["run", "manifests/throughput.yaml", "--base-url", f"http://127.0.0.1:{port}",
+            "--yes", "--concurrency", str(concurrency), "--max-rate", "100000", "--json"]
 
 
 def single(tmp: Path, instances: int, latency: float, concurrency: int) -> float:
@@ -125,16 +108,16 @@ def sharded(tmp: Path, instances: int, latency: float, shards: int,
         sim.wait(timeout=10)
     if charged != instances:
         raise SystemExit(f"shards: {charged} images charged, expected {instances}")
-    locks = sorted((folder / "manifests").glob(f"shards.shard-*-of-{shards}.lock.json"))
+    locks = sorted((folder / "manifests").glob(f"throughput.shard-*-of-{shards}.lock.json"))
     values = [read_lockfile(p) for p in locks]
     started = time.perf_counter()
     merge_locks(values)
     in_process = time.perf_counter() - started
     started = time.perf_counter()
-    finish(imgspec(folder, "lock", "merge", "--into", "manifests/shards.lock.json",
+    finish(imgspec(folder, "lock", "merge", "--into", "manifests/throughput.lock.json",
                    *(str(p.relative_to(folder)) for p in locks)), "lock merge")
     merge_wall = time.perf_counter() - started
-    plan = subprocess.run([sys.executable, "-m", "pipeline", "plan", "manifests/shards.yaml",
+    plan = subprocess.run([sys.executable, "-m", "pipeline", "plan", "manifests/throughput.yaml",
                            "--json"], cwd=folder, env={**os.environ, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=600, check=False)
     up_to_date = json.loads(plan.stdout)["counts"]["up-to-date"]
