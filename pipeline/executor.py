@@ -285,7 +285,9 @@ class Executor:
             if delay > 0 and self.polling.cold and not plan.scout and not self.warm.is_set():
                 woken = False
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.warm.wait(), delay)
+                    # A timeout scope, not wait_for: no task made per wait (Python 3.11).
+                    async with asyncio.timeout(delay):
+                        await self.warm.wait()
                     woken = True
                 if woken:
                     continue  # re-plan with what the model has learned
@@ -425,7 +427,8 @@ class Executor:
         if self.no_submissions.is_set():
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.no_submissions.wait(), self.options.download_give_way)
+            async with asyncio.timeout(self.options.download_give_way):
+                await self.no_submissions.wait()
 
     def _install(self, inst: Instance, got: list[tuple[Path, TaskImage, Downloaded]],
                  entry: LockEntry) -> LockEntry:
