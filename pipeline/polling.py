@@ -12,6 +12,12 @@ reach it are found done (a stochastic quantile tracker; it needs no exact
 completion times). Past the ladder, a task is polled at gaps growing by 60 %.
 A task found running that reports its ``progress`` is polled next when that
 progress says it ends (elapsed x 100 / progress), instead of on the ladder.
+Once such polls are seen to find their tasks done (progress is trusted) and
+durations spread, a first poll that misses costs just one more, well-aimed
+poll; the first rung then aims lower (``PROGRESS_LEVEL``: 60 % of tasks done at
+it), which sees most tasks done sooner for about 1.4 polls a task. With spread
+durations, tasks in flight together do not share their outcome, so the rungs
+also learn faster (``SPREAD_PEER_SCALE``).
 
 Expected polls per task: 1 + 0.2 + 0.05 + 0.01 + a little ~ 1.3 at most; a
 narrow distribution costs fewer (the upper rungs sit just above the first).
