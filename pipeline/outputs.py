@@ -162,11 +162,15 @@ class OutputFolder:
             "finished_at": entry.updated_at,
             "images": [_image_json(o, self.absolute(o.path).name) for o in entry.outputs],
         }
+        # A field a line, each value compact: readable, and written by the C encoder
+        # (``indent`` would force the pure-Python one, once per image at thousands a minute).
+        text = ",\n".join(f"  {json.dumps(name)}: "
+                          f"{json.dumps(meta[name], sort_keys=True, ensure_ascii=False)}"
+                          for name in sorted(meta))
         # Not fsynced, and a fixed temp name (one writer per instance): meta.json is a
         # readable copy of what the lockfile already holds durably.
         temp = folder / ".meta.json.part"
-        temp.write_text(json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
-                        encoding="utf-8")
+        temp.write_text("{\n" + text + "\n}\n", encoding="utf-8")
         temp.replace(folder / "meta.json")
 
     def write_index(self, expansion: Expansion, entries: Mapping[str, LockEntry],
