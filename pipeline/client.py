@@ -416,8 +416,8 @@ class ApiClient:
         url = f"{self._base_url}/v1/tasks/{quote(task_id, safe='')}?language=en"
 
         async def once() -> TaskState:
-            payload, asked_at = await self._call_json("poll", "GET", url, self._api_headers,
-                                                      None)
+            payload, asked_at, _got = await self._request_json("poll", "GET", url,
+                                                                self._api_headers, None)
             state = parse_poll(payload, task_id, api_host=self._http_api_host)
             return replace(state, asked_at=asked_at)
 
@@ -428,8 +428,8 @@ class ApiClient:
         url = f"{self._base_url}/v1/balance"
 
         async def once() -> Balance:
-            payload, _asked_at = await self._call_json("balance", "GET", url,
-                                                       self._api_headers, None)
+            payload, _asked_at, _got = await self._request_json("balance", "GET", url,
+                                                                 self._api_headers, None)
             return parse_balance(payload)
 
         return await self._retrying("balance", once)
@@ -455,7 +455,8 @@ class ApiClient:
         url = f"{self._base_url}/v1/uploads/images"
 
         async def once() -> Uploaded:
-            payload, _asked_at = await self._call_json("upload", "POST", url, headers, content)
+            payload, _asked_at, _got = await self._request_json("upload", "POST", url,
+                                                                headers, content)
             return parse_upload(payload, now=time.time(), api_host=self._http_api_host)
 
         return await self._retrying("upload", once)
@@ -550,23 +551,6 @@ class ApiClient:
         retry_after = parse_retry_after(headers.get("Retry-After"), now=time.time())
         return error_for_status(status, message, retry_after=retry_after, download=download)
 
-    async def _call_json(
-        self,
-        what: str,
-        method: str,
-        url: str,
-        headers: CIMultiDict[str],
-        content: bytes | None,
-    ) -> tuple[object, float]:
-        """One API request: the decoded JSON body of a 2xx reply and when it was asked
-        (``time.monotonic()`` just before the request was handed to aiohttp).
-
-        Any other reply raises the right error.
-        """
-        payload, asked_at, _headers = await self._request_json(what, method, url, headers,
-                                                               content)
-        return payload, asked_at
-
     async def _request_json(
         self,
         what: str,
@@ -575,7 +559,11 @@ class ApiClient:
         headers: CIMultiDict[str],
         content: bytes | None,
     ) -> tuple[object, float, Mapping[str, str]]:
-        """:meth:`_call_json`, with the reply's headers (request id, replay marker)."""
+        """One API request: the decoded JSON body of a 2xx reply, when it was asked
+        (``time.monotonic()`` just before the request was handed to aiohttp) and the
+        reply's headers (request id, replay marker). Any other reply raises the right
+        error.
+        """
         if self._limiter is not None:
             await self._limiter.wait()
         gate = self._gates.get(what)
@@ -735,6 +723,14 @@ class ApiClient:
         reaches ``on_retry`` through stamina's own instrumentation (``RetryDetails``).
         """
         started = time.monotonic()
+        # The first attempt goes straight through: stamina's retry context costs more
+        # than a request's own parsing, and almost every request succeeds at once. A
+        # failure is replayed into stamina as its first attempt, so the attempts, the
+        # backoff and the retry hooks are exactly stamina's.
+        try:
+            return await call()
+        except TransientError as exc:
+            first: TransientError | None = exc
 
         def backoff_hook(exc: Exception) -> bool | float:
             # stamina asks this after each failure: False re-raises, True retries after
@@ -751,14 +747,6 @@ class ApiClient:
                 return False  # the caller gets the error, which carries retry_after
             return wait
 
-        # The first attempt goes straight through: stamina's retry context costs more
-        # than a request's own parsing, and almost every request succeeds at once. A
-        # failure is replayed into stamina as its first attempt, so the attempts, the
-        # backoff and the retry hooks are exactly stamina's.
-        try:
-            return await call()
-        except TransientError as exc:
-            first: TransientError | None = exc
         token = _RETRY_LISTENER.set((operation, self._on_retry))
         try:
             async for attempt in stamina.retry_context(
