@@ -834,3 +834,49 @@ def test_base_url_with_a_port_out_of_range_is_a_usage_error() -> None:
     """A base URL whose port is past 65535 is refused as a usage error, not a crash."""
     with pytest.raises(UsageError, match="not an http"):
         ApiClient(base_url="http://127.0.0.1:99999", api_key=KEY)
+
+
+def test_local_file_error_during_a_download_is_not_retried(tmp_path: Path) -> None:
+    """A download whose file cannot be written fails once, naming the local file, with no
+    retry (and no network error is mistaken for it)."""
+    events: list[RetryEvent] = []
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the folder should be")
+    with simulator() as sim:
+
+        async def scenario(client: ApiClient) -> TransientError:
+            created = await client.submit(body(), idempotency_key="disk-1")
+            done = await finish(client, created.task_id)
+            with pytest.raises(TransientError) as caught:
+                await client.download(done.images[0].url, blocker / "x.png.part")
+            return caught.value
+
+        error = run(sim.base_url, scenario, events=events)
+        ledger = sim.ledger()
+    assert f"download: local file {blocker / 'x.png.part'}" in str(error)
+    assert isinstance(error.__cause__, OSError)
+    assert not error.retryable
+    assert events == []
+    assert ledger.downloads == 1
+
+
+def test_submit_that_times_out_is_transient_and_retried_with_its_key() -> None:
+    """A POST with no reply in time has an unknown outcome: a TransientError, retried with
+    the same Idempotency-Key (so the server could only replay it)."""
+    keys: list[str] = []
+
+    async def silent(request: web.BaseRequest) -> web.StreamResponse:
+        keys.append(request.headers.get("Idempotency-Key", ""))
+        await asyncio.sleep(60)  # the client times out first; its hang-up cancels this
+        return web.Response()
+
+    async def submit(client: ApiClient) -> TransientError:
+        with pytest.raises(TransientError) as caught:
+            await client.submit(body(), idempotency_key="slow-1")
+        return caught.value
+
+    error = run_scripted(silent, submit, timeout=0.3, retry_attempts=2)
+    assert str(error).startswith("submit: timed out")
+    assert isinstance(error.__cause__, TimeoutError)
+    assert error.retryable
+    assert keys == ["slow-1", "slow-1"]
