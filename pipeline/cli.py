@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from pipeline.views.progress import Reporter
 
 # Each command imports what it needs when it runs (the core: YAML, jsonschema, Jinja;
-# the run layer: httpx, stamina, rich, aiohttp), so `imgspec --help` and every command
+# the run layer: aiohttp, stamina, rich), so `imgspec --help` and every command
 # start with only click loaded.
 
 # pipeline.views.graph.GRAPH_FORMATS, written out: click needs it when the command is

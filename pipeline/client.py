@@ -1,12 +1,15 @@
 """The async client for APIMart's image API: submit, poll, download.
 
-One shared ``httpx.AsyncClient`` (HTTP/1.1, no redirects on API calls) over
-aiohttp's connection pool (httpx-aiohttp's transport), request-rate bounds
-(``--max-rate``, a hard cap only when given; and per kind of request, one that
-adapts to the API's 429s, see :class:`pipeline.pacing.AdaptiveRate`), and
-retries with stamina on :class:`TransientError` only. httpx gives the API
-(requests, responses, streaming, redirects); aiohttp moves the bytes, at about
-a quarter of httpcore's CPU per request with 100 connections busy.
+One shared ``aiohttp.ClientSession`` (HTTP/1.1, no redirects on API calls),
+request-rate bounds (``--max-rate``, a hard cap only when given; and per kind of
+request, one that adapts to the API's 429s, see :class:`pipeline.pacing.AdaptiveRate`),
+and retries with stamina on :class:`TransientError` only. aiohttp is used
+directly, with no httpx layer over it: at 100 requests in flight that layer cost
+three times aiohttp's own CPU per request, and the event loop is what limits a
+run at 1,000 tasks in flight. Each request's headers are built once per client
+(or once per call for a submit's Idempotency-Key); proxies are looked up once
+per host, not by aiohttp on each request (its ``trust_env`` makes two
+worker-thread trips per request, netrc and proxy, ~0.2 ms of CPU each time).
 Downloads are written, fsynced, hashed and checked in a worker thread, so the
 event loop never waits on the disk. Every failure leaves as
 one of the :mod:`pipeline.errors` classes; foreign exceptions are translated in
@@ -33,8 +36,11 @@ Defaults: ``IMGSPEC_DOWNLOAD_DEADLINE`` (300 s), ``IMGSPEC_DOWNLOAD_MIN_RATE``
 (1024 bytes/s) over ``IMGSPEC_DOWNLOAD_RATE_WINDOW`` (30 s), or the constructor's
 keyword options.
 
-The API key is sent only to the API's origin (never to a foreign image host)
-and is masked out of every message this module builds.
+The API key is sent only to the API's origin (never to a foreign image host:
+download redirects are followed here, one hop at a time, and the key is dropped
+for good at the first hop that leaves the API's origin) and is masked out of
+every message this module builds. HTTP(S)_PROXY / NO_PROXY are honoured, except
+for a loopback host (the simulator), which a proxy could not reach.
 """
 
 from __future__ import annotations
@@ -54,14 +60,15 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, TypeVar
-from urllib.parse import quote, urlsplit
+from typing import Any, Final, NoReturn, TypeVar
+from urllib.parse import quote, urljoin, urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
-import httpx
 import stamina
-from httpx_aiohttp import AiohttpTransport
+from multidict import CIMultiDict
 from stamina.instrumentation import RetryDetails
+from yarl import URL
 
 from pipeline.downloads import (
     MAX_SIDE,
@@ -98,13 +105,15 @@ __all__ = ["ApiClient", "Balance", "RetryEvent", "TaskImage", "TaskState", "Uplo
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-USER_AGENT: Final = "imgspec/0.1 (+httpx)"
+USER_AGENT: Final = "imgspec/0.1 (+aiohttp)"
 RESPONSE_VERSION_HEADER: Final = "X-APIMart-Response-Version"
 # Backoff before retry k (1-based): min(MAX, INITIAL * 2**(k-1)) + uniform(0, JITTER).
 WAIT_INITIAL: Final = 0.5
 WAIT_MAX: Final = 30.0
 WAIT_JITTER: Final = 1.0
 _ERROR_BODY_BYTES: Final = 4096
+MAX_REDIRECTS: Final = 20  # per download, as httpx's default
+_REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +186,7 @@ async def _through(gate: AdaptiveRate) -> None:
         await asyncio.sleep(delay)
 
 
-def _learn(gate: AdaptiveRate, status: int, headers: httpx.Headers) -> None:
+def _learn(gate: AdaptiveRate, status: int, headers: Mapping[str, str]) -> None:
     """Tell ``gate`` how the API answered: a 429 slows it down, anything else lets it recover."""
     now = time.monotonic()
     if status == 429:
@@ -187,30 +196,54 @@ def _learn(gate: AdaptiveRate, status: int, headers: httpx.Headers) -> None:
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of ``url``; a port out of range is -1, no real origin's."""
     parts = urlsplit(url)
-    return (parts.scheme.lower(), (parts.hostname or "").lower(), parts.port)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    return (parts.scheme.lower(), (parts.hostname or "").lower(), port)
 
 
 @functools.cache
 def _tls() -> ssl.SSLContext:
-    """httpx's trust store (certifi): one context per process (it takes ~16 ms to build)."""
-    return httpx.create_ssl_context()
-
-
-def _aiohttp_transport(*, trust_env: bool, tls: bool) -> AiohttpTransport:
-    """httpx's requests carried by aiohttp's pool (no connection limit: the executor bounds it).
-
-    ``trust_env`` makes aiohttp honour HTTP(S)_PROXY and NO_PROXY; never for a
-    loopback origin (the simulator), which a proxy could not reach. ``tls``: the
-    API is reached over https, so its trust store is built (certifi's, as httpx's);
-    an http origin (the simulator) leaves https links, if any, to aiohttp's default.
+    """The trust store httpx used, so nothing changes for a user: SSL_CERT_FILE or
+    SSL_CERT_DIR when set, else certifi's. One per process (it takes ~16 ms to build).
     """
+    if os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    if os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    import certifi  # only for an https API: not on the simulator's path
 
-    def session() -> aiohttp.ClientSession:  # made lazily, inside the running loop
-        connector = aiohttp.TCPConnector(limit=0, ssl=_tls() if tls else True)
-        return aiohttp.ClientSession(connector=connector, trust_env=trust_env)
+    return ssl.create_default_context(cafile=certifi.where())
 
-    return AiohttpTransport(client=session)
+
+def _env_proxy(scheme: str, host: str) -> URL | None:
+    """The proxy HTTP(S)_PROXY / ALL_PROXY / NO_PROXY give for ``scheme``://``host``;
+    never one for a loopback host (the simulator), which a proxy could not reach.
+
+    What aiohttp's ``trust_env`` does on every request (in two worker-thread trips),
+    done once per host; and without its netrc logins for the hosts themselves, which
+    would clash with the API key's header. A proxy's credentials stay in its URL,
+    where aiohttp reads them in every version. aiohttp speaks to http proxies only:
+    another (socks5://...) is ignored, with a warning.
+    """
+    if not host or is_loopback(host) or proxy_bypass(host):
+        return None
+    proxies = getproxies()
+    value = proxies.get(scheme) or proxies.get("all")
+    if not value:
+        return None
+    try:
+        proxy = URL(value if "://" in value else f"http://{value}")
+    except ValueError:
+        proxy = None
+    if proxy is None or proxy.scheme != "http" or not proxy.host:
+        _log.warning("ignoring the proxy set for %s URLs: aiohttp reaches hosts only "
+                     "through http:// proxies", scheme)
+        return None
+    return proxy
 
 
 async def _uncancelled(work: Awaitable[T]) -> T:
@@ -241,10 +274,10 @@ class ApiClient:
         retry_timeout: float = 120.0,
         max_download_bytes: int = 64 * 2**20,
         on_retry: Callable[[RetryEvent], None] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
         download_limits: DownloadLimits | None = None,
     ) -> None:
-        """Check the settings and open the connection pool (no request is made yet).
+        """Check the settings (no request is made, and the connection pool is opened by
+        the first request, inside the running event loop).
 
         Raises AuthError for an unusable key and UsageError for other bad values;
         neither message contains the key. ``download_limits`` defaults to
@@ -255,8 +288,8 @@ class ApiClient:
                 "the API key is empty or holds spaces, control or non-ASCII characters: "
                 "check APIMART_API_KEY"
             )
-        scheme, host, _port = _origin(base_url)
-        if scheme not in ("http", "https") or not host:
+        scheme, host, port = _origin(base_url)
+        if scheme not in ("http", "https") or not host or port == -1:
             raise UsageError(
                 f"base URL {shorten(base_url.replace(api_key, '***'), 100)!r} is not an "
                 "http(s) URL: give e.g. https://api.apimart.ai"
@@ -273,7 +306,6 @@ class ApiClient:
         self._http_api_host = host if scheme == "http" else ""
         self._limits = download_limits or DownloadLimits.from_env()
         self._key = api_key
-        self._auth: Mapping[str, str] = {"Authorization": f"Bearer {api_key}"}
         self._retry_attempts = retry_attempts
         self._retry_timeout = retry_timeout
         self._max_download_bytes = max_download_bytes
@@ -283,18 +315,20 @@ class ApiClient:
         self._limiter = _RateLimiter(max_rate) if max_rate is not None else None
         self._gates = {"submit": AdaptiveRate(), "poll": AdaptiveRate(),
                        "download": AdaptiveRate()}
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
-            http1=True,
-            http2=False,
-            follow_redirects=False,
-            # Every call asks for the versioned envelope, as the official client does;
-            # replies parses it and today's shapes alike.
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json",
-                     RESPONSE_VERSION_HEADER: RESPONSE_VERSION},
-            transport=transport or _aiohttp_transport(trust_env=not is_loopback(host),
-                                                       tls=scheme == "https"),
-        )
+        # Built once: aiohttp copies a CIMultiDict as it is, without converting it.
+        # Every call asks for the versioned envelope, as the official client does;
+        # replies parses it and today's shapes alike.
+        common = {"User-Agent": USER_AGENT, RESPONSE_VERSION_HEADER: RESPONSE_VERSION}
+        auth = {"Authorization": f"Bearer {api_key}"}
+        self._api_headers = CIMultiDict({**common, "Accept": "application/json", **auth})
+        self._image_headers = CIMultiDict({**common, "Accept": "image/*"})
+        self._keyed_image_headers = CIMultiDict({**common, "Accept": "image/*", **auth})
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout,
+                                              sock_connect=timeout, sock_read=timeout)
+        self._tls = scheme == "https"
+        self._proxies: dict[tuple[str, str], URL | None] = {}
+        self._api_proxy = self._proxy(scheme, host)
+        self._http: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
         return f"ApiClient(base_url={self._base_url!r}, api_key='***')"
@@ -314,7 +348,30 @@ class ApiClient:
 
     async def aclose(self) -> None:
         """Close the connection pool. Calling it twice is harmless."""
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.close()
+
+    def _session(self) -> aiohttp.ClientSession:
+        """The connection pool, made by the first request (inside the running loop).
+
+        No connection limit: the executor bounds what is in flight. ``trust_env``
+        stays off: proxies are looked up per host by :meth:`_proxy`. An https API
+        gets its trust store (:func:`_tls`); an http origin (the simulator) leaves
+        https links, if any, to aiohttp's default.
+        """
+        session = self._http
+        if session is None:
+            connector = aiohttp.TCPConnector(limit=0, ssl=_tls() if self._tls else True)
+            session = self._http = aiohttp.ClientSession(connector=connector,
+                                                         timeout=self._timeout)
+        return session
+
+    def _proxy(self, scheme: str, host: str) -> URL | None:
+        """The proxy (if any) for ``scheme``://``host``, looked up once per host."""
+        key = (scheme, host)
+        if key not in self._proxies:
+            self._proxies[key] = _env_proxy(scheme, host)
+        return self._proxies[key]
 
     # -- the three operations ------------------------------------------------
 
@@ -335,11 +392,9 @@ class ApiClient:
             content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         except (TypeError, ValueError) as exc:
             raise RequestRejected(f"the request body cannot be sent as JSON: {exc}") from exc
-        headers = {
-            **self._auth,
-            "Content-Type": "application/json",
-            "Idempotency-Key": idempotency_key,
-        }
+        headers = self._api_headers.copy()
+        headers["Content-Type"] = "application/json"
+        headers["Idempotency-Key"] = idempotency_key
         url = f"{self._base_url}/v1/images/generations"
 
         async def once() -> TaskState:
@@ -361,7 +416,8 @@ class ApiClient:
         url = f"{self._base_url}/v1/tasks/{quote(task_id, safe='')}?language=en"
 
         async def once() -> TaskState:
-            payload, asked_at = await self._call_json("poll", "GET", url, self._auth, None)
+            payload, asked_at, _got = await self._request_json("poll", "GET", url,
+                                                                self._api_headers, None)
             state = parse_poll(payload, task_id, api_host=self._http_api_host)
             return replace(state, asked_at=asked_at)
 
@@ -372,7 +428,8 @@ class ApiClient:
         url = f"{self._base_url}/v1/balance"
 
         async def once() -> Balance:
-            payload, _asked_at = await self._call_json("balance", "GET", url, self._auth, None)
+            payload, _asked_at, _got = await self._request_json("balance", "GET", url,
+                                                                 self._api_headers, None)
             return parse_balance(payload)
 
         return await self._retrying("balance", once)
@@ -393,11 +450,13 @@ class ApiClient:
             data,
             f"\r\n--{boundary}--\r\n".encode(),
         ))
-        headers = {**self._auth, "Content-Type": f"multipart/form-data; boundary={boundary}"}
+        headers = self._api_headers.copy()
+        headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
         url = f"{self._base_url}/v1/uploads/images"
 
         async def once() -> Uploaded:
-            payload, _asked_at = await self._call_json("upload", "POST", url, headers, content)
+            payload, _asked_at, _got = await self._request_json("upload", "POST", url,
+                                                                headers, content)
             return parse_upload(payload, now=time.time(), api_host=self._http_api_host)
 
         return await self._retrying("upload", once)
@@ -448,30 +507,37 @@ class ApiClient:
 
     @contextlib.contextmanager
     def _translated(self, what: str, dest: Path | None = None) -> Iterator[None]:
-        """The one place where foreign exceptions become :mod:`pipeline.errors` ones."""
+        """The one place where foreign exceptions become :mod:`pipeline.errors` ones.
+
+        Around network calls (``dest`` None) any OSError is the network's (aiohttp's
+        own errors are OSErrors too, and so is TimeoutError); around the disk work of
+        a download (``dest`` given) an OSError is the local file's, not retried.
+        """
         try:
             yield
         except ApiError:
             raise
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.TooManyRedirects) as exc:
-            raise RequestRejected(f"{what}: {self._redact(str(exc))}") from exc
-        except (httpx.TransportError, httpx.DecodingError, aiohttp.ClientError,
-                TimeoutError) as exc:
-            # httpx-aiohttp re-raises aiohttp's errors as httpx ones, loosely (a server
-            # that hangs up becomes a "ConnectTimeout"), keeping aiohttp's as the cause:
-            # name the cause, which says what really happened.
-            cause: BaseException = exc
-            if isinstance(exc.__cause__, (aiohttp.ClientError, TimeoutError)):
-                cause = exc.__cause__
-            if isinstance(cause, (httpx.TimeoutException, TimeoutError)):
-                raise TransientError(f"{what}: timed out ({type(cause).__name__})") from exc
-            detail = self._redact(str(cause)) or "connection failed"
-            raise TransientError(f"{what}: {type(cause).__name__}: {shorten(detail)}") from exc
-        except OSError as exc:  # httpx wraps socket errors, so this is the local file
-            raise TransientError(f"{what}: local file {dest}: {exc.strerror or exc}") from exc
+        except OSError as exc:
+            if dest is not None:
+                raise TransientError(f"{what}: local file {dest}: {exc.strerror or exc}",
+                                     retryable=False) from exc
+            if isinstance(exc, TimeoutError):
+                raise TransientError(f"{what}: timed out ({type(exc).__name__})") from exc
+            self._network_error(what, exc)
+        except aiohttp.InvalidURL as exc:  # also a ValueError: before ClientError's branch
+            raise RequestRejected(f"{what}: {type(exc).__name__}: "
+                                  f"{shorten(self._redact(str(exc)))}") from exc
+        except aiohttp.ClientError as exc:
+            self._network_error(what, exc)
+
+    def _network_error(self, what: str, exc: BaseException) -> NoReturn:
+        # aiohttp's class name says what happened (ServerDisconnectedError,
+        # ClientPayloadError for a body cut short, ClientConnectorError, ...).
+        detail = self._redact(str(exc)) or "connection failed"
+        raise TransientError(f"{what}: {type(exc).__name__}: {shorten(detail)}") from exc
 
     def _status_error(
-        self, status: int, headers: httpx.Headers, body: bytes, *, download: bool = False
+        self, status: int, headers: Mapping[str, str], body: bytes, *, download: bool = False
     ) -> ApiError:
         # Mask before shortening, so a key cut in half by the shortening cannot survive.
         text = self._redact(body.decode("utf-8", errors="replace"))
@@ -485,43 +551,39 @@ class ApiClient:
         retry_after = parse_retry_after(headers.get("Retry-After"), now=time.time())
         return error_for_status(status, message, retry_after=retry_after, download=download)
 
-    async def _call_json(
-        self,
-        what: str,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        content: bytes | None,
-    ) -> tuple[object, float]:
-        """One API request: the decoded JSON body of a 2xx reply and when it was asked
-        (``time.monotonic()`` just before the request was handed to httpx).
-
-        Any other reply raises the right error.
-        """
-        payload, asked_at, _headers = await self._request_json(what, method, url, headers,
-                                                               content)
-        return payload, asked_at
-
     async def _request_json(
         self,
         what: str,
         method: str,
         url: str,
-        headers: Mapping[str, str],
+        headers: CIMultiDict[str],
         content: bytes | None,
-    ) -> tuple[object, float, httpx.Headers]:
-        """:meth:`_call_json`, with the reply's headers (request id, replay marker)."""
+    ) -> tuple[object, float, Mapping[str, str]]:
+        """One API request: the decoded JSON body of a 2xx reply, when it was asked
+        (``time.monotonic()`` just before the request was handed to aiohttp) and the
+        reply's headers (request id, replay marker). Any other reply raises the right
+        error.
+        """
         if self._limiter is not None:
             await self._limiter.wait()
-        gate = self._gates.setdefault(what, AdaptiveRate())
+        gate = self._gates.get(what)
+        if gate is None:
+            gate = self._gates[what] = AdaptiveRate()
         await _through(gate)
+        session = self._session()
+        proxy = self._api_proxy
         with self._translated(what):
             asked_at = time.monotonic()
-            response = await self._http.request(method, url, headers=headers, content=content)
-            _learn(gate, response.status_code, response.headers)
-            if not 200 <= response.status_code < 300:
-                raise self._status_error(response.status_code, response.headers, response.content)
-            return decode_json(response.content, what=what), asked_at, response.headers
+            # No redirects: a 3xx is an error naming the base URL (see _status_error).
+            async with session.request(method, url, headers=headers, data=content,
+                                       allow_redirects=False, proxy=proxy) as response:
+                body = await response.read()
+            status = response.status
+            got = response.headers
+            _learn(gate, status, got)
+            if not 200 <= status < 300:
+                raise self._status_error(status, got, body)
+            return decode_json(body, what=what), asked_at, got
 
     async def _watched(self, url: str, dest: Path) -> Downloaded:
         """One download under the deadline and minimum rate of ``self._limits``.
@@ -565,44 +627,40 @@ class ApiClient:
                 work.exception()  # retrieved here; raised by work.result() above
 
     async def _download_once(self, url: str, sink: ImageSink) -> Downloaded:
-        # The key goes only to the API's own origin; a CDN link must not receive it.
-        headers = self._auth if _origin(url) == self._api_origin else {}
         if self._limiter is not None:
             await self._limiter.wait()
         gate = self._gates["download"]
         await _through(gate)
         dest = sink.dest
         try:
-            with self._translated("download", dest):
-                # Image hosts may redirect to storage; httpx drops Authorization cross-origin.
-                async with self._http.stream(
-                    "GET", url, headers={**headers, "Accept": "image/*"}, follow_redirects=True
-                ) as response:
-                    _learn(gate, response.status_code, response.headers)
-                    if response.status_code != 200:
+            with self._translated("download"):
+                async with await self._get_image(url) as response:
+                    got = response.headers
+                    _learn(gate, response.status, got)
+                    if response.status != 200:
                         body = b""
-                        async for chunk in response.aiter_bytes():
+                        async for chunk in response.content.iter_any():
                             body += chunk
                             if len(body) >= _ERROR_BODY_BYTES:
                                 break
-                        raise self._status_error(
-                            response.status_code, response.headers, body, download=True
-                        )
-                    declared = declared_length(response.headers.get("Content-Length"))
+                        raise self._status_error(response.status, got, body, download=True)
+                    declared = declared_length(got.get("Content-Length"))
                     if declared is not None:
                         self._check_size(declared)
                     # Chunks as they arrive (no re-chunking), so ``sink.size`` is the
                     # progress the rate watch in ``_watched`` sees.
-                    async for chunk in response.aiter_bytes():
+                    async for chunk in response.content.iter_any():
                         self._check_size(sink.size + len(chunk))
                         if sink.add(chunk):
-                            await _uncancelled(asyncio.to_thread(sink.spill))
-                    # The transport enforces Content-Length; this guards others. A
+                            with self._translated("download", dest):
+                                await _uncancelled(asyncio.to_thread(sink.spill))
+                    # aiohttp enforces Content-Length; this guards others. A
                     # content-encoded body decodes to another length: not compared.
-                    plain = "content-encoding" not in response.headers
+                    plain = "Content-Encoding" not in got
                     if plain and declared is not None and sink.size != declared:
                         raise TransientError(
                             f"download: truncated image ({sink.size} of {declared} bytes)")
+            with self._translated("download", dest):
                 sha256, seen = await _uncancelled(asyncio.to_thread(sink.finish))
         finally:
             sink.close()
@@ -617,6 +675,38 @@ class ApiClient:
                 f"download: got a {width}x{height} {fmt or 'unknown'} image, not a plausible result"
             )
         return Downloaded(sha256, sink.size, width, height, fmt)
+
+    async def _get_image(self, url: str) -> aiohttp.ClientResponse:
+        """GET ``url``, following redirects one hop at a time: the final response.
+
+        The key goes to the API's own origin only: a CDN link never receives it, and
+        once a hop leaves the origin it is dropped for the rest of the chain (aiohttp
+        drops it by itself only in some versions, so its redirects are not used).
+        """
+        session = self._session()
+        scheme, host, _port = origin = _origin(url)
+        keyed = origin == self._api_origin
+        for _hop in range(MAX_REDIRECTS + 1):
+            headers = self._keyed_image_headers if keyed else self._image_headers
+            response = await session.get(url, headers=headers, allow_redirects=False,
+                                         proxy=self._proxy(scheme, host))
+            location = response.headers.get("Location")
+            if response.status not in _REDIRECT_STATUSES or location is None:
+                return response
+            response.release()
+            try:
+                target = urljoin(url, location)
+                scheme, host, _port = hop = _origin(target)
+            except ValueError:  # e.g. a malformed IPv6 host
+                target, hop = location, ("", "", None)
+                scheme, host = "", ""
+            if scheme not in ("http", "https") or not host or hop[2] == -1:
+                shown = shorten(self._redact(target), 80)
+                raise RequestRejected(f"download: redirected to {shown!r}, not an http(s) URL")
+            keyed = keyed and hop == origin
+            url, origin = target, hop
+        raise RequestRejected(f"download: more than {MAX_REDIRECTS} redirects; the image "
+                              "host is misconfigured")
 
     def _check_size(self, size: int) -> None:
         if size > self._max_download_bytes:
@@ -633,22 +723,6 @@ class ApiClient:
         reaches ``on_retry`` through stamina's own instrumentation (``RetryDetails``).
         """
         started = time.monotonic()
-
-        def backoff_hook(exc: Exception) -> bool | float:
-            # stamina asks this after each failure: False re-raises, True retries after
-            # stamina's backoff, a float retries after that many seconds.
-            if not isinstance(exc, TransientError) or isinstance(exc.__cause__, OSError):
-                return False  # a local disk error will not heal by retrying the download
-            if not exc.retryable:
-                return False  # 500 and kin: not retried (the README's retry table)
-            if exc.retry_after is None:
-                return True
-            # A small spread keeps many tasks told "1 s" from returning in lockstep.
-            wait = exc.retry_after + random.uniform(0, WAIT_JITTER / 4)
-            if time.monotonic() - started + wait > self._retry_timeout:
-                return False  # the caller gets the error, which carries retry_after
-            return wait
-
         # The first attempt goes straight through: stamina's retry context costs more
         # than a request's own parsing, and almost every request succeeds at once. A
         # failure is replayed into stamina as its first attempt, so the attempts, the
@@ -657,6 +731,22 @@ class ApiClient:
             return await call()
         except TransientError as exc:
             first: TransientError | None = exc
+
+        def backoff_hook(exc: Exception) -> bool | float:
+            # stamina asks this after each failure: False re-raises, True retries after
+            # stamina's backoff, a float retries after that many seconds.
+            if not isinstance(exc, TransientError) or not exc.retryable:
+                # 500 and kin (the README's retry table), and a local disk error, which
+                # will not heal by retrying the download.
+                return False
+            if exc.retry_after is None:
+                return True
+            # A small spread keeps many tasks told "1 s" from returning in lockstep.
+            wait = exc.retry_after + random.uniform(0, WAIT_JITTER / 4)
+            if time.monotonic() - started + wait > self._retry_timeout:
+                return False  # the caller gets the error, which carries retry_after
+            return wait
+
         token = _RETRY_LISTENER.set((operation, self._on_retry))
         try:
             async for attempt in stamina.retry_context(

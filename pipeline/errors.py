@@ -23,7 +23,7 @@ The hierarchy::
                                  unknown; retried unless ``retryable`` is False (500,
                                  501, ...: not retried, the next run resumes the item)
 
-Foreign exceptions (yaml, jsonschema, jinja2, httpx, OSError) are translated into
+Foreign exceptions (yaml, jsonschema, jinja2, aiohttp, OSError) are translated into
 these at the module that calls the foreign library, always with ``raise ... from``.
 """
 

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
+from multidict import CIMultiDict
 
 from pipeline import journal
 from pipeline.errors import BalanceExhausted, TransientError
@@ -104,14 +106,17 @@ def test_client_sends_the_version_header_on_every_call(project: Project, start_s
     sim: RunningSimulator = start_sim()
     project.manifest.write_text(ONE_JOB)
     seen: list[str] = []
-    original = httpx.AsyncClient.send
+    original = aiohttp.ClientSession._request
 
-    async def spy(self: httpx.AsyncClient, request: httpx.Request, **kw: Any) -> httpx.Response:
-        seen.append(request.headers.get("X-APIMart-Response-Version", ""))
-        return await original(self, request, **kw)
+    async def spy(self: aiohttp.ClientSession, method: str, url: Any,
+                  **kw: Any) -> aiohttp.ClientResponse:
+        seen.append(CIMultiDict(kw.get("headers") or {}).get(
+            "X-APIMart-Response-Version", ""))
+        return await original(self, method, url, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(httpx.AsyncClient, "send", spy)
+        # Every request an aiohttp session sends passes here (session.request, .get).
+        mp.setattr(aiohttp.ClientSession, "_request", spy)
         result = imgspec("run", str(project.manifest), "--base-url", sim.base_url, "--yes")
     assert result.exit_code == 0, result.output
     assert seen

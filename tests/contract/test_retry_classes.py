@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import httpx
 import pytest
+from aiohttp import web
 
 from pipeline.client import ApiClient
 from pipeline.errors import ApiError, RequestRejected, TransientError
 from pipeline.replies import RETRIED_STATUSES, error_for_status
+from tests.e2e.scripted import scripted
 
 KEY = "sk-retry-classes"
 TASK = "task_01KA040M0HP1GJWBJYZMKX1XS1"
@@ -20,15 +21,16 @@ def _calls_for(status: int, *, retry_after: str | None = None) -> tuple[int, Api
     """How many requests one poll makes when the API always answers ``status``."""
     calls = 0
 
-    def answer(request: httpx.Request) -> httpx.Response:
+    async def answer(request: web.BaseRequest) -> web.StreamResponse:
         nonlocal calls
         calls += 1
         headers = {"Retry-After": retry_after} if retry_after is not None else {}
-        return httpx.Response(status, json={"code": status, "message": "no"}, headers=headers)
+        return web.json_response({"code": status, "message": "no"}, status=status,
+                                 headers=headers)
 
     async def scenario() -> ApiError:
-        async with ApiClient(base_url="http://api.test", api_key=KEY, retry_attempts=3,
-                             transport=httpx.MockTransport(answer)) as client:
+        async with scripted(answer) as base_url, \
+                ApiClient(base_url=base_url, api_key=KEY, retry_attempts=3) as client:
             with pytest.raises(ApiError) as caught:
                 await client.poll(TASK)
             return caught.value

@@ -1,4 +1,5 @@
-"""ApiClient against the real simulator over HTTP on 127.0.0.1 (and a few scripted replies).
+"""ApiClient against the real simulator over HTTP on 127.0.0.1 (and a few scripted servers
+there too, for replies the simulator never gives).
 
 Backoff sleeps are switched off with ``stamina.set_testing`` (restored after each
 test), so retried faults cost no wall time; the one test that checks a real
@@ -8,8 +9,10 @@ Retry-After wait turns testing mode off for itself.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
+import io
 import logging
 import socket
 import time
@@ -17,9 +20,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import pytest
 import stamina
+from aiohttp import web
+from PIL import Image
 
 from pipeline.client import WAIT_INITIAL, WAIT_JITTER, ApiClient, RetryEvent, TaskState
 from pipeline.downloads import Downloaded, DownloadLimits
@@ -32,6 +37,7 @@ from pipeline.errors import (
     UsageError,
 )
 from pipeline.simulator import ManualClock, SimulatorConfig, run_in_thread
+from tests.e2e.scripted import Handler, scripted
 
 KEY = "sk-live-TOPSECRET-7f3a9c2e5d1b"
 WRONG_KEY = "sk-wrong-ALSOSECRET-0b1c2d3e"
@@ -73,6 +79,20 @@ def run(
 
     async def main() -> Any:
         async with ApiClient(base_url=base_url, on_retry=hook, **options) as client:
+            return await scenario(client)
+
+    return asyncio.run(main())
+
+
+def run_scripted(
+    handler: Handler, scenario: Callable[[ApiClient], Awaitable[Any]], **options: Any
+) -> Any:
+    """Run ``scenario(client)`` with an ApiClient whose API is a scripted server."""
+    options.setdefault("api_key", KEY)
+
+    async def main() -> Any:
+        async with scripted(handler) as base_url, \
+                ApiClient(base_url=base_url, **options) as client:
             return await scenario(client)
 
     return asyncio.run(main())
@@ -397,7 +417,8 @@ def test_unreachable_api_is_transient() -> None:
 
     error = run(f"http://127.0.0.1:{free_port()}", scenario, events=events, retry_attempts=2)
     assert "ClientConnectorError: Cannot connect to host" in str(error)
-    assert isinstance(error.__cause__, httpx.TransportError)
+    assert isinstance(error.__cause__, aiohttp.ClientConnectorError)
+    assert isinstance(error.__cause__, OSError)
     assert len(events) == 1
 
 
@@ -522,23 +543,29 @@ def test_download_larger_than_the_limit_is_rejected(tmp_path: Path) -> None:
 # -- the key never leaks -------------------------------------------------------------
 
 
-def _echo_key(request: httpx.Request) -> httpx.Response:
+async def _echo_key(request: web.BaseRequest) -> web.StreamResponse:
     """A hostile server: every reply quotes the Authorization header back."""
     auth = request.headers.get("Authorization", "")
-    path = request.url.path
+    path = request.path
     if path.endswith("/timeout"):
-        raise httpx.ReadTimeout(f"timed out talking with {auth}", request=request)
+        await asyncio.sleep(60)  # the client times out first; its hang-up cancels this
     if path.endswith("/reset"):
-        raise httpx.ReadError(f"connection reset; sent {auth}", request=request)
+        # A garbled status line quoting the key, then a hang-up: aiohttp's own error
+        # message quotes the line, key and all.
+        transport = request.transport
+        assert transport is not None
+        transport.write(f"HTTP/1.1 2OO connection reset; sent {auth}\r\n\r\n".encode())
+        transport.close()
+        return web.Response()
     status = int(path.rsplit("/", 1)[-1]) if path.rsplit("/", 1)[-1].isdigit() else 400
     headers = {"Location": f"https://elsewhere/?k={auth}"} if 300 <= status < 400 else {}
     if path.startswith("/files/"):
-        return httpx.Response(status, text=f"denied for {auth}", headers=headers)
-    return httpx.Response(status, json={"message": f"bad token {auth}"}, headers=headers)
+        return web.Response(status=status, text=f"denied for {auth}", headers=headers)
+    return web.json_response({"message": f"bad token {auth}"}, status=status, headers=headers)
 
 
 def _ours(error: BaseException) -> Iterator[BaseException]:
-    """The error and every imgspec error chained under it (httpx's own are not ours)."""
+    """The error and every imgspec error chained under it (aiohttp's own are not ours)."""
     seen: BaseException | None = error
     while isinstance(seen, ApiError):
         yield seen
@@ -556,7 +583,7 @@ def test_the_key_never_leaks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
             await call
         errors.append(caught.value)
 
-    def hostile(client: ApiClient) -> Iterator[Awaitable[Any]]:
+    def hostile(client: ApiClient, base_url: str) -> Iterator[Awaitable[Any]]:
         # A generator, so a failing call leaves no un-awaited coroutines behind.
         for status in (301, 400, 401, 402, 404, 409, 422, 429, 500, 503):
             yield client.poll(str(status))
@@ -564,19 +591,18 @@ def test_the_key_never_leaks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
         yield client.poll("reset")
         yield client.submit(body(), idempotency_key="k")
         for name in ("403", "410", "502", "reset"):
-            yield client.download(f"http://api.test/files/{name}", tmp_path / "x")
+            yield client.download(f"{base_url}/files/{name}", tmp_path / "x")
 
     async def against_hostile() -> None:
-        transport = httpx.MockTransport(_echo_key)
-        async with ApiClient(
-            base_url="http://api.test",
+        async with scripted(_echo_key) as base_url, ApiClient(
+            base_url=base_url,
             api_key=KEY,
             on_retry=events.append,
             retry_attempts=2,
-            transport=transport,
+            timeout=0.5,
         ) as client:
             assert KEY not in repr(client)
-            for call in hostile(client):
+            for call in hostile(client, base_url):
                 await collect(call)
 
     asyncio.run(against_hostile())
@@ -621,15 +647,14 @@ def test_hostile_poll_bodies_are_api_errors_not_crashes(status: int, content: by
     """A poll reply no JSON decoder can use ends as an ApiError (retried as malformed or
     by status), never as a foreign exception, which the CLI would call an internal error."""
 
-    def reply(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, content=content)
+    async def reply(request: web.BaseRequest) -> web.StreamResponse:
+        return web.Response(status=status, body=content)
 
     async def poll(client: ApiClient) -> TaskState:
         return await client.poll("t")
 
     try:
-        state = run("http://api.test", poll, retry_attempts=2,
-                    transport=httpx.MockTransport(reply))
+        state = run_scripted(reply, poll, retry_attempts=2)
     except ApiError:
         return
     assert state.progress is None
@@ -639,11 +664,11 @@ def test_hostile_poll_bodies_are_api_errors_not_crashes(status: int, content: by
 def test_result_url_with_a_forbidden_scheme_is_refused_before_any_request(
         tmp_path: Path) -> None:
     """download() refuses file://, gopher:// and remote plain-http URLs without a request."""
-    requests: list[httpx.Request] = []
+    requests: list[str] = []
 
-    def record(request: httpx.Request) -> httpx.Response:
-        requests.append(request)
-        return httpx.Response(200, content=b"")
+    async def record(request: web.BaseRequest) -> web.StreamResponse:
+        requests.append(request.path)
+        return web.Response(status=200, body=b"")
 
     async def fetch(client: ApiClient) -> list[str]:
         reasons = []
@@ -654,7 +679,7 @@ def test_result_url_with_a_forbidden_scheme_is_refused_before_any_request(
             reasons.append(str(caught.value))
         return reasons
 
-    reasons = run("https://api.test", fetch, transport=httpx.MockTransport(record))
+    reasons = run_scripted(record, fetch)
     assert "file: scheme" in reasons[0]
     assert "gopher: scheme" in reasons[1]
     assert "plain http to a remote host" in reasons[2]
@@ -692,3 +717,166 @@ def test_download_limits_come_from_the_environment() -> None:
         DownloadLimits.from_env({"IMGSPEC_DOWNLOAD_DEADLINE": "soon"})
     with pytest.raises(UsageError, match="positive"):
         DownloadLimits.from_env({"IMGSPEC_DOWNLOAD_RATE_WINDOW": "0"})
+
+
+# -- redirects, proxies, base URLs -----------------------------------------------------
+
+
+def _redirect(status: int, location: str) -> web.Response:
+    """A redirect reply."""
+    return web.Response(status=status, headers={"Location": location})
+
+
+def _png(side: int = 64) -> bytes:
+    """A small real PNG image."""
+    out = io.BytesIO()
+    Image.new("RGB", (side, side), (200, 40, 40)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_download_redirects_carry_the_key_only_while_at_the_api_origin(tmp_path: Path) -> None:
+    """A download follows redirects; the key goes to the API origin's hops only, and stays
+    dropped once a hop has left it, even when a later hop comes back."""
+    seen: list[tuple[str, str, str]] = []  # (server, path, Authorization)
+    image = _png()
+
+    def recorder(name: str, routes: dict[str, Callable[[], web.StreamResponse]]) -> Handler:
+        async def handle(request: web.BaseRequest) -> web.StreamResponse:
+            seen.append((name, request.path, request.headers.get("Authorization", "")))
+            return routes[request.path]()
+        return handle
+
+    async def scenario() -> Downloaded:
+        api_routes: dict[str, Callable[[], web.StreamResponse]] = {}
+        cdn_routes: dict[str, Callable[[], web.StreamResponse]] = {}
+        async with scripted(recorder("api", api_routes)) as api, \
+                scripted(recorder("cdn", cdn_routes)) as cdn:
+            api_routes["/files/start"] = lambda: _redirect(302, "/files/same")
+            api_routes["/files/same"] = lambda: _redirect(307, f"{cdn}/img")
+            cdn_routes["/img"] = lambda: _redirect(302, f"{api}/files/back")
+            api_routes["/files/back"] = lambda: web.Response(body=image,
+                                                             content_type="image/png")
+            async with ApiClient(base_url=api, api_key=KEY) as client:
+                return await client.download(f"{api}/files/start", tmp_path / "a.png")
+
+    got = asyncio.run(scenario())
+    assert seen == [("api", "/files/start", f"Bearer {KEY}"),
+                    ("api", "/files/same", f"Bearer {KEY}"),
+                    ("cdn", "/img", ""),
+                    ("api", "/files/back", "")]
+    assert got == Downloaded(hashlib.sha256(image).hexdigest(), len(image), 64, 64, "PNG")
+
+
+def test_redirect_on_an_api_call_is_an_error_naming_the_base_url() -> None:
+    """A 3xx to a poll is not followed: it fails at once, telling the user to check the
+    base URL."""
+    paths: list[str] = []
+
+    async def moved(request: web.BaseRequest) -> web.StreamResponse:
+        paths.append(request.path)
+        return web.Response(status=301, headers={"Location": "https://api.example.com/v1/"})
+
+    async def poll(client: ApiClient) -> RequestRejected:
+        with pytest.raises(RequestRejected) as caught:
+            await client.poll("task_1")
+        return caught.value
+
+    error = run_scripted(moved, poll)
+    assert "unexpected redirect to https://api.example.com/v1/: check the base URL" in str(error)
+    assert paths == ["/v1/tasks/task_1"]
+
+
+def test_endless_download_redirects_are_rejected(tmp_path: Path) -> None:
+    """A download redirected in a loop stops after 20 redirects, as a RequestRejected."""
+    paths: list[str] = []
+
+    async def loop(request: web.BaseRequest) -> web.StreamResponse:
+        paths.append(request.path)
+        return _redirect(302, "/files/again")
+
+    async def scenario() -> RequestRejected:
+        async with scripted(loop) as api, ApiClient(base_url=api, api_key=KEY) as client:
+            with pytest.raises(RequestRejected) as caught:
+                await client.download(f"{api}/files/a.png", tmp_path / "a.png")
+            return caught.value
+
+    error = asyncio.run(scenario())
+    assert "more than 20 redirects" in str(error)
+    assert len(paths) == 21
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_proxy_environment_is_used_for_a_remote_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY (with its credentials) carries the calls to a remote API origin."""
+    seen: list[tuple[str, str, str, str]] = []
+
+    async def proxy(request: web.BaseRequest) -> web.StreamResponse:
+        seen.append((request.host, request.path, request.headers.get("Authorization", ""),
+                     request.headers.get("Proxy-Authorization", "")))
+        return web.json_response({"success": True, "remain_balance": 12.5,
+                                  "used_balance": 1, "unlimited_quota": False})
+
+    async def scenario() -> Any:
+        async with scripted(proxy) as proxy_url:
+            monkeypatch.setenv("HTTP_PROXY", proxy_url.replace("://", "://user:pw@"))
+            async with ApiClient(base_url="http://api.example.test", api_key=KEY) as client:
+                return await client.balance()
+
+    for name in ("NO_PROXY", "no_proxy", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    balance = asyncio.run(scenario())
+    assert str(balance.remain) == "12.5"
+    assert seen == [("api.example.test", "/v1/balance", f"Bearer {KEY}",
+                     "Basic " + base64.b64encode(b"user:pw").decode())]
+
+
+def test_base_url_with_a_port_out_of_range_is_a_usage_error() -> None:
+    """A base URL whose port is past 65535 is refused as a usage error, not a crash."""
+    with pytest.raises(UsageError, match="not an http"):
+        ApiClient(base_url="http://127.0.0.1:99999", api_key=KEY)
+
+
+def test_local_file_error_during_a_download_is_not_retried(tmp_path: Path) -> None:
+    """A download whose file cannot be written fails once, naming the local file, with no
+    retry (and no network error is mistaken for it)."""
+    events: list[RetryEvent] = []
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the folder should be")
+    with simulator() as sim:
+
+        async def scenario(client: ApiClient) -> TransientError:
+            created = await client.submit(body(), idempotency_key="disk-1")
+            done = await finish(client, created.task_id)
+            with pytest.raises(TransientError) as caught:
+                await client.download(done.images[0].url, blocker / "x.png.part")
+            return caught.value
+
+        error = run(sim.base_url, scenario, events=events)
+        ledger = sim.ledger()
+    assert f"download: local file {blocker / 'x.png.part'}" in str(error)
+    assert isinstance(error.__cause__, OSError)
+    assert not error.retryable
+    assert events == []
+    assert ledger.downloads == 1
+
+
+def test_submit_that_times_out_is_transient_and_retried_with_its_key() -> None:
+    """A POST with no reply in time has an unknown outcome: a TransientError, retried with
+    the same Idempotency-Key (so the server could only replay it)."""
+    keys: list[str] = []
+
+    async def silent(request: web.BaseRequest) -> web.StreamResponse:
+        keys.append(request.headers.get("Idempotency-Key", ""))
+        await asyncio.sleep(60)  # the client times out first; its hang-up cancels this
+        return web.Response()
+
+    async def submit(client: ApiClient) -> TransientError:
+        with pytest.raises(TransientError) as caught:
+            await client.submit(body(), idempotency_key="slow-1")
+        return caught.value
+
+    error = run_scripted(silent, submit, timeout=0.3, retry_attempts=2)
+    assert str(error).startswith("submit: timed out")
+    assert isinstance(error.__cause__, TimeoutError)
+    assert error.retryable
+    assert keys == ["slow-1", "slow-1"]
