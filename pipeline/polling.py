@@ -45,6 +45,10 @@ BLIND_LEVEL = 0.8
 # poll: where durations spread, the first poll then tracks this lower quantile, so
 # most tasks are seen done sooner, for about 1 + (1 - 0.6) = 1.4 polls a task.
 PROGRESS_LEVEL = 0.6
+# Polls per task are held to this budget: when finished tasks took more on average
+# (progress aims late or early, clocks skew), the lower first rung rises by the
+# excess, back towards LEVELS[0].
+POLL_BUDGET = 1.4
 PROGRESS_TRUSTED = 0.75  # the share of progress-planned polls that must find it done
 PROGRESS_SEEN = 5  # progress-planned polls observed before that share is trusted
 PROGRESS_MEMORY = 0.05  # the weight of each new progress-planned poll in that share
@@ -142,6 +146,9 @@ class PollModel:
         # How often a poll planned from a running task's progress found it done.
         self.progress_seen = 0
         self.progress_hits = 0.0
+        # Polls per finished task (a running mean over about the last 200 tasks).
+        self.finished = 0
+        self.polls_per_task = 1.0
 
     @property
     def step(self) -> float:
@@ -167,7 +174,8 @@ class PollModel:
         soon by any quantile) and progress to aim the second poll by.
         """
         if self.progress_trusted and self.spread > SPREAD:
-            return PROGRESS_LEVEL
+            excess = max(0.0, self.polls_per_task - POLL_BUDGET)
+            return min(LEVELS[0], PROGRESS_LEVEL + excess)
         return LEVELS[0]
 
     @property
@@ -270,6 +278,10 @@ class PollModel:
             task.misses += 1
         if task.resumed:
             return False
+        if finished and not task.scout:
+            self.finished += 1
+            weight = 1 / min(self.finished, 200)
+            self.polls_per_task += weight * (task.polls - self.polls_per_task)
         ratio = elapsed / task.estimate
         if rung == PROGRESS_RUNG:
             self.progress_seen += 1
@@ -301,7 +313,7 @@ class PollModel:
 
     def _learn_blind(self, lag: float, *, finished: bool) -> bool:
         """Move the blind first rung towards its quantile (see ``_learn``)."""
-        level = PROGRESS_LEVEL if self.first_level == PROGRESS_LEVEL else BLIND_LEVEL
+        level = self.first_level if self.first_level < LEVELS[0] else BLIND_LEVEL
         if finished and lag <= 1.1:
             self.blind = _clamp(self.blind * math.exp(-self.step * (1 - level)))
         elif not finished and lag >= 0.9:
