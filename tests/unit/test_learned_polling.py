@@ -408,7 +408,8 @@ def test_first_polls_rise_when_tasks_take_more_polls_than_the_budget() -> None:
     for estimate in (1.0, 2.0, 4.0, 8.0, 3.0, 6.0):
         model.start(estimate)  # tasks' own estimates that spread
     model.progress_seen, model.progress_hits = 20, 1.0
-    assert model.progress_trusted and model.spread > 0.1
+    assert model.progress_trusted
+    assert model.spread > 0.1
     model.polls_per_task = POLL_BUDGET - 0.1
     assert model.first_level == PROGRESS_LEVEL
     model.polls_per_task = POLL_BUDGET + 0.1
