@@ -362,8 +362,10 @@ class ApiClient:
         session = self._http
         if session is None:
             connector = aiohttp.TCPConnector(limit=0, ssl=_tls() if self._tls else True)
-            session = self._http = aiohttp.ClientSession(connector=connector,
-                                                         timeout=self._timeout)
+            # No cookies: the API sets none, and a jar costs work on every request.
+            session = self._http = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout,
+                cookie_jar=aiohttp.DummyCookieJar())
         return session
 
     def _proxy(self, scheme: str, host: str) -> URL | None:
@@ -591,40 +593,51 @@ class ApiClient:
         The rate is checked window by window: each window must bring at least
         ``min_rate * window`` bytes (the first window includes connecting and
         the headers). Time-based, so a host sending nothing at all is caught too.
+        A timer checks, and cancels this very task when a limit is passed (as
+        ``asyncio.timeout`` does): no second task and no wait per download.
         """
         limits = self._limits
         sink = ImageSink(dest)
-        work = asyncio.ensure_future(self._download_once(url, sink))
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
         started = loop.time()
         mark_time, mark_bytes = started, 0
+        problem: str | None = None
+        timer: asyncio.TimerHandle | None = None
+
+        def watch() -> None:
+            nonlocal mark_time, mark_bytes, problem, timer
+            now = loop.time()
+            if now - started >= limits.deadline:
+                problem = (f"download: not finished after {limits.deadline:g} s "
+                           f"({sink.size:,} bytes received); the image host is too slow")
+            elif now - mark_time >= limits.window:
+                rate = (sink.size - mark_bytes) / (now - mark_time)
+                if rate < limits.min_rate:
+                    problem = (f"download: {rate:,.0f} bytes/s over {now - mark_time:.3g} s, "
+                               f"below the minimum of {limits.min_rate:g} bytes/s; the image "
+                               "host is too slow")
+                mark_time, mark_bytes = now, sink.size
+            if problem is not None:
+                task.cancel()
+                return
+            timer = loop.call_at(min(started + limits.deadline, mark_time + limits.window),
+                                 watch)
+
+        timer = loop.call_at(min(started + limits.deadline, started + limits.window), watch)
         try:
-            while True:
-                now = loop.time()
-                until = min(started + limits.deadline, mark_time + limits.window)
-                done, _ = await asyncio.wait({work}, timeout=max(0.0, until - now))
-                if done:
-                    return work.result()
-                now = loop.time()
-                if now - started >= limits.deadline:
-                    raise RequestRejected(
-                        f"download: not finished after {limits.deadline:g} s ({sink.size:,} "
-                        "bytes received); the image host is too slow")
-                if now - mark_time >= limits.window:
-                    rate = (sink.size - mark_bytes) / (now - mark_time)
-                    if rate < limits.min_rate:
-                        raise RequestRejected(
-                            f"download: {rate:,.0f} bytes/s over {now - mark_time:.3g} s, "
-                            f"below the minimum of {limits.min_rate:g} bytes/s; the image "
-                            "host is too slow")
-                    mark_time, mark_bytes = now, sink.size
+            # Cancelled by ``watch``, the download still closes its file first
+            # (``_uncancelled``), before the caller removes it.
+            return await self._download_once(url, sink)
+        except asyncio.CancelledError:
+            if problem is not None and task.uncancel() <= cancelling:
+                raise RequestRejected(problem) from None
+            raise
         finally:
-            if not work.done():
-                work.cancel()
-                # Wait for it: its file must be closed before the caller removes it.
-                await asyncio.wait({work})
-            elif not work.cancelled():
-                work.exception()  # retrieved here; raised by work.result() above
+            assert timer is not None
+            timer.cancel()
 
     async def _download_once(self, url: str, sink: ImageSink) -> Downloaded:
         if self._limiter is not None:

@@ -70,7 +70,7 @@ from pipeline.lockschema import (
 
 JOURNAL_VERSION = 1
 # A checkpoint comes at least this many times its own duration after the last one.
-CHECKPOINT_SHARE = 20
+CHECKPOINT_SHARE = 50
 
 _log = logging.getLogger(__name__)
 
@@ -304,7 +304,7 @@ class LockStore:
         self._journal_size = 0
         self._dirty = False  # the journal holds changes the lockfile does not
         self._checkpoint_every = checkpoint_every
-        # At least 20 times as long as the last checkpoint took: rewriting a large
+        # At least 50 times as long as the last checkpoint took: rewriting a large
         # lockfile every few seconds would otherwise be most of the run's work.
         self._checkpoint_gap = checkpoint_every
         self._texts = EntryTexts()
