@@ -7,6 +7,7 @@ the same way; this is that way, once.
 
 from __future__ import annotations
 
+import compileall
 import json
 import os
 import socket
@@ -24,6 +25,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "bench-key"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "APIMART_API_KEY": KEY}
+
+
+def compile_bytecode() -> None:
+    """Compile the package's bytecode, as ``pip install`` does: measured processes then
+    start as an installed imgspec starts, not recompiling every module from source
+    (which a checkout run with PYTHONDONTWRITEBYTECODE=1 would do, ~55 ms a start)."""
+    compileall.compile_dir(ROOT / "pipeline", quiet=1)
 
 MANIFEST = """\
 version: 1

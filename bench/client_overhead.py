@@ -31,7 +31,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchkit import KEY, free_port, start_simulator
+from benchkit import KEY, compile_bytecode, free_port, start_simulator
 
 from pipeline.client import ApiClient
 
@@ -106,6 +106,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=100)
     args = parser.parse_args()
+    compile_bytecode()
     port = free_port()
     sim = start_simulator(port, 1.0)
     try:

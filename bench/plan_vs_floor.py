@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from benchkit import compile_bytecode  # noqa: E402
 
 MANIFEST = """\
 version: 1
@@ -78,6 +80,7 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
+    compile_bytecode()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         manifest = write_manifest(Path(tmp), args.instances)

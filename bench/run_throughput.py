@@ -36,6 +36,7 @@ import tempfile
 from pathlib import Path
 
 from benchkit import (
+    compile_bytecode,
     free_port,
     ledger,
     print_spread,
@@ -124,6 +125,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
+    compile_bytecode()
     if args.profile and shutil.which("py-spy") is None:
         raise SystemExit("--profile needs py-spy: pip install py-spy")
     runs = repeat(args.runs, lambda tmp: one_run(args, tmp))

@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchkit import (
     KEY,
     ROOT,
+    compile_bytecode,
     free_port,
     ledger,
     print_spread,
@@ -151,6 +152,7 @@ def main() -> None:
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
+    compile_bytecode()
     s = SCENARIOS[args.scenario]
     runs = repeat(args.runs, lambda tmp: one_run(s, tmp))
     print(f"scenario {args.scenario}: {s}")

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchkit import KEY, free_port, start_simulator, write_manifest  # noqa: E402
+from benchkit import KEY, compile_bytecode, free_port, start_simulator, write_manifest  # noqa: E402
 from benchkit import ledger as read_ledger  # noqa: E402
 
 
@@ -143,6 +143,7 @@ def main() -> None:
                         help="of the single run; each shard gets concurrency / shards")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    compile_bytecode()
     per_shard = max(1, args.concurrency // args.shards)
     singles, walls, merges, in_process = [], [], [], []
     for rep in range(1, args.repeat + 1):
