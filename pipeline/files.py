@@ -8,20 +8,26 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 
-def write_atomic(path: Path, text: str, *, durable: bool = True) -> None:
+def write_atomic(path: Path, text: str | Iterable[str], *, durable: bool = True) -> None:
     """Replace ``path`` with ``text`` so that readers see the old or the new file, never half.
 
-    ``durable`` also fsyncs the file and its folder, so the new text survives a power
-    cut; files that can be rebuilt from the lockfile skip that cost.
+    ``text`` may come in pieces (an iterable of strings, written as they come), so a
+    large file is never held whole in memory. ``durable`` also fsyncs the file and its
+    folder, so the new text survives a power cut; files that can be rebuilt from the
+    lockfile skip that cost.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+            if isinstance(text, str):
+                handle.write(text)
+            else:
+                handle.writelines(text)
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())

@@ -54,8 +54,8 @@ from pipeline.lockfile import (
     LockEntry,
     Lockfile,
     Upload,
-    dump_lockfile,
     entry_from_json,
+    lockfile_chunks,
     parse_lockfile,
 )
 from pipeline.lockschema import (
@@ -266,7 +266,7 @@ def write_lockfile(path: Path, lock: Lockfile, *, texts: EntryTexts | None = Non
     ``texts``: the entries' texts kept from the last write (see ``EntryTexts``).
     """
     try:
-        write_atomic(path, dump_lockfile(lock, texts=texts))
+        write_atomic(path, lockfile_chunks(lock, texts=texts))
     except OSError as exc:
         raise LockfileError(f"{path}: cannot be written ({exc.strerror}); "
                             "check the folder's permissions and free space") from exc

@@ -11,7 +11,7 @@ file is ``journal``'s, and writing safely ``files``'s.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import lru_cache
@@ -169,12 +169,14 @@ class EntryTexts:
     def __init__(self) -> None:
         self._texts: dict[str, tuple[LockEntry, str]] = {}
 
-    def join(self, entries: Mapping[str, LockEntry]) -> str:
-        """``entries`` as the lockfile's ``"entries"`` value, at its depth (sorted keys)."""
+    def chunks(self, entries: Mapping[str, LockEntry]) -> Iterator[str]:
+        """``entries`` as the lockfile's ``"entries"`` value, at its depth (sorted keys),
+        in pieces."""
         if not entries:
-            return "{}"
+            yield "{}"
+            return
         texts: dict[str, tuple[LockEntry, str]] = {}
-        lines = []
+        separator = "{\n"
         for key in sorted(entries):
             entry = entries[key]
             known = self._texts.get(key)
@@ -185,27 +187,35 @@ class EntryTexts:
                                   ensure_ascii=False).replace("\n", "\n    ")
                 known = (entry, f"    {json.dumps(key, ensure_ascii=False)}: {text}")
             texts[key] = known
-            lines.append(known[1])
+            yield separator
+            yield known[1]
+            separator = ",\n"
         self._texts = texts  # only what is still there: pruned entries are let go
-        return "{\n" + ",\n".join(lines) + "\n  }"
+        yield "\n  }"
 
 
-def dump_lockfile(lock: Lockfile, *, texts: EntryTexts | None = None) -> str:
-    """Stable text: sorted keys, two-space indent, trailing newline.
+def lockfile_chunks(lock: Lockfile, *, texts: EntryTexts | None = None) -> Iterator[str]:
+    """The lockfile's text in pieces: a 30,000-entry lockfile is written, never held whole.
 
-    Exactly ``json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False)``;
-    ``texts`` keeps the entries' texts for the next dump of the same store.
+    Joined, exactly ``json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False)``
+    and a newline; ``texts`` keeps the entries' texts for the next write of the same store.
     """
-    entries = (texts or EntryTexts()).join(lock.entries)
-    parts = ['{\n  "entries": ', entries, ',\n  "generator": "imgspec",\n  "manifest": ',
-             json.dumps(lock.manifest, ensure_ascii=False)]
+    yield '{\n  "entries": '
+    yield from (texts or EntryTexts()).chunks(lock.entries)
+    yield ',\n  "generator": "imgspec",\n  "manifest": '
+    yield json.dumps(lock.manifest, ensure_ascii=False)
     # Only when there are any, so lockfiles of manifests without local inputs do not change.
     if lock.uploads:
         uploads = {k: lock.uploads[k].to_json() for k in sorted(lock.uploads)}
-        parts += [',\n  "uploads": ', json.dumps(uploads, indent=2, sort_keys=True,
-                                                  ensure_ascii=False).replace("\n", "\n  ")]
-    parts.append(f',\n  "version": {FORMAT_VERSION}\n}}\n')
-    return "".join(parts)
+        yield ',\n  "uploads": '
+        yield json.dumps(uploads, indent=2, sort_keys=True, ensure_ascii=False).replace(
+            "\n", "\n  ")
+    yield f',\n  "version": {FORMAT_VERSION}\n}}\n'
+
+
+def dump_lockfile(lock: Lockfile, *, texts: EntryTexts | None = None) -> str:
+    """Stable text: sorted keys, two-space indent, trailing newline (see lockfile_chunks)."""
+    return "".join(lockfile_chunks(lock, texts=texts))
 
 
 def parse_lockfile(text: str, *, source: str = "lockfile") -> Lockfile:

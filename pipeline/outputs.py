@@ -14,7 +14,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -180,14 +180,8 @@ class OutputFolder:
                 "generated_at": utc_now()}
         # An instance a line (compact, by the C encoder: at 30,000 instances ``indent``
         # took seconds at the end of every run), easy to grep and to diff.
-        lines = [f"  {json.dumps(name)}: {json.dumps(value, ensure_ascii=False)}"
-                 for name, value in head.items()]
-        instances = [json.dumps(item, ensure_ascii=False)
-                     for item in self.index_instances(expansion, entries)]
-        lines.append('  "instances": [' + ("\n    " + ",\n    ".join(instances) + "\n  ]"
-                                           if instances else "]"))
         path = self.index_path
-        write_atomic(path, "{\n" + ",\n".join(lines) + "\n}\n")
+        write_atomic(path, _index_chunks(head, self.index_instances(expansion, entries)))
         return path
 
     @property
@@ -304,3 +298,19 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _index_chunks(head: Mapping[str, Any], instances: list[dict[str, Any]]) -> Iterator[str]:
+    """``index.json`` in pieces: the head's fields a line each, then an instance a line."""
+    yield "{\n"
+    for name, value in head.items():
+        yield f"  {json.dumps(name)}: {json.dumps(value, ensure_ascii=False)},\n"
+    if not instances:
+        yield '  "instances": []\n}\n'
+        return
+    separator = '  "instances": [\n    '
+    for item in instances:
+        yield separator
+        yield json.dumps(item, ensure_ascii=False)
+        separator = ",\n    "
+    yield "\n  ]\n}\n"
