@@ -290,7 +290,6 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
     6 the API refused the key, 7 the balance ran out (top up, run again), 8 the
     balance cannot cover the plan (nothing submitted), 130 interrupted.
     """
-    import asyncio
 
     from pipeline.client import report_retries_as_events
     from pipeline.pacing import RunOptions
@@ -301,6 +300,7 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
         check_budget,
         execute_run,
         outcome_error,
+        run_loop,
         run_session,
         write_index,
     )
@@ -358,7 +358,7 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
             raise UsageError("cancelled; nothing was submitted")
         reporter = _reporter(as_json, the_plan.currency, len(the_plan.items))
         with reporter:
-            result = asyncio.run(execute_run(settings, prepared, the_plan, store,
+            result = run_loop(execute_run(settings, prepared, the_plan, store,
                                              on_event=reporter))
     click.echo(run_summary(result, the_plan.currency, prepared.paths.outputs), file=out,
                nl=False)
@@ -610,15 +610,14 @@ def balance_command(base_url: str, balance_unit: str | None, as_json: bool) -> N
 
     Exit 6 if the API refuses the key or cannot be reached.
     """
-    import asyncio
 
-    from pipeline.run import read_balance
+    from pipeline.run import read_balance, run_loop
     from pipeline.views.balance import balance_json, balance_text
 
     api_key = os.environ.get("APIMART_API_KEY", "")
     if not api_key:
         raise UsageError("set APIMART_API_KEY to your APIMart key")
-    got = asyncio.run(read_balance(base_url=base_url, api_key=api_key))
+    got = run_loop(read_balance(base_url=base_url, api_key=api_key))
     if as_json:
         click.echo(json.dumps(balance_json(got, unit=balance_unit)))
     else:
