@@ -306,7 +306,8 @@ class Executor:
                 return None
             at = (state.asked_at if state.asked_at is not None else asked) - started
             if self.polling.observe(plan, at, finished=state.finished,
-                                    estimate=state.estimated_time, progress=state.progress):
+                                    estimate=state.estimated_time, progress=state.progress,
+                                    replied=self.monotonic() - started):
                 self.warm.set()
             if state.status == "completed":
                 return state

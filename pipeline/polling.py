@@ -48,7 +48,7 @@ PROGRESS_LEVEL = 0.6
 # Polls per task are held to this budget: when finished tasks took more on average
 # (progress aims late or early, clocks skew), the lower first rung rises by the
 # excess, back towards LEVELS[0].
-POLL_BUDGET = 1.4
+POLL_BUDGET = 1.45
 PROGRESS_TRUSTED = 0.75  # the share of progress-planned polls that must find it done
 PROGRESS_SEEN = 5  # progress-planned polls observed before that share is trusted
 PROGRESS_MEMORY = 0.05  # the weight of each new progress-planned poll in that share
@@ -118,6 +118,7 @@ class TaskPolls:
     last_at: float = 0.0  # elapsed seconds at the last poll
     planned: float = 0.0  # the factor its pending poll was planned with
     progress: int | None = None  # the percentage its last poll reported, if any
+    progress_at: float = 0.0  # elapsed seconds by which that progress was reached
 
 
 class PollModel:
@@ -239,7 +240,7 @@ class PollModel:
         if not first and task.progress is not None and 0 < task.progress < 100:
             # A running task said how far along it is: poll when that says it ends. A
             # prediction already passed (a stalled task) falls back to the schedule.
-            at = task.last_at * 100 / task.progress + 0.005
+            at = task.progress_at * 100 / task.progress + 0.005
             if at >= task.last_at + MIN_GAP:
                 if at - elapsed <= self.max_interval:  # a capped prediction tests nothing
                     task.rung, task.planned = PROGRESS_RUNG, at
@@ -257,12 +258,20 @@ class PollModel:
         return max(task.last_at + min(gap, self.max_interval) - elapsed, MIN_GAP)
 
     def observe(self, task: TaskPolls, elapsed: float, *, finished: bool,
-                estimate: float | None = None, progress: int | None = None) -> bool:
-        """Learn from a poll made ``elapsed`` s after the task started, whose reply gave
-        ``estimate`` and ``progress`` (percent); True if it made the model warm (the
-        caller re-plans the tasks waiting meanwhile)."""
+                estimate: float | None = None, progress: int | None = None,
+                replied: float | None = None) -> bool:
+        """Learn from a poll made ``elapsed`` s after the task started, whose reply
+        (read ``replied`` s after the start) gave ``estimate`` and ``progress``
+        (percent); True if it made the model warm (the caller re-plans the tasks
+        waiting meanwhile).
+
+        The end a progress predicts is reckoned from the reply, not the request: the
+        API measured the progress somewhere between the two, and a request that waited
+        on a busy loop before it left would otherwise aim the next poll too early.
+        """
         warmed = self._observe(task, elapsed, finished=finished)
         task.progress = None if finished else progress
+        task.progress_at = max(elapsed, replied if replied is not None else elapsed)
         if not task.known and estimate is not None and estimate > 0:
             task.estimate, task.known = estimate, True  # its next polls: from its own
             self._saw(estimate)
