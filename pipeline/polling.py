@@ -14,8 +14,9 @@ A task found running that reports its ``progress`` is polled next when that
 progress says it ends (elapsed x 100 / progress), instead of on the ladder.
 Once such polls are seen to find their tasks done (progress is trusted) and
 durations spread, a first poll that misses costs just one more, well-aimed
-poll; the first rung then aims lower (``PROGRESS_LEVEL``: 60 % of tasks done at
-it), which sees most tasks done sooner for about 1.4 polls a task. With spread
+poll; the first rung then aims lower (``PROGRESS_LEVEL``: 55 % of tasks done at
+it), which sees most tasks done sooner for about 1.45 polls a task (held to
+``POLL_BUDGET``). With spread
 durations, tasks in flight together do not share their outcome, so the rungs
 also learn faster (``SPREAD_PEER_SCALE``).
 
@@ -43,12 +44,12 @@ BLIND_LEVEL = 0.8
 # When running tasks' ``progress`` has been seen to predict their end (the poll it
 # plans finds the task done), a first poll that misses costs only one more, well-aimed
 # poll: where durations spread, the first poll then tracks this lower quantile, so
-# most tasks are seen done sooner, for about 1 + (1 - 0.6) = 1.4 polls a task.
-PROGRESS_LEVEL = 0.6
+# most tasks are seen done sooner, for about 1 + (1 - 0.55) = 1.45 polls a task.
+PROGRESS_LEVEL = 0.55
 # Polls per task are held to this budget: when finished tasks took more on average
 # (progress aims late or early, clocks skew), the lower first rung rises by the
 # excess, back towards LEVELS[0].
-POLL_BUDGET = 1.45
+POLL_BUDGET = 1.48
 PROGRESS_TRUSTED = 0.75  # the share of progress-planned polls that must find it done
 PROGRESS_SEEN = 5  # progress-planned polls observed before that share is trusted
 PROGRESS_MEMORY = 0.05  # the weight of each new progress-planned poll in that share
@@ -265,13 +266,15 @@ class PollModel:
         (percent); True if it made the model warm (the caller re-plans the tasks
         waiting meanwhile).
 
-        The end a progress predicts is reckoned from the reply, not the request: the
-        API measured the progress somewhere between the two, and a request that waited
-        on a busy loop before it left would otherwise aim the next poll too early.
+        The end a progress predicts is reckoned from halfway between the request and
+        the reply: the API measured the progress somewhere between the two.
         """
         warmed = self._observe(task, elapsed, finished=finished)
         task.progress = None if finished else progress
-        task.progress_at = max(elapsed, replied if replied is not None else elapsed)
+        # Halfway between asking and reading the reply: on a busy loop a reply may be
+        # read well after the API measured its progress, and aiming from the reply
+        # would see the task done late; aiming from the asking, early.
+        task.progress_at = (elapsed + max(elapsed, replied or elapsed)) / 2
         if not task.known and estimate is not None and estimate > 0:
             task.estimate, task.known = estimate, True  # its next polls: from its own
             self._saw(estimate)
