@@ -102,22 +102,24 @@ class Child:
 
 
 def timed(command: list[str], *, cwd: Path = ROOT, log: Path | None = None) -> Child:
-    """Run ``command`` to its end (output to ``log``, or discarded); exits if it fails."""
-    with tempfile.TemporaryFile() as spare:
-        out = log.open("wb") if log is not None else spare
+    """Run ``command`` to its end, output to ``log`` (or its standard output discarded,
+    its errors kept for the message); exits if it fails."""
+    with tempfile.TemporaryFile() as errors:
+        out = log.open("wb") if log is not None else None
         try:
             started = time.perf_counter()
-            proc = subprocess.Popen(command, env=ENV, cwd=cwd, stdout=out,
-                                    stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(command, env=ENV, cwd=cwd,
+                                    stdout=out if out is not None else subprocess.DEVNULL,
+                                    stderr=subprocess.STDOUT if out is not None else errors)
             _pid, status, usage = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - started
         finally:
-            if log is not None:
+            if out is not None:
                 out.close()
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
-            spare.seek(0)
-            text = log.read_text() if log is not None else spare.read().decode()
+            errors.seek(0)
+            text = log.read_text() if log is not None else errors.read().decode()
             raise SystemExit(f"{command[:4]} failed ({proc.returncode}): {text[-2000:]}")
     return Child(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 

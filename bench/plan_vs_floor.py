@@ -13,17 +13,14 @@ imgspec/floor. Targets (issue 11): <= 2x the floor; <= 250 MB at 100k, <= 1 GB a
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from benchkit import compile_bytecode  # noqa: E402
+from benchkit import compile_bytecode, timed  # noqa: E402
 
 MANIFEST = """\
 version: 1
@@ -59,21 +56,6 @@ def write_manifest(folder: Path, instances: int) -> Path:
     return manifest
 
 
-def measure(command: list[str]) -> tuple[float, float, float]:
-    """(wall s, CPU s, peak RSS MB) of one whole process, output discarded."""
-    with tempfile.TemporaryFile() as errors:
-        started = time.perf_counter()
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, cwd=ROOT,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if status != 0:
-            errors.seek(0)
-            raise SystemExit(f"{command[:4]} failed ({status}): {errors.read()[-2000:]!r}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
-
-
 def main() -> None:
     """Alternate imgspec and the floor ``--runs`` times; print the figures and ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -85,22 +67,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         manifest = write_manifest(Path(tmp), args.instances)
         for number in range(args.runs):
-            imgspec = measure([sys.executable, "-m", "pipeline", "plan", "--json",
-                               str(manifest)])
-            floor = measure([sys.executable, str(ROOT / "bench" / "plan_floor.py"),
-                             str(manifest)])
+            imgspec = timed([sys.executable, "-m", "pipeline", "plan", "--json", str(manifest)])
+            floor = timed([sys.executable, str(ROOT / "bench" / "plan_floor.py"),
+                           str(manifest)])
             rows.append((imgspec, floor))
-            print(f"run {number + 1}: imgspec wall {imgspec[0]:.2f} s cpu {imgspec[1]:.2f} s "
-                  f"peak {imgspec[2]:.0f} MB | floor wall {floor[0]:.2f} s cpu {floor[1]:.2f} s "
-                  f"peak {floor[2]:.0f} MB | cpu ratio {imgspec[1] / floor[1]:.2f}", flush=True)
+            print(f"run {number + 1}: imgspec wall {imgspec.wall:.2f} s cpu {imgspec.cpu:.2f} s "
+                  f"peak {imgspec.peak_mb:.0f} MB | floor wall {floor.wall:.2f} s "
+                  f"cpu {floor.cpu:.2f} s peak {floor.peak_mb:.0f} MB | "
+                  f"cpu ratio {imgspec.cpu / floor.cpu:.2f}", flush=True)
     print(f"{args.instances:,} instances, {args.runs} runs (min / median / max):")
     figures = {
-        "imgspec wall s": [r[0][0] for r in rows], "imgspec cpu s": [r[0][1] for r in rows],
-        "imgspec peak MB": [r[0][2] for r in rows], "floor wall s": [r[1][0] for r in rows],
-        "floor cpu s": [r[1][1] for r in rows], "floor peak MB": [r[1][2] for r in rows],
-        "wall ratio": [r[0][0] / r[1][0] for r in rows],
-        "cpu ratio": [r[0][1] / r[1][1] for r in rows],
-        "memory ratio": [r[0][2] / r[1][2] for r in rows],
+        "imgspec wall s": [i.wall for i, _ in rows], "imgspec cpu s": [i.cpu for i, _ in rows],
+        "imgspec peak MB": [i.peak_mb for i, _ in rows], "floor wall s": [f.wall for _, f in rows],
+        "floor cpu s": [f.cpu for _, f in rows], "floor peak MB": [f.peak_mb for _, f in rows],
+        "wall ratio": [i.wall / f.wall for i, f in rows],
+        "cpu ratio": [i.cpu / f.cpu for i, f in rows],
+        "memory ratio": [i.peak_mb / f.peak_mb for i, f in rows],
     }
     for name, values in figures.items():
         print(f"  {name:16} {min(values):9.2f} {statistics.median(values):9.2f} "
