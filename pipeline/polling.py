@@ -128,9 +128,9 @@ class PollModel:
     def __init__(self, *, default_estimate: float = 1.0, max_interval: float = 15.0,
                  peers: int = 1) -> None:
         self.default_estimate = default_estimate
-        self.peers = max(peers, 1)
-        self._narrow_step = STEP * min(1.0, PEER_SCALE / self.peers)
-        self._spread_step = STEP * min(1.0, SPREAD_PEER_SCALE / self.peers)
+        peers = max(peers, 1)
+        self._narrow_step = STEP * min(1.0, PEER_SCALE / peers)
+        self._spread_step = STEP * min(1.0, SPREAD_PEER_SCALE / peers)
         # Running spreads of log(seconds): of progress-predicted durations, of estimates.
         self._durations = _LogSpread()
         self._estimate_spread = _LogSpread()
@@ -325,7 +325,7 @@ class PollModel:
 
     def _learn_blind(self, lag: float, *, finished: bool) -> bool:
         """Move the blind first rung towards its quantile (see ``_learn``)."""
-        level = self.first_level if self.first_level < LEVELS[0] else BLIND_LEVEL
+        level = min(self.first_level, BLIND_LEVEL)  # lower only in the progress regime
         if finished and lag <= 1.1:
             self.blind = _clamp(self.blind * math.exp(-self.step * (1 - level)))
         elif not finished and lag >= 0.9:
