@@ -9,7 +9,20 @@ import sys
 
 from tests.e2e.conftest import KEY, ROOT, imgspec, project, sim, start_sim
 
-__all__ = ["cli", "imgspec", "project", "sim", "start_sim"]
+__all__ = ["FOUR_SHOPS", "cli", "imgspec", "project", "sim", "start_sim"]
+
+# One job of four instances (¥0.80), within a budget of 50: what most contract tests run.
+FOUR_SHOPS = """\
+version: 1
+name: shop
+budget: {max_cost: 50}
+defaults: {model: wan2.7-image, size: 1K}
+jobs:
+  gen:
+    prompt: "A {{ shop }}"
+    matrix:
+      shop: [bakery, florist, grocer, baker]
+"""
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -10,21 +10,9 @@ import pytest
 
 from pipeline.errors import RequestRejected, TransientError
 from pipeline.replies import Balance, parse_balance
-from tests.contract.conftest import cli
+from tests.contract.conftest import FOUR_SHOPS, cli
 from tests.e2e.conftest import Project
 from tests.simulator.simkit import StartSim
-
-FOUR = """\
-version: 1
-name: shop
-budget: {max_cost: 50}
-defaults: {model: wan2.7-image, size: 1K}
-jobs:
-  gen:
-    prompt: "A {{ shop }}"
-    matrix:
-      shop: [bakery, florist, grocer, baker]
-"""
 
 
 def test_balance_reply_shapes_are_read() -> None:
@@ -49,7 +37,7 @@ def test_balance_command_prints_the_balance_as_it_falls(project: Project,
     before = cli("balance", "--base-url", sim.base_url)
     assert before.returncode == 0, before.stderr
     assert "balance: 5.0 remaining" in before.stdout
-    project.manifest.write_text(FOUR)
+    project.manifest.write_text(FOUR_SHOPS)
     ran = cli("run", str(project.manifest), "--base-url", sim.base_url, "--yes",
               "--balance-unit", "CNY")
     assert ran.returncode == 0, ran.stdout + ran.stderr
@@ -64,7 +52,7 @@ def test_run_over_the_balance_is_refused_before_any_submission(project: Project,
                                                                start_sim: StartSim) -> None:
     """A plan of 0.80 CNY against 0.50 left: exit 8, says 0.30 is missing, nothing sent."""
     sim = start_sim(balance=Decimal("0.5"))
-    project.manifest.write_text(FOUR)
+    project.manifest.write_text(FOUR_SHOPS)
     ran = cli("run", str(project.manifest), "--base-url", sim.base_url, "--yes",
               "--balance-unit", "CNY")
     assert ran.returncode == 8, ran.stdout + ran.stderr
@@ -76,7 +64,7 @@ def test_run_compares_only_in_the_plans_currency_unless_told_to_go_ahead(
         project: Project, start_sim: StartSim) -> None:
     """Unknown unit: a note, no refusal; --ignore-balance: no check; the 402 still stops it."""
     sim = start_sim(balance=Decimal("0.5"))
-    project.manifest.write_text(FOUR)
+    project.manifest.write_text(FOUR_SHOPS)
     ran = cli("run", str(project.manifest), "--base-url", sim.base_url, "--yes")
     assert "not compared" in ran.stdout
     assert ran.returncode == 7, ran.stdout + ran.stderr
@@ -95,7 +83,7 @@ def test_instances_refused_with_402_are_priced_by_the_next_plan(
         project: Project, start_sim: StartSim) -> None:
     """After a 402 no task exists: the next plan retries and prices them, never a free resume."""
     sim = start_sim(balance=Decimal("0.5"))
-    project.manifest.write_text(FOUR)
+    project.manifest.write_text(FOUR_SHOPS)
     ran = cli("run", str(project.manifest), "--base-url", sim.base_url, "--yes",
               "--ignore-balance")
     assert ran.returncode == 7, ran.stdout + ran.stderr

@@ -15,23 +15,12 @@ from pipeline import journal
 from pipeline.errors import BalanceExhausted, TransientError
 from pipeline.replies import RESPONSE_VERSION, parse_poll, parse_submit
 from pipeline.simulator import RunningSimulator
+from tests.contract.conftest import FOUR_SHOPS
 from tests.e2e.conftest import KEY, Imgspec, Project
 from tests.simulator.simkit import StartSim
 
 TASK = "task_01KA040M0HP1GJWBJYZMKX1XS1"
 URL = "https://upload.apimart.ai/f/image/a.png"
-
-ONE_JOB = """\
-version: 1
-name: shop
-budget: {max_cost: 50}
-defaults: {model: wan2.7-image, size: 1K}
-jobs:
-  gen:
-    prompt: "A {{ shop }}"
-    matrix:
-      shop: [bakery, florist, grocer, baker]
-"""
 
 
 def versioned(task: dict[str, Any], result: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -104,7 +93,7 @@ def test_client_sends_the_version_header_on_every_call(project: Project, start_s
                                                        imgspec: Imgspec) -> None:
     """A run against a simulator that answers only versioned requests completes."""
     sim: RunningSimulator = start_sim()
-    project.manifest.write_text(ONE_JOB)
+    project.manifest.write_text(FOUR_SHOPS)
     seen: list[str] = []
     original = aiohttp.ClientSession._request
 
@@ -127,7 +116,7 @@ def test_replayed_submission_is_journaled_and_not_charged_twice(
         project: Project, start_sim: StartSim, imgspec: Imgspec) -> None:
     """A lost submit reply is replayed: journaled as Idempotency-Replayed, charged once."""
     sim = start_sim(faults={"submit.lost_reply": 0.5}, seed=1)
-    project.manifest.write_text(ONE_JOB)
+    project.manifest.write_text(FOUR_SHOPS)
     lines: list[dict[str, Any]] = []
     original = journal.journal_line
 
