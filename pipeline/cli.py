@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import gc
 import json
 import os
 import sys
@@ -305,8 +306,6 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
         write_index,
     )
     from pipeline.shards import shard_lock
-    from pipeline.simulator import run_in_thread
-    from pipeline.simulator.config import for_simulate_run
     from pipeline.views.plan import plan_text
     from pipeline.views.progress import run_summary
 
@@ -337,6 +336,9 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
     with contextlib.ExitStack() as stack:
         prepared, the_plan, store = stack.enter_context(run_session(settings))
         if simulate:  # under the run guard: one process at a time uses its state file
+            from pipeline.simulator import run_in_thread
+            from pipeline.simulator.config import for_simulate_run
+
             sim = stack.enter_context(run_in_thread(for_simulate_run(store.path)))
             # The simulated account bills in the plan's currency.
             settings = dataclasses.replace(settings, base_url=sim.base_url,
@@ -368,13 +370,13 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
 
 
 def _reporter(as_json: bool, currency: str, total: int) -> Reporter:
-    from rich.console import Console
-
     from pipeline.views.progress import JsonReporter, LiveReporter, PlainReporter
 
     if as_json:
         return JsonReporter(currency, sys.stdout)
     if sys.stdout.isatty():
+        from rich.console import Console
+
         return LiveReporter(currency, Console(), total)
     return PlainReporter(currency, sys.stdout)
 
@@ -629,4 +631,10 @@ cli.add_command(simulator)
 
 def main() -> None:
     """Console-script entry point."""
-    cli(prog_name="imgspec")
+    try:
+        cli(prog_name="imgspec")
+    finally:
+        # The process ends here, and every object still alive goes with it. Frozen,
+        # they are freed without the interpreter's last cycle collection walking them
+        # all first: 0.1 s at the end of a 1,000-task run, 0.4 s at 30,000.
+        gc.freeze()

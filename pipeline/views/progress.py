@@ -17,22 +17,15 @@ from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from typing import IO, TYPE_CHECKING, Any
 
 from pipeline.events import TERMINAL_EVENTS, EventKind, RunEvent, RunResult
 from pipeline.pacing import Bound
 from pipeline.pricing import json_number, money
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import TaskID
 
 # Events that end an instance; the rest are progress within one.
 
@@ -129,6 +122,17 @@ class LiveReporter(Reporter):
     """A live bar with done/failed/in-flight counts, charged and reserved money, and ETA."""
 
     def __init__(self, currency: str, console: Console, total: int) -> None:
+        # rich only where there is a terminal to draw on: logs, pipes and --json runs
+        # start without importing it.
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         super().__init__(currency)
         self.console = console
         self.progress = Progress(

@@ -31,3 +31,23 @@ def test_the_loop_takes_signal_handlers_and_worker_threads() -> None:
             return await asyncio.to_thread(lambda: 42)
 
     assert run_loop(needs()) == 42
+
+
+def test_the_cycle_collector_is_quiet_during_a_run_and_restored_after() -> None:
+    """While a run's loop runs, what existed before is frozen and collections are rare;
+    afterwards the collector is as it was (a longer-lived caller keeps its settings)."""
+    import gc
+
+    from pipeline.run import RUN_GC_THRESHOLDS
+
+    before = gc.get_threshold()
+    kept = object()  # alive before the loop: frozen while it runs
+
+    async def inside() -> tuple[tuple[int, int, int], int]:
+        return gc.get_threshold(), gc.get_freeze_count()
+
+    thresholds, frozen = run_loop(inside())
+    assert thresholds == RUN_GC_THRESHOLDS
+    assert frozen > 0 and kept is not None
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
