@@ -293,6 +293,7 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
     """
 
     from pipeline.client import report_retries_as_events
+    from pipeline.loop import run_loop
     from pipeline.pacing import RunOptions
     from pipeline.pricing import money
     from pipeline.run import (
@@ -301,7 +302,6 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
         check_budget,
         execute_run,
         outcome_error,
-        run_loop,
         run_session,
         write_index,
     )
@@ -613,7 +613,8 @@ def balance_command(base_url: str, balance_unit: str | None, as_json: bool) -> N
     Exit 6 if the API refuses the key or cannot be reached.
     """
 
-    from pipeline.run import read_balance, run_loop
+    from pipeline.loop import run_loop
+    from pipeline.run import read_balance
     from pipeline.views.balance import balance_json, balance_text
 
     api_key = os.environ.get("APIMART_API_KEY", "")

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import signal
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from pipeline.client import ApiClient, Balance, RetryEvent
 from pipeline.errors import (
@@ -32,18 +31,11 @@ from pipeline.executor import Executor
 from pipeline.guard import RunGuard, guard_path
 from pipeline.journal import LockStore
 from pipeline.lockfile import lockfile_path
+from pipeline.loop import run_loop
 from pipeline.pacing import RunOptions
 from pipeline.plan import Plan
 from pipeline.project import Prepared, prepare
 from pipeline.selection import Selection, narrow
-
-T = TypeVar("T")
-
-# How often CPython's cycle collector runs while a run's loop does (see ``_quiet_heap``):
-# the young generation every 50,000 net allocations instead of 700, and the older ones
-# seldom. Measured at 30,000 tasks @1,000 in flight: collection took 22 s of the run's
-# 69 s of CPU with the defaults, 2.8 s with these (``bench/run_throughput.py``).
-RUN_GC_THRESHOLDS = (50_000, 20, 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,43 +56,6 @@ class RunSettings:
     ignore_balance: bool = False
     # --balance-unit: the account's balance unit (the API does not say); None: unknown.
     balance_unit: str | None = None
-
-
-def run_loop(main: Coroutine[Any, Any, T]) -> T:
-    """Run ``main`` to its end on a fresh event loop: uvloop's where it is installed.
-
-    uvloop (libuv under asyncio's API) takes about a quarter less CPU per task than
-    asyncio's own loop at a thousand tasks in flight, where the loop is what limits
-    a run (``bench/run_throughput.py``). Without it (Windows), asyncio's loop.
-    """
-    with _quiet_heap():
-        try:
-            import uvloop
-        except ImportError:
-            return asyncio.run(main)
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(main)
-
-
-@contextlib.contextmanager
-def _quiet_heap() -> Iterator[None]:
-    """Keep the cycle collector off the run's long-lived heap while its loop runs.
-
-    A run allocates many short-lived objects per request and holds a large heap that
-    lives as long as it does (the plan, the lock store, the modules). With CPython's
-    defaults, collections walked that heap over and over; here what exists when the
-    loop starts is frozen (never walked) and collections are rarer
-    (``RUN_GC_THRESHOLDS``). Both are undone afterwards: a caller in a longer-lived
-    process (the tests) gets its collector back as it was.
-    """
-    thresholds = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(*RUN_GC_THRESHOLDS)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
 
 
 def select(prepared: Prepared, selection: Selection) -> Plan:

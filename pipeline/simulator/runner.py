@@ -13,6 +13,7 @@ from types import TracebackType
 from aiohttp import web
 
 from pipeline.errors import UsageError
+from pipeline.loop import run_loop
 from pipeline.simulator.config import SimulatorConfig
 from pipeline.simulator.server import Simulator
 from pipeline.simulator.tasks import Ledger
@@ -149,7 +150,7 @@ def serve(config: SimulatorConfig, *, on_ready: Callable[[str], None] | None = N
 
     Ctrl-C surfaces as KeyboardInterrupt after a clean shutdown; SIGTERM returns normally.
     """
-    asyncio.run(_serve(config, on_ready))
+    run_loop(_serve(config, on_ready))
 
 
 async def _serve(config: SimulatorConfig, on_ready: Callable[[str], None] | None) -> None:
