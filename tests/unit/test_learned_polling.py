@@ -19,6 +19,7 @@ from pipeline.polling import (
     PROGRESS_LEVEL,
     SCOUT_FRACTIONS,
     SCOUTS,
+    SPREAD,
     WARM_AFTER,
     PollModel,
     TaskPolls,
@@ -428,3 +429,34 @@ def test_progress_aims_from_halfway_between_asking_and_the_reply() -> None:
     model.delay(task, 0.0)
     model.observe(task, 2.0, finished=False, progress=40, replied=2.2)
     assert model.delay(task, 2.2) == pytest.approx(5.255 - 2.2)
+
+
+def test_a_few_replies_read_late_do_not_pass_for_spread_durations() -> None:
+    """Equal 5 s tasks, one in five of whose progress replies was read late (its
+    prediction 40 % too long): the durations still read as narrow, so the rungs keep
+    their small steps and the first poll its usual level."""
+    model = PollModel(peers=1000)
+    for index in range(400):
+        task = model.start(5.0)
+        model.delay(task, 0.0)
+        read = 7.2 if index % 5 == 0 else 4.0  # progress measured at 5.6 s, not 4 s
+        model.observe(task, 4.0, finished=False, progress=80, replied=read)
+        model.delay(task, 4.0)
+        model.observe(task, 5.0 if read == 4.0 else 7.0, finished=True)
+    assert model.progress_trusted
+    assert model.spread < SPREAD
+    assert model.first_level == HIT_TARGET
+
+
+def test_durations_that_do_spread_still_read_as_spread() -> None:
+    """Tasks of 1..3 s, their ends predicted exactly by progress: the spread is seen."""
+    model = PollModel(peers=100)
+    rng = random.Random(3)
+    for _ in range(300):
+        duration = rng.uniform(1.0, 3.0)
+        task = model.start(2.0)
+        model.delay(task, 0.0)
+        model.observe(task, 0.5, finished=False, progress=int(50 / duration), replied=0.5)
+        model.delay(task, 0.5)
+        model.observe(task, duration + 0.05, finished=True)
+    assert model.spread > SPREAD
