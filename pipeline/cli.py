@@ -292,10 +292,10 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
     balance cannot cover the plan (nothing submitted), 130 interrupted.
     """
 
-    from pipeline.client import report_retries_as_events
     from pipeline.loop import run_loop
     from pipeline.pacing import RunOptions
     from pipeline.pricing import money
+    from pipeline.retrying import report_retries_as_events
     from pipeline.run import (
         RunSettings,
         balance_gate,

@@ -18,10 +18,9 @@ exactly one place, :meth:`ApiClient._translated`. What a reply *means* lives in
 
 Retries (the README's table): 408, 429, 502, 503, 504, network failures and
 malformed replies are retried; 500 and other statuses are not (see
-:func:`pipeline.replies.error_for_status`). Jittered exponential backoff,
-bounded by ``retry_attempts`` and ``retry_timeout``; a ``Retry-After`` is a
-lower bound on the wait, and one that would pass the deadline ends the retries
-at once (the TransientError carries ``retry_after`` so the caller can pause). A
+:func:`pipeline.replies.error_for_status`). The backoff, and a
+``Retry-After`` replacing it, are :mod:`pipeline.retrying`'s, bounded by
+``retry_attempts`` and ``retry_timeout``. A
 submit whose outcome is unknown is retried with the same Idempotency-Key, so
 the server replays the task instead of charging again. Downloads retry
 themselves too (truncated, undecodable, 502/503/504, network); an expired URL
@@ -52,12 +51,10 @@ import json
 import logging
 import math
 import os
-import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, NoReturn, TypeVar
@@ -65,9 +62,7 @@ from urllib.parse import quote, urljoin, urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
-import stamina
 from multidict import CIMultiDict
-from stamina.instrumentation import RetryDetails
 from yarl import URL
 
 from pipeline.downloads import (
@@ -99,61 +94,18 @@ from pipeline.replies import (
     result_url_problem,
     shorten,
 )
+from pipeline.retrying import RetryEvent, report_retries_as_events, retrying
 
-__all__ = ["ApiClient", "Balance", "RetryEvent", "TaskImage", "TaskState", "Uploaded"]
+__all__ = ["ApiClient", "Balance", "TaskImage", "TaskState", "Uploaded"]
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 USER_AGENT: Final = "imgspec/0.1 (+aiohttp)"
 RESPONSE_VERSION_HEADER: Final = "X-APIMart-Response-Version"
-# Backoff before retry k (1-based): min(MAX, INITIAL * 2**(k-1)) + uniform(0, JITTER).
-WAIT_INITIAL: Final = 0.5
-WAIT_MAX: Final = 30.0
-WAIT_JITTER: Final = 1.0
 _ERROR_BODY_BYTES: Final = 4096
 MAX_REDIRECTS: Final = 20  # per download, as httpx's default
 _REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
-
-
-@dataclass(frozen=True, slots=True)
-class RetryEvent:
-    """Passed to ``on_retry`` before each backoff sleep.
-
-    ``attempt`` is the number (1-based) of the attempt that just failed, ``wait``
-    the seconds before the next one, ``error`` the failure's message (key masked).
-    """
-
-    operation: str  # "submit", "poll", "download", "balance" or "upload"
-    attempt: int
-    wait: float
-    error: str
-
-
-# The operation being retried and who wants to hear of it, per asyncio task: stamina's
-# instrumentation hooks are global, so one hook reads who is listening from here.
-_RETRY_LISTENER: ContextVar[tuple[str, Callable[[RetryEvent], None] | None]] = ContextVar(
-    "imgspec_retry_listener", default=("", None))
-
-
-def _report_retry(details: RetryDetails) -> None:
-    """stamina's hook: each retry becomes a ``RetryEvent`` for the client that made it."""
-    operation, listener = _RETRY_LISTENER.get()
-    if listener is None:
-        return
-    error = details.caused_by
-    _log.debug("%s attempt %d failed (%s); retrying in %.2f s", operation,
-               details.retry_num, error, details.wait_for)
-    listener(RetryEvent(operation, details.retry_num, details.wait_for, str(error)))
-
-
-def report_retries_as_events() -> None:
-    """Route stamina's retry hooks to the clients' ``on_retry`` (and nowhere else).
-
-    stamina's default hook logs a warning per retry, which would draw over the
-    progress display; imgspec reports retries as run events instead.
-    """
-    stamina.instrumentation.set_on_retry_hooks([_report_retry])
 
 
 class _RateLimiter:
@@ -728,53 +680,6 @@ class ApiClient:
             )
 
     async def _retrying(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
-        """``call()``, retried with stamina while it raises a TransientError worth retrying.
-
-        stamina computes the jittered exponential backoff from the wait settings and
-        bounds it by attempts and time; the hook only decides what is retried, and
-        overrides the wait when the server said how long (``Retry-After``). Each retry
-        reaches ``on_retry`` through stamina's own instrumentation (``RetryDetails``).
-        """
-        started = time.monotonic()
-        # The first attempt goes straight through: stamina's retry context costs more
-        # than a request's own parsing, and almost every request succeeds at once. A
-        # failure is replayed into stamina as its first attempt, so the attempts, the
-        # backoff and the retry hooks are exactly stamina's.
-        try:
-            return await call()
-        except TransientError as exc:
-            first: TransientError | None = exc
-
-        def backoff_hook(exc: Exception) -> bool | float:
-            # stamina asks this after each failure: False re-raises, True retries after
-            # stamina's backoff, a float retries after that many seconds.
-            if not isinstance(exc, TransientError) or not exc.retryable:
-                # 500 and kin (the README's retry table), and a local disk error, which
-                # will not heal by retrying the download.
-                return False
-            if exc.retry_after is None:
-                return True
-            # A small spread keeps many tasks told "1 s" from returning in lockstep.
-            wait = exc.retry_after + random.uniform(0, WAIT_JITTER / 4)
-            if time.monotonic() - started + wait > self._retry_timeout:
-                return False  # the caller gets the error, which carries retry_after
-            return wait
-
-        token = _RETRY_LISTENER.set((operation, self._on_retry))
-        try:
-            async for attempt in stamina.retry_context(
-                on=backoff_hook,
-                attempts=self._retry_attempts,
-                timeout=self._retry_timeout,
-                wait_initial=WAIT_INITIAL,
-                wait_max=WAIT_MAX,
-                wait_jitter=WAIT_JITTER,
-            ):
-                with attempt:
-                    if first is not None:
-                        failed, first = first, None
-                        raise failed
-                    return await call()
-        finally:
-            _RETRY_LISTENER.reset(token)
-        raise AssertionError("unreachable: stamina re-raises the last error")
+        """``call()``, retried by this client's policy (see :func:`pipeline.retrying.retrying`)."""
+        return await retrying(operation, call, attempts=self._retry_attempts,
+                              timeout=self._retry_timeout, on_retry=self._on_retry)

@@ -228,6 +228,7 @@ class Executor:
         await self.store.commit(base)
         try:
             state = await self.client.submit(body, idempotency_key=base.idempotency_key)
+            replied = self.monotonic()
         except RequestRejected as exc:
             await self._fail(item, base, exc.api_message)
             return None
@@ -256,12 +257,13 @@ class Executor:
                                             "request_id": state.request_id,
                                             "replayed": state.replayed})
         self.emit(EventKind.SUBMITTED, key, state.task_id)
-        # The API starts the task's clock when the request reaches it: not before we
-        # sent it, and usually just after. Timing polls from our reading the reply
-        # instead would add, every cycle, however long that reply waited behind other
-        # work on a busy loop. A poll that comes a little early is followed by a short
-        # one (``polling``).
-        return _Flight(state.task_id, started=state.asked_at, estimate=state.estimated_time)
+        # The task's clock is timed from our reading the reply: the API created the task
+        # before it replied, and measured (the simulator's clock against ours, 10,000
+        # tasks @1,000 in flight) the reply was read 5 ms after the creation at the
+        # median and 55 ms at the 99th percentile, while the request had been sent 17 ms
+        # before it at the median and 200 ms at the 99th (the API queues a burst of
+        # submissions). The narrower that spread, the closer ``polling`` can aim.
+        return _Flight(state.task_id, started=replied, estimate=state.estimated_time)
 
     async def wait(self, item: PlanItem, flight: _Flight) -> TaskState | None:
         """Poll until the task completes (its state) or fails, or the deadline passes (None).

@@ -15,7 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pipeline.client import ApiClient, Balance, RetryEvent
+from pipeline.client import ApiClient, Balance
 from pipeline.errors import (
     ApiError,
     AuthError,
@@ -35,6 +35,7 @@ from pipeline.loop import run_loop
 from pipeline.pacing import RunOptions
 from pipeline.plan import Plan
 from pipeline.project import Prepared, prepare
+from pipeline.retrying import RetryEvent
 from pipeline.selection import Selection, narrow
 
 

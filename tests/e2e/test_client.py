@@ -26,7 +26,7 @@ import stamina
 from aiohttp import web
 from PIL import Image
 
-from pipeline.client import WAIT_INITIAL, WAIT_JITTER, ApiClient, RetryEvent, TaskState
+from pipeline.client import ApiClient, TaskState
 from pipeline.downloads import Downloaded, DownloadLimits
 from pipeline.errors import (
     ApiError,
@@ -36,6 +36,7 @@ from pipeline.errors import (
     TransientError,
     UsageError,
 )
+from pipeline.retrying import WAIT_INITIAL, WAIT_JITTER, RetryEvent
 from pipeline.simulator import ManualClock, SimulatorConfig, run_in_thread
 from tests.e2e.scripted import Handler, scripted
 

@@ -22,8 +22,9 @@ CORE = (
 # The shell: the modules that talk to disks, networks, processes and clocks.
 SHELL = frozenset({
     "cli", "client", "executor", "files", "gallery_site", "gitspec", "guard", "housekeeping",
-    "journal", "mergefiles", "outputs", "project", "review_server", "run", "scaffold",
-    "scheduler", "sendable", "shards", "simulator", "uploads", "views.progress", "downloads",
+    "journal", "loop", "mergefiles", "outputs", "project", "retrying", "review_server", "run",
+    "scaffold", "scheduler", "sendable", "shards", "simulator", "uploads", "views.progress",
+    "downloads",
 })
 # Libraries that do I/O or run an event loop: none of them in the core.
 IO_LIBRARIES = frozenset({
