@@ -11,7 +11,10 @@ miss raises it more, so that at equilibrium the rung's share of the tasks that
 reach it are found done (a stochastic quantile tracker; it needs no exact
 completion times). Past the ladder, a task is polled at gaps growing by 60 %.
 A task found running that reports its ``progress`` is polled next when that
-progress says it ends (elapsed x 100 / progress), instead of on the ladder.
+progress says it ends (elapsed x 100 / progress), instead of on the ladder, and
+at least ``MIN_GAP`` after the last poll. Once progress is trusted, a miss raises
+its rung no further than where that progress says the task ends: with equal
+durations a whole wave misses together, and a full step would overshoot them.
 Once such polls are seen to find their tasks done (progress is trusted) and
 durations spread, a first poll that misses costs just one more, well-aimed
 poll; the first rung then aims lower (``PROGRESS_LEVEL``: 55 % of tasks done at
@@ -139,6 +142,7 @@ class TaskPolls:
     planned: float = 0.0  # the factor its pending poll was planned with
     progress: int | None = None  # the percentage its last poll reported, if any
     progress_at: float = 0.0  # elapsed seconds by which that progress was reached
+    aimed_misses: int = 0  # polls aimed by its progress that found it still running
 
 
 class PollModel:
@@ -261,6 +265,11 @@ class PollModel:
             # A running task said how far along it is: poll when that says it ends. A
             # prediction already passed (a stalled task) falls back to the schedule.
             at = task.progress_at * 100 / task.progress + 0.005
+            if task.last_at < at < task.last_at + MIN_GAP and not task.aimed_misses:
+                # Due within the shortest gap of the last poll (a first poll that just
+                # missed, at 99 %): the shortest gap, not the ladder's next rung. Once
+                # only: a task stuck at 99 % is not polled every MIN_GAP.
+                at = task.last_at + MIN_GAP
             if at >= task.last_at + MIN_GAP:
                 if at - elapsed <= self.max_interval:  # a capped prediction tests nothing
                     task.rung, task.planned = PROGRESS_RUNG, at
@@ -288,18 +297,23 @@ class PollModel:
         The end a progress predicts is reckoned from halfway between the request and
         the reply: the API measured the progress somewhere between the two.
         """
-        warmed = self._observe(task, elapsed, finished=finished)
-        task.progress = None if finished else progress
         # Halfway between asking and reading the reply: on a busy loop a reply may be
         # read well after the API measured its progress, and aiming from the reply
         # would see the task done late; aiming from the asking, early.
-        task.progress_at = (elapsed + max(elapsed, replied or elapsed)) / 2
+        measured = (elapsed + max(elapsed, replied or elapsed)) / 2
+        ends = None  # when its progress says the task ends, as a multiple of its base
+        if not finished and progress is not None and 0 < progress < 100 and self.progress_trusted:
+            ends = measured * 100 / progress / task.estimate
+        warmed = self._observe(task, elapsed, finished=finished, ends=ends)
+        task.progress = None if finished else progress
+        task.progress_at = measured
         if not task.known and estimate is not None and estimate > 0:
             task.estimate, task.known = estimate, True  # its next polls: from its own
             self._saw(estimate)
         return warmed
 
-    def _observe(self, task: TaskPolls, elapsed: float, *, finished: bool) -> bool:
+    def _observe(self, task: TaskPolls, elapsed: float, *, finished: bool,
+                 ends: float | None) -> bool:
         was_cold = self.cold
         rung, task.rung = task.rung, -1
         scouting = task.scout and task.polls < len(SCOUT_FRACTIONS)
@@ -315,6 +329,7 @@ class PollModel:
             self.polls_per_task += weight * (task.polls - self.polls_per_task)
         ratio = elapsed / task.estimate
         if rung == PROGRESS_RUNG:
+            task.aimed_misses += not finished
             self.progress_seen += 1
             weight = max(PROGRESS_MEMORY, 1 / self.progress_seen)
             self.progress_hits += weight * (finished - self.progress_hits)
@@ -322,11 +337,11 @@ class PollModel:
                 self._durations.add(task.planned)
         elif rung == BLIND_RUNG:
             task.next_rung = 1  # its own estimate plans the rest of the ladder
-            if self._learn_blind(ratio / task.planned, finished=finished):
+            if self._learn_blind(ratio / task.planned, finished=finished, ends=ends):
                 self.observed += 1
         elif rung >= 0:
             task.next_rung = rung + 1
-            if self._learn(rung, ratio / task.planned, finished=finished):
+            if self._learn(rung, ratio / task.planned, finished=finished, ends=ends):
                 self.observed += rung == 0
         elif task.blind and rung == -1 and task.polls == 1:
             task.next_rung = 1  # a blind poll planned from no estimate at all: not learned
@@ -342,24 +357,25 @@ class PollModel:
                 self.blind = top
         return was_cold and not self.cold
 
-    def _learn_blind(self, lag: float, *, finished: bool) -> bool:
+    def _learn_blind(self, lag: float, *, finished: bool, ends: float | None) -> bool:
         """Move the blind first rung towards its quantile (see ``_learn``)."""
         level = min(self.first_level, BLIND_LEVEL)  # lower only in the progress regime
         if finished and lag <= 1.1:
             self.blind = _clamp(self.blind * math.exp(-self.step * (1 - level)))
         elif not finished and lag >= 0.9:
-            self.blind = _clamp(self.blind * math.exp(self.step * level))
+            self.blind = _raised(self.blind, self.step * level, ends)
         else:
             return False
         return True
 
-    def _learn(self, rung: int, lag: float, *, finished: bool) -> bool:
+    def _learn(self, rung: int, lag: float, *, finished: bool, ends: float | None) -> bool:
         """Move rung ``rung`` towards its quantile; False if the poll says nothing of it.
 
         ``lag``: when the poll was made, as a multiple of when it was planned. A poll
         delayed past its plan (a wake-up, a busy loop) that finds the task done says
         nothing of whether the plan would have; a late miss says it would have missed
-        too, and vice versa for an early poll.
+        too, and vice versa for an early poll. ``ends``: where a miss's trusted progress
+        says the task ends (see ``_raised``).
         """
         factor = self.factors[rung]
         levels = (self.first_level, *LEVELS[1:])
@@ -368,7 +384,7 @@ class PollModel:
         if finished and lag <= 1.1:
             self.factors[rung] = _clamp(factor * math.exp(-self.step * (1 - target)))
         elif not finished and lag >= 0.9:
-            self.factors[rung] = _clamp(factor * math.exp(self.step * target))
+            self.factors[rung] = _raised(factor, self.step * target, ends)
         else:
             return False
         # The rungs stay in order, each at least 1 % above the one below: the rung
@@ -378,6 +394,21 @@ class PollModel:
         for k in range(rung - 1, -1, -1):
             self.factors[k] = min(self.factors[k], self.factors[k + 1] / 1.01)
         return True
+
+
+def _raised(factor: float, move: float, ends: float | None) -> float:
+    """``factor`` raised by ``move`` (log scale) after a miss, but not past where the
+    task's trusted progress says it ends (``ends``, a multiple of the same base).
+
+    With equal durations a whole wave misses together, and full steps would lift the
+    rung well past the durations (+8 % at 100 in flight) only to creep back down a
+    wave at a time: at 1 s tasks, first polls came 30 ms late on average. Progress
+    says how far the rung fell short; it never lowers the rung.
+    """
+    raised = factor * math.exp(move)
+    if ends is not None:
+        raised = min(raised, max(factor, ends))
+    return _clamp(raised)
 
 
 def _clamp(factor: float) -> float:
