@@ -66,8 +66,11 @@ def submit_reply(task: Task, status: SimPhase) -> bytes:
     )
 
 
+# ``-n{serial}`` tells apart uploads of the same size in the same second; names made
+# before it had none, and still verify.
 _UPLOAD_RE: Final = re.compile(
-    r"u([0-9]{1,5})x([0-9]{1,5})-([0-9]{1,12})-([0-9a-f]{16})\.(png|jpeg|webp|gif)")
+    r"u([0-9]{1,5})x([0-9]{1,5})-([0-9]{1,12})(?:-n([0-9]{1,12}))?-([0-9a-f]{16})"
+    r"\.(png|jpeg|webp|gif)")
 _UPLOAD_FORMATS: Final = frozenset({"PNG", "JPEG", "WEBP", "GIF"})
 
 
@@ -83,18 +86,23 @@ def upload_info(data: bytes) -> tuple[str, int, int] | None:
 
 
 class UploadSigner:
-    """Names of uploaded images: the size and upload time inside, signed with the seed."""
+    """Names of uploaded images: the size, upload time and serial inside, signed with
+    the seed (verifiable without a table, so a --state simulator knows its own)."""
 
     def __init__(self, seed: int) -> None:
         self._secret = hashlib.sha256(f"{seed}:uploads".encode()).digest()
 
-    def _sig(self, width: int, height: int, created: int, ext: str) -> str:
-        message = f"{width}x{height}/{created}/{ext}".encode()
-        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:16]
+    def _sig(self, width: int, height: int, created: int, ext: str, serial: int | None) -> str:
+        message = f"{width}x{height}/{created}/{ext}"
+        if serial is not None:
+            message += f"/{serial}"
+        return hmac.new(self._secret, message.encode(), hashlib.sha256).hexdigest()[:16]
 
-    def name(self, width: int, height: int, created: int, ext: str) -> str:
-        """The file name (``u{w}x{h}-{created}-{sig}.{ext}``) of a new upload."""
-        return f"u{width}x{height}-{created}-{self._sig(width, height, created, ext)}.{ext}"
+    def name(self, width: int, height: int, created: int, ext: str, *, serial: int) -> str:
+        """The file name (``u{w}x{h}-{created}-n{serial}-{sig}.{ext}``) of a new upload;
+        ``serial`` makes it unique (two uploads of one size in one second)."""
+        sig = self._sig(width, height, created, ext, serial)
+        return f"u{width}x{height}-{created}-n{serial}-{sig}.{ext}"
 
     def parse(self, name: str) -> tuple[int, int, int] | None:
         """(width, height, created) of a genuine upload name, else None."""
@@ -102,7 +110,8 @@ class UploadSigner:
         if match is None:
             return None
         width, height, created = int(match[1]), int(match[2]), int(match[3])
-        if not hmac.compare_digest(match[4], self._sig(width, height, created, match[5])):
+        serial = None if match[4] is None else int(match[4])
+        if not hmac.compare_digest(match[5], self._sig(width, height, created, match[6], serial)):
             return None
         return width, height, created
 

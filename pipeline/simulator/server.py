@@ -523,7 +523,7 @@ class Simulator:
             return _error(400, "unsupported format: JPEG, PNG, WebP or GIF", "invalid_request")
         fmt, width, height = seen
         created = int(self.config.clock())
-        name = self.uploads.name(width, height, created, fmt.lower())
+        name = self.uploads.name(width, height, created, fmt.lower(), serial=store.uploads)
         mime = f"image/{fmt.lower()}"
         self.uploaded_files[name] = (data, mime)
         store.uploads += 1
