@@ -40,6 +40,17 @@ def finish_task(model: PollModel, estimate: float, duration: float) -> tuple[int
             return task.polls, elapsed - duration
 
 
+def warm_with_a_new_task(seconds: float, *, finished: int) -> tuple[PollModel, TaskPolls]:
+    """A model that saw ``finished`` tasks take exactly their ``seconds`` estimate, and a
+    new task of that estimate whose first poll is planned."""
+    model = PollModel()
+    for _ in range(finished):
+        finish_task(model, seconds, seconds)
+    task = model.start(seconds)
+    model.delay(task, 0.0)
+    return model, task
+
+
 def test_each_task_is_polled_from_its_own_estimate() -> None:
     """Warm and exact: a 10 s task and a 40 s task are first polled at 10 s and 40 s."""
     model = PollModel()
@@ -423,11 +434,7 @@ def test_first_polls_rise_when_tasks_take_more_polls_than_the_budget() -> None:
 def test_progress_aims_from_halfway_between_asking_and_the_reply() -> None:
     """Asked at 2 s, answered at 2.2 s with 40 %: the API measured it at 2.1 s or so, so
     the next poll is aimed at 5.25 s (from the asking alone it would be 5 s, early)."""
-    model = PollModel()
-    for _ in range(SCOUTS + 5):
-        finish_task(model, 4.0, 4.0)
-    task = model.start(4.0)
-    model.delay(task, 0.0)
+    model, task = warm_with_a_new_task(4.0, finished=SCOUTS + 5)
     model.observe(task, 2.0, finished=False, progress=40, replied=2.2)
     assert model.delay(task, 2.2) == pytest.approx(5.255 - 2.2)
 
@@ -509,11 +516,7 @@ def test_the_first_rung_still_follows_an_api_that_slows_down() -> None:
 def test_a_first_poll_that_just_missed_is_followed_soon() -> None:
     """Found at 99 % just before its end: polled again after the shortest gap, not at
     the ladder's next rung; a task stuck at 99 % is not then polled at that gap."""
-    model = PollModel()
-    for _ in range(SCOUTS + 20):
-        finish_task(model, 1.0, 1.0)
-    task = model.start(1.0)
-    model.delay(task, 0.0)
+    model, task = warm_with_a_new_task(1.0, finished=SCOUTS + 20)
     model.observe(task, 0.995, finished=False, progress=99, replied=0.995)
     assert model.delay(task, 0.995) == pytest.approx(MIN_GAP)
     model.observe(task, 0.995 + MIN_GAP, finished=False, progress=99, replied=1.015)
