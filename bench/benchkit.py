@@ -124,10 +124,42 @@ def timed(command: list[str], *, cwd: Path = ROOT, log: Path | None = None) -> C
     return Child(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 
 
-def repeat(runs: int, one: Callable[[Path], dict[str, Any]]) -> list[dict[str, Any]]:
-    """``one(fresh temporary folder)`` ``runs`` times, each run's figures printed as it ends."""
+# ext4 without a journal skips, when it hands out a new inode, every inode freed in
+# the last 60 s (300 s while the freeing is not yet written out): fs/ext4/ialloc.c,
+# ``recently_deleted``. A run creates three inodes a task (folder, image, meta.json)
+# and its cleanup frees them, so a run started just after another scanned past the
+# previous run's 90,000 freed inodes on every creation: kernel time that was up to
+# half of the client's CPU at 30,000 tasks, and the cause of runs far slower than the
+# one before. No user's disk looks like that, so the benchmarks wait it out.
+SETTLE_S = 61.0
+
+
+def needs_settling(folder: Path) -> bool:
+    """True when ``folder`` is on an ext4 filesystem without a journal (Linux only)."""
+    try:
+        device = folder.stat().st_dev
+        block = Path(f"/sys/dev/block/{os.major(device)}:{os.minor(device)}").resolve()
+        journal = Path("/sys/fs/ext4") / block.name / "journal_task"
+        return journal.read_text().strip() == "<none>"
+    except (OSError, ValueError):
+        return False
+
+
+def settle(seconds: float = SETTLE_S) -> None:
+    """Write out what earlier runs freed and wait until ext4 reuses it (see SETTLE_S);
+    nothing on a filesystem that does not need it."""
+    if seconds > 0 and needs_settling(Path(tempfile.gettempdir())):
+        os.sync()
+        time.sleep(seconds)
+
+
+def repeat(runs: int, one: Callable[[Path], dict[str, Any]], *,
+           settle_s: float = SETTLE_S) -> list[dict[str, Any]]:
+    """``one(fresh temporary folder)`` ``runs`` times, each run's figures printed as it ends;
+    the filesystem settled (:func:`settle`) before each."""
     figures = []
     for number in range(runs):
+        settle(settle_s)
         with tempfile.TemporaryDirectory() as tmp:
             got = one(Path(tmp))
         figures.append(got)

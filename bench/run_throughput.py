@@ -36,11 +36,13 @@ import tempfile
 from pathlib import Path
 
 from benchkit import (
+    SETTLE_S,
     compile_bytecode,
     free_port,
     ledger,
     print_spread,
     repeat,
+    settle,
     start_simulator,
     timed,
     write_manifest,
@@ -123,17 +125,21 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1000)
     parser.add_argument("--latency", default="1")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--settle", type=float, default=SETTLE_S, metavar="SECONDS",
+                        help="wait before each run on a journal-less ext4 (0: never; "
+                             "see benchkit.SETTLE_S)")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     compile_bytecode()
     if args.profile and shutil.which("py-spy") is None:
         raise SystemExit("--profile needs py-spy: pip install py-spy")
-    runs = repeat(args.runs, lambda tmp: one_run(args, tmp))
+    runs = repeat(args.runs, lambda tmp: one_run(args, tmp), settle_s=args.settle)
     print(f"{args.instances:,} instances @{args.concurrency}, latency {args.latency} s, "
           f"{args.runs} runs:")
     print_spread(runs, runs[0])
     if args.profile:
         cpu = statistics.median(r["cpu_ms_per_task"] for r in runs)
+        settle(args.settle)
         with tempfile.TemporaryDirectory() as tmp:
             raw = Path(tmp) / "profile.txt"
             one_run(args, Path(tmp), profile=raw)

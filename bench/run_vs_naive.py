@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchkit import (
     KEY,
     ROOT,
+    SETTLE_S,
     compile_bytecode,
     free_port,
     ledger,
@@ -151,10 +152,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--settle", type=float, default=SETTLE_S, metavar="SECONDS",
+                        help="wait before each run on a journal-less ext4 (0: never; "
+                             "see benchkit.SETTLE_S)")
     args = parser.parse_args()
     compile_bytecode()
     s = SCENARIOS[args.scenario]
-    runs = repeat(args.runs, lambda tmp: one_run(s, tmp))
+    runs = repeat(args.runs, lambda tmp: one_run(s, tmp), settle_s=args.settle)
     print(f"scenario {args.scenario}: {s}")
     print_spread(runs, ("imgspec_of_ideal", "naive_of_ideal", "speedup_vs_naive",
                         "polls_per_task", "cpu_ms_per_task", "imgspec_s", "naive_s", "ideal_s"))

@@ -39,6 +39,13 @@ def write_atomic(path: Path, text: str | Iterable[str], *, durable: bool = True)
         raise
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` to the descriptor ``fd`` (``os.write`` may write less)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def fsync_dir(folder: Path) -> None:
     """Make a created, renamed or removed directory entry durable (best effort)."""
     try:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.errors import ImgspecError, OutputOutsideRoot
-from pipeline.files import write_atomic
+from pipeline.files import write_all, write_atomic
 from pipeline.identity import folder_name
 from pipeline.instances import Expansion, Instance
 from pipeline.lockfile import LockEntry, Output
@@ -28,6 +28,9 @@ from pipeline.pricing import json_number
 
 EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "BMP": "bmp"}
 _SAFE_PART = re.compile(r"^[A-Za-z0-9._=,+-]{1,120}$")
+# One encoder for every meta.json value: ``json.dumps`` with options builds a new one
+# for each call.
+_META_VALUE = json.JSONEncoder(sort_keys=True, ensure_ascii=False)
 
 
 def utc_now() -> str:
@@ -164,13 +167,17 @@ class OutputFolder:
         }
         # A field a line, each value compact: readable, and written by the C encoder
         # (``indent`` would force the pure-Python one, once per image at thousands a minute).
-        text = ",\n".join(f"  {json.dumps(name)}: "
-                          f"{json.dumps(meta[name], sort_keys=True, ensure_ascii=False)}"
+        text = ",\n".join(f"  {json.dumps(name)}: {_META_VALUE.encode(meta[name])}"
                           for name in sorted(meta))
         # Not fsynced, and a fixed temp name (one writer per instance): meta.json is a
-        # readable copy of what the lockfile already holds durably.
+        # readable copy of what the lockfile already holds durably. A bare descriptor,
+        # as for the images (see ``pipeline.downloads.ImageSink``).
         temp = folder / ".meta.json.part"
-        temp.write_text("{\n" + text + "\n}\n", encoding="utf-8")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            write_all(fd, ("{\n" + text + "\n}\n").encode())
+        finally:
+            os.close(fd)
         temp.replace(folder / "meta.json")
 
     def write_index(self, expansion: Expansion, entries: Mapping[str, LockEntry],
