@@ -54,7 +54,6 @@ import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, NoReturn, TypeVar
@@ -354,9 +353,8 @@ class ApiClient:
         async def once() -> TaskState:
             payload, asked_at, got = await self._request_json(
                 "submit", "POST", url, headers, content)
-            state = parse_submit(payload, request_id=got.get("X-Request-Id"),
-                                 replayed=got.get("Idempotency-Replayed"))
-            return replace(state, asked_at=asked_at)
+            return parse_submit(payload, request_id=got.get("X-Request-Id"),
+                                replayed=got.get("Idempotency-Replayed"), asked_at=asked_at)
 
         return await self._retrying("submit", once)
 
@@ -372,8 +370,8 @@ class ApiClient:
         async def once() -> TaskState:
             payload, asked_at, _got = await self._request_json("poll", "GET", url,
                                                                 self._api_headers, None)
-            state = parse_poll(payload, task_id, api_host=self._http_api_host)
-            return replace(state, asked_at=asked_at)
+            return parse_poll(payload, task_id, api_host=self._http_api_host,
+                              asked_at=asked_at)
 
         return await self._retrying("poll", once)
 

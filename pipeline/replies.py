@@ -32,7 +32,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
 from typing import Final, Literal, TypeAlias, get_args
@@ -332,28 +332,32 @@ def is_replayed(header: str | None) -> bool:
 
 
 def parse_submit(payload: object, *, request_id: str | None = None,
-                 replayed: str | None = None) -> TaskState:
+                 replayed: str | None = None, asked_at: float | None = None) -> TaskState:
     """The task a ``POST /v1/images/generations`` reply announces.
 
     A missing ``status`` is taken as ``pending``: the task exists, which is all
     a submit must establish. A replayed submit may already say ``completed``
     without any result; its images then come from a poll. ``request_id`` and
     ``replayed`` are the reply's ``X-Request-Id`` and ``Idempotency-Replayed``
-    headers, if any (see :func:`request_id_of`, :func:`is_replayed`).
+    headers, if any (see :func:`request_id_of`, :func:`is_replayed`); ``asked_at``
+    when the request was sent (see :attr:`TaskState.asked_at`).
     """
-    state = _parse_task(_single(unwrap(payload)), expected_id=None)
-    return replace(state, request_id=request_id_of(payload, request_id),
-                   replayed=is_replayed(replayed))
+    return _parse_task(_single(unwrap(payload)), expected_id=None, asked_at=asked_at,
+                       request_id=request_id_of(payload, request_id),
+                       replayed=is_replayed(replayed))
 
 
-def parse_poll(payload: object, task_id: str, *, api_host: str = "") -> TaskState:
+def parse_poll(payload: object, task_id: str, *, api_host: str = "",
+               asked_at: float | None = None) -> TaskState:
     """The state a ``GET /v1/tasks/{task_id}`` reply describes.
 
     The reply may omit the id (the URL said it); a different id is malformed.
     ``api_host``: the API's own host when the API is reached over plain http, whose
-    result URLs may then be http too (see :func:`result_url_problem`).
+    result URLs may then be http too (see :func:`result_url_problem`); ``asked_at``
+    as for :func:`parse_submit`.
     """
-    return _parse_task(_single(unwrap(payload)), expected_id=task_id, api_host=api_host)
+    return _parse_task(_single(unwrap(payload)), expected_id=task_id, api_host=api_host,
+                       asked_at=asked_at)
 
 
 def is_loopback(host: str) -> bool:
@@ -396,8 +400,9 @@ def result_url_problem(url: str, *, api_host: str = "") -> str | None:
             "(http only from a loopback host)")
 
 
-def _parse_task(data: Mapping[str, object], *, expected_id: str | None,
-                api_host: str = "") -> TaskState:
+def _parse_task(data: Mapping[str, object], *, expected_id: str | None, api_host: str = "",
+                asked_at: float | None = None, request_id: str | None = None,
+                replayed: bool = False) -> TaskState:
     task_id = _task_id(data, expected_id)
     raw_status = data.get("status")
     if raw_status is None and expected_id is None:
@@ -418,6 +423,9 @@ def _parse_task(data: Mapping[str, object], *, expected_id: str | None,
         estimated_time=_number(data.get("estimated_time"), upto=MAX_ESTIMATED_TIME),
         images=images,
         error=error,
+        asked_at=asked_at,
+        request_id=request_id,
+        replayed=replayed,
     )
 
 

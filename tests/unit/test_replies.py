@@ -71,6 +71,15 @@ def test_submit_accepts_every_documented_envelope(payload: dict[str, Any]) -> No
     assert not state.finished
 
 
+def test_the_asking_time_and_reply_headers_ride_on_the_parsed_state() -> None:
+    """``asked_at`` (and a submit's request id and replay mark) reach the TaskState."""
+    submitted = parse_submit({"code": 200, "data": [{"task_id": TASK}]}, asked_at=12.5,
+                             request_id="req_1", replayed="true")
+    assert (submitted.asked_at, submitted.request_id, submitted.replayed) == (12.5, "req_1", True)
+    polled = parse_poll(completed([{"url": [URL]}]), TASK, asked_at=13.25)
+    assert (polled.asked_at, polled.request_id, polled.replayed) == (13.25, None, False)
+
+
 def test_submit_without_status_is_pending() -> None:
     """A submit reply that omits status still establishes the task, as pending."""
     assert parse_submit({"code": 200, "data": [{"task_id": TASK}]}).status == "pending"
