@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pipeline.diagnostics import Diagnostic, Severity, collapse
 from pipeline.document import DocPath, Document, format_path
 from pipeline.errors import ImgspecError, ManifestError
+from pipeline.fanout import Row, join_upstream
 from pipeline.graph import job_order
 from pipeline.identity import (
     canonical_json,
@@ -287,9 +288,9 @@ class _Expander:
 
     def _upstream_rows(
         self, job: Job, limit: int, hint: str
-    ) -> list[tuple[dict[str, Any], list[tuple[int, UpstreamRef, Instance]]]] | None:
+    ) -> list[Row] | None:
         """One row per joined combination of upstream instances: (inherited values, choices)."""
-        rows: list[tuple[dict[str, Any], list[tuple[int, UpstreamRef, Instance]]]] = [({}, [])]
+        rows: list[Row] = [({}, [])]
         for position, ref in job.upstream_refs:
             candidates = self.by_job.get(ref.job, [])
             keys: set[str] = set()
@@ -307,7 +308,7 @@ class _Expander:
                 inst for inst in candidates
                 if all(canonical_json(dict(inst.matrix).get(k)) == v for k, v in wanted)
             ]
-            joined = _join(rows, position, ref, matching, limit)
+            joined = join_upstream(rows, position, ref, matching, limit)
             if isinstance(joined, int):
                 self.error(ref.path, f"the upstream images join to {joined:,} combinations, "
                                      f"more than the cap of {limit:,}", hint)
@@ -664,49 +665,6 @@ def _limit(job: Job) -> tuple[int, str]:
             "where:, or split the job")
     return job.max_instances, ("narrow the matrix or the upstream where:, or raise "
                                "max_instances if you really mean it")
-
-
-def _join(
-    rows: list[tuple[dict[str, Any], list[tuple[int, UpstreamRef, Instance]]]],
-    position: int,
-    ref: UpstreamRef,
-    matching: Sequence[Instance],
-    limit: int,
-) -> list[tuple[dict[str, Any], list[tuple[int, UpstreamRef, Instance]]]] | int:
-    """Natural join of the rows so far with the upstream instances of one reference.
-
-    Returns the number of joined rows instead when it is over ``limit``: they are
-    counted before any is built, so a join of two large jobs cannot exhaust memory.
-    """
-    index: dict[tuple[frozenset[str], tuple[str, ...]], dict[str, list[Instance]]] = {}
-    groups: dict[frozenset[str], list[Instance]] = {}
-    for inst in matching:
-        groups.setdefault(frozenset(k for k, _ in inst.matrix), []).append(inst)
-
-    def partners(values: Mapping[str, Any]) -> Iterator[Sequence[Instance]]:
-        for keyset, members in groups.items():
-            shared = tuple(sorted(keyset & values.keys()))
-            table = index.get((keyset, shared))
-            if table is None:
-                table = {}
-                for inst in members:
-                    mv = dict(inst.matrix)
-                    table.setdefault(canonical_json([mv[k] for k in shared]), []).append(inst)
-                index[(keyset, shared)] = table
-            yield table.get(canonical_json([values[k] for k in shared]), ())
-
-    count = sum(len(found) for values, _ in rows for found in partners(values))
-    if count > limit:
-        return count
-    out: list[tuple[dict[str, Any], list[tuple[int, UpstreamRef, Instance]]]] = []
-    for values, chosen in rows:
-        for found in partners(values):
-            for inst in found:
-                merged = dict(values)
-                for k, v in inst.matrix:
-                    merged.setdefault(k, v)
-                out.append((merged, [*chosen, (position, ref, inst)]))
-    return out
 
 
 _TRUE = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}

@@ -13,11 +13,11 @@ PACKAGE = Path(__file__).resolve().parents[2] / "pipeline"
 # The pure core: data in, data out. Files reach it only through a ``Workspace`` (the
 # port ``workspace.py`` defines); no clock, no network, no process.
 CORE = (
-    "catalogue", "diagnostics", "diff", "document", "errors", "expand", "graph", "identity",
-    "images", "instances", "lifecycle", "lockfile", "lockmerge", "lockschema", "manifest",
-    "matrix", "pacing", "plan", "polling", "pricing", "replies", "reroll", "rules", "schema",
-    "selection", "spec", "bounds", "sandbox", "templates", "views.balance", "views.diff",
-    "views.graph", "views.plan", "views.status", "views.teams",
+    "catalogue", "diagnostics", "diff", "document", "errors", "expand", "fanout", "graph",
+    "identity", "images", "instances", "lifecycle", "lockfile", "lockmerge", "lockschema",
+    "manifest", "matrix", "pacing", "plan", "polling", "pricing", "replies", "reroll",
+    "rules", "schema", "selection", "spec", "bounds", "sandbox", "templates",
+    "views.balance", "views.diff", "views.graph", "views.plan", "views.status", "views.teams",
 )
 # The shell: the modules that talk to disks, networks, processes and clocks.
 SHELL = frozenset({
