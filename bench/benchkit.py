@@ -125,7 +125,7 @@ def timed(command: list[str], *, cwd: Path = ROOT, log: Path | None = None) -> C
 
 
 # ext4 without a journal skips, when it hands out a new inode, every inode freed in
-# the last 60 s (300 s while the freeing is not yet written out): fs/ext4/ialloc.c,
+# the last 60 s (360 s while the freeing is not yet written out): fs/ext4/ialloc.c,
 # ``recently_deleted``. A run creates three inodes a task (folder, image, meta.json)
 # and its cleanup frees them, so a run started just after another scanned past the
 # previous run's 90,000 freed inodes on every creation: kernel time that was up to
