@@ -1,6 +1,6 @@
 """Upstream fan-out: an edit job's rows joined with the instances of the jobs it consumes.
 
-An edit job names upstream jobs (``image_urls: [{upstream: hero, where: ...}]``); each
+An edit job names upstream jobs (``image_urls: [{from: hero, where: {...}}]``); each
 of its rows pairs with every upstream instance that agrees with it on the axes they
 share (a natural join), and inherits that instance's other axis values. Pure: the
 rows and instances in, the joined rows (or how many there would be) out.
