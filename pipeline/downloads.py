@@ -79,13 +79,13 @@ class Downloaded:
     format: str  # "PNG", "JPEG", "WEBP", "BMP"
 
 
-def inspect_image(path: Path) -> tuple[str, int, int] | None:
-    """(format, width, height) if the file decodes as an image (Pillow verify), else None.
+def inspect_image(data: bytes) -> tuple[str, int, int] | None:
+    """(format, width, height) if ``data`` decodes as an image (Pillow verify), else None.
 
     ``check_image``'s problems are about *input* images (e.g. its 20 MB cap) and
     do not apply to results; only whether it could read the image matters here.
     """
-    info, _problems = check_image(path.read_bytes())
+    info, _problems = check_image(data)
     return None if info is None else (info.format, info.width, info.height)
 
 
@@ -132,11 +132,8 @@ class ImageSink:
         os.fsync(fd)
         self._fd = None
         os.close(fd)
-        if not whole:
-            return self._digest.hexdigest(), inspect_image(self.dest)
-        info, _problems = check_image(data)
-        return self._digest.hexdigest(), (
-            None if info is None else (info.format, info.width, info.height))
+        # A spilled image is read back whole from the file just written.
+        return self._digest.hexdigest(), inspect_image(data if whole else self.dest.read_bytes())
 
     def close(self) -> None:
         """Close the file if a failure left it open (the caller removes it)."""

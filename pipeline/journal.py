@@ -48,7 +48,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any
 
 from pipeline.errors import LockfileError
-from pipeline.files import fsync_dir, write_atomic
+from pipeline.files import fsync_dir, write_all, write_atomic
 from pipeline.lockfile import (
     EntryTexts,
     LockEntry,
@@ -566,10 +566,7 @@ class LockStore:
         fd = self._require_open()
         data = text.encode("utf-8")
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            write_all(fd, data)
             os.fsync(fd)
         except BaseException as exc:
             # A partial line (disk full, or Ctrl-C between two writes) would otherwise be

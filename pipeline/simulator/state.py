@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from pipeline.errors import UsageError
+from pipeline.files import write_all
 
 FORMAT: Final = "imgspec-simulator-state"
 VERSION: Final = 1
@@ -90,7 +91,7 @@ class StateLog:
             _lock(fd, path)
             text = _read_whole(fd, path)
             if not text:
-                _write(fd, _line({"k": "meta", "format": FORMAT, "version": VERSION,
+                write_all(fd, _line({"k": "meta", "format": FORMAT, "version": VERSION,
                                   "seed": seed}))
                 return cls(path, fd), Loaded(Totals(), [], 0)
             loaded = _parse(path, text, seed=seed)
@@ -101,7 +102,7 @@ class StateLog:
 
     def append(self, record: Mapping[str, object]) -> None:
         """Append one record (one line, one write); OSError if the disk refuses it."""
-        _write(self._fd, _line(record))
+        write_all(self._fd, _line(record))
 
     def rewrite(self, *, seed: int, totals: Totals, tasks: list[Mapping[str, object]]) -> None:
         """Replace the file by a compact one: ``meta``, ``base`` and the live tasks."""
@@ -144,13 +145,6 @@ def counters_record(counters: Mapping[str, int], faults: Mapping[str, int]) -> d
 
 def _line(record: Mapping[str, object]) -> bytes:
     return (json.dumps(record, separators=(",", ":")) + "\n").encode()
-
-
-def _write(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:  # a regular file takes it in one write unless the disk is full
-        written = os.write(fd, view)
-        view = view[written:]
 
 
 def _lock(fd: int, path: Path) -> None:
