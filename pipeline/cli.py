@@ -125,6 +125,17 @@ def cli() -> None:
     """
 
 
+def _checked_base_url(value: str) -> str:
+    """The ``--base-url`` option's value checked and normalised (a UsageError naming where
+    it came from: the option or APIMART_BASE_URL), before anything is read or sent."""
+    from pipeline.endpoint import parse_base_url
+
+    source = click.get_current_context().get_parameter_source("base_url")
+    origin = ("APIMART_BASE_URL" if source == click.core.ParameterSource.ENVIRONMENT
+              else "--base-url")
+    return parse_base_url(value, source=origin).url
+
+
 def _max_cost(value: str | None) -> Decimal | None:
     return _money_option("--max-cost", value)
 
@@ -312,6 +323,8 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
     # Retries are reported through the run's own events; stamina's default hook would
     # log a warning line over the progress display for each one.
     report_retries_as_events()
+    if not simulate:  # --simulate talks to its own simulator, whatever the option says
+        base_url = _checked_base_url(base_url)
     if selection.shard is not None:
         shard = shard_lock(manifest, selection.shard, simulate=simulate, lockfile=lockfile)
         shard.sync(manifest=manifest.name)
@@ -610,13 +623,14 @@ def init_command(folder: Path) -> None:
 def balance_command(base_url: str, balance_unit: str | None, as_json: bool) -> None:
     """The API key's balance (GET /v1/balance), as the API gives it.
 
-    Exit 6 if the API refuses the key or cannot be reached.
+    Exit 6 if the API refuses the key or cannot be reached, 2 if the base URL is wrong.
     """
 
     from pipeline.loop import run_loop
     from pipeline.run import read_balance
     from pipeline.views.balance import balance_json, balance_text
 
+    base_url = _checked_base_url(base_url)
     api_key = os.environ.get("APIMART_API_KEY", "")
     if not api_key:
         raise UsageError("set APIMART_API_KEY to your APIMart key")

@@ -35,11 +35,20 @@ Defaults: ``IMGSPEC_DOWNLOAD_DEADLINE`` (300 s), ``IMGSPEC_DOWNLOAD_MIN_RATE``
 (1024 bytes/s) over ``IMGSPEC_DOWNLOAD_RATE_WINDOW`` (30 s), or the constructor's
 keyword options.
 
+The base URL is checked by :func:`pipeline.endpoint.parse_base_url`: the key
+travels only over https, or plain http to this machine (the simulator).
 The API key is sent only to the API's origin (never to a foreign image host:
 download redirects are followed here, one hop at a time, and the key is dropped
 for good at the first hop that leaves the API's origin) and is masked out of
 every message this module builds. HTTP(S)_PROXY / NO_PROXY are honoured, except
 for a loopback host (the simulator), which a proxy could not reach.
+
+A request that cannot connect to the API (refused, no such host, connect timeout,
+failed TLS handshake) never left this machine: it is an :class:`ApiUnreachable`
+naming ``HOST:PORT``, never an unknown outcome, and it is retried only once the
+API has answered this client (before that the base URL or the network is wrong,
+and retrying would only delay saying so). A TLS handshake answered in plain http
+is a :class:`NotTls`: the base URL should say http://.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ import json
 import logging
 import math
 import os
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -72,7 +82,16 @@ from pipeline.downloads import (
     ImageSink,
     declared_length,
 )
-from pipeline.errors import ApiError, AuthError, RequestRejected, TransientError, UsageError
+from pipeline.endpoint import parse_base_url
+from pipeline.errors import (
+    ApiError,
+    ApiUnreachable,
+    AuthError,
+    NotTls,
+    RequestRejected,
+    TransientError,
+    UsageError,
+)
 from pipeline.images import IMAGE_FORMATS
 from pipeline.pacing import AdaptiveRate, Bound
 from pipeline.replies import (
@@ -105,6 +124,9 @@ RESPONSE_VERSION_HEADER: Final = "X-APIMart-Response-Version"
 _ERROR_BODY_BYTES: Final = 4096
 MAX_REDIRECTS: Final = 20  # per download, as httpx's default
 _REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
+# OpenSSL's reasons when the server answers a TLS handshake in plain http.
+_PLAIN_HTTP_REASONS: Final = frozenset({"WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG"})
+_CHECK_BASE_URL: Final = "check --base-url / APIMART_BASE_URL"
 
 
 class _RateLimiter:
@@ -197,6 +219,21 @@ def _env_proxy(scheme: str, host: str) -> URL | None:
     return proxy
 
 
+def _why(exc: OSError) -> str:
+    """Why a connection failed, in a few words (aiohttp's own text names the host)."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return "no answer to the connection attempt in time"
+    cause = getattr(exc, "os_error", None)
+    if isinstance(cause, socket.gaierror):
+        return "the host name does not resolve"
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused: nothing listens there"
+    if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientConnectorCertificateError):
+        return f"TLS handshake failed: {shorten(str(cause or exc), 120)}"
+    return shorten(str(cause.strerror if isinstance(cause, OSError) and cause.strerror
+                       else cause or exc), 120)
+
+
 async def _uncancelled(work: Awaitable[T]) -> T:
     """Await ``work`` (a worker-thread call) to its end even when cancelled meanwhile.
 
@@ -239,20 +276,23 @@ class ApiClient:
                 "the API key is empty or holds spaces, control or non-ASCII characters: "
                 "check APIMART_API_KEY"
             )
-        scheme, host, port = _origin(base_url)
-        if scheme not in ("http", "https") or not host or port == -1:
-            raise UsageError(
-                f"base URL {shorten(base_url.replace(api_key, '***'), 100)!r} is not an "
-                "http(s) URL: give e.g. https://api.apimart.ai"
-            )
+        try:
+            checked = parse_base_url(base_url)
+        except UsageError as exc:
+            raise UsageError(str(exc).replace(api_key, "***")) from None
+        scheme, host = checked.scheme, checked.host
         if not (timeout > 0 and retry_timeout > 0 and retry_attempts >= 1):
             raise UsageError("timeout and retry_timeout must be > 0 and retry_attempts >= 1")
         if max_rate is not None and not max_rate > 0:
             raise UsageError(f"max_rate {max_rate} must be a positive number of requests/s")
         if max_download_bytes < 1:
             raise UsageError("max_download_bytes must be positive")
-        self._base_url = base_url.rstrip("/")
-        self._api_origin = _origin(base_url)
+        self._base_url = checked.url
+        self._api_origin = _origin(checked.url)
+        self._address = checked.address
+        # Whether the API has answered this client yet: until it has, a failed connection
+        # means a wrong base URL or no network, and is not retried (see _unreachable).
+        self._reached = False
         # An API reached over plain http may hand out plain http result URLs of its own.
         self._http_api_host = host if scheme == "http" else ""
         self._limits = download_limits or DownloadLimits.from_env()
@@ -280,13 +320,12 @@ class ApiClient:
         self._proxies: dict[tuple[str, str], URL | None] = {}
         self._api_proxy = self._proxy(scheme, host)
         self._http: aiohttp.ClientSession | None = None
+        report_retries_as_events()
 
     def __repr__(self) -> str:
         return f"ApiClient(base_url={self._base_url!r}, api_key='***')"
 
     async def __aenter__(self) -> ApiClient:
-        if self._on_retry is not None:
-            report_retries_as_events()
         return self
 
     async def __aexit__(
@@ -349,14 +388,28 @@ class ApiClient:
         headers["Content-Type"] = "application/json"
         headers["Idempotency-Key"] = idempotency_key
         url = f"{self._base_url}/v1/images/generations"
+        sent = False  # whether any attempt got past connecting: then a task may exist
 
         async def once() -> TaskState:
-            payload, asked_at, got = await self._request_json(
-                "submit", "POST", url, headers, content)
+            nonlocal sent
+            try:
+                payload, asked_at, got = await self._request_json(
+                    "submit", "POST", url, headers, content)
+            except ApiUnreachable:
+                raise
+            except BaseException:
+                sent = True
+                raise
             return parse_submit(payload, request_id=got.get("X-Request-Id"),
                                 replayed=got.get("Idempotency-Replayed"), asked_at=asked_at)
 
-        return await self._retrying("submit", once)
+        try:
+            return await self._retrying("submit", once)
+        except ApiUnreachable as exc:
+            if not sent:
+                raise
+            # An earlier attempt reached the API: its outcome is unknown, whatever the last.
+            raise TransientError(f"submit: outcome unknown; then {exc}") from exc
 
     async def poll(self, task_id: str) -> TaskState:
         """The task's current state: ``GET /v1/tasks/{task_id}?language=en``.
@@ -458,12 +511,14 @@ class ApiClient:
         return text.replace(self._key, "***")
 
     @contextlib.contextmanager
-    def _translated(self, what: str, dest: Path | None = None) -> Iterator[None]:
+    def _translated(self, what: str, dest: Path | None = None, *,
+                    api: bool = False) -> Iterator[None]:
         """The one place where foreign exceptions become :mod:`pipeline.errors` ones.
 
         Around network calls (``dest`` None) any OSError is the network's (aiohttp's
         own errors are OSErrors too, and so is TimeoutError); around the disk work of
-        a download (``dest`` given) an OSError is the local file's, not retried.
+        a download (``dest`` given) an OSError is the local file's, not retried. A
+        call to the API (``api``) that cannot connect is an :class:`ApiUnreachable`.
         """
         try:
             yield
@@ -473,6 +528,9 @@ class ApiClient:
             if dest is not None:
                 raise TransientError(f"{what}: local file {dest}: {exc.strerror or exc}",
                                      retryable=False) from exc
+            if api and isinstance(exc, (aiohttp.ClientConnectorError,
+                                        aiohttp.ConnectionTimeoutError)):
+                raise self._unreachable(what, exc) from exc
             if isinstance(exc, TimeoutError):
                 raise TransientError(f"{what}: timed out ({type(exc).__name__})") from exc
             self._network_error(what, exc)
@@ -481,6 +539,29 @@ class ApiClient:
                                   f"{shorten(self._redact(str(exc)))}") from exc
         except aiohttp.ClientError as exc:
             self._network_error(what, exc)
+
+    def _unreachable(self, what: str, exc: OSError) -> ApiUnreachable:
+        """The error for an API call that could not connect: nothing was sent.
+
+        Retryable only once the API has answered this client: a first contact that
+        fails is final, so a wrong base URL is said at once, not after the backoff.
+        """
+        if isinstance(exc, aiohttp.ClientProxyConnectionError):
+            proxy = f"{exc.host}:{exc.port}"
+            return ApiUnreachable(
+                f"{what}: cannot connect to the proxy {proxy} ({_why(exc)}) — check "
+                "HTTPS_PROXY / HTTP_PROXY / NO_PROXY; nothing was sent",
+                address=proxy, retryable=self._reached)
+        address = self._address
+        reason = getattr(getattr(exc, "os_error", None), "reason", None)
+        if isinstance(exc, aiohttp.ClientConnectorSSLError) and reason in _PLAIN_HTTP_REASONS:
+            return NotTls(
+                f"the server at {address} does not speak TLS — use http:// for a local "
+                f"simulator ({_CHECK_BASE_URL}); nothing was sent",
+                address=address, retryable=False)
+        return ApiUnreachable(
+            f"{what}: cannot connect to {address} ({_why(exc)}) — {_CHECK_BASE_URL} "
+            "and the network; nothing was sent", address=address, retryable=self._reached)
 
     def _network_error(self, what: str, exc: BaseException) -> NoReturn:
         # aiohttp's class name says what happened (ServerDisconnectedError,
@@ -524,11 +605,12 @@ class ApiClient:
         await _through(gate)
         session = self._session()
         proxy = self._api_proxy
-        with self._translated(what):
+        with self._translated(what, api=True):
             asked_at = time.monotonic()
             # No redirects: a 3xx is an error naming the base URL (see _status_error).
             async with session.request(method, url, headers=headers, data=content,
                                        allow_redirects=False, proxy=proxy) as response:
+                self._reached = True
                 body = await response.read()
             status = response.status
             got = response.headers

@@ -20,8 +20,10 @@ The hierarchy::
         ├── BalanceExhausted     402: stop submitting; top up, then run again  (exit 7)
         ├── RequestRejected      400 / 404 / 409 / 422: this item fails, the run goes on
         └── TransientError       408 / 429 / 5xx / network / malformed reply: outcome
-                                 unknown; retried unless ``retryable`` is False (500,
-                                 501, ...: not retried, the next run resumes the item)
+            │                    unknown; retried unless ``retryable`` is False (500,
+            │                    501, ...: not retried, the next run resumes the item)
+            └── ApiUnreachable   no connection to the API: nothing was sent; the run stops
+                └── NotTls       https to a server speaking plain http         (exit 2)
 
 Foreign exceptions (yaml, jsonschema, jinja2, aiohttp, OSError) are translated into
 these at the module that calls the foreign library, always with ``raise ... from``.
@@ -232,3 +234,25 @@ class TransientError(ApiError):
         super().__init__(message, status=status)
         self.retry_after = retry_after
         self.retryable = retryable
+
+
+class ApiUnreachable(TransientError):
+    """No connection to the API's host could be made (refused, no such host, connect
+    timeout, failed TLS handshake): the request never left this machine.
+
+    Retried only once the API has answered in this process (a restart, a blip); a
+    first contact that fails is final, since the base URL or the network is wrong
+    and retrying would only delay saying so. The run stops: every other request
+    would fail the same way.
+    """
+
+    def __init__(self, message: str, *, address: str, retryable: bool = True) -> None:
+        super().__init__(message, retryable=retryable)
+        self.address = address  # HOST:PORT it could not connect to
+
+
+class NotTls(ApiUnreachable):
+    """An https base URL names a server that speaks plain http (a local simulator, say):
+    the URL's scheme is wrong, so this is a usage error."""
+
+    exit_code = 2

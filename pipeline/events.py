@@ -39,6 +39,7 @@ class StopReason(StrEnum):
     BALANCE = "balance"  # the account ran out of money (402)
     BUDGET = "budget"  # the next submission would have passed the budget
     INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM
+    UNREACHABLE = "unreachable"  # no connection to the API could be made
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,13 @@ from pathlib import Path
 from pipeline import lifecycle, sendable
 from pipeline.client import ApiClient, TaskImage, TaskState
 from pipeline.downloads import Downloaded
-from pipeline.errors import AuthError, BalanceExhausted, RequestRejected, TransientError
+from pipeline.errors import (
+    ApiUnreachable,
+    AuthError,
+    BalanceExhausted,
+    RequestRejected,
+    TransientError,
+)
 from pipeline.events import EventKind, RunEvent, RunResult, StopReason
 from pipeline.identity import fingerprint
 from pipeline.instances import Instance
@@ -163,6 +169,9 @@ class Executor:
             self.result.stopped = StopReason.AUTH
             self.emit(EventKind.STOPPING, key, str(exc))
             return False
+        except ApiUnreachable as exc:
+            self._unreachable(key, exc)
+            return False
 
     async def submit(self, item: PlanItem) -> _Flight | None:
         """The task to poll: the recorded one when resuming, else a fresh submission."""
@@ -196,6 +205,9 @@ class Executor:
         self.no_submissions.clear()
         try:
             return await self._post(item, base, cost)
+        except ApiUnreachable:
+            await self._not_sent(key, entry, base)
+            raise
         finally:
             self.submissions -= 1
             if not self.submissions:
@@ -218,6 +230,8 @@ class Executor:
             replay = recorded is not None and recorded.idempotency_key == base.idempotency_key
             try:
                 body["image_urls"] = await self.inputs.image_urls(found, replay=replay)
+            except ApiUnreachable:
+                raise  # nothing recorded yet; the run stops (see process)
             except RequestRejected as exc:
                 await self._fail(item, None, f"input image upload refused: {exc.api_message}")
                 return None
@@ -243,6 +257,8 @@ class Executor:
             self.result.unfinished.append((key, f"not submitted: {exc.api_message}"))
             self.emit(EventKind.STOPPING, key, "the account's balance is exhausted (HTTP 402)")
             raise _Stop from exc
+        except ApiUnreachable:
+            raise  # the POST never left this machine (see submit)
         except TransientError as exc:
             # The POST may or may not have created a task: keep the key, replay it next run.
             self.result.unfinished.append((key, f"submission outcome unknown: {exc}"))
@@ -298,6 +314,8 @@ class Executor:
             asked = self.monotonic()
             try:
                 state = await self.client.poll(task_id)
+            except ApiUnreachable:
+                raise  # the task stays recorded ``running``; the run stops (see process)
             except TransientError:
                 plan.polls += 1
                 plan.last_at = asked - started
@@ -418,6 +436,32 @@ class Executor:
         return True
 
     # -- helpers -----------------------------------------------------------------------
+
+    def _unreachable(self, key: str, exc: ApiUnreachable) -> None:
+        """The API cannot be reached: stop the run, as every other request would fail the
+        same way. ``key`` stays for the next run (its entry says where it was)."""
+        self.result.unfinished.append((key, "left for the next run: the API cannot be reached"))
+        if self.result.fatal is None:
+            self.result.fatal = exc
+            self.result.stopped = StopReason.UNREACHABLE
+            self.submitting_stopped = "the API cannot be reached"
+            self.emit(EventKind.STOPPING, key, str(exc))
+
+    async def _not_sent(self, key: str, previous: LockEntry | None, base: LockEntry) -> None:
+        """Undo the ``submitting`` record ``base`` of a POST that never left this machine.
+
+        No task exists, so the entry goes back to ``previous`` and the next plan shows
+        the instance as before this run. A replayed key stays ``submitting``: the
+        earlier POST that used it may have made a task.
+        """
+        if self.store.get(key) is not base or lifecycle.is_replay(previous, base.fingerprint):
+            return
+        if previous is None:
+            # On the loop, not in a thread: it changes the entries the loop reads. A
+            # failure path, taken at most once per task slot before the run stops.
+            self.store.delete([key])
+        else:
+            await self.store.commit(previous)
 
     async def _give_way(self) -> None:
         """Let submissions in progress go first, for at most ``options.download_give_way`` s.

@@ -18,6 +18,7 @@ from typing import Any
 from pipeline.client import ApiClient, Balance
 from pipeline.errors import (
     ApiError,
+    ApiUnreachable,
     AuthError,
     BalanceExhausted,
     BalanceTooLow,
@@ -91,7 +92,9 @@ def outcome_error(result: RunResult, *, budget: Decimal | None = None) -> Imgspe
     Each way a run can stop maps to one exception; its message says what to do next.
     """
     if result.fatal is not None:
-        return result.fatal  # 401/403: the API refused the key (exit 6)
+        # 401/403: the API refused the key (exit 6); it cannot be reached (exit 6, or 2
+        # for https to a plain http server).
+        return result.fatal
     if result.stopped == StopReason.INTERRUPTED:
         return Interrupted("interrupted; everything recorded is kept: run again to resume")
     if result.stopped == StopReason.BALANCE:
@@ -158,16 +161,18 @@ def check_balance(plan: Plan, balance: Balance, *, unit: str | None) -> str | No
 def balance_gate(settings: RunSettings, plan: Plan) -> str | None:
     """Before submitting: read the balance and :func:`check_balance` the plan.
 
-    A refused key is an AuthError (nothing can be submitted anyway); a balance that
-    cannot be read (a proxy without the endpoint, a network failure) only gives a
-    note, since the 402 of a submission still stops a run the account cannot pay.
+    A refused key is an AuthError, and an API that cannot be connected to an
+    ApiUnreachable (nothing can be submitted anyway: the run stops before anything is
+    recorded); a balance that cannot be read otherwise (a proxy without the endpoint,
+    a failure after connecting) only gives a note, since the 402 of a submission still
+    stops a run the account cannot pay.
     """
     if settings.ignore_balance or plan.total <= 0:
         return None
     try:
         balance = run_loop(read_balance(base_url=settings.base_url,
                                         api_key=settings.api_key))
-    except AuthError:
+    except (AuthError, ApiUnreachable):
         raise
     except ApiError as exc:
         return f"the balance could not be read ({exc}); not checked"
