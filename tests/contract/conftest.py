@@ -25,9 +25,11 @@ jobs:
 """
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``python -m pipeline ARGS`` with the test key, importing this worktree's code."""
+def cli(*args: str, env: dict[str, str] | None = None,
+        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -m pipeline ARGS`` with the test key, importing this worktree's code;
+    killed (TimeoutExpired) after ``timeout`` seconds."""
     environ = {**os.environ, "APIMART_API_KEY": KEY, "PYTHONPATH": str(ROOT), **(env or {})}
     environ.pop("IMGSPEC_BALANCE_UNIT", None)
     return subprocess.run([sys.executable, "-m", "pipeline", *args], env=environ, text=True,
-                          capture_output=True, timeout=120, check=False)
+                          capture_output=True, timeout=timeout, check=False)

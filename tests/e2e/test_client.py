@@ -30,6 +30,7 @@ from pipeline.client import ApiClient, TaskState
 from pipeline.downloads import Downloaded, DownloadLimits
 from pipeline.errors import (
     ApiError,
+    ApiUnreachable,
     AuthError,
     BalanceExhausted,
     RequestRejected,
@@ -407,20 +408,42 @@ def test_retry_after_beyond_the_deadline_stops_at_once() -> None:
     assert events == []
 
 
-def test_unreachable_api_is_transient() -> None:
-    """A refused connection is a TransientError once the retries are spent."""
+def test_refused_first_connection_fails_at_once_naming_host_and_port() -> None:
+    """A refused connection before the API ever answered is an ApiUnreachable at once:
+    no retry, HOST:PORT and the option to check named, nothing sent."""
     events: list[RetryEvent] = []
+    port = free_port()
 
-    async def scenario(client: ApiClient) -> TransientError:
-        with pytest.raises(TransientError) as caught:
+    async def scenario(client: ApiClient) -> ApiUnreachable:
+        with pytest.raises(ApiUnreachable) as caught:
             await client.poll("task_x")
         return caught.value
 
-    error = run(f"http://127.0.0.1:{free_port()}", scenario, events=events, retry_attempts=2)
-    assert "ClientConnectorError: Cannot connect to host" in str(error)
+    error = run(f"http://127.0.0.1:{port}", scenario, events=events, retry_attempts=3)
+    assert f"cannot connect to 127.0.0.1:{port} (connection refused" in str(error)
+    assert "--base-url / APIMART_BASE_URL" in str(error)
+    assert error.address == f"127.0.0.1:{port}"
     assert isinstance(error.__cause__, aiohttp.ClientConnectorError)
-    assert isinstance(error.__cause__, OSError)
-    assert len(events) == 1
+    assert events == []
+
+
+def test_refused_connection_after_the_api_answered_is_retried() -> None:
+    """Once the API has answered, a refused connection (a restart, say) is retried like any
+    network failure before it is an ApiUnreachable."""
+    events: list[RetryEvent] = []
+    with simulator() as sim:
+        base_url = sim.base_url
+
+        async def scenario(client: ApiClient) -> ApiUnreachable:
+            await client.balance()
+            sim.stop()
+            with pytest.raises(ApiUnreachable) as caught:
+                await client.balance()
+            return caught.value
+
+        error = run(base_url, scenario, events=events, retry_attempts=3)
+    assert error.retryable
+    assert len(events) == 2
 
 
 def test_proxy_environment_is_not_used_for_a_loopback_api(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -807,33 +830,44 @@ def test_endless_download_redirects_are_rejected(tmp_path: Path) -> None:
     assert not (tmp_path / "a.png").exists()
 
 
-def test_proxy_environment_is_used_for_a_remote_api(monkeypatch: pytest.MonkeyPatch) -> None:
-    """HTTP_PROXY (with its credentials) carries the calls to a remote API origin."""
+def test_proxy_environment_tunnels_to_a_remote_api_without_seeing_the_key(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTPS_PROXY (with its credentials) carries the calls to a remote https API origin in
+    a CONNECT tunnel: the proxy is asked for the host, and never sees the key."""
     seen: list[tuple[str, str, str, str]] = []
 
     async def proxy(request: web.BaseRequest) -> web.StreamResponse:
-        seen.append((request.host, request.path, request.headers.get("Authorization", ""),
+        seen.append((request.method, request.host, request.headers.get("Authorization", ""),
                      request.headers.get("Proxy-Authorization", "")))
-        return web.json_response({"success": True, "remain_balance": 12.5,
-                                  "used_balance": 1, "unlimited_quota": False})
+        return web.Response(status=403, text="no tunnels here")
 
-    async def scenario() -> Any:
+    async def scenario() -> ApiError:
         async with scripted(proxy) as proxy_url:
-            monkeypatch.setenv("HTTP_PROXY", proxy_url.replace("://", "://user:pw@"))
-            async with ApiClient(base_url="http://api.example.test", api_key=KEY) as client:
-                return await client.balance()
+            monkeypatch.setenv("HTTPS_PROXY", proxy_url.replace("://", "://user:pw@"))
+            async with ApiClient(base_url="https://api.example.test", api_key=KEY,
+                                 retry_attempts=1) as client:
+                with pytest.raises(ApiError) as caught:
+                    await client.balance()
+                return caught.value
 
-    for name in ("NO_PROXY", "no_proxy", "http_proxy", "ALL_PROXY", "all_proxy"):
+    for name in ("NO_PROXY", "no_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
-    balance = asyncio.run(scenario())
-    assert str(balance.remain) == "12.5"
-    assert seen == [("api.example.test", "/v1/balance", f"Bearer {KEY}",
+    error = asyncio.run(scenario())
+    assert KEY not in str(error)
+    assert seen == [("CONNECT", "api.example.test", "",
                      "Basic " + base64.b64encode(b"user:pw").decode())]
+
+
+def test_plain_http_to_a_remote_api_is_refused_before_any_request() -> None:
+    """An http base URL naming another machine is a UsageError when the client is made:
+    the key would cross the network in clear."""
+    with pytest.raises(UsageError, match="plain http to a host other than this machine"):
+        ApiClient(base_url="http://api.example.test", api_key=KEY)
 
 
 def test_base_url_with_a_port_out_of_range_is_a_usage_error() -> None:
     """A base URL whose port is past 65535 is refused as a usage error, not a crash."""
-    with pytest.raises(UsageError, match="not an http"):
+    with pytest.raises(UsageError, match="cannot be parsed"):
         ApiClient(base_url="http://127.0.0.1:99999", api_key=KEY)
 
 
