@@ -53,7 +53,7 @@ def recorder() -> Iterator[Recorder]:
     record = Recorder(port=0, statuses=[200])
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             record.seen.append((self.command, self.path, self.headers.get("Authorization")))
             status = record.statuses[min(len(record.seen), len(record.statuses)) - 1]
             self.send_response(status)
@@ -62,9 +62,9 @@ def recorder() -> Iterator[Recorder]:
             self.end_headers()
             self.wfile.write(BALANCE)
 
-        do_POST = do_GET  # noqa: N815
+        do_POST = do_GET
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
