@@ -18,6 +18,7 @@ CORE = (
     "manifest", "matrix", "pacing", "plan", "polling", "pricing", "replies", "reroll",
     "rules", "schema", "selection", "spec", "bounds", "sandbox", "templates",
     "views.balance", "views.diff", "views.graph", "views.plan", "views.status", "views.teams",
+    "endpoint",
 )
 # The shell: the modules that talk to disks, networks, processes and clocks.
 SHELL = frozenset({
