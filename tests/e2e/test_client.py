@@ -427,6 +427,33 @@ def test_refused_first_connection_fails_at_once_naming_host_and_port() -> None:
     assert events == []
 
 
+def test_submit_sent_once_then_refused_is_outcome_unknown_not_unreachable() -> None:
+    """A submit whose first attempt reached the server (which hung up) and whose retry
+    was refused may have made a task: outcome unknown, so its key is replayed, never
+    recorded as not sent."""
+    events: list[RetryEvent] = []
+
+    async def scenario(client_options: dict[str, Any]) -> TransientError:
+        async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(1024)  # the POST arrived
+            writer.close()
+            server.close()  # nothing listens any more: the retry is refused
+
+        server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with ApiClient(base_url=f"http://127.0.0.1:{port}", api_key=KEY,
+                             on_retry=events.append, **client_options) as client:
+            with pytest.raises(TransientError) as caught:
+                await client.submit(body(), idempotency_key="sent-1")
+        return caught.value
+
+    error = asyncio.run(scenario({"retry_attempts": 3}))
+    assert not isinstance(error, ApiUnreachable)
+    assert "outcome unknown" in str(error)
+    assert isinstance(error.__cause__, ApiUnreachable)
+    assert len(events) == 1
+
+
 def test_refused_connection_after_the_api_answered_is_retried() -> None:
     """Once the API has answered, a refused connection (a restart, say) is retried like any
     network failure before it is an ApiUnreachable."""
