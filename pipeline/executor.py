@@ -450,12 +450,12 @@ class Executor:
     async def _not_sent(self, key: str, previous: LockEntry | None, base: LockEntry) -> None:
         """Undo the ``submitting`` record ``base`` of a POST that never left this machine.
 
-        No task exists, so the entry goes back to ``previous`` and the next plan shows
-        the instance as before this run. A replayed key stays ``submitting``: the
-        earlier POST that used it may have made a task.
+        This POST made no task, so the entry goes back to ``previous`` and the next plan
+        shows the instance as before this run. A ``previous`` left ``submitting`` stays
+        so, key and all: the earlier POST that used the key may have made a task.
         """
-        if self.store.get(key) is not base or lifecycle.is_replay(previous, base.fingerprint):
-            return
+        if self.store.get(key) is not base:
+            return  # nothing recorded yet (an upload could not connect)
         if previous is None:
             # On the loop, not in a thread: it changes the entries the loop reads. A
             # failure path, taken at most once per task slot before the run stops.

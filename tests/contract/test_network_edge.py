@@ -19,9 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import stamina
 
 from tests.contract.conftest import FOUR_SHOPS, cli
-from tests.e2e.conftest import KEY, Project, spawn
+from tests.e2e.conftest import KEY, Imgspec, Project, spawn
 from tests.simulator.simkit import StartSim
 
 # Every test here runs a few short commands; nothing waits on a backoff.
@@ -201,6 +202,32 @@ def test_unreachable_submission_leaves_the_entry_as_it_was(project: Project,
     assert ledger.tasks_created == 4
     assert len(list(project.outputs.rglob("*.png"))) == ledger.images_charged == 4
     assert sum(Decimal(str(e["charged"])) for e in before.values()) == ledger.cost_charged
+
+
+def test_unanswered_submission_keeps_its_key_through_an_unreachable_run(
+        project: Project, start_sim: StartSim, imgspec: Imgspec) -> None:
+    """Entries left ``submitting`` (a POST whose reply never came) stay so, with the same
+    Idempotency-Key, through a run that cannot connect: the earlier POST may have made a
+    task, so the next run must replay that key, not start a new attempt."""
+    broken = start_sim(faults={"submit.reset": 1.0})
+    project.manifest.write_text(FOUR_SHOPS)
+    with stamina.set_testing(True):  # one attempt, no backoff: the run ends at once
+        left = imgspec("run", str(project.manifest), "--yes", "--base-url", broken.base_url)
+    assert left.exit_code == 4, left.output
+    before = entries(project)
+    assert {e["status"] for e in before.values()} == {"submitting"}
+    ran = imgspec("run", str(project.manifest), "--yes", "--ignore-balance",
+                  "--base-url", f"http://127.0.0.1:{closed_port()}")
+    assert ran.exit_code == 6, ran.output
+    assert entries(project) == before
+    healthy = start_sim()
+    done = imgspec("run", str(project.manifest), "--yes", "--base-url", healthy.base_url)
+    assert done.exit_code == 0, done.output
+    assert {e["idempotency_key"] for e in entries(project).values()} == {
+        e["idempotency_key"] for e in before.values()}
+    assert broken.ledger().tasks_created == 0
+    assert healthy.ledger().tasks_created == 4
+    assert len(list(project.outputs.rglob("*.png"))) == healthy.ledger().images_charged == 4
 
 
 def test_tasks_resumed_with_nothing_listening_stop_the_run_at_once(
