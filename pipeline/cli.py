@@ -306,7 +306,6 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
     from pipeline.loop import run_loop
     from pipeline.pacing import RunOptions
     from pipeline.pricing import money
-    from pipeline.retrying import report_retries_as_events
     from pipeline.run import (
         RunSettings,
         balance_gate,
@@ -320,9 +319,6 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
     from pipeline.views.plan import plan_text
     from pipeline.views.progress import run_summary
 
-    # Retries are reported through the run's own events; stamina's default hook would
-    # log a warning line over the progress display for each one.
-    report_retries_as_events()
     if not simulate:  # --simulate talks to its own simulator, whatever the option says
         base_url = _checked_base_url(base_url)
     if selection.shard is not None:

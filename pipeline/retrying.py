@@ -73,8 +73,11 @@ def _report_retry(details: RetryDetails) -> None:
 def report_retries_as_events() -> None:
     """Route stamina's retry hooks to the clients' ``on_retry`` (and nowhere else).
 
-    stamina's default hook logs a warning per retry, which would draw over the
-    progress display; imgspec reports retries as run events instead.
+    stamina's default hooks log a warning per retry (``stamina.retry_scheduled``),
+    which would print raw log lines on a user's terminal and over the progress
+    display; imgspec reports retries as run events instead, or not at all. Every
+    ``ApiClient`` calls this when it is made (setting the same hooks again changes
+    nothing), so no command can retry with stamina's defaults in place.
     """
     stamina.instrumentation.set_on_retry_hooks([_report_retry])
 
