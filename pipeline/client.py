@@ -395,13 +395,14 @@ class ApiClient:
             try:
                 payload, asked_at, got = await self._request_json(
                     "submit", "POST", url, headers, content)
+                return parse_submit(payload, request_id=got.get("X-Request-Id"),
+                                    replayed=got.get("Idempotency-Replayed"),
+                                    asked_at=asked_at)
             except ApiUnreachable:
                 raise
-            except BaseException:
+            except BaseException:  # sent, and maybe answered (a malformed reply, say)
                 sent = True
                 raise
-            return parse_submit(payload, request_id=got.get("X-Request-Id"),
-                                replayed=got.get("Idempotency-Replayed"), asked_at=asked_at)
 
         try:
             return await self._retrying("submit", once)
@@ -546,8 +547,8 @@ class ApiClient:
         Retryable only once the API has answered this client: a first contact that
         fails is final, so a wrong base URL is said at once, not after the backoff.
         """
-        if isinstance(exc, aiohttp.ClientProxyConnectionError):
-            proxy = f"{exc.host}:{exc.port}"
+        if isinstance(exc, aiohttp.ClientProxyConnectionError) and self._api_proxy is not None:
+            proxy = f"{self._api_proxy.host}:{self._api_proxy.port}"
             return ApiUnreachable(
                 f"{what}: cannot connect to the proxy {proxy} ({_why(exc)}) — check "
                 "HTTPS_PROXY / HTTP_PROXY / NO_PROXY; nothing was sent",

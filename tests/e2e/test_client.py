@@ -427,15 +427,24 @@ def test_refused_first_connection_fails_at_once_naming_host_and_port() -> None:
     assert events == []
 
 
-def test_submit_sent_once_then_refused_is_outcome_unknown_not_unreachable() -> None:
-    """A submit whose first attempt reached the server (which hung up) and whose retry
-    was refused may have made a task: outcome unknown, so its key is replayed, never
-    recorded as not sent."""
+@pytest.mark.parametrize(("reply", "retries"), [
+    (b"", 1),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}", 2),
+], ids=["hung-up", "malformed"])
+def test_submit_sent_once_then_refused_is_outcome_unknown_not_unreachable(
+        reply: bytes, retries: int) -> None:
+    """A submit whose first attempt reached the server (which hung up, or answered 200
+    with no task in its JSON) and whose retry was refused may have made a task: outcome
+    unknown, so its key is replayed, never recorded as not sent. (Refusals are retried
+    only after the API answered: once for the hang-up, to the last attempt after the
+    malformed reply.)"""
     events: list[RetryEvent] = []
 
     async def scenario(client_options: dict[str, Any]) -> TransientError:
         async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await reader.read(1024)  # the POST arrived
+            writer.write(reply)
+            await writer.drain()
             writer.close()
             server.close()  # nothing listens any more: the retry is refused
 
@@ -451,7 +460,7 @@ def test_submit_sent_once_then_refused_is_outcome_unknown_not_unreachable() -> N
     assert not isinstance(error, ApiUnreachable)
     assert "outcome unknown" in str(error)
     assert isinstance(error.__cause__, ApiUnreachable)
-    assert len(events) == 1
+    assert len(events) == retries
 
 
 def test_refused_connection_after_the_api_answered_is_retried() -> None:
