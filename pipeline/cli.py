@@ -298,9 +298,10 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
         balance_unit: str | None) -> None:
     """Run what the plan says: submit, poll, download; rerun to do only what is left.
 
-    Exit 0 all done, 2 usage error, 3 over budget, 4 items failed or unfinished,
-    6 the API refused the key, 7 the balance ran out (top up, run again), 8 the
-    balance cannot cover the plan (nothing submitted), 130 interrupted.
+    Exit 0 all done, 2 usage error (a wrong base URL too), 3 over budget, 4 items
+    failed or unfinished, 6 the API refused the key or cannot be connected to, 7 the
+    balance ran out (top up, run again), 8 the balance cannot cover the plan (nothing
+    submitted), 130 interrupted.
     """
 
     from pipeline.loop import run_loop
