@@ -26,6 +26,7 @@ class EventKind(StrEnum):
     BLOCKED = "blocked"  # an upstream did not finish, so this cannot start
     UNFINISHED = "unfinished"  # left for the next run (timeout, unknown outcome)
     STOPPING = "stopping"  # the run stops early (auth, balance, budget, Ctrl-C)
+    WARNING = "warning"  # the run goes on, but something in its inputs deserves a look
 
 
 TERMINAL_EVENTS = frozenset({EventKind.DONE, EventKind.FAILED, EventKind.BLOCKED,

@@ -32,11 +32,18 @@ from pathlib import Path
 from pipeline import lifecycle, sendable
 from pipeline.client import ApiClient, TaskImage, TaskState
 from pipeline.downloads import Downloaded
-from pipeline.errors import AuthError, BalanceExhausted, RequestRejected, TransientError
+from pipeline.errors import (
+    AuthError,
+    BalanceExhausted,
+    InputChanged,
+    RequestRejected,
+    TransientError,
+)
 from pipeline.events import EventKind, RunEvent, RunResult, StopReason
 from pipeline.identity import fingerprint
 from pipeline.instances import Instance
 from pipeline.journal import LockStore
+from pipeline.links import LinkTrust, host_of
 from pipeline.lockfile import LockEntry, Output
 from pipeline.outputs import OutputFolder, utc_now
 from pipeline.pacing import Bound, RunOptions
@@ -72,7 +79,7 @@ class Executor:
                  outputs: OutputFolder, workspace: Workspace, pricing: PriceTable,
                  options: RunOptions, on_event: Callable[[RunEvent], None] | None = None,
                  clock: Callable[[], float] = time.time, inputs: InputsMode = "upload",
-                 polling: PollModel | None = None) -> None:
+                 polling: PollModel | None = None, links: LinkTrust | None = None) -> None:
         self.plan = plan
         self.client = client
         self.store = store
@@ -96,8 +103,12 @@ class Executor:
         self.submissions = 0  # between recording ``submitting`` and recording the reply
         self.no_submissions = asyncio.Event()
         self.no_submissions.set()
+        # Which links recorded in the lockfile may be sent or fetched (the API's site);
+        # without one, none is.
+        self.links = links if links is not None else LinkTrust(("", "", None))
         self.inputs = Inputs(mode=inputs, client=client, store=store, workspace=workspace,
-                             clock=clock)
+                             clock=clock, links=self.links,
+                             warn=lambda message: self.emit(EventKind.WARNING, None, message))
 
     # -- events ------------------------------------------------------------------------
 
@@ -209,7 +220,7 @@ class Executor:
         if inst.inputs:
             found = sendable.sources(inst.inputs, self.store.entries, now=self.clock(),
                                      url_margin=self.options.url_margin,
-                                     output_file=self.outputs.absolute)
+                                     output_file=self.outputs.absolute, links=self.links)
             # Uploads first (durable), ``submitting`` after: nothing paid hangs on an
             # upload that is not confirmed, and a replay sends the same URLs.
             recorded = self.store.get(key)
@@ -220,6 +231,9 @@ class Executor:
                 body["image_urls"] = await self.inputs.image_urls(found, replay=replay)
             except RequestRejected as exc:
                 await self._fail(item, None, f"input image upload refused: {exc.api_message}")
+                return None
+            except InputChanged as exc:  # not the planned file: nothing sent, nothing recorded
+                await self._fail(item, None, str(exc))
                 return None
             except TransientError as exc:
                 self.result.unfinished.append((key, f"not submitted: input upload failed: {exc}"))
@@ -384,8 +398,12 @@ class Executor:
             await self._give_way()
             temp = self.outputs.temp_path(item.job, key, index)
             problem: str | None = None
+            url = self.links.recorded(output.url)
             try:
-                got = await self.client.download(output.url or "", temp)
+                if url is None:
+                    raise RequestRejected(f"the recorded link on {host_of(output.url or '')} "
+                                          "is not the API's; it was not fetched")
+                got = await self.client.download(url, temp)
                 if got.sha256 != output.sha256:
                     problem = "the link now serves a different image"
             except RequestRejected as exc:

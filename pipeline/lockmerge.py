@@ -9,10 +9,13 @@ The rules, for one instance key:
 - present on one side only: taken (a merge never deletes an entry; ``imgspec
   prune`` does, on purpose);
 - the same on both sides, or one side unchanged from the base: the other side;
-- both sides record the same task (same task id, else the same idempotency
-  key): the further one wins (done over in flight over failed, then the newer
+- both sides record the same task, as far as the evidence shows: the same task
+  id; or the same idempotency key with no two different task ids; or one side
+  never submitted (neither task id nor key, so nothing of it can be lost). Then
+  the further one wins (done over in flight over failed, then the newer
   ``updated_at``), with any task id or idempotency key only the other recorded
-  filled in;
+  filled in. Anything else (one side's task id against the other's key, two
+  different keys) is two tasks, both possibly paid;
 - different tasks: the winner as above (two done entries: the newer), and the
   loser is kept under ``KEY#superseded:TASK`` so its task id and idempotency
   key stay reachable and its cost stays counted. Its ``outputs`` are dropped
@@ -23,6 +26,11 @@ The rules, for one instance key:
 
 The winner's every other field is carried as it is (``dataclasses.replace``),
 so fields added to ``LockEntry`` later survive a merge untouched.
+
+Uploads (by image sha256): per image, the URL that lasts longest, among those on
+the API's site when the merge is given one (``links``). A URL off that site is
+dropped and noted, never preferred however long it claims to live: a run would
+ignore it anyway, and uploading again is free.
 """
 
 from __future__ import annotations
@@ -34,13 +42,14 @@ from pathlib import Path
 from typing import Literal
 
 from pipeline.errors import MergeConflict
-from pipeline.lockfile import LockEntry, Lockfile, merge_uploads
+from pipeline.links import LinkTrust, host_of
+from pipeline.lockfile import LockEntry, Lockfile, Upload, merge_uploads
 
 SUPERSEDED = "#superseded:"
 # Further along wins: a done result over a task in flight over a failed attempt.
 RANK = {"done": 2, "running": 1, "submitting": 1, "failed": 0}
 
-NoteKind = Literal["superseded", "filled"]
+NoteKind = Literal["superseded", "filled", "upload-dropped"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +98,17 @@ def superseded_key(entry: LockEntry) -> str:
 
 
 def same_task(a: LockEntry, b: LockEntry) -> bool:
-    """Whether two entries record the same task (or one records none at all)."""
+    """Whether two entries record the same task, on the evidence (or one records none).
+
+    Equal task ids; else equal idempotency keys (a task id on one side only does not
+    contradict them: the other side never heard the reply). A task id against a key,
+    or two different keys, may be two paid tasks, so they are not folded into one.
+    """
+    if not (a.task_id or a.idempotency_key) or not (b.task_id or b.idempotency_key):
+        return True  # a side that never submitted has nothing that could be lost
     if a.task_id and b.task_id:
         return a.task_id == b.task_id
-    if a.idempotency_key and b.idempotency_key:
-        return a.idempotency_key == b.idempotency_key
-    return True  # a side that never submitted has nothing that could be lost
+    return bool(a.idempotency_key) and a.idempotency_key == b.idempotency_key
 
 
 def _order(entry: LockEntry) -> tuple[int, str, str, str]:
@@ -141,8 +155,10 @@ def merge_entries(a: LockEntry, b: LockEntry,
     return [winner, moved], [note]
 
 
-def merge_locks(sides: Sequence[Lockfile], *, base: Lockfile | None = None) -> Merged:
-    """Merge lockfiles (``base``: their common ancestor, for git's three-way merge).
+def merge_locks(sides: Sequence[Lockfile], *, base: Lockfile | None = None,
+                links: LinkTrust | None = None) -> Merged:
+    """Merge lockfiles (``base``: their common ancestor, for git's three-way merge;
+    ``links``: the API's site, which upload URLs must be on to be kept).
 
     Raises ``MergeConflict`` naming every key that cannot be merged; nothing is
     half-merged: the caller writes the result only when this returns.
@@ -173,9 +189,27 @@ def merge_locks(sides: Sequence[Lockfile], *, base: Lockfile | None = None) -> M
     if conflicts:
         raise MergeConflict(conflicts, reasons)
     manifest = next((s.manifest for s in sides if s.manifest), "")
-    uploads = merge_uploads(*(s.uploads for s in sides))  # free to redo: never a conflict
+    # Free to redo: never a conflict.
+    uploads = merge_uploads(*(_on_site(s.uploads, links, notes) for s in sides))
     return Merged(Lockfile(manifest=manifest, entries=merged, uploads=uploads), tuple(notes),
                   len(sides))
+
+
+def _on_site(uploads: Mapping[str, Upload], links: LinkTrust | None,
+             notes: list[MergeNote]) -> Mapping[str, Upload]:
+    """``uploads`` without the URLs off the API's site (each noted)."""
+    if links is None:
+        return uploads
+    kept: dict[str, Upload] = {}
+    for sha, upload in sorted(uploads.items()):
+        if links.recorded(upload.url) is not None:
+            kept[sha] = upload
+        else:
+            notes.append(MergeNote("upload-dropped", f"uploads[{sha[:12]}…]", "-",
+                                   host_of(upload.url),
+                                   "dropped an upload URL that is not on the API's site; "
+                                   "the next run uploads the image again"))
+    return kept
 
 
 def _keep_superseded(merged: dict[str, LockEntry], extra: Iterable[LockEntry],

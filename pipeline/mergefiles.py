@@ -17,6 +17,7 @@ from pipeline.errors import ImgspecError, LockfileError, MergeConflict, UsageErr
 from pipeline.expand import expand
 from pipeline.guard import RunGuard, guard_path
 from pipeline.journal import journal_path, write_lockfile
+from pipeline.links import for_lockfile
 from pipeline.lockfile import Lockfile, lockfile_path, parse_lockfile
 from pipeline.lockmerge import Merged, merge_locks
 from pipeline.manifest import load_manifest
@@ -36,15 +37,20 @@ def _read_side(path: Path, *, what: str) -> Lockfile:
     return parse_lockfile(text, source=f"{path} ({what})")
 
 
-def merge_driver(base: Path, ours: Path, theirs: Path, *, name: str | None = None) -> Merged:
+def merge_driver(base: Path, ours: Path, theirs: Path, *, name: str | None = None,
+                 base_url: str) -> Merged:
     """git's merge driver (``%O %A %B``): the merged lockfile replaces ``ours`` (``%A``).
+
+    Upload URLs are kept only on the API's site (``base_url``; any loopback
+    simulator for a ``--simulate`` lockfile).
 
     On a conflict ``ours`` is left untouched and git keeps both sides in its index.
     """
     shown = name or str(ours)
     try:
         sides = [_read_side(ours, what="ours"), _read_side(theirs, what="theirs")]
-        merged = merge_locks(sides, base=_read_side(base, what="base"))
+        merged = merge_locks(sides, base=_read_side(base, what="base"),
+                             links=for_lockfile(shown, base_url))
     except MergeConflict as exc:
         raise exc.advised(
             f"{shown} keeps our side; git keeps both (`git show :2:{shown}` is ours, "
@@ -58,8 +64,11 @@ def merge_driver(base: Path, ours: Path, theirs: Path, *, name: str | None = Non
     return merged
 
 
-def merge_into(into: Path, sources: Sequence[Path]) -> Merged:
+def merge_into(into: Path, sources: Sequence[Path], *,
+               base_url: str) -> Merged:
     """Fold ``sources`` (and ``into`` itself, if it exists) into ``into``.
+
+    Upload URLs are kept only on the API's site, as in :func:`merge_driver`.
 
     Output paths are stored relative to their lockfile's folder, so entries from a
     lockfile in another folder are rebased onto ``into``'s: they keep naming the
@@ -89,7 +98,7 @@ def merge_into(into: Path, sources: Sequence[Path]) -> Merged:
             sides.append(_rebased(current_lock(path, manifest=""), path.parent,
                                   target.parent))
         try:
-            merged = merge_locks(sides)
+            merged = merge_locks(sides, links=for_lockfile(target.name, base_url))
         except MergeConflict as exc:
             raise exc.advised(f"nothing was written; {into} and every input are unchanged. "
                               "Keep the entry you want in one input (delete it from the "

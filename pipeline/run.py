@@ -30,6 +30,7 @@ from pipeline.events import EventKind, RunEvent, RunResult, StopReason
 from pipeline.executor import Executor
 from pipeline.guard import RunGuard, guard_path
 from pipeline.journal import LockStore
+from pipeline.links import LinkTrust
 from pipeline.lockfile import lockfile_path
 from pipeline.loop import run_loop
 from pipeline.pacing import RunOptions
@@ -192,7 +193,9 @@ async def execute_run(settings: RunSettings, prepared: Prepared, plan: Plan, sto
         executor = Executor(plan, client=client, store=store, outputs=outputs,
                             workspace=prepared.workspace, pricing=prepared.manifest.pricing,
                             options=settings.options, on_event=on_event,
-                            inputs=prepared.manifest.inputs)
+                            inputs=prepared.manifest.inputs,
+                            links=LinkTrust.for_base_url(settings.base_url,
+                                                         simulator=settings.simulate))
         result = await _interruptible(executor.run(), executor)
     await store.settle()  # journal writes still in flight (after Ctrl-C, say)
     store.checkpoint()
