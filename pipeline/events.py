@@ -108,6 +108,9 @@ class RunResult:
     failed: list[tuple[str, str]] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
     unfinished: list[tuple[str, str]] = field(default_factory=list)
+    # Failed because an input was not the file the plan hashed: a new plan prices
+    # them (as changed or new), so ``--only-failed`` would not select them.
+    replan: list[str] = field(default_factory=list)
     spent: Decimal = Decimal(0)
     stopped: StopReason | None = None
     fatal: ApiError | None = None

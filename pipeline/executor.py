@@ -233,6 +233,7 @@ class Executor:
                 await self._fail(item, None, f"input image upload refused: {exc.api_message}")
                 return None
             except InputChanged as exc:  # not the planned file: nothing sent, nothing recorded
+                self.result.replan.append(key)
                 await self._fail(item, None, str(exc))
                 return None
             except TransientError as exc:

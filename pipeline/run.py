@@ -101,8 +101,12 @@ def outcome_error(result: RunResult, *, budget: Decimal | None = None) -> Imgspe
         return BudgetExceeded("stopped submitting at the budget; raise it to continue",
                               cost=result.spent, budget=budget)
     if not result.complete:
-        return ItemsFailed("some instances did not finish; see above. Rerun with "
-                           "--only-failed to retry them",
+        advice = ("some instances did not finish; see above. Rerun with --only-failed to "
+                  "retry them")
+        if result.replan:
+            advice += (f" ({len(result.replan):,} had an input changed during the run: a "
+                       "plain rerun plans them with the new file)")
+        return ItemsFailed(advice,
                            failed=[k for k, _ in result.failed],
                            unfinished=[k for k, _ in result.unfinished],
                            blocked=result.blocked)

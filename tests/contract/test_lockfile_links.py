@@ -161,6 +161,7 @@ def test_an_input_changed_between_plan_and_run_is_neither_uploaded_nor_paid(
     Image.new("RGB", (320, 320), (200, 40, 40)).save(buffer, format="PNG")
     output, sim = run_with_a_swap(project, start_sim, buffer.getvalue())
     assert output.count("changed since the plan") >= 4, output
+    assert "a plain rerun plans them with the new file" in output
     ledger = sim.ledger()
     assert ledger.uploads == 1  # the planned file only
     assert ledger.tasks_created == ledger.images_charged == 2
