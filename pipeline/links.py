@@ -4,12 +4,14 @@ A lockfile is a file anyone with the repository can edit, so a URL in it is a
 claim, not a fact. Sent as an input (a recorded upload, or an upstream image's
 result link), a foreign URL makes the run pay for edits of someone else's image;
 fetched as a repair, it puts someone else's bytes in the output folder. So a
-recorded URL is used only on the API's own site: the base URL's origin, or a
-host of the base URL's parent domain over https (APIMart answers uploads and
-results on ``upload.apimart.ai`` for ``api.apimart.ai``). A loopback or IP
-address base URL (the simulator) trusts its exact origin only. Anything else is
-ignored: an upload is redone (free), an upstream image is sent from its file
-on disk, a repair does not fetch it.
+recorded URL is used only on the API's own site: the base URL's origin, or over
+https a host of the same registrable domain (APIMart answers uploads and results
+on ``upload.apimart.ai`` for ``api.apimart.ai``). The registrable domain comes
+from the Public Suffix List, private section included, so a proxy at
+``me.herokuapp.com`` trusts itself, not every other tenant of ``herokuapp.com``.
+A loopback or IP address base URL (the simulator) trusts its exact origin only.
+Anything else is ignored: an upload is redone (free), an upstream image is sent
+from its file on disk, a repair does not fetch it.
 
 Under ``run --simulate`` the API is an in-process simulator on a new port each
 time. Its result and upload URLs are signed with the seed its state file keeps,
@@ -22,12 +24,16 @@ Pure: strings in, strings out.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from pipeline.replies import is_loopback
+
+if TYPE_CHECKING:
+    from publicsuffixlist import PublicSuffixList
 
 Origin = tuple[str, str, int | None]  # (scheme, host, port), as client.py compares them
 
@@ -56,13 +62,21 @@ def _is_address(host: str) -> bool:
     return True
 
 
+@functools.cache
+def _suffixes() -> PublicSuffixList:
+    """The bundled Public Suffix List, parsed once (~0.2 s), only when a name needs it."""
+    from publicsuffixlist import PublicSuffixList  # imported by the runs that need it
+
+    return PublicSuffixList()
+
+
 def _site(host: str) -> str | None:
-    """The domain whose hosts share the API's trust: the parent of a three-label or
-    longer name (``api.apimart.ai`` -> ``apimart.ai``); None for an address or loopback."""
+    """The registrable domain whose hosts share the API's trust (``api.apimart.ai`` ->
+    ``apimart.ai``); None for an address, loopback, or a name that is itself a suffix."""
     if _is_address(host) or is_loopback(host):
         return None
-    labels = host.rstrip(".").split(".")
-    return ".".join(labels[1:]) if len(labels) >= 3 else ".".join(labels)
+    site: str | None = _suffixes().privatesuffix(host.rstrip("."))
+    return site
 
 
 @dataclass(frozen=True, slots=True)
