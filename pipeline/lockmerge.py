@@ -26,11 +26,6 @@ The rules, for one instance key:
 
 The winner's every other field is carried as it is (``dataclasses.replace``),
 so fields added to ``LockEntry`` later survive a merge untouched.
-
-Uploads (by image sha256): per image, the URL that lasts longest, among those on
-the API's site when the merge is given one (``links``). A URL off that site is
-dropped and noted, never preferred however long it claims to live: a run would
-ignore it anyway, and uploading again is free.
 """
 
 from __future__ import annotations
@@ -42,8 +37,7 @@ from pathlib import Path
 from typing import Literal
 
 from pipeline.errors import MergeConflict
-from pipeline.links import LinkTrust, host_of
-from pipeline.lockfile import LockEntry, Lockfile, Upload, merge_uploads
+from pipeline.lockfile import LockEntry, Lockfile, merge_uploads
 
 SUPERSEDED = "#superseded:"
 # Further along wins: a done result over a task in flight over a failed attempt.
@@ -155,10 +149,8 @@ def merge_entries(a: LockEntry, b: LockEntry,
     return [winner, moved], [note]
 
 
-def merge_locks(sides: Sequence[Lockfile], *, base: Lockfile | None = None,
-                links: LinkTrust | None = None) -> Merged:
-    """Merge lockfiles (``base``: their common ancestor, for git's three-way merge;
-    ``links``: the API's site, which upload URLs must be on to be kept).
+def merge_locks(sides: Sequence[Lockfile], *, base: Lockfile | None = None) -> Merged:
+    """Merge lockfiles (``base``: their common ancestor, for git's three-way merge).
 
     Raises ``MergeConflict`` naming every key that cannot be merged; nothing is
     half-merged: the caller writes the result only when this returns.
@@ -189,27 +181,9 @@ def merge_locks(sides: Sequence[Lockfile], *, base: Lockfile | None = None,
     if conflicts:
         raise MergeConflict(conflicts, reasons)
     manifest = next((s.manifest for s in sides if s.manifest), "")
-    # Free to redo: never a conflict.
-    uploads = merge_uploads(*(_on_site(s.uploads, links, notes) for s in sides))
+    uploads = merge_uploads(*(s.uploads for s in sides))  # free to redo: never a conflict
     return Merged(Lockfile(manifest=manifest, entries=merged, uploads=uploads), tuple(notes),
                   len(sides))
-
-
-def _on_site(uploads: Mapping[str, Upload], links: LinkTrust | None,
-             notes: list[MergeNote]) -> Mapping[str, Upload]:
-    """``uploads`` without the URLs off the API's site (each noted)."""
-    if links is None:
-        return uploads
-    kept: dict[str, Upload] = {}
-    for sha, upload in sorted(uploads.items()):
-        if links.recorded(upload.url) is not None:
-            kept[sha] = upload
-        else:
-            notes.append(MergeNote("upload-dropped", f"uploads[{sha[:12]}…]", "-",
-                                   host_of(upload.url),
-                                   "dropped an upload URL that is not on the API's site; "
-                                   "the next run uploads the image again"))
-    return kept
 
 
 def _keep_superseded(merged: dict[str, LockEntry], extra: Iterable[LockEntry],
