@@ -39,3 +39,20 @@ def test_simulate_downloads_a_damaged_image_again_from_the_current_simulator(
     assert ledger.images_charged == IMAGES
     again = cli("plan", "--simulate", "--json", str(project.manifest))
     assert {i["status"] for i in json.loads(again.stdout)["items"]} == {"up-to-date"}
+
+
+def test_simulate_reuses_an_earlier_processes_upload_without_a_warning(
+        project: Project) -> None:
+    """The upload URL an earlier --simulate process recorded is the API's, not foreign."""
+    first = simulate(project, "0.05")
+    output, _ = first.communicate(timeout=120)
+    assert first.returncode == 0, output
+    project.edit("A logo for", "A sign for")
+    second = simulate(project, "0.05")
+    output, _ = second.communicate(timeout=120)
+    assert second.returncode == 0, output
+    assert "warning" not in output
+    with run_in_thread(SimulatorConfig(state=state_file(project))) as sim:
+        ledger = sim.ledger()
+    assert ledger.uploads == 1
+    assert ledger.tasks_created == INSTANCES + 1
