@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit, urlunsplit
 
-from pipeline.replies import is_loopback
+from pipeline.replies import is_loopback, result_url_problem
 
 if TYPE_CHECKING:
     from publicsuffixlist import PublicSuffixList
@@ -110,6 +110,9 @@ class LinkTrust:
             return None
         if self.simulator:
             url = self._rebased(url)
+        http_api = self.api[1] if self.api[0] == "http" else ""
+        if result_url_problem(url, api_host=http_api) is not None:
+            return None  # not a plain URL imgspec would fetch or send at all
         return url if self.on_site(url) else None
 
     def _rebased(self, url: str) -> str:

@@ -20,6 +20,7 @@ APIMART = LinkTrust.for_base_url("https://api.apimart.ai")
     ("https://notapimart.ai/x.png", False),
     ("ftp://upload.apimart.ai/x.png", False),
     ("https://[::1", False),
+    ("https://upload.apimart.ai/a b.png", False),  # not a plain URL
     ("", False),
 ])
 def test_the_apimart_site_is_trusted_and_nothing_else(url: str, trusted: bool) -> None:
