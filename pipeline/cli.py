@@ -573,7 +573,11 @@ def lock() -> None:
               help="Merge FILES (and X itself, if it exists) into X.")
 @click.option("--name", metavar="PATH", help="The lockfile's path in the repository "
               "(git's %P), for messages.")
-def lock_merge(files: tuple[Path, ...], into: Path | None, name: str | None) -> None:
+@click.option("--base-url", metavar="URL", envvar="APIMART_BASE_URL",
+              default=DEFAULT_BASE_URL, show_default=True,
+              help="API origin: upload URLs off its site are dropped.")
+def lock_merge(files: tuple[Path, ...], into: Path | None, name: str | None,
+               base_url: str) -> None:
     """Merge lockfiles entry by entry, losing no paid task (exit 0 merged, 1 conflict).
 
     \b
@@ -588,11 +592,11 @@ def lock_merge(files: tuple[Path, ...], into: Path | None, name: str | None) -> 
     from pipeline.views.teams import merge_text
 
     if into is not None:
-        merged = merge_into(into, files)
+        merged = merge_into(into, files, base_url=base_url)
         target = str(into)
     elif len(files) == 3:
         base, ours, theirs = files
-        merged = merge_driver(base, ours, theirs, name=name)
+        merged = merge_driver(base, ours, theirs, name=name, base_url=base_url)
         target = name or str(ours)
     else:
         raise UsageError("give BASE OURS THEIRS (git's %O %A %B), or --into X and the "

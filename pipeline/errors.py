@@ -10,6 +10,7 @@ The hierarchy::
     │   └── MergeConflict        lockfiles that cannot merge without losing a paid result
     ├── DiffSideInvalid          `imgspec diff`: the manifest is invalid at one side (exit 1)
     ├── InputFileError           a file the manifest names is unreadable or outside its folder
+    │   └── InputChanged         an input read for sending is not the one the plan hashed
     ├── BudgetExceeded           the plan costs more than the budget allows    (exit 3)
     ├── RunGuardHeld             another live run holds this manifest          (exit 5)
     ├── BalanceTooLow            the account's balance cannot cover the plan   (exit 8)
@@ -126,6 +127,11 @@ class InputFileError(ImgspecError):
     """A file the manifest refers to is missing, unreadable, or outside the manifest's folder."""
 
     exit_code = 1
+
+
+class InputChanged(InputFileError):
+    """An input image read for sending is not what the plan hashed (or not an image):
+    nothing is sent for it, and the item fails; a new plan prices the new file."""
 
 
 class BudgetExceeded(ImgspecError):

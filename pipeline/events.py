@@ -26,6 +26,7 @@ class EventKind(StrEnum):
     BLOCKED = "blocked"  # an upstream did not finish, so this cannot start
     UNFINISHED = "unfinished"  # left for the next run (timeout, unknown outcome)
     STOPPING = "stopping"  # the run stops early (auth, balance, budget, Ctrl-C)
+    WARNING = "warning"  # the run goes on, but something in its inputs deserves a look
 
 
 TERMINAL_EVENTS = frozenset({EventKind.DONE, EventKind.FAILED, EventKind.BLOCKED,
@@ -108,6 +109,9 @@ class RunResult:
     failed: list[tuple[str, str]] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
     unfinished: list[tuple[str, str]] = field(default_factory=list)
+    # Failed because an input was not the file the plan hashed: a new plan prices
+    # them (as changed or new), so ``--only-failed`` would not select them.
+    replan: list[str] = field(default_factory=list)
     spent: Decimal = Decimal(0)
     stopped: StopReason | None = None
     fatal: ApiError | None = None

@@ -36,6 +36,7 @@ from pipeline.errors import (
     ApiUnreachable,
     AuthError,
     BalanceExhausted,
+    InputChanged,
     RequestRejected,
     TransientError,
 )
@@ -43,6 +44,7 @@ from pipeline.events import EventKind, RunEvent, RunResult, StopReason
 from pipeline.identity import fingerprint
 from pipeline.instances import Instance
 from pipeline.journal import LockStore
+from pipeline.links import LinkTrust, host_of
 from pipeline.lockfile import LockEntry, Output
 from pipeline.outputs import OutputFolder, utc_now
 from pipeline.pacing import Bound, RunOptions
@@ -78,7 +80,7 @@ class Executor:
                  outputs: OutputFolder, workspace: Workspace, pricing: PriceTable,
                  options: RunOptions, on_event: Callable[[RunEvent], None] | None = None,
                  clock: Callable[[], float] = time.time, inputs: InputsMode = "upload",
-                 polling: PollModel | None = None) -> None:
+                 polling: PollModel | None = None, links: LinkTrust | None = None) -> None:
         self.plan = plan
         self.client = client
         self.store = store
@@ -102,8 +104,12 @@ class Executor:
         self.submissions = 0  # between recording ``submitting`` and recording the reply
         self.no_submissions = asyncio.Event()
         self.no_submissions.set()
+        # Which links recorded in the lockfile may be sent or fetched (the API's site);
+        # without one, none is.
+        self.links = links if links is not None else LinkTrust(("", "", None))
         self.inputs = Inputs(mode=inputs, client=client, store=store, workspace=workspace,
-                             clock=clock)
+                             clock=clock, links=self.links,
+                             warn=lambda message: self.emit(EventKind.WARNING, None, message))
 
     # -- events ------------------------------------------------------------------------
 
@@ -221,7 +227,7 @@ class Executor:
         if inst.inputs:
             found = sendable.sources(inst.inputs, self.store.entries, now=self.clock(),
                                      url_margin=self.options.url_margin,
-                                     output_file=self.outputs.absolute)
+                                     output_file=self.outputs.absolute, links=self.links)
             # Uploads first (durable), ``submitting`` after: nothing paid hangs on an
             # upload that is not confirmed, and a replay sends the same URLs.
             recorded = self.store.get(key)
@@ -234,6 +240,10 @@ class Executor:
                 raise  # nothing recorded yet; the run stops (see process)
             except RequestRejected as exc:
                 await self._fail(item, None, f"input image upload refused: {exc.api_message}")
+                return None
+            except InputChanged as exc:  # not the planned file: nothing sent, nothing recorded
+                self.result.replan.append(key)
+                await self._fail(item, None, str(exc))
                 return None
             except TransientError as exc:
                 self.result.unfinished.append((key, f"not submitted: input upload failed: {exc}"))
@@ -402,8 +412,12 @@ class Executor:
             await self._give_way()
             temp = self.outputs.temp_path(item.job, key, index)
             problem: str | None = None
+            url = self.links.recorded(output.url)
             try:
-                got = await self.client.download(output.url or "", temp)
+                if url is None:
+                    raise RequestRejected(f"the recorded link on {host_of(output.url or '')} "
+                                          "is not the API's; it was not fetched")
+                got = await self.client.download(url, temp)
                 if got.sha256 != output.sha256:
                     problem = "the link now serves a different image"
             except RequestRejected as exc:

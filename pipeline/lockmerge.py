@@ -9,10 +9,13 @@ The rules, for one instance key:
 - present on one side only: taken (a merge never deletes an entry; ``imgspec
   prune`` does, on purpose);
 - the same on both sides, or one side unchanged from the base: the other side;
-- both sides record the same task (same task id, else the same idempotency
-  key): the further one wins (done over in flight over failed, then the newer
+- both sides record the same task, as far as the evidence shows: the same task
+  id; or the same idempotency key with no two different task ids; or one side
+  never submitted (neither task id nor key, so nothing of it can be lost). Then
+  the further one wins (done over in flight over failed, then the newer
   ``updated_at``), with any task id or idempotency key only the other recorded
-  filled in;
+  filled in. Anything else (one side's task id against the other's key, two
+  different keys) is two tasks, both possibly paid;
 - different tasks: the winner as above (two done entries: the newer), and the
   loser is kept under ``KEY#superseded:TASK`` so its task id and idempotency
   key stay reachable and its cost stays counted. Its ``outputs`` are dropped
@@ -40,7 +43,7 @@ SUPERSEDED = "#superseded:"
 # Further along wins: a done result over a task in flight over a failed attempt.
 RANK = {"done": 2, "running": 1, "submitting": 1, "failed": 0}
 
-NoteKind = Literal["superseded", "filled"]
+NoteKind = Literal["superseded", "filled", "upload-dropped"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +92,17 @@ def superseded_key(entry: LockEntry) -> str:
 
 
 def same_task(a: LockEntry, b: LockEntry) -> bool:
-    """Whether two entries record the same task (or one records none at all)."""
+    """Whether two entries record the same task, on the evidence (or one records none).
+
+    Equal task ids; else equal idempotency keys (a task id on one side only does not
+    contradict them: the other side never heard the reply). A task id against a key,
+    or two different keys, may be two paid tasks, so they are not folded into one.
+    """
+    if not (a.task_id or a.idempotency_key) or not (b.task_id or b.idempotency_key):
+        return True  # a side that never submitted has nothing that could be lost
     if a.task_id and b.task_id:
         return a.task_id == b.task_id
-    if a.idempotency_key and b.idempotency_key:
-        return a.idempotency_key == b.idempotency_key
-    return True  # a side that never submitted has nothing that could be lost
+    return bool(a.idempotency_key) and a.idempotency_key == b.idempotency_key
 
 
 def _order(entry: LockEntry) -> tuple[int, str, str, str]:

@@ -3,6 +3,12 @@
 Reads the sides, calls the pure merge (``pipeline.lockmerge``) and writes the
 result atomically only when every entry merged: a conflict leaves every file
 as it was.
+
+Each side's upload URLs off the API's site (:class:`pipeline.links.LinkTrust`:
+the base URL's, or any loopback simulator for a ``--simulate`` lockfile) are
+dropped before the merge, each with a note: the merge keeps per image the
+longest-lived URL, and a foreign one must never win by claiming to live
+longest. A run would ignore it anyway, and uploading again is free.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from pipeline.errors import ImgspecError, LockfileError, MergeConflict, UsageErr
 from pipeline.expand import expand
 from pipeline.guard import RunGuard, guard_path
 from pipeline.journal import journal_path, write_lockfile
+from pipeline.links import LinkTrust, for_lockfile, host_of
 from pipeline.lockfile import Lockfile, lockfile_path, parse_lockfile
-from pipeline.lockmerge import Merged, merge_locks
+from pipeline.lockmerge import Merged, MergeNote, merge_locks
 from pipeline.manifest import load_manifest
 from pipeline.project import Header, current_lock, locate
 
@@ -36,15 +43,42 @@ def _read_side(path: Path, *, what: str) -> Lockfile:
     return parse_lockfile(text, source=f"{path} ({what})")
 
 
-def merge_driver(base: Path, ours: Path, theirs: Path, *, name: str | None = None) -> Merged:
+def _on_site(sides: Sequence[Lockfile], links: LinkTrust
+             ) -> tuple[list[Lockfile], list[MergeNote]]:
+    """The sides without their upload URLs off the API's site, and a note for each."""
+    kept: list[Lockfile] = []
+    notes: list[MergeNote] = []
+    for side in sides:
+        foreign = {sha: upload for sha, upload in side.uploads.items()
+                   if links.recorded(upload.url) is None}
+        for sha, upload in sorted(foreign.items()):
+            notes.append(MergeNote("upload-dropped", f"uploads[{sha[:12]}…]", "-",
+                                   host_of(upload.url),
+                                   "dropped an upload URL that is not the API's; the next "
+                                   "run uploads the image again"))
+        kept.append(dataclasses.replace(side, uploads={
+            sha: upload for sha, upload in side.uploads.items() if sha not in foreign}))
+    return kept, notes
+
+
+def _noted(merged: Merged, dropped: Sequence[MergeNote]) -> Merged:
+    return dataclasses.replace(merged, notes=(*dropped, *merged.notes)) if dropped else merged
+
+
+def merge_driver(base: Path, ours: Path, theirs: Path, *, name: str | None = None,
+                 base_url: str) -> Merged:
     """git's merge driver (``%O %A %B``): the merged lockfile replaces ``ours`` (``%A``).
+
+    Upload URLs are kept only on the API's site (``base_url``; any loopback
+    simulator for a ``--simulate`` lockfile).
 
     On a conflict ``ours`` is left untouched and git keeps both sides in its index.
     """
     shown = name or str(ours)
     try:
         sides = [_read_side(ours, what="ours"), _read_side(theirs, what="theirs")]
-        merged = merge_locks(sides, base=_read_side(base, what="base"))
+        sides, dropped = _on_site(sides, for_lockfile(shown, base_url))
+        merged = _noted(merge_locks(sides, base=_read_side(base, what="base")), dropped)
     except MergeConflict as exc:
         raise exc.advised(
             f"{shown} keeps our side; git keeps both (`git show :2:{shown}` is ours, "
@@ -58,8 +92,11 @@ def merge_driver(base: Path, ours: Path, theirs: Path, *, name: str | None = Non
     return merged
 
 
-def merge_into(into: Path, sources: Sequence[Path]) -> Merged:
+def merge_into(into: Path, sources: Sequence[Path], *,
+               base_url: str) -> Merged:
     """Fold ``sources`` (and ``into`` itself, if it exists) into ``into``.
+
+    Upload URLs are kept only on the API's site, as in :func:`merge_driver`.
 
     Output paths are stored relative to their lockfile's folder, so entries from a
     lockfile in another folder are rebased onto ``into``'s: they keep naming the
@@ -89,7 +126,8 @@ def merge_into(into: Path, sources: Sequence[Path]) -> Merged:
             sides.append(_rebased(current_lock(path, manifest=""), path.parent,
                                   target.parent))
         try:
-            merged = merge_locks(sides)
+            sides, dropped = _on_site(sides, for_lockfile(target.name, base_url))
+            merged = _noted(merge_locks(sides), dropped)
         except MergeConflict as exc:
             raise exc.advised(f"nothing was written; {into} and every input are unchanged. "
                               "Keep the entry you want in one input (delete it from the "

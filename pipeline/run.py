@@ -31,6 +31,7 @@ from pipeline.events import EventKind, RunEvent, RunResult, StopReason
 from pipeline.executor import Executor
 from pipeline.guard import RunGuard, guard_path
 from pipeline.journal import LockStore
+from pipeline.links import LinkTrust
 from pipeline.lockfile import lockfile_path
 from pipeline.loop import run_loop
 from pipeline.pacing import RunOptions
@@ -103,8 +104,12 @@ def outcome_error(result: RunResult, *, budget: Decimal | None = None) -> Imgspe
         return BudgetExceeded("stopped submitting at the budget; raise it to continue",
                               cost=result.spent, budget=budget)
     if not result.complete:
-        return ItemsFailed("some instances did not finish; see above. Rerun with "
-                           "--only-failed to retry them",
+        advice = ("some instances did not finish; see above. Rerun with --only-failed to "
+                  "retry them")
+        if result.replan:
+            advice += (f" ({len(result.replan):,} had an input changed during the run: a "
+                       "plain rerun plans them with the new file)")
+        return ItemsFailed(advice,
                            failed=[k for k, _ in result.failed],
                            unfinished=[k for k, _ in result.unfinished],
                            blocked=result.blocked)
@@ -197,7 +202,9 @@ async def execute_run(settings: RunSettings, prepared: Prepared, plan: Plan, sto
         executor = Executor(plan, client=client, store=store, outputs=outputs,
                             workspace=prepared.workspace, pricing=prepared.manifest.pricing,
                             options=settings.options, on_event=on_event,
-                            inputs=prepared.manifest.inputs)
+                            inputs=prepared.manifest.inputs,
+                            links=LinkTrust.for_base_url(settings.base_url,
+                                                         simulator=settings.simulate))
         result = await _interruptible(executor.run(), executor)
     await store.settle()  # journal writes still in flight (after Ctrl-C, say)
     store.checkpoint()

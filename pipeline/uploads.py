@@ -13,21 +13,30 @@ is returned. So a submission is recorded as ``submitting`` only after every uplo
 it sends is confirmed and durable: a paid task is never tied to an unconfirmed
 upload, and replaying its Idempotency-Key sends the very same body. An upload
 whose outcome is unknown is simply redone (uploads are free).
+
+What is read is what the plan hashed (:func:`pipeline.sendable.read_checked`),
+and what is uploaded is checked as an input image first: a file swapped between
+plan and run is neither uploaded nor paid for. A recorded URL is reused only on
+the API's site (:class:`pipeline.links.LinkTrust`) or on a host the API's own
+upload replies named in this run; any other is ignored, with a warning, and the
+image uploaded again, so a lockfile cannot make a run pay for edits of someone
+else's image.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Final, Protocol
 
 from pipeline.client import Uploaded
+from pipeline.errors import InputChanged
+from pipeline.images import check_image
 from pipeline.journal import LockStore
+from pipeline.links import LinkTrust, Origin, host_of, origin_of
 from pipeline.lockfile import Upload
-from pipeline.sendable import ReadOutput, ReadWorkspace, Send, Source, encode
+from pipeline.sendable import ReadOutput, ReadWorkspace, Send, Source, encode, read_checked
 from pipeline.spec import InputsMode
 from pipeline.workspace import Workspace
 
@@ -54,29 +63,37 @@ class _Local:
 
 
 def _read(source: ReadWorkspace | ReadOutput, workspace: Workspace) -> _Local:
-    """(Worker thread.) Read and hash one local image."""
-    if isinstance(source, ReadWorkspace):
-        data = workspace.read_bytes(source.path)
-        name = PurePosixPath(source.path).name
-    else:
-        data = source.path.read_bytes()
-        name = source.path.name
-    return _Local(data, hashlib.sha256(data).hexdigest(), name, source.mime)
+    """(Worker thread.) Read one local image; ``InputChanged`` unless it is the planned one."""
+    data, name = read_checked(source, workspace)
+    return _Local(data, source.sha256, name, source.mime)
+
+
+def _check(local: _Local) -> None:
+    """(Worker thread.) Refuse to upload what the API would refuse as an input image."""
+    _info, problems = check_image(local.data)
+    if problems:
+        raise InputChanged(f"input {local.filename} is not an image the API takes "
+                           f"({problems[0].message}); nothing was sent for it: fix the file "
+                           "and run again")
 
 
 class Inputs:
     """Turns a submission's sources into its ``image_urls``; one per run (shares uploads)."""
 
     def __init__(self, *, mode: InputsMode, client: Uploader, store: LockStore,
-                 workspace: Workspace, clock: Callable[[], float],
+                 workspace: Workspace, clock: Callable[[], float], links: LinkTrust,
+                 warn: Callable[[str], None] = lambda _message: None,
                  margin: float = UPLOAD_MARGIN) -> None:
         self.mode = mode
         self.client = client
         self.store = store
         self.workspace = workspace
         self.clock = clock
+        self.links = links
+        self.warn = warn
         self.margin = margin
         self._pending: dict[str, asyncio.Future[str]] = {}  # sha256 -> URL, while uploading
+        self._answered: set[Origin] = set()  # origins the API's upload replies named
         self.uploaded = 0  # uploads this run made
 
     async def image_urls(self, sources: Sequence[Source], *, replay: bool = False) -> list[str]:
@@ -86,7 +103,8 @@ class Inputs:
         reused while it has not expired at all (a new one would change the body).
 
         Raises the client's ApiError when an upload fails (TransientError once its
-        retries are spent; RequestRejected for a refused image): nothing is sent then.
+        retries are spent; RequestRejected for a refused image), and ``InputChanged``
+        for a file that is not the planned one or not an image: nothing is sent then.
         """
         if self.mode == "inline":
             return await asyncio.to_thread(encode, sources, self.workspace)
@@ -96,23 +114,47 @@ class Inputs:
                 out.append(source.text)
                 continue
             local = await asyncio.to_thread(_read, source, self.workspace)
-            out.append(await self._url(local, margin=0.0 if replay else self.margin))
+            out.append(await self._url(local, replay=replay))
         return out
 
-    async def _url(self, local: _Local, *, margin: float) -> str:
+    def _trusted(self, url: str) -> str | None:
+        """A recorded upload URL as it may be sent now; None when it is foreign."""
+        found = self.links.recorded(url)
+        if found is None and origin_of(url) in self._answered:
+            found = url
+        return found
+
+    async def _url(self, local: _Local, *, replay: bool) -> str:
+        margin = 0.0 if replay else self.margin
         known = self.store.uploads.get(local.sha256)
         if known is not None and known.expires_at > self.clock() + margin:
-            return known.url
+            trusted = self._trusted(known.url)
+            if trusted is not None:
+                return trusted
+        else:
+            known = None  # expired: nothing to trust or distrust
         pending = self._pending.get(local.sha256)
         if pending is not None:  # another submission is uploading the same image
             return await asyncio.shield(pending)
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._pending[local.sha256] = future
         try:
+            await asyncio.to_thread(_check, local)
             got = await self.client.upload_image(local.data, filename=local.filename,
                                                  content_type=local.mime)
+            answered = origin_of(got.url)
+            if answered is not None:
+                self._answered.add(answered)
             await self.store.commit_upload(local.sha256, Upload(got.url, got.expires_at))
             self.uploaded += 1
+            url = got.url
+            if known is not None and self._trusted(known.url) is None:
+                self.warn(f"ignored the lockfile's upload URL for {local.filename} on "
+                          f"{host_of(known.url)}, not the API's; uploaded the image again")
+            elif known is not None and replay:
+                # The API answers uploads on that host after all: a replayed key sends the
+                # URL its first submission sent, or the API would see another body.
+                url = known.url
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 future.cancel()
@@ -122,5 +164,5 @@ class Inputs:
             raise
         finally:
             del self._pending[local.sha256]
-        future.set_result(got.url)
-        return got.url
+        future.set_result(url)
+        return url

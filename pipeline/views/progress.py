@@ -107,7 +107,7 @@ class PlainReporter(Reporter):
         self.stream = stream
 
     def __call__(self, event: RunEvent) -> None:
-        if event.kind not in TERMINAL_EVENTS and event.kind != EventKind.STOPPING:
+        if event.kind not in TERMINAL_EVENTS | {EventKind.STOPPING, EventKind.WARNING}:
             return
         where = f" {event.key}" if event.key else ""
         detail = f": {event.message}" if event.message else ""
@@ -152,7 +152,8 @@ class LiveReporter(Reporter):
             money=f"charged {money(Decimal(0), currency)}, reserved {money(Decimal(0), currency)}")
 
     def __call__(self, event: RunEvent) -> None:
-        if event.kind in TERMINAL_EVENTS - {EventKind.DONE} | {EventKind.STOPPING}:
+        if event.kind in TERMINAL_EVENTS - {EventKind.DONE} | {EventKind.STOPPING,
+                                                                 EventKind.WARNING}:
             where = f" {event.key}" if event.key else ""
             self.progress.console.print(f"[yellow]{event.kind}[/]{where}: {event.message}")
         self.progress.update(

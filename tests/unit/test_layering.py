@@ -17,6 +17,7 @@ CORE = (
     "identity", "images", "instances", "lifecycle", "lockfile", "lockmerge", "lockschema",
     "manifest", "matrix", "pacing", "plan", "polling", "pricing", "replies", "reroll",
     "rules", "schema", "selection", "spec", "bounds", "sandbox", "templates",
+    "links",
     "views.balance", "views.diff", "views.graph", "views.plan", "views.status", "views.teams",
     "endpoint",
 )
