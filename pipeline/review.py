@@ -80,11 +80,14 @@ class Review:
     def take_back(self, made: Decision, replaced: Decision | None) -> Review | None:
         """A copy without ``made``, ``replaced`` (what it replaced) back in its place.
 
-        ``None`` when the file no longer holds ``made`` about that image: someone
-        else (another reviewer, an edit by hand) has decided about it since, and
-        that later decision is not ours to withdraw.
+        ``None`` when the file no longer holds ``made``'s verdict about that image:
+        someone else (another reviewer, an edit by hand) has decided about it since,
+        and that later decision is not ours to withdraw. The time is not compared, as
+        it is informational (an edit by hand may drop it); the same verdict made again
+        by someone else is the same decision.
         """
-        if self.about(made.target) != made:
+        now = self.about(made.target)
+        if now is None or now.verdict != made.verdict:
             return None
         if replaced is None:
             return self.withdraw(*made.target)
