@@ -129,10 +129,10 @@ def _body(rng: random.Random, images: list[Image], clients: list[str]) -> bytes:
         return rng.choice([b"1" * 5000, b"1e999999", b"-" + b"9" * 100_000,
                            b'{"client":"' + b"c" * 60_000 + b'"}'])
     if kind == 9:  # damaged JSON text
-        text = bytearray(_json(decision))
+        damaged = bytearray(_json(decision))
         for _ in range(rng.randint(1, 5)):
-            text[rng.randrange(len(text))] = rng.randrange(256)
-        return bytes(text)
+            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+        return bytes(damaged)
     if kind == 10:  # random bytes, sometimes larger than the server takes
         return rng.randbytes(rng.choice([0, 1, 17, 1000, 70_000]))
     return rng.choice([b"", b"null", b"{}", b"[]", b"NaN", b'"\\u0000"', b"\x00",
