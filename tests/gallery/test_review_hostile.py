@@ -6,6 +6,7 @@ HTTP on 127.0.0.1, as browsers would.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -230,7 +231,8 @@ def test_review_answers_may_not_be_framed(project: Project, server: Server) -> N
     assert "connect-src 'self'" in policy
 
 
-FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100"))  # bench/fuzz_review.py runs 10,000s
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow,
                                        HealthCheck.function_scoped_fixture])
 
