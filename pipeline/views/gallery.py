@@ -41,7 +41,9 @@ def gallery_policy(*, review: bool) -> str:
         "default-src 'none'",
         f"script-src {_sha256_source(_asset('gallery.js'))}",
         f"style-src {_sha256_source(_asset('gallery.css'))}",
-        "img-src 'self'",
+        # file: for the static page opened from disk, where not every browser counts
+        # the page's own folder as 'self'; the served page needs only its own origin.
+        "img-src 'self'" if review else "img-src 'self' file:",
         *(["connect-src 'self'"] if review else []),
         "base-uri 'none'",
         "form-action 'none'",
