@@ -5,15 +5,21 @@ A decision names one image by instance key, index and sha256, with a verdict:
 a decision only ever applies to the image it was made about: once a re-roll (or
 any change) replaces the image, the decision is kept in the file but no longer
 applies. ``parse_review``/``dump_review`` and the queries are pure;
-``read_review``/``write_review`` (atomic) are the I/O around them.
+``read_review``/``write_review`` (atomic) and ``edit_review`` (a locked
+read-change-write) are the I/O around them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, TypeVar, get_args
 
 import yaml
 
@@ -27,6 +33,8 @@ FORMAT_VERSION = 1
 REVIEW_SCHEMA = "review.schema.json"
 Verdict = Literal["pick", "reject", "reroll"]
 VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
+EDIT_WAIT = 10.0  # seconds another process may hold the review folder before we give up
+T = TypeVar("T")
 
 
 class ReviewError(ManifestError):
@@ -64,6 +72,27 @@ class Review:
         """A copy without the decision about that image (if there is one)."""
         target = (key, image, sha256)
         return replace(self, decisions=tuple(d for d in self.decisions if d.target != target))
+
+    def about(self, target: tuple[str, int, str]) -> Decision | None:
+        """The decision about that image, if there is one."""
+        return next((d for d in self.decisions if d.target == target), None)
+
+    def take_back(self, made: Decision, replaced: Decision | None) -> Review | None:
+        """A copy without ``made``, ``replaced`` (what it replaced) back in its place.
+
+        ``None`` when the file no longer holds ``made``'s verdict about that image:
+        someone else (another reviewer, an edit by hand) has decided about it since,
+        and that later decision is not ours to withdraw. The time is not compared, as
+        it is informational (an edit by hand may drop it); the same verdict made again
+        by someone else is the same decision.
+        """
+        now = self.about(made.target)
+        if now is None or now.verdict != made.verdict:
+            return None
+        if replaced is None:
+            return self.withdraw(*made.target)
+        return replace(self, decisions=tuple(replaced if d.target == made.target else d
+                                             for d in self.decisions))
 
 
 def review_path(manifest_path: Path) -> Path:
@@ -127,6 +156,60 @@ def write_review(path: Path, review: Review) -> None:
     except OSError as exc:
         raise ImgspecError(f"{path}: cannot be written ({exc.strerror}); check the folder's "
                            "permissions") from exc
+
+
+# Threads of one process take this first (a flock is per open file, so two threads
+# would also exclude each other through it, but by spinning); the folder's flock
+# then keeps out other processes: two `imgspec review` servers of one manifest.
+_EDITING = threading.Lock()
+
+
+@contextlib.contextmanager
+def _editing(path: Path) -> Iterator[None]:
+    """Hold the review file's folder exclusively (in this process and between processes).
+
+    The folder, not the file, is locked: ``write_review`` replaces the file by a
+    rename, so a lock on the file would be a lock on an inode that is gone after
+    the first write. No lock file is left behind in the (git-tracked) folder.
+    """
+    with _EDITING:
+        try:
+            fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise ImgspecError(f"{path.parent}: cannot be opened ({exc.strerror}); check the "
+                               "folder's permissions") from exc
+        try:
+            deadline = time.monotonic() + EDIT_WAIT
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise ImgspecError(
+                            f"{path}: another process has held its folder for {EDIT_WAIT:.0f} s; "
+                            "stop the other `imgspec review` of this manifest and try "
+                            "again") from None
+                    time.sleep(0.005)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+
+def edit_review(path: Path, change: Callable[[Review], tuple[Review, T]]) -> tuple[Review, T]:
+    """Read the review file, apply ``change`` and write the result, as one step.
+
+    Every edit of a review file goes through here, so concurrent decisions (threads
+    of one server, or two servers) each see the others' and none is lost; the file
+    is read afresh each time, so an edit by hand is kept. ``change`` returns the new
+    review and a result passed back; the file is rewritten only when it changes.
+    """
+    with _editing(path):
+        before = read_review(path)
+        after, result = change(before)
+        if after != before:
+            write_review(path, after)
+    return after, result
 
 
 def current(review: Review, lock: Lockfile) -> dict[tuple[str, int], Decision]:

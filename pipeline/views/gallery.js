@@ -175,7 +175,7 @@
     const counts = {};
     D.jobs.forEach((j) => j.entries.forEach((e) => { counts[e.st] = (counts[e.st] || 0) + 1; }));
     $("counts").innerHTML = Object.keys(STATE_TEXT).filter((s) => counts[s]).map((s) =>
-      '<span data-state="' + s + '"><i style="background:var(--' + s + ')"></i>' + counts[s] + " " +
+      '<span data-state="' + s + '"><i></i>' + counts[s] + " " +
       esc(STATE_TEXT[s]) + "</span>").join("");
   }
 
@@ -222,9 +222,14 @@
     if (inBox) inBox.textContent = text;
   }
 
+  // This page load's id, sent with every decision and undo: undo withdraws this page's
+  // own latest decision, never one made in another browser or tab.
+  const CLIENT = Array.from(crypto.getRandomValues(new Uint8Array(16)),
+    (b) => b.toString(16).padStart(2, "0")).join("");
+
   async function post(path, body) {
     const res = await fetch(path, { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(body) });
+      body: JSON.stringify(Object.assign({ client: CLIENT }, body)) });
     const data = await res.json();
     if (!res.ok) throw new Error(data.error || res.statusText);
     return data;

@@ -3,10 +3,18 @@
 Pure: a ``Gallery`` in, the page's text out. The same page is written by
 ``imgspec gallery`` (static, opens from ``file://``) and served by ``imgspec
 review`` (``review=True``: keys record decisions through the server).
+
+The page carries a Content-Security-Policy that allows its own inline style and
+script (by hash) and images from its own folder or server, and nothing else: no
+other script, no loads from elsewhere. ``frame-ancestors`` cannot be given in a
+``<meta>`` policy, so the static page can still be framed; the review server
+forbids framing with headers.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import json
 from decimal import Decimal
@@ -20,6 +28,26 @@ from pipeline.gallery import Axis, Entry, Gallery, JobView
 @cache
 def _asset(name: str) -> str:
     return resources.files("pipeline.views").joinpath(name).read_text(encoding="utf-8")
+
+
+def _sha256_source(text: str) -> str:
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return f"'sha256-{base64.b64encode(digest).decode('ascii')}'"
+
+
+def gallery_policy(*, review: bool) -> str:
+    """The page's Content-Security-Policy: its own style and script, images, and the API."""
+    return "; ".join([
+        "default-src 'none'",
+        f"script-src {_sha256_source(_asset('gallery.js'))}",
+        f"style-src {_sha256_source(_asset('gallery.css'))}",
+        # file: for the static page opened from disk, where not every browser counts
+        # the page's own folder as 'self'; the served page needs only its own origin.
+        "img-src 'self'" if review else "img-src 'self' file:",
+        *(["connect-src 'self'"] if review else []),
+        "base-uri 'none'",
+        "form-action 'none'",
+    ])
 
 
 def gallery_data(gallery: Gallery, *, review: bool) -> dict[str, Any]:
@@ -84,6 +112,7 @@ def render_gallery(gallery: Gallery, *, review: bool = False) -> str:
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="generator" content="imgspec">
+<meta http-equiv="Content-Security-Policy" content="{html.escape(gallery_policy(review=review))}">
 <title>{html.escape(title)}</title>
 <style>{_asset("gallery.css")}</style>
 </head>

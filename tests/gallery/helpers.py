@@ -73,6 +73,16 @@ class Server:
                 lines.put(line)
 
         threading.Thread(target=pump, daemon=True).start()
+        assert self.process.stderr is not None
+        stderr = self.process.stderr
+        self._stderr: list[str] = []
+
+        def pump_stderr() -> None:  # read as it comes, so a full pipe never blocks the server
+            for line in stderr:
+                self._stderr.append(line)
+
+        self._stderr_pump = threading.Thread(target=pump_stderr, daemon=True)
+        self._stderr_pump.start()
         try:
             first = lines.get(timeout=WAIT)
         except queue.Empty:
@@ -80,9 +90,13 @@ class Server:
             raise AssertionError("imgspec review printed nothing") from None
         self.url = first.split(" at ")[1].strip()
 
+    def stderr(self) -> str:
+        """What it has printed to stderr so far."""
+        return "".join(self._stderr)
+
     def stop(self) -> str:
         """Stop it (SIGTERM, as Ctrl-C would); its stderr."""
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=WAIT)
-        assert self.process.stderr is not None
-        return self.process.stderr.read()
+        self._stderr_pump.join(timeout=WAIT)
+        return self.stderr()

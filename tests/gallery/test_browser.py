@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +129,7 @@ def test_gallery_grid_lightbox_and_failures(tmp_path: Path, browser: WebDriver) 
     index = tmp_path / "outputs" / "storefronts" / "index.html"
     browser.get(index.as_uri())
     ready(browser)
+    assert not injected_script_ran(browser)  # the page's CSP: only its own script runs
 
     choose(browser, "x-axis", "season")
     choose(browser, "y-axis", "model")
@@ -237,6 +240,68 @@ def test_review_keys_write_decisions_that_plan_and_run_follow(
     ready(browser)
     assert css(browser, ".slot .verdict") == []  # the decisions were about the old images
     shot(browser, "after-reroll")
+
+
+def injected_script_ran(driver: WebDriver) -> bool:
+    """Whether an inline script added to the page runs (a Content-Security-Policy stops it)."""
+    return bool(driver.execute_script(
+        "const s = document.createElement('script'); s.textContent = 'window.injected = 1';"
+        "document.body.appendChild(s); return window.injected === 1"))
+
+
+class Framing:
+    """A page on another loopback origin (its own port) that frames a URL: an attacker's page."""
+
+    def __init__(self, target: str) -> None:
+        page = (f'<!doctype html><title>elsewhere</title><iframe id="f" src="{target}" '
+                'width="900" height="600"></iframe>').encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        """Stop serving."""
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_another_origin_cannot_frame_the_review_page(tmp_path: Path, browser: WebDriver) -> None:
+    """A page on another loopback port frames the review page: the frame stays empty."""
+    manifest = storefronts(tmp_path)
+    imgspec("run", "--simulate", str(manifest), cwd=tmp_path)
+    server = Server(manifest)
+    framing = Framing(server.url)
+    try:
+        browser.get(server.url)  # the page itself works under its own policy
+        ready(browser)
+        assert not injected_script_ran(browser)
+        browser.get(framing.url)
+        WebDriverWait(browser, WAIT).until(
+            lambda d: d.execute_script("return document.readyState === 'complete'"))
+        browser.switch_to.frame(browser.find_element(By.ID, "f"))
+        framed: Any = browser.execute_script(
+            "return [location.href, document.getElementById('gallery-data') !== null, "
+            "document.body ? document.body.dataset.ready || '' : '']")
+        browser.switch_to.default_content()
+        shot(browser, "framed-review")
+    finally:
+        framing.close()
+        err = server.stop()
+    assert server.process.returncode == 0, err
+    assert framed[1:] == [False, ""], framed  # no gallery in the frame: it was refused
+    assert not framed[0].startswith(server.url), framed
 
 
 def _sha(path: Path) -> str:

@@ -25,9 +25,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, P
         server.stop()
 
 
+PAGE = "page-load-of-this-test"  # the id a page load sends with each request
+
+
 def decide(server: Server, body: dict[str, Any], **headers: str) -> httpx.Response:
     """POST a decision as the page does."""
-    return httpx.post(server.url + "api/decide", json=body, headers=headers, timeout=30)
+    return httpx.post(server.url + "api/decide", json={"client": PAGE, **body},
+                      headers=headers, timeout=30)
 
 
 def test_the_page_and_its_images_are_served(served: tuple[Server, Path]) -> None:
@@ -55,21 +59,21 @@ def test_a_decision_is_written_at_once_and_undone(served: tuple[Server, Path]) -
     assert answer.json()["decisions"] == [[REROLLED, 1, "pick"]]
     review = read_review(manifest.with_name("storefronts.review.yaml"))
     assert [(d.key, d.image, d.verdict) for d in review.decisions] == [(REROLLED, 1, "pick")]
-    undone = httpx.post(server.url + "api/undo", json={}, timeout=30).json()
+    undone = httpx.post(server.url + "api/undo", json={"client": PAGE}, timeout=30).json()
     assert undone["undone"] == f"pick {REROLLED} #1"
     assert undone["decisions"] == []
     assert read_review(manifest.with_name("storefronts.review.yaml")).decisions == ()
 
 
 def test_only_the_current_image_can_be_decided(served: tuple[Server, Path]) -> None:
-    """A hash that is not the image the lockfile records now is refused (409)."""
+    """A hash not recorded now is refused (409); a verdict the page never sends is a 400."""
     server, _ = served
     refused = decide(server, {"key": REROLLED, "image": 0, "sha256": "0" * 64,
                               "verdict": "reroll"})
     assert refused.status_code == 409
     assert "reload the page" in refused.json()["error"]
     bad = decide(server, {"key": REROLLED, "image": 0, "sha256": "0" * 64, "verdict": "keep"})
-    assert bad.status_code == 409
+    assert bad.status_code == 400
 
 
 def test_other_sites_cannot_decide(served: tuple[Server, Path]) -> None:
