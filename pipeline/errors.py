@@ -20,6 +20,8 @@ The hierarchy::
         ├── AuthError            401 / 403: nothing else can succeed
         ├── BalanceExhausted     402: stop submitting; top up, then run again  (exit 7)
         ├── RequestRejected      400 / 404 / 409 / 422: this item fails, the run goes on
+        │   └── BadResultLink    a completed task's result URL imgspec will not fetch:
+        │                        the paid task is polled again for good ones
         └── TransientError       408 / 429 / 5xx / network / malformed reply: outcome
             │                    unknown; retried unless ``retryable`` is False (500,
             │                    501, ...: not retried, the next run resumes the item)
@@ -223,6 +225,14 @@ class BalanceExhausted(ApiError):
 
 class RequestRejected(ApiError):
     """400/404/409/422: this request (or task id) is wrong; retrying will not help."""
+
+
+class BadResultLink(RequestRejected):
+    """A completed task's poll reply gives a result URL imgspec will not fetch.
+
+    The request is not wrong and the task is paid: a later poll may well give good
+    links, so the task is polled again (never bought again) while the API keeps it.
+    """
 
 
 class TransientError(ApiError):

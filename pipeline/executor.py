@@ -9,8 +9,16 @@ The order of writes is the safety argument:
 
 A crash at any point leaves an entry that the next run resumes: ``submitting``
 replays the same key (the API returns the same task, no new charge) and
-``running`` polls the recorded task. Only ``failed``, ``cancelled`` or an
-unknown task id start a new attempt, with a new key.
+``running`` polls the recorded task. Only a task that failed, was cancelled or is
+unknown to the API starts a new attempt, with a new key. A completed task whose
+results cannot be fetched (links imgspec will not use, downloads that keep failing)
+is paid for: it is polled again for fresh links, with backoff, and if that does not
+help it is recorded ``failed`` for its ``results``, which the next run polls again
+for free (``lifecycle.repolls``) while the API keeps the task.
+
+A task far past what the run has learned of its tasks' durations
+(``PollModel.overdue``) does not hold the run: once only such tasks (and work that
+waits for them) remain, the run ends, leaving them recorded for the next run.
 
 This module is the per-instance state machine (submit or resume, poll,
 download, record); ``scheduler`` runs it over the graph of instances,
@@ -35,6 +43,7 @@ from pipeline.downloads import Downloaded
 from pipeline.errors import (
     ApiUnreachable,
     AuthError,
+    BadResultLink,
     BalanceExhausted,
     InputChanged,
     RequestRejected,
@@ -45,7 +54,7 @@ from pipeline.identity import fingerprint
 from pipeline.instances import Instance
 from pipeline.journal import LockStore
 from pipeline.links import LinkTrust, host_of
-from pipeline.lockfile import LockEntry, Output
+from pipeline.lockfile import Failure, LockEntry, Output
 from pipeline.outputs import OutputFolder, utc_now
 from pipeline.pacing import Bound, RunOptions
 from pipeline.plan import ACTIVE, Plan, PlanItem, PlanStatus, resolved_request
@@ -110,6 +119,13 @@ class Executor:
         self.inputs = Inputs(mode=inputs, client=client, store=store, workspace=workspace,
                              clock=clock, links=self.links,
                              warn=lambda message: self.emit(EventKind.WARNING, None, message))
+        # Far-past tasks: those waiting past ``polling.overdue``, the items being
+        # processed and those finished (returned or blocked); ``give_up`` is set once
+        # nothing else is left, and ends the far-past tasks' waits.
+        self.overdue: set[str] = set()
+        self.inside: set[str] = set()
+        self.finished: set[str] = set()
+        self.give_up = asyncio.Event()
 
     # -- events ------------------------------------------------------------------------
 
@@ -138,13 +154,40 @@ class Executor:
 
         def blocked(child: PlanItem, parent: PlanItem) -> None:
             self.result.blocked.append(child.key)
+            self.finished.add(child.key)
             self.emit(EventKind.BLOCKED, child.key, f"upstream {parent.key} did not finish")
+
+        async def work(item: PlanItem) -> bool:
+            self.inside.add(item.key)
+            try:
+                return await self.process(item)
+            finally:
+                self.inside.discard(item.key)
+                self.finished.add(item.key)
+                self._check_overdue()
 
         # Twice as many workers as task slots: a worker downloading a finished task's
         # images has given its slot back, so another can submit meanwhile.
-        await run_graph(self.items, self.process, workers=2 * self.options.concurrency,
+        await run_graph(self.items, work, workers=2 * self.options.concurrency,
                         on_blocked=blocked)
         return self.result
+
+    def _check_overdue(self) -> None:
+        """Set ``give_up`` when every item left is a far-past task or waits for one."""
+        if self.give_up.is_set() or not self.overdue or not self.inside <= self.overdue:
+            return
+        held = set(self.overdue)
+        for item in self.items:  # in plan order: an item's needs come before it
+            if item.key in self.finished or item.key in held:
+                continue
+            if not any(need in held for need in item.needs):
+                return  # work that can go on without them
+            held.add(item.key)
+        self.give_up.set()
+        self.emit(EventKind.STOPPING, None,
+                  f"only {len(self.overdue):,} task(s) far past this run's others remain: "
+                  "ending the run; they are still at the API, and the next run collects "
+                  "them without paying again")
 
     # -- one instance ------------------------------------------------------------------
 
@@ -161,13 +204,13 @@ class Executor:
                     flight = await self.submit(item)
                     if flight is None:
                         return False
-                    state = await self.wait(item, flight)
+                    got = await self.wait(item, flight)
                 finally:
                     self.result.tally.landed(key)
-                if state is None:
+                if got is None:
                     return False
                 self.result.tally.settle(key, refunded=False)
-            return await self.collect(item, flight.task_id, state)
+            return await self.collect(item, flight.task_id, got)
         except _Stop:
             return False
         except AuthError as exc:
@@ -188,9 +231,19 @@ class Executor:
             self.result.tally.took_off(key)
             self.emit(EventKind.RESUMED, key, entry.task_id)
             return _Flight(entry.task_id, started=None, resumed=True)
+        if item.repoll:
+            # The plan priced this at nothing: the paid task is polled again, never
+            # bought again here (a task found gone is priced by the next plan).
+            if entry is None or entry.task_id is None or not lifecycle.repolls(entry):
+                self.result.unfinished.append((key, "its lock entry changed since the plan"))
+                self.emit(EventKind.UNFINISHED, key, "its lock entry changed since the plan")
+                return None
+            self.result.tally.took_off(key)
+            self.emit(EventKind.RESUMED, key, entry.task_id)
+            return _Flight(entry.task_id, started=None, resumed=True)
         request = resolved_request(inst, self.store.entries)
         if request is None:  # an upstream finished without the image this one needs
-            await self._fail(item, None, "an upstream image is missing")
+            await self._fail(item, None, "an upstream image is missing", failure="refused")
             return None
         fp = fingerprint(request)
         replay = lifecycle.is_replay(entry, fp)
@@ -239,7 +292,8 @@ class Executor:
             except ApiUnreachable:
                 raise  # nothing recorded yet; the run stops (see process)
             except RequestRejected as exc:
-                await self._fail(item, None, f"input image upload refused: {exc.api_message}")
+                await self._fail(item, None, f"input image upload refused: {exc.api_message}",
+                                 failure="refused")
                 return None
             except InputChanged as exc:  # not the planned file: nothing sent, nothing recorded
                 self.result.replan.append(key)
@@ -254,14 +308,15 @@ class Executor:
             state = await self.client.submit(body, idempotency_key=base.idempotency_key)
             replied = self.monotonic()
         except RequestRejected as exc:
-            await self._fail(item, base, exc.api_message)
+            await self._fail(item, base, exc.api_message, failure="refused")
             return None
         except BalanceExhausted as exc:
             # A 402 is a definite refusal: no task exists. Left ``submitting``, the entry
             # would plan as a free resume and its replay would pay unseen by the plan and
             # the balance check; recorded as not submitted, the next plan prices it.
             await self.store.commit(lifecycle.failed(
-                base, f"not submitted: {exc.api_message}", refunded=False, now=utc_now()))
+                base, f"not submitted: {exc.api_message}", failure="refused", refunded=False,
+                now=utc_now()))
             self.submitting_stopped = "balance exhausted"
             self.result.stopped = StopReason.BALANCE
             self.result.unfinished.append((key, f"not submitted: {exc.api_message}"))
@@ -291,93 +346,136 @@ class Executor:
         # submissions). The narrower that spread, the closer ``polling`` can aim.
         return _Flight(state.task_id, started=replied, estimate=state.estimated_time)
 
-    async def wait(self, item: PlanItem, flight: _Flight) -> TaskState | None:
-        """Poll until the task completes (its state) or fails, or the deadline passes (None).
+    async def wait(self, item: PlanItem,
+                   flight: _Flight) -> TaskState | BadResultLink | None:
+        """Poll until the task completes (its state, or the refusal of its result links,
+        which ``collect`` polls again for), fails, or is given up on (None).
 
         Each task is polled from its own estimate as ``self.polling`` corrects it; a
         task waiting while the model is still cold is woken when it warms up, so an
-        over-estimating API does not hold its slot for the whole estimate.
+        over-estimating API does not hold its slot for the whole estimate. A task is
+        given up on at ``options.task_timeout``, or once it is far past what the run has
+        learned (``PollModel.overdue``) and nothing else is left to do; either way it
+        stays recorded and the next run polls it.
         """
         task_id = flight.task_id
         started = self.monotonic() if flight.started is None else flight.started
         plan = self.polling.start(flight.estimate, resumed=flight.resumed)
-        while True:
-            elapsed = self.monotonic() - started
-            if elapsed > self.options.task_timeout:
-                self.result.unfinished.append(
-                    (item.key, f"task {task_id} still running after "
-                               f"{self.options.task_timeout:.0f} s; the next run polls it"))
-                self.emit(EventKind.UNFINISHED, item.key, task_id)
-                return None
-            delay = self.polling.delay(plan, elapsed)
-            if delay > 0 and self.polling.cold and not plan.scout and not self.warm.is_set():
-                woken = False
-                with contextlib.suppress(TimeoutError):
-                    # A timeout scope, not wait_for: no task made per wait (Python 3.11).
-                    async with asyncio.timeout(delay):
-                        await self.warm.wait()
-                    woken = True
-                if woken:
-                    continue  # re-plan with what the model has learned
-            elif delay > 0:
-                await self.sleep(delay)
-            asked = self.monotonic()
-            try:
-                state = await self.client.poll(task_id)
-            except ApiUnreachable:
-                raise  # the task stays recorded ``running``; the run stops (see process)
-            except TransientError:
-                plan.polls += 1
-                plan.last_at = asked - started
-                continue  # the client already retried; keep polling until the deadline
-            except RequestRejected as exc:
-                await self._fail(item, self.store.get(item.key),
-                                 f"task {task_id}: {exc.api_message}")
-                return None
-            at = (state.asked_at if state.asked_at is not None else asked) - started
-            if self.polling.observe(plan, at, finished=state.finished,
-                                    estimate=state.estimated_time, progress=state.progress,
-                                    replied=self.monotonic() - started):
-                self.warm.set()
-            if state.status == "completed":
-                return state
-            if state.status in ("failed", "cancelled"):
-                # "Failed requests are not charged" (the API's pricing notes).
-                await self._fail(item, self.store.get(item.key),
-                                 state.error or f"the task was {state.status}", refunded=True)
-                return None
+        try:
+            while True:
+                elapsed = self.monotonic() - started
+                if elapsed > self.options.task_timeout:
+                    self.result.unfinished.append(
+                        (item.key, f"task {task_id} still running after "
+                                   f"{self.options.task_timeout:.0f} s; the next run polls it"))
+                    self.emit(EventKind.UNFINISHED, item.key, task_id)
+                    return None
+                delay = self.polling.delay(plan, elapsed)
+                bound = self.polling.overdue(plan)
+                if bound is not None and elapsed > bound:
+                    if item.key not in self.overdue:
+                        self.overdue.add(item.key)
+                        self._check_overdue()
+                    if self.give_up.is_set():
+                        message = (f"task {task_id} is still running at the API after "
+                                   f"{elapsed:.0f} s, far past this run's other tasks; the "
+                                   "next run polls it again, paying nothing new")
+                        self.result.unfinished.append((item.key, message))
+                        self.emit(EventKind.UNFINISHED, item.key, message)
+                        return None
+                    if delay > 0 and await self._until(self.give_up, delay):
+                        continue  # nothing else is left: give it up
+                elif delay > 0 and self.polling.cold and not plan.scout and not self.warm.is_set():
+                    if await self._until(self.warm, delay):
+                        continue  # re-plan with what the model has learned
+                elif delay > 0:
+                    if bound is not None and bound - elapsed < delay:
+                        # Awake at the bound, to be counted as far past it then.
+                        await self.sleep(bound - elapsed + 0.005)
+                        continue
+                    await self.sleep(delay)
+                asked = self.monotonic()
+                try:
+                    state = await self.client.poll(task_id)
+                except ApiUnreachable:
+                    raise  # the task stays recorded ``running``; the run stops (see process)
+                except TransientError:
+                    plan.polls += 1
+                    plan.last_at = asked - started
+                    continue  # the client already retried; keep polling until the deadline
+                except BadResultLink as exc:
+                    return exc  # completed and paid: ``collect`` polls again for good links
+                except RequestRejected as exc:
+                    await self._fail(item, self.store.get(item.key),
+                                     f"task {task_id}: {exc.api_message}", failure="task-gone")
+                    return None
+                at = (state.asked_at if state.asked_at is not None else asked) - started
+                if self.polling.observe(plan, at, finished=state.finished,
+                                        estimate=state.estimated_time, progress=state.progress,
+                                        replied=self.monotonic() - started):
+                    self.warm.set()
+                if state.status == "completed":
+                    return state
+                if state.status in ("failed", "cancelled"):
+                    # "Failed requests are not charged" (the API's pricing notes).
+                    await self._fail(item, self.store.get(item.key),
+                                     state.error or f"the task was {state.status}",
+                                     failure="task-failed", refunded=True)
+                    return None
+        finally:
+            self.overdue.discard(item.key)
 
-    async def collect(self, item: PlanItem, task_id: str, state: TaskState) -> bool:
-        """Download every image, rename into place, record done and write meta.json."""
+    async def _until(self, event: asyncio.Event, delay: float) -> bool:
+        """Wait ``delay`` s, or less if ``event`` is set meanwhile (then True)."""
+        with contextlib.suppress(TimeoutError):
+            # A timeout scope, not wait_for: no task made per wait (Python 3.11).
+            async with asyncio.timeout(delay):
+                await event.wait()
+            return True
+        return False
+
+    async def collect(self, item: PlanItem, task_id: str,
+                      got: TaskState | BadResultLink) -> bool:
+        """Download every image, rename into place, record done and write meta.json.
+
+        The task is completed and paid for, so results that cannot be fetched are never
+        bought again here: up to ``options.download_attempts`` tries, each after polling
+        the task again for fresh links (waiting ``options.repoll_backoff`` s, doubling).
+        If all fail, the attempt is recorded failed for its ``results``, and the next run
+        polls the task again, free; a failure whose outcome is unknown (network, 5xx)
+        leaves the entry as it is, for the next run to resume.
+        """
         inst, key = item.instance, item.key
+        state = got if isinstance(got, TaskState) else None
+        problem, unknown = (str(got), False) if state is None else ("", False)
         for attempt in range(self.options.download_attempts):
-            if not state.images:
-                await self._fail(item, self.store.get(key), "the task completed without images")
-                return False
+            if attempt:
+                await self.sleep(self.options.repoll_backoff * 2 ** (attempt - 1))
+                try:  # fresh URLs for this try
+                    state = await self.client.poll(task_id)
+                except BadResultLink as exc:
+                    state, problem, unknown = None, str(exc), False
+                except RequestRejected as exc:
+                    await self._fail(item, self.store.get(key),
+                                     f"task {task_id}: {exc.api_message}", failure="task-gone")
+                    return False
+                except TransientError as exc:
+                    state, problem, unknown = None, str(exc), True
+            if state is None:
+                continue
+            if state.status != "completed" or not state.images:
+                state, problem, unknown = None, "the task completed without images", False
+                continue
             await self._give_way()
             temps = [self.outputs.temp_path(inst.job, key, index)
                      for index in range(len(state.images))]
             try:
-                got = [(temp, image, await self.client.download(image.url, temp))
-                       for temp, image in zip(temps, state.images, strict=True)]
+                fetched = [(temp, image, await self.client.download(image.url, temp))
+                           for temp, image in zip(temps, state.images, strict=True)]
             except (RequestRejected, TransientError) as exc:
                 for temp in temps:
                     temp.unlink(missing_ok=True)
-                if attempt + 1 == self.options.download_attempts:
-                    if isinstance(exc, RequestRejected):
-                        # Refused even with fresh URLs (expired results, say): resuming
-                        # would refuse forever, so this attempt fails and the next run
-                        # starts a new one.
-                        await self._fail(item, self.store.get(key),
-                                         f"the results cannot be downloaded: {exc}")
-                        return False
-                    self.result.unfinished.append((key, f"download failed: {exc}"))
-                    self.emit(EventKind.UNFINISHED, key, str(exc))
-                    return False
-                try:  # fresh URLs for the next try
-                    state = await self.client.poll(task_id)
-                except (RequestRejected, TransientError):
-                    continue
+                problem, unknown = str(exc), isinstance(exc, TransientError)
                 continue
             except BaseException:
                 for temp in temps:
@@ -385,7 +483,7 @@ class Executor:
                 raise
             entry = self.store.get(key)
             assert entry is not None
-            done = await asyncio.to_thread(self._install, inst, got, entry)
+            done = await asyncio.to_thread(self._install, inst, fetched, entry)
             await self.store.commit(done)
             stale = [o.path for o in entry.outputs[len(done.outputs):]]
             if stale:  # a smaller ``n`` than last time: its extra images go, once recorded
@@ -393,6 +491,14 @@ class Executor:
             self.result.done.append(key)
             self.emit(EventKind.DONE, key, f"{len(done.outputs)} image(s)")
             return True
+        if unknown:
+            self.result.unfinished.append((key, f"download failed: {problem}"))
+            self.emit(EventKind.UNFINISHED, key, problem)
+            return False
+        await self._fail(item, self.store.get(key),
+                         f"the results cannot be downloaded: {problem}; the next run polls "
+                         f"task {task_id} again for fresh links, paying nothing new",
+                         failure="results")
         return False
 
     async def refetch(self, item: PlanItem) -> bool:
@@ -513,11 +619,12 @@ class Executor:
         return done
 
     async def _fail(self, item: PlanItem, entry: LockEntry | None, message: str, *,
-                    refunded: bool = False) -> None:
-        """Record the attempt as failed; ``refunded`` when the API does not charge for it."""
+                    failure: Failure, refunded: bool = False) -> None:
+        """Record the attempt as failed for ``failure``; ``refunded`` when the API does not
+        charge for it."""
         if entry is not None:
-            await self.store.commit(lifecycle.failed(entry, message, refunded=refunded,
-                                                     now=utc_now()))
+            await self.store.commit(lifecycle.failed(entry, message, failure=failure,
+                                                     refunded=refunded, now=utc_now()))
         if refunded:
             # Only what this run pre-charged comes back off its spending: a task an
             # earlier run submitted was never counted in it (the budget must not grow).

@@ -6,6 +6,11 @@
     submitting (same request) ──begin_attempt──▶ submitting (replay: same key, no new charge)
     running ──done──▶ done          running ──failed(refunded)──▶ failed
     submitting ──failed──▶ failed   done ──refreshed / link_forgotten──▶ done
+    running ──failed("results")──▶ failed ──done──▶ done   (re-polled: no new charge)
+
+A failed entry records why (``Failure``): only a task that failed, is gone or was
+never made is bought again; a paid task whose results could not be fetched is polled
+again for fresh links (``repolls``).
 
 The executor decides *when*; this module says *what* each step records, so the
 order of writes (the never-pay-twice argument, see ``executor``) reads in one place.
@@ -21,7 +26,7 @@ from decimal import Decimal
 from typing import Any
 
 from pipeline.instances import Instance
-from pipeline.lockfile import LockEntry, Output
+from pipeline.lockfile import Failure, LockEntry, Output
 
 
 def idempotency_key(key: str, fp: str, attempt: int) -> str:
@@ -66,24 +71,34 @@ def begin_attempt(inst: Instance, request: Mapping[str, Any], fp: str,
         updated_at=now, outputs=previous.outputs if previous else (), reroll=reroll)
 
 
+def repolls(entry: LockEntry | None) -> bool:
+    """Whether retrying ``entry`` only polls its paid task again for fresh result links
+    (free), rather than paying a new attempt."""
+    return (entry is not None and entry.status == "failed" and entry.failure == "results"
+            and entry.task_id is not None)
+
+
 def running(entry: LockEntry, task_id: str, cost: Decimal, *, now: str) -> LockEntry:
     """The API made task ``task_id`` and pre-charged ``cost`` for it."""
     return replace(entry, status="running", task_id=task_id, cost=cost,
                    charged=entry.charged + cost, updated_at=now)
 
 
-def failed(entry: LockEntry, message: str, *, refunded: bool, now: str) -> LockEntry:
-    """The attempt failed; ``refunded``: the API gives back a running task's pre-charge."""
+def failed(entry: LockEntry, message: str, *, failure: Failure, refunded: bool,
+           now: str) -> LockEntry:
+    """The attempt failed, for ``failure``; ``refunded``: the API gives back a running
+    task's pre-charge."""
     cost, charged = entry.cost, entry.charged
     if refunded and entry.status == "running":
         cost, charged = Decimal(0), max(entry.charged - entry.cost, Decimal(0))
     return replace(entry, status="failed", last_error=message, cost=cost, charged=charged,
-                   updated_at=now)
+                   updated_at=now, failure=failure)
 
 
 def done(entry: LockEntry, outputs: tuple[Output, ...], *, now: str) -> LockEntry:
     """Every image is on disk, verified and in place."""
-    return replace(entry, status="done", outputs=outputs, last_error=None, updated_at=now)
+    return replace(entry, status="done", outputs=outputs, last_error=None, updated_at=now,
+                   failure=None)
 
 
 def refreshed(entry: LockEntry, outputs: tuple[Output, ...], *, now: str) -> LockEntry:

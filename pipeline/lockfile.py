@@ -36,6 +36,16 @@ from pipeline.pricing import json_number
 FORMAT_VERSION = 1
 EntryStatus = Literal["submitting", "running", "done", "failed"]
 ENTRY_STATUSES: tuple[EntryStatus, ...] = ("submitting", "running", "done", "failed")
+Failure = Literal["results", "task-failed", "task-gone", "refused"]
+"""Why a ``failed`` entry's attempt failed, which decides what the next run does.
+
+``results``: the task completed and was paid, but its results could not be fetched
+(result links imgspec will not use, downloads that kept failing): the next run polls
+the same task again for fresh links, free. The others pay a new attempt:
+``task-failed`` (the API failed or cancelled the task, and refunded it), ``task-gone``
+(the API no longer knows the task: 404 on it), ``refused`` (the submission was
+refused or never sent: no task exists).
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +84,15 @@ class LockEntry:
     # How many times a reviewer had the instance re-rolled: its seed is derived from this
     # (``reroll.rerolled``), so the next plan reproduces the request that made the images.
     reroll: int = 0
+    # Why the last attempt failed (``failed`` entries only; None in lockfiles written
+    # before it was recorded, which retry as a new, paid attempt).
+    failure: Failure | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The entry as it is stored (the key is the mapping key around it)."""
-        # ``reroll`` only when set, so lockfiles of instances never re-rolled do not change.
-        return ({"reroll": self.reroll} if self.reroll else {}) | {
+        # ``reroll`` and ``failure`` only when set, so other lockfiles do not change.
+        return ({"reroll": self.reroll} if self.reroll else {}) | (
+            {"failure": self.failure} if self.failure is not None else {}) | {
             "job": self.job,
             "fingerprint": self.fingerprint,
             "status": self.status,
@@ -294,6 +308,7 @@ def _to_entry(key: str, raw: Mapping[str, Any]) -> LockEntry:
             for o in get("outputs", ())
         ),
         reroll=int(get("reroll", 0)),
+        failure=get("failure"),
     )
 
 

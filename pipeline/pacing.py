@@ -19,7 +19,8 @@ class RunOptions:
     first_poll: float = 1.0  # before the first poll when no estimate is known yet
     max_poll_interval: float = 15.0
     url_margin: float = 600.0  # an upstream URL expiring sooner is replaced by the local file
-    download_attempts: int = 3  # re-polls for fresh URLs after failed downloads
+    download_attempts: int = 3  # tries at a completed task's results, each with fresh URLs
+    repoll_backoff: float = 1.0  # seconds before the first re-poll for fresh URLs; doubles
     download_give_way: float = 0.5  # longest a download waits for submissions to go first
 
 

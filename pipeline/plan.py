@@ -19,6 +19,7 @@ from typing import Any
 from pipeline.diagnostics import Diagnostic
 from pipeline.identity import fingerprint
 from pipeline.instances import Expansion, Instance, UpstreamInput
+from pipeline.lifecycle import repolls
 from pipeline.lockfile import LockEntry, Lockfile, Output
 from pipeline.matrix import same
 from pipeline.reroll import reroll_note, rerolled
@@ -31,7 +32,7 @@ class PlanStatus(StrEnum):
     NEW = "new"  # never run
     CHANGED = "changed"  # its rendered request differs from the recorded one
     REROLL = "reroll"  # a reviewer asked for new images: generated again with a new seed
-    RETRY = "retry"  # the last attempt failed
+    RETRY = "retry"  # the last attempt failed (free when it only re-polls: ``PlanItem.repoll``)
     RESUME = "resume"  # a task was submitted and not finished: poll it, pay nothing new
     MISSING = "missing"  # done, but files are gone or damaged and their links expired: pay again
     DOWNLOAD = "download"  # done, files gone or damaged, links still valid: fetch again, free
@@ -62,6 +63,14 @@ class PlanItem:
     refetch: tuple[int, ...] = ()  # DOWNLOAD: the indexes of the images to fetch again
     reroll: int = 0  # re-rolls the instance's request includes (recorded in its lock entry)
     note: str | None = None  # REROLL: what the re-roll replaces, for the plan's reader
+    # RETRY of a paid task whose results could not be fetched: it is polled again for
+    # fresh links, at no cost, instead of being submitted again.
+    repoll: bool = False
+
+    @property
+    def pays(self) -> bool:
+        """Whether the run submits (and pays for) this item."""
+        return self.status in TO_SUBMIT and not self.repoll
 
     @property
     def key(self) -> str:
@@ -98,7 +107,7 @@ class Plan:
     @cached_property
     def submitting(self) -> tuple[PlanItem, ...]:
         """The items a run will submit (and pay for); computed once, the plan is frozen."""
-        return tuple(i for i in self.items if i.status in TO_SUBMIT)
+        return tuple(i for i in self.items if i.pays)
 
     @property
     def has_work(self) -> bool:
@@ -177,7 +186,7 @@ class Tally:
         """Count one more item."""
         status = item.status
         self.counts[status.value] += 1
-        if status in TO_SUBMIT:
+        if item.pays:
             inst, cost = item.instance, item.cost
             self.instances += 1
             self.images += inst.n
@@ -293,8 +302,12 @@ class Planner:
             self._statuses[inst.key] = status
         if inst.job in self._needed:
             keys.setdefault(inst.job, []).append(inst.key)
-        cost = self.pricing.cost(made.model, made.n) if status in TO_SUBMIT else Decimal(0)
-        return PlanItem(made, status, fp, cost, needs, refetch, count, note)
+        repoll = status == PlanStatus.RETRY and repolls(entry)
+        if repoll:
+            note = repoll_note(entry)
+        cost = (self.pricing.cost(made.model, made.n) if status in TO_SUBMIT and not repoll
+                else Decimal(0))
+        return PlanItem(made, status, fp, cost, needs, refetch, count, note, repoll)
 
     def orphaned(self) -> tuple[str, ...]:
         """Lock entries no instance has had so far (all of them, once every one has passed)."""
@@ -383,6 +396,13 @@ def link_note(status: PlanStatus, entry: LockEntry | None, refetch: tuple[int, .
         return "image gone and no link recorded: generating it again is paid"
     return (f"image gone, its link expired at {_utc(min(expired))} (or too soon to count "
             "on): generating it again is paid")
+
+
+def repoll_note(entry: LockEntry | None) -> str:
+    """What the plan says of a ``retry`` that only polls its paid task again."""
+    task = entry.task_id if entry is not None else None
+    return (f"free: re-polls task {task} for fresh result links; it completed and was "
+            "paid, its results could not be fetched")
 
 
 def _utc(when: int) -> str:

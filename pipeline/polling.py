@@ -85,6 +85,11 @@ FOLLOW_UP_GROWTH = 1.6
 MIN_GAP = 0.02  # seconds: never a tight loop
 MIN_FACTOR, MAX_FACTOR = 0.02, 50.0
 BLIND_RUNG = -2  # the first poll of a task without an estimate of its own
+# A task is far past what the run has learned (``PollModel.overdue``) this many times
+# past the time by which the top rung (99 %) sees tasks of its estimate done, and never
+# before OVERDUE_FLOOR seconds.
+OVERDUE_MULTIPLE = 10.0
+OVERDUE_FLOOR = 10.0
 PROGRESS_RUNG = -3  # a poll planned from the task's reported progress
 
 
@@ -230,6 +235,23 @@ class PollModel:
             return TaskPolls(estimate, known=True, scout=scout, resumed=resumed)
         base = self.typical if self.typical is not None else self.default_estimate
         return TaskPolls(base, scout=scout, resumed=resumed, blind=True)
+
+    def overdue(self, task: TaskPolls) -> float | None:
+        """Seconds after its start past which ``task`` is far past what this run has
+        learned; None while the model is cold (nothing learned, no bound).
+
+        ``OVERDUE_MULTIPLE`` (10) times the learned 99th percentile of the durations of
+        tasks of its estimate (its estimate times the top rung), and at least
+        ``OVERDUE_FLOOR`` (10 s). Ten times the 99th percentile is well past a slow
+        task: it is one the API has lost track of for now. For APIMart's tasks (under a
+        minute) that is about the 10 minutes its official client gives a task; the floor
+        keeps a run of sub-second tasks from giving up on one that a busy event loop
+        merely read late. The executor ends the run once only such tasks remain; they
+        stay recorded, and the next run polls them (a new clock, nothing new paid).
+        """
+        if self.cold:
+            return None
+        return max(OVERDUE_FLOOR, OVERDUE_MULTIPLE * task.estimate * self.factors[-1])
 
     def _saw(self, estimate: float) -> None:
         self._estimate_spread.add(estimate)

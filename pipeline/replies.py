@@ -22,7 +22,9 @@ Fields the pipeline must rely on (task id, status, image URLs) are strict;
 hints (``progress``, ``estimated_time``, ``expires_at``) are lenient: garbage
 there becomes ``None`` rather than a failed call. A result URL imgspec must not
 fetch (``file://``, ``gopher://``, plain http to a remote host) is a
-:class:`RequestRejected` at once: polling again would only return it again.
+:class:`BadResultLink` at once, not a malformed reply retried on the spot: the
+task is paid for, so the executor polls it again for good links, with backoff,
+this run and the next, while the API keeps it.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from urllib.parse import urlsplit
 from pipeline.errors import (
     ApiError,
     AuthError,
+    BadResultLink,
     BalanceExhausted,
     RequestRejected,
     TransientError,
@@ -473,7 +476,7 @@ def _images(result: object, api_host: str) -> tuple[TaskImage, ...]:
                 raise malformed(f"an image url is {_brief(url)}, not a string")
             problem = result_url_problem(url, api_host=api_host)
             if problem is not None:
-                raise RequestRejected(f"the result image URL {shorten(url, 80)!r} {problem}")
+                raise BadResultLink(f"the result image URL {shorten(url, 80)!r} {problem}")
             images.append(TaskImage(url=url, expires_at=None if expires is None else int(expires)))
     if not images:
         raise malformed("a completed task with no image URLs")

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
-from pipeline.plan import STATUS_ORDER, TO_SUBMIT, Plan, PlanHead, PlanItem, PlanStatus
+from pipeline.plan import STATUS_ORDER, Plan, PlanHead, PlanItem, PlanStatus
 from pipeline.pricing import json_number, money
 
 # Up to this many changed items are listed one per line; beyond it, counts per job.
@@ -112,6 +112,8 @@ def _item_json(item: PlanItem) -> dict[str, Any]:
     }
     if item.reroll:
         out["reroll"] = item.reroll
+    if item.repoll:
+        out["repoll"] = True
     if item.note:
         out["note"] = item.note
     return out
@@ -140,7 +142,8 @@ def plan_text(plan: Plan) -> str:
         model_width = max(len(i.instance.model) for i in changes)
         for item in changes:
             price = (f"{item.instance.n:>2} × {item.instance.model:<{model_width}}  "
-                     f"{money(item.cost, cur):>8}" if item.status in TO_SUBMIT
+                     f"{money(item.cost, cur):>8}" if item.pays
+                     else "already paid, polled again" if item.repoll
                      else "already paid, downloaded again" if item.status == PlanStatus.DOWNLOAD
                      else "already paid, will be polled")
             note = f"  ({item.note})" if item.note else ""

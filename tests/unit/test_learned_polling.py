@@ -16,6 +16,7 @@ from pipeline.pacing import RunOptions
 from pipeline.polling import (
     HIT_TARGET,
     MIN_GAP,
+    OVERDUE_FLOOR,
     POLL_BUDGET,
     PROGRESS_LEVEL,
     SCOUT_FRACTIONS,
@@ -521,3 +522,19 @@ def test_a_first_poll_that_just_missed_is_followed_soon() -> None:
     assert model.delay(task, 0.995) == pytest.approx(MIN_GAP)
     model.observe(task, 0.995 + MIN_GAP, finished=False, progress=99, replied=1.015)
     assert model.delay(task, 1.015) > MIN_GAP
+
+
+def test_a_task_is_far_past_the_others_only_at_ten_times_their_learned_durations() -> None:
+    """No bound while nothing is learned; then about 10x what the run's tasks took (30 s
+    tasks: ~300 s, the official client's 10 minutes in reach), never under the floor."""
+    model = PollModel()
+    assert model.overdue(model.start(30.0)) is None
+    rng = random.Random(4)
+    for _ in range(200):
+        finish_task(model, 30.0, rng.uniform(20.0, 30.0))
+    bound = model.overdue(model.start(30.0))
+    assert bound is not None
+    assert 250.0 <= bound <= 400.0
+    for _ in range(200):
+        finish_task(model, 0.1, 0.1)
+    assert model.overdue(model.start(0.1)) == OVERDUE_FLOOR
