@@ -92,8 +92,9 @@ from pipeline.errors import (
     TransientError,
     UsageError,
 )
+from pipeline.gates import RateGate
 from pipeline.images import IMAGE_FORMATS
-from pipeline.pacing import AdaptiveRate, Bound
+from pipeline.pacing import Bound
 from pipeline.replies import (
     RESPONSE_VERSION,
     Balance,
@@ -152,14 +153,7 @@ class _RateLimiter:
             await asyncio.sleep(slot - now)
 
 
-async def _through(gate: AdaptiveRate) -> None:
-    """Wait for ``gate``'s next free slot (at once while the API has not limited us)."""
-    delay = gate.reserve(time.monotonic())
-    if delay > 0:
-        await asyncio.sleep(delay)
-
-
-def _learn(gate: AdaptiveRate, status: int, headers: Mapping[str, str]) -> None:
+def _learn(gate: RateGate, status: int, headers: Mapping[str, str]) -> None:
     """Tell ``gate`` how the API answered: a 429 slows it down, anything else lets it recover."""
     now = time.monotonic()
     if status == 429:
@@ -304,8 +298,7 @@ class ApiClient:
         # --max-rate: a hard cap on every request, only when given. Otherwise each kind
         # of request is unbounded until the API limits it (429), then adapts (pacing).
         self._limiter = _RateLimiter(max_rate) if max_rate is not None else None
-        self._gates = {"submit": AdaptiveRate(), "poll": AdaptiveRate(),
-                       "download": AdaptiveRate()}
+        self._gates = {"submit": RateGate(), "poll": RateGate(), "download": RateGate()}
         # Built once: aiohttp copies a CIMultiDict as it is, without converting it.
         # Every call asks for the versioned envelope, as the official client does;
         # replies parses it and today's shapes alike.
@@ -504,7 +497,7 @@ class ApiClient:
     def rate_bound(self, operation: str) -> float | None:
         """The adaptive rate bound now in force for ``operation`` (None: unbounded)."""
         gate = self._gates.get(operation)
-        return None if gate is None else gate.rate
+        return None if gate is None else gate.adaptive.rate
 
     # -- plumbing ------------------------------------------------------------
 
@@ -602,8 +595,8 @@ class ApiClient:
             await self._limiter.wait()
         gate = self._gates.get(what)
         if gate is None:
-            gate = self._gates[what] = AdaptiveRate()
-        await _through(gate)
+            gate = self._gates[what] = RateGate()
+        await gate.through()
         session = self._session()
         proxy = self._api_proxy
         with self._translated(what, api=True):
@@ -676,7 +669,7 @@ class ApiClient:
         if self._limiter is not None:
             await self._limiter.wait()
         gate = self._gates["download"]
-        await _through(gate)
+        await gate.through()
         dest = sink.dest
         try:
             with self._translated("download"):

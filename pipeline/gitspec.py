@@ -21,11 +21,12 @@ from pipeline.workspace import MAX_FILE_BYTES, normalise_relpath
 GIT_TIMEOUT = 120.0  # seconds: only guards against a hung git
 
 
-def git(root: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    """Run ``git -C root ARGS`` and return what it did (``UsageError`` without git)."""
+def git(root: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[bytes]:
+    """Run ``git -C root ARGS`` (``stdin`` its input) and return what it did (``UsageError``
+    without git)."""
     try:
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True,
-                              timeout=GIT_TIMEOUT, check=False)
+        return subprocess.run(["git", "-C", str(root), *args], input=stdin.encode(),
+                              capture_output=True, timeout=GIT_TIMEOUT, check=False)
     except FileNotFoundError as exc:
         raise UsageError("git is not installed (or not on PATH); imgspec diff reads the "
                          "manifest at the revision with git") from exc
@@ -54,13 +55,27 @@ def check_revision(root: Path, ref: str) -> None:
 
 
 def show(root: Path, ref: str, path: str, *, limit: int = MAX_FILE_BYTES) -> bytes | None:
-    """The bytes of ``path`` (relative to the root) at ``ref``; ``None`` if it is not there."""
-    done = git(root, "cat-file", "blob", f"{ref}:{path}")
+    """The bytes of ``path`` (relative to the root) at ``ref``; ``None`` if it is not there.
+
+    The blob's size is asked first and a blob over ``limit`` refused before a byte of
+    it is read (reading a blob whole only to learn that it is too large costs about
+    twice its size in memory).
+    """
+    spec = f"{ref}:{path}"
+    if "\n" in spec:  # git's --batch-check reads one name a line
+        raise InputFileError(f"{spec!r}: a path with a line break cannot be read at a revision")
+    # The object id pins the blob: ``ref`` may move between this question and the read.
+    found = git(root, "cat-file", "--batch-check", stdin=spec + "\n")
+    fields = found.stdout.decode("utf-8", errors="replace").split()
+    if found.returncode != 0 or len(fields) != 3 or fields[1] != "blob":
+        return None  # "<spec> missing", or a folder (a tree) at that path
+    oid, size = fields[0], int(fields[2])
+    if size > limit:
+        raise InputFileError(f"{spec}: {size:,} bytes is larger than the {limit:,} bytes "
+                             "imgspec reads")
+    done = git(root, "cat-file", "blob", oid)
     if done.returncode != 0:
         return None
-    if len(done.stdout) > limit:
-        raise InputFileError(f"{ref}:{path}: {len(done.stdout):,} bytes is larger than the "
-                             f"{limit:,} bytes imgspec reads")
     return done.stdout
 
 

@@ -48,7 +48,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any
 
 from pipeline.errors import LockfileError
-from pipeline.files import fsync_dir, write_all, write_atomic
+from pipeline.files import fsync_dir, sweep_temps, write_all, write_atomic
 from pipeline.lockfile import (
     EntryTexts,
     LockEntry,
@@ -334,6 +334,9 @@ class LockStore:
         then the journal removed, so a crash during recovery is itself recoverable.
         """
         journal = journal_path(lock_path)
+        # The caller holds the run guard, but a write of the lockfile killed mid-way may
+        # have left its temp file: the store is the lockfile's writer, so it tidies up.
+        sweep_temps(lock_path)
         lock = read_lockfile(lock_path, manifest=manifest)
         text = read_journal(journal)
         recovery = Recovery()

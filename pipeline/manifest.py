@@ -25,7 +25,13 @@ from pipeline.spec import (
     MatrixSpec,
     UpstreamRef,
 )
-from pipeline.workspace import DirectoryWorkspace, Workspace, read_text
+from pipeline.workspace import (
+    DirectoryWorkspace,
+    NotARegularFile,
+    Workspace,
+    read_regular,
+    read_text,
+)
 
 MANIFEST_SCHEMA = "manifest.schema.json"
 MAX_MANIFEST_BYTES = 10 * 1024 * 1024
@@ -44,14 +50,18 @@ def load_manifest(path: Path) -> tuple[Manifest, DirectoryWorkspace]:
 def read_manifest_text(path: Path) -> str:
     """The manifest's text; ``InputFileError`` if it is missing, too large or not UTF-8."""
     try:
-        size = path.stat().st_size
-        if size > MAX_MANIFEST_BYTES:
-            raise InputFileError(f"{path}: {size:,} bytes is too large for a manifest")
-        return path.read_text(encoding="utf-8")
+        data = read_regular(path, limit=MAX_MANIFEST_BYTES)
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise InputFileError(f"{path}: more than {MAX_MANIFEST_BYTES:,} bytes is too large "
+                                 "for a manifest")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputFileError(f"{path}: not UTF-8 text; save the manifest as UTF-8") from exc
     except FileNotFoundError as exc:
         raise InputFileError(f"{path}: no such manifest") from exc
+    except NotARegularFile as exc:
+        raise InputFileError(f"{path}: {exc.strerror}; a manifest must be a regular file"
+                             ) from exc
     except OSError as exc:
         raise InputFileError(f"{path}: cannot be read ({exc.strerror})") from exc
 

@@ -159,7 +159,9 @@ def refresh_index(target: Path, lock: Lockfile) -> Path | None:
     folder = paths.output_folder()
     if not folder.root.is_dir():
         return None
-    return folder.write_index(expansion, lock.entries, str(manifest_path))
+    # Relative, as ``run`` writes it from a path typed in the project: an absolute path
+    # would name one person's checkout in a file the team shares.
+    return folder.write_index(expansion, lock.entries, os.path.relpath(manifest_path))
 
 
 def _rebased(lock: Lockfile, source: Path, target: Path) -> Lockfile:

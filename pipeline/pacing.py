@@ -38,7 +38,13 @@ class Bound(StrEnum):
 # An adaptive bound never goes below this (requests/s): a long Retry-After pauses instead.
 MIN_ADAPTIVE_RATE = 0.2
 BACKOFF_FACTOR = 0.5  # multiplicative decrease on a 429
-RECOVERY_STEP = 0.02  # each success at a bounded rate raises it by 2 % (gradual recovery)
+RECOVERY_STEP = 0.02  # each success at a bounded rate raises it by at least 2 %
+# Recovery also follows a cubic of the time since the decrease (as TCP CUBIC and the
+# AWS SDKs' adaptive retry mode): back at the rate that met the 429 after
+# cbrt(rate x (1 - BACKOFF_FACTOR) / CUBIC_SCALE) s (1.4 s from 2/s, 3.6 s from 100/s),
+# then faster and faster. Per success alone, a run that sends little would need
+# minutes to come back from one 429.
+CUBIC_SCALE = 0.4  # requests/s per s^3
 UNBOUND_AFTER = 60.0  # seconds without a 429, at twice the rate that met one: unbounded again
 
 
@@ -48,20 +54,25 @@ class AdaptiveRate:
 
     Unbounded until the API answers 429 (there is no evidence of a limit before).
     A 429 halves the rate (starting from the rate recently sent) and, with a
-    ``Retry-After``, pauses every request of this kind until then. Each success
-    raises the rate by 2 %; after ``UNBOUND_AFTER`` s without a 429 and at twice
-    the rate that met the last one, the bound is lifted. ``cap`` (``--max-rate``)
-    is a hard ceiling that holds whatever the API says.
+    ``Retry-After``, pauses every request of this kind until then. Successes raise
+    the rate again (see ``CUBIC_SCALE``); after ``UNBOUND_AFTER`` s without a 429 and
+    at twice the rate that met the last one, the bound is lifted. ``cap``
+    (``--max-rate``) is a hard ceiling that holds whatever the API says.
 
-    ``reserve`` books the next free slot, so concurrent callers are spaced (no lock
-    needed on one event loop: nothing awaits between reading and booking).
+    Requests that cannot go at once queue, in order, and nothing is booked ahead:
+    the first in the queue goes when the rate in force *then* gives it a slot
+    (``due``, ``release``), so a recovery or a lifted bound speeds up the requests
+    already waiting. The caller wakes them (``pipeline.gates``); no lock is needed on
+    one event loop, as nothing awaits between reading and changing the state.
     """
 
     __slots__ = (
+        "_decreased_at",
         "_last_limit",
+        "_last_sent",
         "_limited_at",
-        "_next",
         "_paused_until",
+        "_queued",
         "_recent_rate",
         "_window_count",
         "_window_start",
@@ -74,13 +85,15 @@ class AdaptiveRate:
     def __init__(self, *, cap: float | None = None) -> None:
         self.cap = cap
         self.rate: float | None = None  # the adaptive bound; None: no evidence of a limit
-        self._next = 0.0
+        self._last_sent = -math.inf  # when the last request was let go
+        self._queued = 0  # requests waiting for a slot, first come first served
         self._paused_until = 0.0
         self._last_limit = 0.0  # the rate that met the last 429
         self._limited_at = -math.inf
+        self._decreased_at = -math.inf
         self._window_start = 0.0
         self._window_count = 0
-        self._recent_rate = 0.0  # requests/s booked over the last whole second
+        self._recent_rate = 0.0  # requests/s sent over the last whole second
         self.held_by: Bound | None = None  # the bound that last made a request wait
         self.held_at = -math.inf
 
@@ -91,22 +104,63 @@ class AdaptiveRate:
         return self.rate if self.cap is None else min(self.rate, self.cap)
 
     def reserve(self, now: float) -> float:
-        """Book a request; seconds the caller must wait before sending it (0: at once)."""
+        """Ask to send a request at ``now``. 0.0: it may go now, and has taken its slot.
+
+        Otherwise it joins the queue and the value (> 0) is how long it would wait if
+        the rate in force now held; it goes when ``release`` lets it.
+        """
+        rate = self.effective()
+        head = self._next_free(rate)
+        if head <= now and (self._queued == 0 or rate is None):
+            self._send(now)
+            return 0.0
+        wait = max(head - now, 0.0) + (self._queued / rate if rate is not None else 0.0)
+        self._queued += 1
+        self._hold(now)
+        return wait
+
+    def due(self) -> float | None:
+        """When the first queued request may go, at the rate in force; None: no queue."""
+        return self._next_free(self.effective()) if self._queued else None
+
+    def release(self, now: float) -> bool:
+        """Let the first queued request go if its slot has come; whether one went."""
+        if not self._queued or self._next_free(self.effective()) > now:
+            return False
+        self._queued -= 1
+        self._send(now)
+        self._hold(now)
+        return True
+
+    def withdraw(self) -> None:
+        """A queued request gave up waiting (it was cancelled)."""
+        self._queued = max(0, self._queued - 1)
+
+    def _next_free(self, rate: float | None) -> float:
+        # One interval after the last request sent, at the rate in force: not a slot
+        # booked when the request arrived.
+        if rate is None:
+            return self._paused_until
+        return max(self._paused_until, self._last_sent + 1.0 / rate)
+
+    def _send(self, now: float) -> None:
         if now - self._window_start >= 1.0:
             elapsed = now - self._window_start
             self._recent_rate = self._window_count / elapsed if elapsed < 2.0 else 0.0
             self._window_start, self._window_count = now, 0
         self._window_count += 1
-        rate = self.effective()
-        slot = max(now, self._next, self._paused_until)
-        self._next = slot + (1.0 / rate if rate is not None else 0.0)
-        delay = slot - now
-        if delay > 0:
-            adaptive = (self._paused_until > now
-                        or (self.rate is not None and (self.cap is None or self.rate < self.cap)))
-            self.held_by = Bound.API_RATE if adaptive else Bound.MAX_RATE
-            self.held_at = now
-        return delay
+        self._last_sent = now
+
+    def _hold(self, now: float) -> None:
+        self.held_by, self.held_at = self._bound(now), now
+
+    def _bound(self, now: float) -> Bound | None:
+        """The bound a request waiting at ``now`` waits for: the API's (a pause, or an
+        adaptive rate under the cap), else the cap; None if neither is in force."""
+        if self._paused_until > now or (self.rate is not None
+                                         and (self.cap is None or self.rate < self.cap)):
+            return Bound.API_RATE
+        return Bound.MAX_RATE if self.cap is not None else None
 
     def limited(self, now: float, retry_after: float | None) -> None:
         """The API answered 429: slow down (and pause until ``retry_after`` s from now)."""
@@ -120,21 +174,31 @@ class AdaptiveRate:
         if now - self._limited_at >= 1.0 / max(current, MIN_ADAPTIVE_RATE) or self.rate is None:
             self.rate = max(MIN_ADAPTIVE_RATE, current * BACKOFF_FACTOR)
             self._last_limit = current
+            self._decreased_at = now
         self._limited_at = now
         if retry_after is not None and retry_after > 0:
             self._paused_until = max(self._paused_until, now + retry_after)
         self.held_by, self.held_at = Bound.API_RATE, now
 
     def succeeded(self, now: float) -> None:
-        """A request of this kind was answered without a 429: recover gradually."""
+        """A request of this kind was answered without a 429: recover."""
         if self.rate is None:
             return
-        self.rate *= 1.0 + RECOVERY_STEP
+        self.rate = max(self.rate * (1.0 + RECOVERY_STEP), self._cubic(now))
         if (now - self._limited_at >= UNBOUND_AFTER and self.rate >= 2 * self._last_limit):
             self.rate = None
         elif self.cap is not None and self.rate > self.cap:
             self.rate = self.cap
 
+    def _cubic(self, now: float) -> float:
+        # W(t) = C (t - K)^3 + W_max, with W(0) = W_max x BACKOFF_FACTOR.
+        peak = self._last_limit
+        knee = math.cbrt(peak * (1.0 - BACKOFF_FACTOR) / CUBIC_SCALE)
+        return CUBIC_SCALE * (now - self._decreased_at - knee) ** 3 + peak
+
     def holding(self, now: float, within: float = 1.0) -> Bound | None:
-        """The bound that made a request wait in the last ``within`` seconds, if any."""
+        """The bound holding requests back: the one they queue for now, else the one
+        that made a request wait in the last ``within`` seconds, if any."""
+        if self._queued:
+            return self._bound(now)
         return self.held_by if now - self.held_at <= within else None

@@ -7,7 +7,9 @@ paths, symlinks pointing out); the in-memory one serves unit tests.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -16,6 +18,47 @@ from pipeline.errors import InputFileError
 
 # Inputs are images of at most 20 MB and small text files; refuse to slurp anything bigger.
 MAX_FILE_BYTES = 25 * 1024 * 1024
+
+
+class NotARegularFile(OSError):
+    """The path names something other than a regular file (a FIFO, a device, a folder)."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        super().__init__(errno.EINVAL, f"is {kind}, not a regular file", str(path))
+        self.kind = kind
+
+
+def read_regular(path: Path, *, limit: int) -> bytes:
+    """The bytes of the regular file at ``path``, at most ``limit + 1`` of them (so a
+    caller can tell a file over ``limit``).
+
+    The file is opened without blocking and checked before a byte is read, so a FIFO
+    (whose open or read would wait for a writer for ever), a device or a socket is
+    refused with ``NotARegularFile``; other failures raise their ``OSError``.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotARegularFile(path, _kind(mode))
+        os.set_blocking(fd, True)
+        chunks = []
+        left = limit + 1
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "of another kind"
 
 
 class Workspace(Protocol):
@@ -65,19 +108,20 @@ class DirectoryWorkspace:
         """Read a file, bounded in size."""
         path = self.resolve(relpath)
         try:
-            size = path.stat().st_size
-            if size > MAX_FILE_BYTES:
-                raise InputFileError(f"{relpath}: {size:,} bytes is larger than the "
-                                     f"{MAX_FILE_BYTES:,} bytes an input may have")
-            with path.open("rb") as handle:
-                return handle.read(MAX_FILE_BYTES + 1)
+            data = read_regular(path, limit=MAX_FILE_BYTES)
         except FileNotFoundError as exc:
             raise InputFileError(f"{relpath}: no such file (looked in {self.root})") from exc
-        except IsADirectoryError as exc:
-            raise InputFileError(f"{relpath}: is a directory, not a file") from exc
+        except NotARegularFile as exc:
+            # A FIFO would block validate and plan for ever; a device could be endless.
+            raise InputFileError(f"{relpath}: {exc.strerror}; inputs must be regular files "
+                                 f"({path})") from exc
         except OSError as exc:
             raise InputFileError(f"{relpath}: cannot be read ({os.strerror(exc.errno or 0)})"
                                  ) from exc
+        if len(data) > MAX_FILE_BYTES:
+            raise InputFileError(f"{relpath}: more than the {MAX_FILE_BYTES:,} bytes an input "
+                                 "may have")
+        return data
 
 
 class MemoryWorkspace:

@@ -9,6 +9,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from pipeline.pacing import Bound
 from pipeline.simulator import RunningSimulator
 from pipeline.views.progress import JsonReporter, LiveReporter, PlainReporter
 from tests.e2e.conftest import KEY, ROOT, Project, run_args
+from tests.journeys.world import HANG_GUARD, SharedSim
+from tests.journeys.world import KEY as JOURNEY_KEY
 from tests.simulator.simkit import StartSim
 
 
@@ -146,3 +150,73 @@ def test_json_events_are_flushed_in_batches_but_never_left_behind() -> None:
 
     asyncio.run(burst())
     assert len(out.getvalue().splitlines()) == 52
+
+
+RECOVERY_MANIFEST = """\
+version: 1
+name: burst
+budget: {max_cost: 100}
+defaults: {model: wan2.7-image, size: 1K}
+jobs:
+  sign:
+    prompt: "A shop sign"
+  window:
+    prompt: "Shop window number {{ i }} under the sign"
+    image_urls: [{from: sign, image: 0}]
+    matrix:
+      i: [%s]
+"""
+WINDOWS = 80
+# Generous: recovered, the run sends its 80 window submissions in seconds; slots booked
+# at the rate the 429 left (0.5/s: one request had been sent) would take 160 s.
+RECOVERED_WITHIN = 60.0
+
+
+def test_after_a_429_the_run_is_back_at_pace_within_seconds(tmp_path: Path) -> None:
+    """The run's first submission, alone, is answered 429, which bounds submissions at
+    0.5/s; the API then stops limiting, and the 80 submissions queued after it are all
+    sent within seconds (waits follow the recovered rate, not slots booked at 0.5/s),
+    each instance is paid once, and the events name the API's rate limit, never a
+    --max-rate nobody gave."""
+    manifest = tmp_path / "burst.yaml"
+    manifest.write_text(RECOVERY_MANIFEST % ", ".join(str(i) for i in range(WINDOWS)))
+    sim = SharedSim()
+    try:
+        sim.set_faults({"submit.429": 1.0}, seed=3)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "run", str(manifest), "--yes", "--json",
+             "--concurrency", str(WINDOWS), "--base-url", sim.base_url],
+            env={**os.environ, "APIMART_API_KEY": JOURNEY_KEY, "PYTHONPATH": str(ROOT)},
+            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert wait_for(lambda: sim.running.ledger().faults.get("submit.429", 0) >= 1,
+                            proc)
+            sim.set_faults({}, seed=0)  # the API recovers: the next submission is accepted
+            limited_at = time.time()  # the simulator's clock
+            out, err = proc.communicate(timeout=HANG_GUARD)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 0, err
+        created = sim.task_times()
+        ledger = sim.running.ledger()
+    finally:
+        sim.stop()
+    # Each instance paid once, its image on disk: the 429 cost nothing.
+    assert len(created) == ledger.tasks_created == ledger.images_charged == 1 + WINDOWS
+    assert len(list((tmp_path / "outputs" / "burst").rglob("0.png"))) == 1 + WINDOWS
+    assert created[-1] - limited_at < RECOVERED_WITHIN
+    held = {event["limited_by"] for event in events(out)}
+    assert "api-rate-limit" in held
+    assert "max-rate" not in held
+
+
+def wait_for(condition: Callable[[], bool], proc: subprocess.Popen[str]) -> bool:
+    """Poll ``condition`` while ``proc`` runs (bounded only against a hang)."""
+    deadline = time.monotonic() + HANG_GUARD
+    while time.monotonic() < deadline and proc.poll() is None:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return False

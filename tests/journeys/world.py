@@ -143,6 +143,13 @@ class SharedSim:
 
         self._in_loop(swap)
 
+    def task_times(self) -> list[float]:
+        """When each task was created (simulator clock, seconds), in order."""
+        inner = self.running._sim
+        times: list[float] = self._in_loop(
+            lambda: sorted(task.created_at for task in inner.store.tasks.values()))
+        return times
+
     def charges(self) -> Charges:
         """A snapshot of what has been charged, failed tasks refunded up to now."""
         inner = self.running._sim

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from decimal import Decimal
 
 import pytest
@@ -14,7 +16,7 @@ from pipeline.diff import FieldChange, compare, field_changes
 from pipeline.lockfile import Lockfile
 from pipeline.simulator import RunningSimulator
 from tests.e2e.conftest import MANIFEST
-from tests.teams.conftest import Repo
+from tests.teams.conftest import TIMEOUT, Repo
 from tests.unit.conftest import Build
 
 PATH = "manifests/shop.yaml"
@@ -153,3 +155,35 @@ def test_include_rows_are_read_at_the_revision(repo: Repo) -> None:
     assert {k: i["change"] for k, i in items.items()} == {
         "card@sku=b2,title=Big bowl": "added", "card@sku=c3,title=Plate": "added",
         "card@sku=b2,title=Bowl": "removed"}
+
+
+# Runs ``argv[1:]`` and prints the peak resident memory (KiB) of it and its children
+# (imgspec, and the git commands it runs).
+PEAK_RSS = ("import resource, subprocess, sys\n"
+            "done = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+            "sys.stderr.write(done.stderr)\n"
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+            "sys.exit(done.returncode)\n")
+
+
+def test_a_blob_over_the_limit_is_refused_before_it_is_read(repo: Repo) -> None:
+    """A CSV at REF larger than an input may be is refused by its size: the blob is never
+    read, so the memory of diff stays far below the blob's size."""
+    repo.write(PATH, "version: 1\nname: rows\ndefaults: {model: wan2.7-image}\njobs:\n"
+               "  card:\n    prompt: \"{{ title }}\"\n    matrix: {include: rows.csv}\n")
+    block = f"a1,{'x' * 125}\n" * 8192  # 1 MiB
+    size = 128 * len(block)  # five times the 25 MiB an input may have
+    with (repo.root / "manifests" / "rows.csv").open("w") as out:
+        out.write("sku,title\n")
+        for _ in range(128):
+            out.write(block)
+    repo.commit("rows, too many")
+    repo.write("manifests/rows.csv", "sku,title\na1,Mug\n")
+    done = subprocess.run([sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "pipeline",
+                           "diff", PATH, "--against", "HEAD"], cwd=repo.root, env=repo.env,
+                          text=True, capture_output=True, timeout=TIMEOUT, check=False)
+    assert done.returncode == 1
+    assert "HEAD:manifests/rows.csv: " in done.stderr
+    assert "is larger than the 26,214,400 bytes imgspec reads" in done.stderr
+    peak_kib = int(done.stdout.strip().splitlines()[-1])
+    assert peak_kib * 1024 < size / 2
