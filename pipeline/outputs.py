@@ -78,17 +78,18 @@ class OutputFolder:
     def temp_path(self, job: str, key: str, index: int) -> Path:
         """A fresh temp file name beside the final image (same filesystem, so rename is atomic).
 
-        The instance folder is made (and checked) here, before any byte is written:
-        a job or instance folder that links out of the output folder is refused.
+        Only a name: the download creates the folder along with the file, in a worker
+        thread (a folder's inode can take milliseconds to allocate on a busy disk, too
+        long for the event loop). The folders a run writes in were checked before it
+        started (``check_folders``); one made since is a new, real folder.
         """
-        folder = self.instance_dir(job, key)
-        self._real.make_folder(str(folder))
-        return folder / f".{index}.{secrets.token_hex(4)}.part"
+        return self.instance_dir(job, key) / f".{index}.{secrets.token_hex(4)}.part"
 
     def check_folders(self, instances: Iterable[tuple[str, str]]) -> None:
         """Refuse, before a run spends anything, job or instance folders that link outside.
 
-        ``instances`` are (job, key) pairs; folders not made yet are fine.
+        ``instances`` are (job, key) pairs: the instances the run will write. Folders
+        not made yet are fine (made later, they are real folders).
         """
         for job, key in instances:
             self._real.check_folder(str(self.instance_dir(job, key)))
@@ -187,7 +188,7 @@ class OutputFolder:
     def write_meta(self, inst: Instance, entry: LockEntry, manifest: str) -> None:
         """``meta.json`` beside an instance's images."""
         folder = self.instance_dir(inst.job, inst.key)
-        self._real.make_folder(str(folder))
+        self._real.check_folder(str(folder))
         meta = {
             "key": inst.key,
             "job": inst.job,

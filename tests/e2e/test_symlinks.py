@@ -185,3 +185,48 @@ def test_a_symlink_in_the_output_folder_is_refused_and_nothing_outside_is_touche
     assert scene.outside_files() == []
     assert not (scene.outputs / "handoff").exists()
     assert ledger(sim) == paid  # nothing was submitted or downloaded through the link
+
+
+def test_links_that_stay_inside_the_project_are_followed(
+        tmp_path: Path, sim: RunningSimulator) -> None:
+    """An outputs folder linked to another folder of the project works like a real one."""
+    root = tmp_path.resolve() / "project"
+    (root / "manifests").mkdir(parents=True)
+    (root / "manifests" / "one.yaml").write_text(MANIFEST)
+    (root / "store").mkdir()
+    (root / "outputs").symlink_to("store")
+    first = imgspec("run", "manifests/one.yaml", cwd=root, sim=sim)
+    assert first.returncode == 0, first.stdout + first.stderr
+    made = sorted(p.name for p in (root / "store" / "one").rglob("*.png"))
+    assert made == ["0.png", "1.png"]
+    lock = json.loads((root / "manifests" / "one.lock.json").read_text())
+    (key, entry), = lock["entries"].items()
+    (root / "manifests" / "one.review.yaml").write_text(
+        "version: 1\ndecisions:\n"
+        f"  - key: {json.dumps(key)}\n    image: 1\n"
+        f"    sha256: {entry['outputs'][1]['sha256']}\n    verdict: pick\n")
+    for args in (("verify", "manifests/one.yaml"), ("gallery", "manifests/one.yaml"),
+                 ("export", "manifests/one.yaml", "--picked", str(tmp_path / "handoff"))):
+        done = imgspec(*args, cwd=root)
+        assert done.returncode == 0, f"{args[0]}: {done.stdout}{done.stderr}"
+    assert list((root / "store" / "one" / "_thumbs").rglob("*.jpg"))
+    assert sorted(p.name for p in (tmp_path / "handoff").rglob("*") if p.is_file()) == [
+        "1.png", "meta.json"]
+    assert ledger(sim)["images_charged"] == 2
+
+
+def test_a_run_refuses_a_linked_job_folder_before_it_pays(
+        tmp_path: Path, sim: RunningSimulator) -> None:
+    """A job folder that links outside before the first run: refused, nothing submitted."""
+    root = tmp_path.resolve() / "project"
+    (root / "manifests").mkdir(parents=True)
+    (root / "manifests" / "one.yaml").write_text(MANIFEST)
+    outside = tmp_path.resolve() / "outside"
+    outside.mkdir()
+    (root / "outputs" / "one").mkdir(parents=True)
+    (root / "outputs" / "one" / "pic").symlink_to(outside)
+    done = imgspec("run", "manifests/one.yaml", cwd=root, sim=sim)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"{root / 'outputs' / 'one' / 'pic'} is a symbolic link to {outside}" in done.stderr
+    assert list(outside.iterdir()) == []
+    assert ledger(sim)["submissions"] == 0
