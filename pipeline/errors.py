@@ -11,6 +11,7 @@ The hierarchy::
     ├── DiffSideInvalid          `imgspec diff`: the manifest is invalid at one side (exit 1)
     ├── InputFileError           a file the manifest names is unreadable or outside its folder
     │   └── InputChanged         an input read for sending is not the one the plan hashed
+    ├── LinkLeadsOutside         a symbolic link would lead a read or write out of its folder
     ├── BudgetExceeded           the plan costs more than the budget allows    (exit 3)
     ├── RunGuardHeld             another live run holds this manifest          (exit 5)
     ├── BalanceTooLow            the account's balance cannot cover the plan   (exit 8)
@@ -87,6 +88,24 @@ class OutputOutsideRoot(LockfileError):
             f"{where}output path {path!r} lies outside the output folder {root}; imgspec "
             "never reads, replaces or deletes files there. Restore the lockfile from git, "
             "or remove that entry (its image is then generated again)")
+
+
+class LinkLeadsOutside(ImgspecError):
+    """A symbolic link under the project leads out of the folder imgspec confines a path to.
+
+    Git commits symbolic links, so a checkout can hold ``outputs -> /tmp/x``; nothing
+    is read or written through such a link. ``advice`` says how to put it right.
+    """
+
+    exit_code = 1
+
+    def __init__(self, link: Path, target: str, folder: Path, advice: str) -> None:
+        self.link = link
+        self.target = target
+        self.folder = folder
+        super().__init__(
+            f"{link} is a symbolic link to {target}, outside {folder}; imgspec reads and "
+            f"writes nothing through it. {advice}")
 
 
 class MergeConflict(LockfileError):

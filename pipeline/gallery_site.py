@@ -9,7 +9,7 @@ cannot start with ``_``), so each is made once and shared by identical images.
 from __future__ import annotations
 
 import os
-import shutil
+import stat
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,12 +18,13 @@ from urllib.parse import quote
 
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.errors import ImgspecError, UsageError
+from pipeline.confine import Confined, copy_into, export_folder
+from pipeline.errors import ImgspecError
 from pipeline.files import write_atomic
 from pipeline.gallery import Gallery, ImageFiles, build_gallery
 from pipeline.lockfile import Output
 from pipeline.outputs import OutputFolder
-from pipeline.project import Prepared, intact_on_disk
+from pipeline.project import Prepared, intact_on_disk, project_root
 from pipeline.review import Review, current, read_review, review_path, verdicts
 from pipeline.views.gallery import render_gallery
 
@@ -53,7 +54,7 @@ def image_files(outputs: Iterable[Output], folder: OutputFolder) -> dict[str, Im
         sha, full = item
         href = _href(Path(os.path.relpath(full, folder.root)).as_posix())
         thumb = folder.root / thumb_name(sha)
-        if not thumb.exists() and not _make_thumb(full, thumb):
+        if folder.stat(str(thumb)) is None and not _make_thumb(full, thumb, folder.checks):
             return sha, ImageFiles(href, href)  # not decodable: the browser may still try
         return sha, ImageFiles(href, _href(thumb_name(sha)))
 
@@ -62,15 +63,16 @@ def image_files(outputs: Iterable[Output], folder: OutputFolder) -> dict[str, Im
         return dict(pool.map(one, todo.items()))
 
 
-def _make_thumb(source: Path, thumb: Path) -> bool:
+def _make_thumb(source: Path, thumb: Path, checks: Confined) -> bool:
     try:
         with Image.open(source) as image:
             image.draft("RGB", (THUMB_SIZE, THUMB_SIZE))  # JPEG: decode at a smaller scale
             image.thumbnail((THUMB_SIZE, THUMB_SIZE))
             small = image.convert("RGB")
-        thumb.parent.mkdir(parents=True, exist_ok=True)
+        checks.make_folder(str(thumb.parent))  # a linked _thumbs is refused, not written
         temp = thumb.with_name(f".{thumb.name}.{os.getpid()}.part")
-        small.save(temp, "JPEG", quality=82, optimize=True)
+        with os.fdopen(checks.create(str(temp)), "wb") as handle:
+            small.save(handle, "JPEG", quality=82, optimize=True)
         temp.replace(thumb)
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
         return False
@@ -116,9 +118,7 @@ def export_picked(prepared: Prepared, dest: Path) -> Exported:
     """
     folder = prepared.paths.output_folder()
     present = intact_on_disk(folder)
-    dest = dest.absolute()
-    if dest == folder.root or folder.root in dest.parents:
-        raise UsageError(f"--picked {dest} is inside the output folder; choose another folder")
+    into = export_folder(dest, outputs=folder.checks, project=project_root(prepared.paths.manifest))
     review = read_review(review_path(prepared.paths.manifest))
     images: list[Path] = []
     skipped: list[tuple[str, str]] = []
@@ -129,14 +129,14 @@ def export_picked(prepared: Prepared, dest: Path) -> Exported:
             skipped.append((f"{decision.key} #{decision.image}", "its file is missing; "
                             "`imgspec run` downloads it again"))
             continue
-        source = folder.absolute(output.path)
-        target = dest / source.relative_to(folder.root)
+        source = folder.absolute(output.path)  # ``present`` checked it by real path
+        target = into.root / source.relative_to(folder.root)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
+            copy_into(into, str(source), str(target))
             meta = source.parent / "meta.json"
-            if meta.is_file():
-                shutil.copy2(meta, target.parent / "meta.json")
+            found = folder.stat(str(meta))
+            if found is not None and stat.S_ISREG(found.st_mode):
+                copy_into(into, str(meta), str(target.parent / "meta.json"))
         except OSError as exc:
             raise ImgspecError(f"{target}: cannot be written ({exc.strerror})") from exc
         images.append(target)

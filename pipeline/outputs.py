@@ -1,9 +1,10 @@
 """The output folder: ``<root>/<job>/<instance folder>/<i>.<ext>``, ``meta.json``, ``index.json``.
 
 Every path is built from validated job ids and sanitised instance folders and is
-checked to stay inside the root. Images arrive as temp files in their final
-folder and are renamed into place, so an existing image is replaced, never
-deleted first.
+checked to stay inside the root, by name and, before anything is read or written
+there, by real path (``pipeline.confine``): a symbolic link in the folder leads
+nowhere outside it. Images arrive as temp files in their final folder and are
+renamed into place, so an existing image is replaced, never deleted first.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.confine import Confined
 from pipeline.errors import ImgspecError, OutputOutsideRoot
 from pipeline.files import write_all, write_atomic
 from pipeline.identity import folder_name
@@ -46,6 +48,8 @@ class OutputFolder:
     base: Path  # the lockfile's folder
     _prefix: str = field(init=False, repr=False, compare=False)  # "<root>/", for confined
     _base: str = field(init=False, repr=False, compare=False)
+    # The real-path checks, and the folders they have found good (for this command).
+    _real: Confined = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Absolute once, here: every comparison below is between absolute paths,
@@ -54,6 +58,9 @@ class OutputFolder:
         object.__setattr__(self, "base", Path(os.path.abspath(self.base)))  # noqa: PTH100
         object.__setattr__(self, "_prefix", os.path.join(str(self.root), ""))  # noqa: PTH118
         object.__setattr__(self, "_base", str(self.base))
+        object.__setattr__(self, "_real", Confined(
+            self.root, label="the output folder",
+            advice="; `imgspec run` then writes what belongs there again"))
 
     def instance_dir(self, job: str, key: str) -> Path:
         """``<root>/<job>/<folder of key>``, guaranteed inside the root.
@@ -71,9 +78,39 @@ class OutputFolder:
     def temp_path(self, job: str, key: str, index: int) -> Path:
         """A fresh temp file name beside the final image (same filesystem, so rename is atomic).
 
-        Only a name: the download creates the folder along with the file.
+        Only a name: the download creates the folder along with the file, in a worker
+        thread (a folder's inode can take milliseconds to allocate on a busy disk, too
+        long for the event loop). The folders a run writes in were checked before it
+        started (``check_folders``); one made since is a new, real folder.
         """
         return self.instance_dir(job, key) / f".{index}.{secrets.token_hex(4)}.part"
+
+    def check_folders(self, instances: Iterable[tuple[str, str]]) -> None:
+        """Refuse, before a run spends anything, job or instance folders that link outside.
+
+        ``instances`` are (job, key) pairs: the instances the run will write. Folders
+        not made yet are fine (made later, they are real folders).
+        """
+        for job, key in instances:
+            self._real.check_folder(str(self.instance_dir(job, key)))
+
+    def stat(self, full: str) -> os.stat_result | None:
+        """The file ``full`` (inside the root) as a reader would see it; None if missing.
+
+        ``LinkLeadsOutside`` if it, or a folder above it, is a link that leads out.
+        """
+        return self._real.stat(full)
+
+    @property
+    def checks(self) -> Confined:
+        """The real-path checks of this folder (for the gallery's thumbnails, ``export``)."""
+        return self._real
+
+    def readable(self, stored: str) -> Path:
+        """``absolute``, and refused if a link would lead the read out of the root."""
+        full = self.absolute(stored)
+        self._real.stat(str(full))
+        return full
 
     def install(self, temp: Path, job: str, key: str, index: int, fmt: str,
                 previous: str | None = None) -> Path:
@@ -134,22 +171,24 @@ class OutputFolder:
         # The lexical check cannot see symlinks: a folder under the root that links
         # elsewhere must not turn a tidy-up into a deletion outside it.
         real = os.path.realpath(full)
-        if real.startswith(self._real_prefix):
+        if real.startswith(os.path.join(self._real.real, "")):  # noqa: PTH118
             Path(real).unlink(missing_ok=True)
 
-    @property
-    def _real_prefix(self) -> str:
-        return os.path.join(os.path.realpath(self.root), "")  # noqa: PTH118
-
     def clean_temp_files(self) -> None:
-        """Remove ``.part`` files left by an interrupted download."""
-        if self.root.is_dir():
-            for path in self.root.glob("*/*/.*.part"):  # images and meta.json alike
-                path.unlink(missing_ok=True)
+        """Remove ``.part`` files left by an interrupted download (images and meta.json).
+
+        Links are not followed: a linked job or instance folder is not tidied, and
+        is refused when the run comes to write in it.
+        """
+        for job in _folders(str(self.root)):
+            for instance in _folders(job):
+                for path in _folders(instance, parts=True):
+                    Path(path).unlink(missing_ok=True)
 
     def write_meta(self, inst: Instance, entry: LockEntry, manifest: str) -> None:
         """``meta.json`` beside an instance's images."""
         folder = self.instance_dir(inst.job, inst.key)
+        self._real.check_folder(str(folder))
         meta = {
             "key": inst.key,
             "job": inst.job,
@@ -173,7 +212,7 @@ class OutputFolder:
         # readable copy of what the lockfile already holds durably. A bare descriptor,
         # as for the images (see ``pipeline.downloads.ImageSink``).
         temp = folder / ".meta.json.part"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        fd = self._real.create(str(temp))  # never through a link left at that name
         try:
             write_all(fd, ("{\n" + text + "\n}\n").encode())
         finally:
@@ -232,6 +271,7 @@ class OutputFolder:
         on a manifest that no longer validates.
         """
         name = self.relative(self.index_path)
+        self._real.stat(str(self.index_path))
         try:
             index = json.loads(self.index_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -257,6 +297,19 @@ class OutputFolder:
             return []
         return [Path(os.path.relpath(self.absolute(o.path), self.root)).as_posix()
                 for o in entry.outputs]
+
+
+def _folders(path: str, *, parts: bool = False) -> list[str]:
+    """The folders in ``path`` (not links to folders), or with ``parts`` its ``.*.part``
+    files; none if it cannot be listed."""
+    try:
+        with os.scandir(path) as found:
+            if parts:
+                return [e.path for e in found
+                        if e.name.startswith(".") and e.name.endswith(".part")]
+            return [e.path for e in found if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
 
 
 def _same_file(a: str, b: Path) -> bool:
@@ -287,7 +340,7 @@ def verify_outputs(entries: Iterable[LockEntry], folder: OutputFolder) -> list[V
         if entry.status != "done":
             continue
         for output in entry.outputs:
-            path = folder.absolute(output.path)
+            path = folder.readable(output.path)
             try:
                 digest = sha256_file(path)
             except FileNotFoundError:

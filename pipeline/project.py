@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+from pipeline.confine import check_root
 from pipeline.document import Document, parse_yaml
 from pipeline.errors import ImgspecError, ManifestError
 from pipeline.expand import Expanding, expand
@@ -61,7 +62,13 @@ class Paths:
         return self.lockfile.parent
 
     def output_folder(self) -> OutputFolder:
-        """The output folder, with the lockfile's folder its stored paths are relative to."""
+        """The output folder, with the lockfile's folder its stored paths are relative to.
+
+        ``LinkLeadsOutside`` when a symbolic link (``outputs -> /tmp/x``, say) puts its
+        real path outside the project: as for ``output_dir:``, nothing is written there.
+        """
+        check_root(self.outputs, project_root(self.manifest),
+                   advice="; or give output_dir: a folder inside the project")
         return OutputFolder(self.outputs, self.base)
 
     @property
@@ -277,10 +284,12 @@ def intact_on_disk(folder: OutputFolder, *, rehash: bool = False) -> Callable[[O
         if full is None:
             return False
         try:
-            info = os.stat(full)  # noqa: PTH116 (once per output, 100,000s of times)
+            # An lstat (a stat for a link that stays inside the folder), once per output,
+            # 100,000s of times; a link that leads out of the folder is refused.
+            info = folder.stat(full)
         except OSError:
             return False
-        if not (stat.S_ISREG(info.st_mode) and info.st_size == output.bytes):
+        if info is None or not (stat.S_ISREG(info.st_mode) and info.st_size == output.bytes):
             return False
         return not rehash or sha256_file(Path(full)) == output.sha256
 

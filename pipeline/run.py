@@ -35,7 +35,7 @@ from pipeline.links import LinkTrust
 from pipeline.lockfile import lockfile_path
 from pipeline.loop import run_loop
 from pipeline.pacing import RunOptions
-from pipeline.plan import Plan
+from pipeline.plan import ACTIVE, Plan
 from pipeline.project import Prepared, prepare
 from pipeline.retrying import RetryEvent
 from pipeline.selection import Selection, narrow
@@ -188,6 +188,8 @@ async def execute_run(settings: RunSettings, prepared: Prepared, plan: Plan, sto
                       *, on_event: Callable[[RunEvent], None] | None = None) -> RunResult:
     """Execute the plan; Ctrl-C or SIGTERM stops it cleanly (``StopReason.INTERRUPTED``)."""
     outputs = prepared.paths.output_folder()
+    # Folders that link out of the output folder are refused now, before anything is paid.
+    outputs.check_folders((item.job, item.key) for item in plan.items if item.status in ACTIVE)
     outputs.clean_temp_files()
     executor: Executor | None = None
 
