@@ -297,7 +297,7 @@ class Executor:
                 return None
             except InputChanged as exc:  # not the planned file: nothing sent, nothing recorded
                 self.result.replan.append(key)
-                await self._fail(item, None, str(exc))
+                await self._fail(item, None, str(exc), failure="refused")
                 return None
             except TransientError as exc:
                 self.result.unfinished.append((key, f"not submitted: input upload failed: {exc}"))

@@ -103,7 +103,7 @@ async def retrying(operation: str, call: Callable[[], Awaitable[T]], *, attempts
     except TransientError as exc:
         first: TransientError | None = exc
 
-    def backoff_hook(exc: Exception) -> bool | float:
+    def backoff_hook(exc: BaseException) -> bool | float:
         # stamina asks this after each failure: False re-raises, True retries after
         # stamina's backoff, a float retries after that many seconds.
         if not isinstance(exc, TransientError) or not exc.retryable:
