@@ -447,7 +447,7 @@ class Executor:
         """
         inst, key = item.instance, item.key
         state = got if isinstance(got, TaskState) else None
-        problem, unknown = (str(got), False) if state is None else ("", False)
+        problem, unknown = str(got) if state is None else "", False
         for attempt in range(self.options.download_attempts):
             if attempt:
                 await self.sleep(self.options.repoll_backoff * 2 ** (attempt - 1))
