@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -350,13 +351,18 @@ class ApiClient:
         headers["Idempotency-Key"] = idempotency_key
         url = f"{self._base_url}/v1/images/generations"
 
+        sent = 0
+
         async def once() -> TaskState:
+            nonlocal sent
+            sent += 1
             payload, asked_at, got = await self._request_json(
                 "submit", "POST", url, headers, content)
             return parse_submit(payload, request_id=got.get("X-Request-Id"),
                                 replayed=got.get("Idempotency-Replayed"), asked_at=asked_at)
 
-        return await self._retrying("submit", once)
+        state = await self._retrying("submit", once)
+        return dataclasses.replace(state, resent=True) if sent > 1 else state
 
     async def poll(self, task_id: str) -> TaskState:
         """The task's current state: ``GET /v1/tasks/{task_id}?language=en``.
