@@ -105,10 +105,9 @@ def test_a_copy_in_another_manifest_notes_the_lockfile_that_paid(
 # -- finding 6: spend is history ---------------------------------------------------------
 
 
-def test_prune_never_lowers_charged_so_far_and_says_what_it_leaves(
-        tmp_path: Path, sim: RunningSimulator) -> None:
-    """prune drops orphaned entries but not their money; --dry-run changes nothing; the
-    images it leaves are listed, and --outputs removes them."""
+def test_prune_never_lowers_charged_so_far(tmp_path: Path, sim: RunningSimulator) -> None:
+    """prune drops orphaned entries but not their money: status's charged so far stays what
+    the ledger says, and a merge that brings the entries back counts them once."""
     project = cups(tmp_path)
     assert run(project, sim).returncode == 0
     project.edit("[red, blue]", "[green]")
@@ -116,24 +115,13 @@ def test_prune_never_lowers_charged_so_far_and_says_what_it_leaves(
     paid = ledger_charged(sim)
     assert paid == Decimal("0.60") == charged(project)
     before = project.lockfile.read_text()
-
-    dry = imgspec_process("prune", "--dry-run", str(project.manifest))
-    assert dry.returncode == 0, dry.stderr
-    assert "would prune shot@c=blue" in dry.stdout
-    assert "left on disk ../outputs/shop/shot/c=blue/0.png" in dry.stdout
-    assert "dry run: nothing was changed" in dry.stdout
-    assert project.lockfile.read_text() == before
-
     pruned = imgspec_process("prune", str(project.manifest))
     assert pruned.returncode == 0, pruned.stderr
     assert "pruned shot@c=red" in pruned.stdout
-    assert "2 images of pruned entries left on disk" in pruned.stdout
-    assert "charged so far ¥0.60" in pruned.stdout
     assert set(project.lock()["entries"]) == {"shot@c=green"}
     assert charged(project) == paid == ledger_charged(sim)
-    assert images(project) == ["shot/c=blue/0.png", "shot/c=green/0.png", "shot/c=red/0.png"]
-    assert (project.outputs / "shot" / "c=red" / "meta.json").is_file()
-
+    status = imgspec_process("status", str(project.manifest)).stdout
+    assert "charged so far: ¥0.60" in status
     # The pruned entries come back from a copy of the lockfile made before the prune
     # (a merge never deletes): their money is counted once, by the entries.
     old = project.root / "manifests" / "before.lock.json"
@@ -143,19 +131,43 @@ def test_prune_never_lowers_charged_so_far_and_says_what_it_leaves(
     old.unlink()
     assert charged(project) == paid
     assert imgspec_process("prune", str(project.manifest)).returncode == 0
-    assert charged(project) == paid
+    assert charged(project) == paid == ledger_charged(sim)
 
-    removed = imgspec_process("prune", "--outputs", str(project.manifest))
-    assert removed.returncode == 0
+
+def test_prune_lists_what_it_would_drop_and_the_images_it_leaves(
+        tmp_path: Path, sim: RunningSimulator) -> None:
+    """prune --dry-run lists entries and files and changes nothing; prune says which paid
+    images it leaves on disk (meta.json kept); --outputs removes them explicitly."""
+    project = cups(tmp_path)
+    assert run(project, sim).returncode == 0
+    project.edit("[red, blue]", "[green]")
+    assert run(project, sim).returncode == 0
+    before = project.lockfile.read_text()
+    dry = imgspec_process("prune", "--dry-run", str(project.manifest))
+    assert dry.returncode == 0, dry.stderr
+    assert "would prune shot@c=blue" in dry.stdout
+    assert "left on disk ../outputs/shop/shot/c=blue/0.png" in dry.stdout
+    assert "dry run: nothing was changed" in dry.stdout
+    assert project.lockfile.read_text() == before
+    dry_outputs = imgspec_process("prune", "--dry-run", "--outputs", str(project.manifest))
+    assert "would remove ../outputs/shop/shot/c=red/0.png" in dry_outputs.stdout
+    assert project.lockfile.read_text() == before
     assert images(project) == ["shot/c=blue/0.png", "shot/c=green/0.png", "shot/c=red/0.png"]
+
+    pruned = imgspec_process("prune", str(project.manifest))
+    assert "2 images of pruned entries left on disk" in pruned.stdout
+    assert "their spend ¥0.40 stays in the lockfile's history" in pruned.stdout
+    assert images(project) == ["shot/c=blue/0.png", "shot/c=green/0.png", "shot/c=red/0.png"]
+    assert (project.outputs / "shot" / "c=red" / "meta.json").is_file()
+
     project.edit("[green]", "[white]")
     assert run(project, sim).returncode == 0
-    paid = ledger_charged(sim)
     removed = imgspec_process("prune", "--outputs", str(project.manifest))
+    assert removed.returncode == 0, removed.stderr
     assert "removed ../outputs/shop/shot/c=green/0.png" in removed.stdout
-    assert "shot/c=green/0.png" not in images(project)
+    assert images(project) == ["shot/c=blue/0.png", "shot/c=red/0.png", "shot/c=white/0.png"]
     assert not (project.outputs / "shot" / "c=green").exists()
-    assert charged(project) == paid == ledger_charged(sim)
+    assert charged(project) == ledger_charged(sim) == Decimal("0.80")
 
 
 # -- finding 7: a cumulative budget ------------------------------------------------------
