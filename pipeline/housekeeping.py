@@ -113,7 +113,9 @@ def prune(manifest: Path, *, simulate: bool = False, lockfile: Path | None = Non
     with RunGuard(guard_path(lock_path), subject=manifest.name), LockStore.open(lock_path,
                                                          manifest=manifest.name) as store:
         prepared = prepare(manifest, simulate=simulate, lockfile=lock_path, lock=store.lock)
-        orphaned = list(prepared.plan.orphaned)
+        # An orphan the manifest's moves have yet to carry to its key (a run applies
+        # them) is not in the store under that key yet: it is pruned after that run.
+        orphaned = [k for k in prepared.plan.orphaned if k in store.entries]
         before = store.lock
         store.delete(orphaned)
         recovery = store.recovered

@@ -79,7 +79,6 @@ def _plan_head(head: PlanHead, moves: tuple[Moved, ...] = ()) -> dict[str, Any]:
     """Everything of ``plan_json`` but its items."""
     tally = head.tally
     return {
-        "moved": [{"from": m.source, "to": m.target, "files": len(m.files)} for m in moves],
         "manifest": head.manifest,
         "name": head.name,
         "counts": {**tally.counts, "orphaned": len(head.orphaned), "moved": head.moved},
@@ -98,6 +97,7 @@ def _plan_head(head: PlanHead, moves: tuple[Moved, ...] = ()) -> dict[str, Any]:
             "within": head.within_budget,
         },
         "orphaned": list(head.orphaned),
+        "moved": [{"from": m.source, "to": m.target, "files": len(m.files)} for m in moves],
         "outputs": head.destination,
         "warnings": [d.format(snippet=False) for d in head.warnings],
     }

@@ -256,6 +256,12 @@ def test_lock_mv_moves_an_entry_with_its_files_and_refuses_to_overwrite(
     assert set(project.lock()["entries"]) == {"shot@c=blue", "shot@colour=red"}
     assert images(project) == ["shot/c=blue/0.png", "shot/colour=red/0.png"]
     assert charged(project) == ledger_charged(sim) == Decimal("0.40")
+    job = imgspec_process("lock", "mv", "--dry-run", str(project.manifest), "shot", "cup")
+    assert job.returncode == 0, job.stderr
+    assert job.stdout.splitlines() == [
+        "→ would move shot@c=blue to cup@c=blue (1 file)",
+        "→ would move shot@colour=red to cup@colour=red (1 file)",
+        "2 lock entries would be moved; dry run: nothing was changed"]
     # The manifest now says colour: the moved entry is up to date (same request).
     project.edit("matrix: {c: [red, blue]}", "matrix: {colour: [red]}")
     project.edit("{{ c }}", "{{ colour }}")
