@@ -217,13 +217,20 @@ def test_a_moved_job_is_planned_as_moved_and_its_run_pays_nothing(
     assert "→ moved shot@c=red to packshot@c=red" in plan.stdout
     assert "Plan: 0 to submit (0 images, ¥0.00); 2 up-to-date, 2 moved." in plan.stdout
     assert set(project.lock()["entries"]) == {"shot@c=blue", "shot@c=red"}  # plan is pure
+    # A run stopped after moving a file and before recording the move: the file is
+    # found where it went, and nothing is paid for it.
+    (project.outputs / "packshot" / "c=red").mkdir(parents=True)
+    (project.outputs / "shot" / "c=red" / "0.png").rename(
+        project.outputs / "packshot" / "c=red" / "0.png")
+    halfway = imgspec_process("plan", str(project.manifest))
+    assert "Plan: 0 to submit (0 images, ¥0.00); 2 up-to-date, 2 moved." in halfway.stdout
     result = run(project, sim)
     assert result.returncode == 0, result.stdout + result.stderr
     assert ledger_charged(sim) == Decimal("0.40") == charged(project)
     assert set(project.lock()["entries"]) == {"packshot@c=blue", "packshot@c=red"}
     assert images(project) == ["packshot/c=blue/0.png", "packshot/c=red/0.png"]
-    meta = json.loads((project.outputs / "packshot" / "c=red" / "meta.json").read_text())
-    assert meta["key"] == "packshot@c=red"
+    meta = json.loads((project.outputs / "packshot" / "c=blue" / "meta.json").read_text())
+    assert meta["key"] == "packshot@c=blue"
     assert imgspec_process("verify", str(project.manifest)).returncode == 0
     again = imgspec_process("plan", str(project.manifest))
     assert "No changes. Every instance is up to date." in again.stdout
