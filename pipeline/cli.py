@@ -159,18 +159,23 @@ def _money_option(option: str, value: str | None) -> Decimal | None:
 def validate(manifests: tuple[Path, ...]) -> None:
     """Check manifests against the schema and the API's rules (exit 0 valid, 1 invalid)."""
     from pipeline.expand import expand
+    from pipeline.lockfile import Lockfile
     from pipeline.manifest import load_manifest
+    from pipeline.moves import plan_moves
 
     failed = 0
     for path in manifests:
         try:
             manifest, workspace = load_manifest(path)
             expansion = expand(manifest, workspace)
+            moved = plan_moves(manifest.moves, Lockfile(manifest=path.name),
+                               keys={i.key for i in expansion.instances},
+                               jobs=manifest.jobs, diagnostic=manifest.document.diagnostic)
         except ImgspecError as exc:
             failed += 1
             click.echo(str(exc), err=True)
             continue
-        for warning in expansion.warnings:
+        for warning in (*expansion.warnings, *moved.warnings):
             click.echo(warning.format(), err=True)
         click.echo(f"{path}: valid ({len(expansion.instances):,} instances in "
                    f"{len(expansion.job_order)} jobs)")
@@ -357,6 +362,12 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
         if not as_json:
             click.echo(plan_text(the_plan), nl=False)
         check_budget(the_plan)
+        if the_plan.moves:
+            from pipeline.relocate import apply_moves
+            from pipeline.views.plan import moves_done
+
+            apply_moves(the_plan.moves, store, prepared.paths.output_folder())
+            click.echo(moves_done(the_plan.moves), file=out, nl=False)
         if not the_plan.has_work:
             write_index(prepared, store)
             click.echo("Nothing to do.", file=out)
@@ -438,13 +449,21 @@ def verify(manifest: Path, simulate: bool, lockfile: Path | None) -> None:
 @manifest_argument
 @click.option("--simulate", is_flag=True, help="Prune the --simulate lockfile.")
 @lockfile_option
-def prune(manifest: Path, simulate: bool, lockfile: Path | None) -> None:
-    """Drop lockfile entries whose instances are no longer in the manifest."""
+@click.option("--dry-run", is_flag=True, help="List what would be removed; change nothing.")
+@click.option("--outputs", is_flag=True, help="Also delete the pruned entries' images "
+              "(paid for: without this they are left on disk, and listed).")
+def prune(manifest: Path, simulate: bool, lockfile: Path | None, dry_run: bool,
+          outputs: bool) -> None:
+    """Drop lockfile entries whose instances are no longer in the manifest.
+
+    Their spend stays counted in "charged so far" (the lockfile keeps it as history).
+    Their images are left on disk and listed unless --outputs.
+    """
     from pipeline import housekeeping
     from pipeline.views.status import prune_text
 
-    click.echo(prune_text(housekeeping.prune(manifest, simulate=simulate, lockfile=lockfile)),
-               nl=False)
+    click.echo(prune_text(housekeeping.prune(manifest, simulate=simulate, lockfile=lockfile,
+                                             dry_run=dry_run, outputs=outputs)), nl=False)
 
 
 @cli.command()
@@ -564,7 +583,8 @@ def diff(manifest: Path, ref: str, fmt: str, fail_above: str | None) -> None:
 
 @cli.group()
 def lock() -> None:
-    """Work on lockfiles: merge them (git's merge driver, or the lockfiles of shards)."""
+    """Work on lockfiles: merge them (git's merge driver, or the lockfiles of shards), move
+    entries to new keys (mv)."""
 
 
 @lock.command("merge")
@@ -602,6 +622,30 @@ def lock_merge(files: tuple[Path, ...], into: Path | None, name: str | None,
         raise UsageError("give BASE OURS THEIRS (git's %O %A %B), or --into X and the "
                          "lockfiles to merge into X")
     click.echo(merge_text(merged, target=target), nl=False)
+
+
+@lock.command("mv")
+@manifest_argument
+@click.argument("source", metavar="OLD")
+@click.argument("target", metavar="NEW")
+@click.option("--dry-run", is_flag=True, help="Say what would move; change nothing.")
+@click.option("--simulate", is_flag=True, help="Move in the --simulate lockfile.")
+@lockfile_option
+def lock_mv(manifest: Path, source: str, target: str, dry_run: bool, simulate: bool,
+            lockfile: Path | None) -> None:
+    """Move a lock entry (OLD a key) or all of a job's (OLD a job) to NEW, with its files.
+
+    As `terraform state mv`: history, spend and images follow the new name, so a
+    renamed job or key is not paid again. Refuses to overwrite an entry; waits for no
+    run (exit 5 while one holds the manifest). For renames kept in the manifest, see
+    `moved:`.
+    """
+    from pipeline.relocate import lock_mv as move
+    from pipeline.views.plan import moves_done
+
+    done = move(manifest, source, target, simulate=simulate, lockfile=lockfile,
+                dry_run=dry_run)
+    click.echo(moves_done(done.moved, dry_run=dry_run), nl=False)
 
 
 @cli.command("init")

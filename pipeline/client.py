@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -382,9 +383,11 @@ class ApiClient:
         headers["Idempotency-Key"] = idempotency_key
         url = f"{self._base_url}/v1/images/generations"
         sent = False  # whether any attempt got past connecting: then a task may exist
+        attempts = 0  # more than one: a replay may answer this call's own first sending
 
         async def once() -> TaskState:
-            nonlocal sent
+            nonlocal sent, attempts
+            attempts += 1
             try:
                 payload, asked_at, got = await self._request_json(
                     "submit", "POST", url, headers, content)
@@ -398,12 +401,13 @@ class ApiClient:
                 raise
 
         try:
-            return await self._retrying("submit", once)
+            state = await self._retrying("submit", once)
         except ApiUnreachable as exc:
             if not sent:
                 raise
             # An earlier attempt reached the API: its outcome is unknown, whatever the last.
             raise TransientError(f"submit: outcome unknown; then {exc}") from exc
+        return dataclasses.replace(state, resent=True) if attempts > 1 else state
 
     async def poll(self, task_id: str) -> TaskState:
         """The task's current state: ``GET /v1/tasks/{task_id}?language=en``.

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from pipeline.instances import Expansion, Instance
 from pipeline.lockfile import Lockfile, Output
+from pipeline.moves import applicable, relocate
 from pipeline.plan import Plan, PlanItem, make_plan
 
 Change = Literal["added", "changed", "removed"]
@@ -135,6 +136,10 @@ def compare(before: Expansion | None, after: Expansion, lock: Lockfile, *,
             against: str) -> SpecDiff:
     """Diff the expansion at ``against`` (``None``: the manifest is new there) with the
     working tree's; each side is priced with its own price table (``pricing:``)."""
+    moves = after.manifest.moves
+    if moves:  # the run applies them first: a moved result costs nothing to apply
+        keys = {i.key for i in after.instances}
+        lock, _, _ = relocate(lock, applicable(moves, keys, after.manifest.jobs))
     plan = make_plan(after, lock, present=recorded_intact, max_cost=None, now=None)
     pricing = after.manifest.pricing
     old = before.by_key() if before is not None else {}

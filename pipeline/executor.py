@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
@@ -89,8 +89,11 @@ class Executor:
                  outputs: OutputFolder, workspace: Workspace, pricing: PriceTable,
                  options: RunOptions, on_event: Callable[[RunEvent], None] | None = None,
                  clock: Callable[[], float] = time.time, inputs: InputsMode = "upload",
-                 polling: PollModel | None = None, links: LinkTrust | None = None) -> None:
+                 polling: PollModel | None = None, links: LinkTrust | None = None,
+                 paid_tasks: Mapping[str, str] | None = None) -> None:
         self.plan = plan
+        # Task id → where the project's lockfiles record it as paid (``spend.paid_tasks``).
+        self.paid_tasks: Mapping[str, str] = paid_tasks or {}
         self.client = client
         self.store = store
         self.outputs = outputs
@@ -251,7 +254,7 @@ class Executor:
         if self.submitting_stopped is not None:
             self.result.unfinished.append((key, f"not submitted ({self.submitting_stopped})"))
             raise _Stop
-        budget = self.plan.budget
+        budget = self.plan.run_cap  # max_cost, and what max_total leaves of it
         if not replay and budget is not None and self.result.spent + cost > budget:
             self.submitting_stopped = "budget"
             self.result.stopped = StopReason.BUDGET
@@ -303,6 +306,11 @@ class Executor:
                 self.result.unfinished.append((key, f"not submitted: input upload failed: {exc}"))
                 self.emit(EventKind.UNFINISHED, key, f"input upload failed: {exc}")
                 return None
+        earlier = self.store.get(key)
+        # This entry sent the very same key before (a crash left it ``submitting``): a
+        # replay is then of its own sending, paid and not yet recorded.
+        own_earlier = (earlier is not None and earlier.status == "submitting"
+                       and earlier.idempotency_key == base.idempotency_key)
         await self.store.commit(base)
         try:
             state = await self.client.submit(body, idempotency_key=base.idempotency_key)
@@ -329,11 +337,17 @@ class Executor:
             self.result.unfinished.append((key, f"submission outcome unknown: {exc}"))
             self.emit(EventKind.UNFINISHED, key, str(exc))
             raise _Stop from exc
+        paid_by = lifecycle.paid_elsewhere(
+            replayed=state.replayed, own_earlier=own_earlier or state.resent,
+            recorded=self.paid_tasks.get(state.task_id))
+        if paid_by is not None:
+            cost = Decimal(0)
         self.result.spent += cost
         self.result.tally.took_off(key, cost)
         # The API's request id and replay marker go on the journal line: a replayed
         # reply is the earlier task, on record as not a second charge.
-        await self.store.commit(lifecycle.running(base, state.task_id, cost, now=utc_now()),
+        await self.store.commit(lifecycle.running(base, state.task_id, cost, now=utc_now(),
+                                                  paid_by=paid_by),
                                 submission={"task_id": state.task_id,
                                             "request_id": state.request_id,
                                             "replayed": state.replayed})

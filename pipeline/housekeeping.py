@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
@@ -11,8 +12,8 @@ from typing import Literal
 from pipeline.guard import RunGuard, guard_path
 from pipeline.journal import LockStore
 from pipeline.lockfile import ENTRY_STATUSES, Lockfile, lockfile_path
-from pipeline.outputs import VerifyProblem, verify_outputs
-from pipeline.project import current_lock, locate, prepare, read_header
+from pipeline.outputs import OutputFolder, VerifyProblem, verify_outputs
+from pipeline.project import Paths, current_lock, locate, prepare, read_header
 
 InProgress = Literal["submitting", "running"]
 
@@ -23,7 +24,7 @@ class StatusReport:
 
     lockfile: Path
     counts: dict[str, int]
-    charged: Decimal  # every paid attempt of every entry, net of refunds
+    charged: Decimal  # every paid attempt of every entry, and of entries since removed
     failed: list[tuple[str, str]]
     in_progress: list[tuple[str, InProgress, str | None]]  # key, status, task id
 
@@ -49,7 +50,7 @@ def summarise_lock(path: Path, lock: Lockfile) -> StatusReport:
     return StatusReport(
         lockfile=path,
         counts={s: counts.get(s, 0) for s in ENTRY_STATUSES},
-        charged=sum((e.charged for e in lock.entries.values()), Decimal(0)),
+        charged=lock.charged,
         failed=[(k, e.last_error or "") for k, e in sorted(lock.entries.items())
                 if e.status == "failed"],
         in_progress=in_progress,
@@ -79,26 +80,95 @@ def verify(manifest: Path, *, simulate: bool = False,
 
 @dataclass(frozen=True)
 class PruneResult:
-    """What ``prune`` removed, including removals an interrupted prune had journaled."""
+    """What ``prune`` removed (or, with ``dry_run``, would remove), and the images it left.
 
-    removed: list[str]  # orphaned entries this prune removed
+    Includes removals an interrupted prune had journaled.
+    """
+
+    removed: list[str]  # orphaned entries this prune removed (would remove)
     recovered: list[str]  # removed by an interrupted prune: found in its journal, applied now
     recovered_updates: int  # entries an interrupted run had journaled, saved now
+    kept_files: list[str] = field(default_factory=list)  # images of removed entries left
+    deleted_files: list[str] = field(default_factory=list)  # images removed (--outputs)
+    retired: Decimal = Decimal(0)  # what the removed entries were charged: kept as history
+    charged: Decimal = Decimal(0)  # the lockfile's "charged so far" after the prune
+    dry_run: bool = False
 
 
-def prune(manifest: Path, *, simulate: bool = False,
-          lockfile: Path | None = None) -> PruneResult:
+def prune(manifest: Path, *, simulate: bool = False, lockfile: Path | None = None,
+          dry_run: bool = False, outputs: bool = False) -> PruneResult:
     """Drop lock entries whose instances are no longer in the manifest.
 
-    Opening the store folds in a journal an interrupted prune (or run) left, which
-    may already remove orphans; those are reported too, not counted as nothing.
+    What they were charged stays in the lockfile's ``retired`` history, so "charged so
+    far" never drops. Their images stay on disk (and are listed) unless ``outputs``:
+    removing paid images is asked for explicitly. ``dry_run`` writes nothing, and says
+    what would go. Opening the store folds in a journal an interrupted prune (or run)
+    left, which may already remove orphans; those are reported too.
     """
     lock_path = lockfile or lockfile_path(manifest, simulate=simulate)
+    if dry_run:
+        prepared = prepare(manifest, simulate=simulate, lockfile=lock_path)
+        return _pruned(prepared.lock, list(prepared.plan.orphaned), prepared.paths,
+                       recovered=[], updates=0, outputs=outputs, dry_run=True)
     with RunGuard(guard_path(lock_path), subject=manifest.name), LockStore.open(lock_path,
                                                          manifest=manifest.name) as store:
         prepared = prepare(manifest, simulate=simulate, lockfile=lock_path, lock=store.lock)
-        orphaned = list(prepared.plan.orphaned)
+        # An orphan the manifest's moves have yet to carry to its key (a run applies
+        # them) is not in the store under that key yet: it is pruned after that run.
+        orphaned = [k for k in prepared.plan.orphaned if k in store.entries]
+        before = store.lock
         store.delete(orphaned)
         recovery = store.recovered
-    return PruneResult(removed=orphaned, recovered=list(recovery.deleted),
-                       recovered_updates=len(recovery.updated))
+        # The removals are durable (journaled) before any image is deleted.
+        return _pruned(before, orphaned, prepared.paths, recovered=list(recovery.deleted),
+                       updates=len(recovery.updated), outputs=outputs, dry_run=False,
+                       after=store.lock)
+
+
+def _pruned(lock: Lockfile, orphaned: list[str], paths: Paths, *, recovered: list[str],
+            updates: int, outputs: bool, dry_run: bool,
+            after: Lockfile | None = None) -> PruneResult:
+    """The result of pruning ``orphaned`` from ``lock``; removes their images if ``outputs``
+    (and not ``dry_run``). ``after``: the lockfile as the prune left it."""
+    folder = paths.output_folder()
+    gone = set(orphaned)
+    # An image a remaining entry still names is never an orphan's to remove.
+    still = {o.path for key, e in lock.entries.items() if key not in gone for o in e.outputs}
+    files = sorted({o.path for key in orphaned for o in lock.entries[key].outputs
+                    if o.path not in still and _exists(folder, o.path)})
+    deleted: list[str] = []
+    if outputs and not dry_run:
+        _remove_files(folder, files)
+        deleted, files = files, []
+    elif outputs:
+        deleted, files = files, []
+    retired = sum((lock.entries[k].charged for k in orphaned), Decimal(0))
+    # A dry run removes nothing, and a real one moves the money to ``retired``: either
+    # way "charged so far" is what it was.
+    charged = (after if after is not None else lock).charged
+    return PruneResult(removed=orphaned, recovered=recovered, recovered_updates=updates,
+                       kept_files=files, deleted_files=deleted, retired=retired,
+                       charged=charged, dry_run=dry_run)
+
+
+def _exists(folder: OutputFolder, stored: str) -> bool:
+    full = folder.confined(stored)
+    return full is not None and Path(full).is_file()
+
+
+def _remove_files(folder: OutputFolder, stored: list[str]) -> None:
+    """Delete images, then the ``meta.json`` and folder of each instance left empty of
+    images (a folder holding anything else is kept)."""
+    folders = set()
+    for path in stored:
+        full = folder.confined(path)
+        if full is not None:
+            folder.remove_images([path])
+            folders.add(Path(full).parent)
+    for instance in sorted(folders):
+        rest = [p for p in instance.iterdir() if p.name != "meta.json"] if instance.is_dir() \
+            else None
+        if rest == []:
+            (instance / "meta.json").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                instance.rmdir()

@@ -13,11 +13,16 @@ Line format (one per line, UTF-8)::
 
     {"v": 1, "key": "hero@size=1K", "entry": {...LockEntry.to_json()...}}
     {"v": 1, "key": "hero@size=1K", "delete": true}
+    {"v": 1, "key": "hero@size=1K", "delete": true, "retired": {...Retired.to_json()...}}
     {"v": 1, "key": "hero@size=1K", "entry": {...}, "submission": {"task_id": "...",
      "request_id": "req_...", "replayed": true}}
 
     {"v": 1, "key": "<sha256 of an input image>", "upload": {"url": "...",
      "expires_at": 1763174708}}
+
+A deletion may carry the ``retired`` record of the entry's spend (``prune``): removing
+the entry and keeping its money in the lockfile's history are one line, so a crash
+cannot do one without the other; folding it twice keeps one record.
 
 An ``upload`` line records an uploaded input image (the lockfile's ``uploads``). It
 is durable before any submission that sends its URL is recorded as ``submitting``,
@@ -53,10 +58,13 @@ from pipeline.lockfile import (
     EntryTexts,
     LockEntry,
     Lockfile,
+    Retired,
     Upload,
     entry_from_json,
     lockfile_chunks,
+    merge_retired,
     parse_lockfile,
+    retired_from_json,
 )
 from pipeline.lockschema import (
     DefectError,
@@ -82,14 +90,18 @@ def journal_path(lock_path: Path) -> Path:
 
 
 def journal_line(key: str, entry: LockEntry | None,
-                 submission: Mapping[str, Any] | None = None) -> str:
+                 submission: Mapping[str, Any] | None = None, *,
+                 retired: Retired | None = None) -> str:
     """One journal line (with its newline): ``entry``'s snapshot, or a deletion if ``None``.
 
-    ``submission``: what the API said of the submission ``entry`` records (see above).
+    ``submission``: what the API said of the submission ``entry`` records (see above);
+    ``retired``: the spend a deletion keeps in the lockfile's history.
     """
     record: dict[str, Any] = {"v": JOURNAL_VERSION, "key": key}
     if entry is None:
         record["delete"] = True
+        if retired is not None:
+            record["retired"] = retired.to_json()
     else:
         record["entry"] = entry.to_json()
         if submission is not None:
@@ -108,7 +120,8 @@ class _Unreadable(ValueError):
     """A line that is not a complete JSON text: what a torn append leaves."""
 
 
-_RECORD_FIELDS = frozenset({"v", "key", "entry", "delete", "submission", "upload"})
+_RECORD_FIELDS = frozenset({"v", "key", "entry", "delete", "submission", "upload",
+                            "retired"})
 
 
 def _parse_upload(data: dict[str, Any]) -> Upload:
@@ -124,7 +137,20 @@ def _parse_upload(data: dict[str, Any]) -> Upload:
     return Upload(url=url, expires_at=expires)
 
 
-def _parse_line(line: str) -> tuple[str, LockEntry | Upload | None]:
+def _parse_retired(raw: Any) -> Retired:
+    """The ``retired`` record of a deletion line; ``ValueError`` says why it is not one."""
+    from pipeline.lockschema import retired_defect
+
+    if type(raw) is not dict:
+        raise ValueError("'retired' is not an object")
+    defect = unrepresentable(raw) or retired_defect(raw)
+    if defect is not None:
+        where = describe_where(defect.where)
+        raise ValueError(f"'retired': {where + ': ' if where else ''}{defect.what}")
+    return retired_from_json(raw)
+
+
+def _parse_line(line: str) -> tuple[str, LockEntry | Upload | Retired | None]:
     """The key and entry (``None``: a deletion) of one line; ``ValueError`` says why not.
 
     ``_Unreadable`` (a ``ValueError``) when the line is not even JSON, the only damage
@@ -154,7 +180,7 @@ def _parse_line(line: str) -> tuple[str, LockEntry | Upload | None]:
     if "upload" in data:
         return key, _parse_upload(data)
     if data.get("delete") is True and "entry" not in data:
-        return key, None
+        return key, _parse_retired(data["retired"]) if "retired" in data else None
     if "entry" not in data or "delete" in data:
         raise ValueError("expected exactly one of 'entry' or 'delete': true")
     if "submission" in data and type(data["submission"]) is not dict:
@@ -183,6 +209,7 @@ def fold_journal(lock: Lockfile, text: str, *, source: str) -> Lockfile:
     last = max((n for n, line in enumerate(lines, start=1) if line.strip()), default=0)
     entries = dict(lock.entries)
     uploads = dict(lock.uploads)
+    retired: list[Retired] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -199,11 +226,17 @@ def fold_journal(lock: Lockfile, text: str, *, source: str) -> Lockfile:
             ) from exc
         if isinstance(entry, Upload):
             uploads[key] = entry
+        elif isinstance(entry, Retired):
+            entries.pop(key, None)
+            retired.append(entry)
         elif entry is None:
             entries.pop(key, None)
         else:
             entries[key] = entry
-    return replace(lock, entries=entries, uploads=uploads)
+    if not retired:
+        return replace(lock, entries=entries, uploads=uploads)
+    return replace(lock, entries=entries, uploads=uploads,
+                   retired=merge_retired(lock.retired, tuple(retired)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +332,7 @@ class LockStore:
         self._manifest = lock.manifest
         self._entries: dict[str, LockEntry] = dict(lock.entries)
         self._uploads: dict[str, Upload] = dict(lock.uploads)
+        self._retired: tuple[Retired, ...] = lock.retired
         self._snapshot: Lockfile | None = lock
         self._fd: int | None = journal_fd
         self._journal_size = 0
@@ -344,7 +378,8 @@ class LockStore:
             if text is not None:
                 recovered = fold_journal(lock, text, source=str(journal))
                 recovery = Recovery.between(lock, recovered)
-                if recovery.deleted or recovery.updated or recovered.uploads != lock.uploads:
+                if (recovery.deleted or recovery.updated or recovered.uploads != lock.uploads
+                        or recovered.retired != lock.retired):
                     write_lockfile(lock_path, recovered)
                     lock = recovered
                 journal.unlink()
@@ -362,7 +397,7 @@ class LockStore:
         """The current state: the lockfile plus everything recorded (a snapshot)."""
         if self._snapshot is None:
             self._snapshot = Lockfile(manifest=self._manifest, entries=dict(self._entries),
-                                      uploads=dict(self._uploads))
+                                      uploads=dict(self._uploads), retired=self._retired)
         return self._snapshot
 
     @property
@@ -475,14 +510,42 @@ class LockStore:
             return None
 
     def delete(self, keys: Iterable[str]) -> None:
-        """Remove the entries for ``keys`` (absent keys are ignored); durable when this returns."""
+        """Remove the entries for ``keys`` (absent keys are ignored); durable when this returns.
+
+        What a removed entry was charged stays in the lockfile's ``retired`` history (in
+        the same journal line as the deletion): spend is history, not state.
+        """
         present = sorted({key for key in keys if key in self._entries})
         if not present:
             return
+        records = {key: Retired.of(self._entries[key]) for key in present
+                   if self._entries[key].charged > 0}
         with self._fd_mutex:
-            self._append("".join(journal_line(key, None) for key in present))
+            self._append("".join(journal_line(key, None, retired=records.get(key))
+                                 for key in present))
         for key in present:
             del self._entries[key]
+        self._retired = merge_retired(self._retired, tuple(records.values()))
+        self._changed()
+
+    def move(self, moves: Mapping[str, LockEntry]) -> None:
+        """Replace the entries ``moves`` names (old key → the entry under its new key),
+        in one durable append: the new entries, then the old keys' deletions.
+
+        Nothing is retired: the money travels with the entry. Folding a journal cut
+        after the new entries keeps both keys, so no paid entry is ever lost.
+        """
+        if not moves:
+            return
+        arriving = {entry.key for entry in moves.values()}
+        lines = [journal_line(entry.key, entry) for entry in moves.values()]
+        lines += [journal_line(old, None) for old in moves if old not in arriving]
+        with self._fd_mutex:
+            self._append("".join(lines))
+        for old in moves:
+            self._entries.pop(old, None)
+        for entry in moves.values():
+            self._entries[entry.key] = entry
         self._changed()
 
     def checkpoint(self) -> None:

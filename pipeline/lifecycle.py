@@ -78,10 +78,38 @@ def repolls(entry: LockEntry | None) -> bool:
             and entry.task_id is not None)
 
 
-def running(entry: LockEntry, task_id: str, cost: Decimal, *, now: str) -> LockEntry:
-    """The API made task ``task_id`` and pre-charged ``cost`` for it."""
+def running(entry: LockEntry, task_id: str, cost: Decimal, *, now: str,
+            paid_by: str | None = None) -> LockEntry:
+    """The API made task ``task_id`` and pre-charged ``cost`` for it.
+
+    ``paid_by``: the task was paid elsewhere (see :func:`paid_elsewhere`); this entry is
+    then charged nothing for it, and says where it was paid.
+    """
+    if paid_by is not None:
+        return replace(entry, status="running", task_id=task_id, cost=Decimal(0),
+                       updated_at=now, paid_by=paid_by)
     return replace(entry, status="running", task_id=task_id, cost=cost,
                    charged=entry.charged + cost, updated_at=now)
+
+
+REPLAYED_ELSEWHERE = ("replayed by the API (Idempotency-Replayed): paid by an earlier "
+                      "submission of the same key")
+
+
+def paid_elsewhere(*, replayed: bool, own_earlier: bool, recorded: str | None) -> str | None:
+    """Where a just-submitted task was paid if not by this submission, else None.
+
+    Money is the account's: a reply the API marks as a replay (``replayed``) charged
+    nothing, unless it replays this entry's own earlier sending of the key
+    (``own_earlier``: a crash, or a reply lost and retried), which was paid and never
+    recorded. ``recorded``: where another lockfile of the project (or another entry of
+    this one) already records the task id as paid; that settles it either way.
+    """
+    if recorded is not None:
+        return recorded
+    if replayed and not own_earlier:
+        return REPLAYED_ELSEWHERE
+    return None
 
 
 def failed(entry: LockEntry, message: str, *, failure: Failure, refunded: bool,

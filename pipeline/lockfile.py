@@ -87,12 +87,18 @@ class LockEntry:
     # Why the last attempt failed (``failed`` entries only; None in lockfiles written
     # before it was recorded, which retry as a new, paid attempt).
     failure: Failure | None = None
+    # Where the current task was paid when it was not paid here: the API answered the
+    # submission as a replay of one made before, or another lockfile records the task.
+    # The attempt is then recorded as charged 0, so no figure counts the money twice.
+    paid_by: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The entry as it is stored (the key is the mapping key around it)."""
-        # ``reroll`` and ``failure`` only when set, so other lockfiles do not change.
+        # ``reroll``, ``failure`` and ``paid_by`` only when set, so lockfiles that never
+        # needed them do not change.
         return ({"reroll": self.reroll} if self.reroll else {}) | (
-            {"failure": self.failure} if self.failure is not None else {}) | {
+            {"failure": self.failure} if self.failure is not None else {}) | (
+            {"paid_by": self.paid_by} if self.paid_by is not None else {}) | {
             "job": self.job,
             "fingerprint": self.fingerprint,
             "status": self.status,
@@ -144,13 +150,61 @@ def merge_uploads(*sides: Mapping[str, Upload]) -> dict[str, Upload]:
     return merged
 
 
+@dataclass(frozen=True, slots=True)
+class Retired:
+    """The money of an entry that is gone (pruned): spend is history, and stays counted.
+
+    The account paid for it whatever happens to the entry, so the manifest's "charged
+    so far" keeps it; the task id and key say which payment it was, so the same one
+    merged in from two sides is counted once.
+    """
+
+    key: str
+    job: str
+    charged: Decimal
+    task_id: str | None = None
+    idempotency_key: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """As stored in the lockfile's ``retired`` list."""
+        return {"key": self.key, "job": self.job, "charged": json_number(self.charged),
+                "task_id": self.task_id, "idempotency_key": self.idempotency_key}
+
+    @classmethod
+    def of(cls, entry: LockEntry) -> Retired:
+        """The record of ``entry``'s spend."""
+        return cls(entry.key, entry.job, entry.charged, entry.task_id, entry.idempotency_key)
+
+
+def retire(records: tuple[Retired, ...], *entries: LockEntry) -> tuple[Retired, ...]:
+    """``records`` with the spend of ``entries`` added (those that cost something),
+    each payment once, sorted."""
+    return merge_retired(records, tuple(Retired.of(e) for e in entries if e.charged > 0))
+
+
+def merge_retired(*sides: tuple[Retired, ...]) -> tuple[Retired, ...]:
+    """The retired records of several lockfiles: their union (a record in two is one)."""
+    return tuple(sorted({r for side in sides for r in side},
+                        key=lambda r: (r.key, r.task_id or "", r.idempotency_key or "",
+                                       r.charged)))
+
+
 @dataclass(frozen=True)
 class Lockfile:
-    """All entries of one manifest's lockfile, and its uploaded input images."""
+    """All entries of one manifest's lockfile, its uploaded input images, and the spend of
+    entries since removed."""
 
     manifest: str
     entries: Mapping[str, LockEntry] = field(default_factory=dict)
     uploads: Mapping[str, Upload] = field(default_factory=dict)  # by the image's sha256
+    retired: tuple[Retired, ...] = ()
+
+    @property
+    def charged(self) -> Decimal:
+        """What the account paid for this lockfile's work so far: every entry's charges and
+        those of entries removed since (never lowered by ``prune``, ``lock mv`` or a merge)."""
+        return (sum((e.charged for e in self.entries.values()), Decimal(0))
+                + sum((r.charged for r in self.retired), Decimal(0)))
 
     def with_entry(self, entry: LockEntry) -> Lockfile:
         """A copy with ``entry`` added or replaced."""
@@ -224,6 +278,11 @@ def lockfile_chunks(lock: Lockfile, *, texts: EntryTexts | None = None) -> Itera
         yield ',\n  "uploads": '
         yield json.dumps(uploads, indent=2, sort_keys=True, ensure_ascii=False).replace(
             "\n", "\n  ")
+    # Only when there are any, so lockfiles that never lost a paid entry do not change.
+    if lock.retired:
+        yield ',\n  "retired": '
+        yield json.dumps([r.to_json() for r in lock.retired], indent=2, sort_keys=True,
+                         ensure_ascii=False).replace("\n", "\n  ")
     yield f',\n  "version": {FORMAT_VERSION}\n}}\n'
 
 
@@ -262,7 +321,15 @@ def parse_lockfile(text: str, *, source: str = "lockfile") -> Lockfile:
     return Lockfile(manifest=data.get("manifest", ""),
                     entries={key: _to_entry(key, raw) for key, raw in raw_entries.items()},
                     uploads={sha: Upload(url=raw["url"], expires_at=int(raw["expires_at"]))
-                             for sha, raw in raw_uploads.items()})
+                             for sha, raw in raw_uploads.items()},
+                    retired=merge_retired(tuple(retired_from_json(raw)
+                                                for raw in data.get("retired", ()))))
+
+
+def retired_from_json(raw: Mapping[str, Any]) -> Retired:
+    """A ``Retired`` record from its stored JSON (already checked against the schema)."""
+    return Retired(key=raw["key"], job=raw["job"], charged=_decimal(raw["charged"]),
+                   task_id=raw.get("task_id"), idempotency_key=raw.get("idempotency_key"))
 
 
 def entry_from_json(key: str, raw: Any) -> LockEntry:
@@ -309,6 +376,7 @@ def _to_entry(key: str, raw: Mapping[str, Any]) -> LockEntry:
         ),
         reroll=int(get("reroll", 0)),
         failure=get("failure"),
+        paid_by=get("paid_by"),
     )
 
 

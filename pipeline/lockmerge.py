@@ -14,8 +14,11 @@ The rules, for one instance key:
   never submitted (neither task id nor key, so nothing of it can be lost). Then
   the further one wins (done over in flight over failed, then the newer
   ``updated_at``), with any task id or idempotency key only the other recorded
-  filled in. Anything else (one side's task id against the other's key, two
-  different keys) is two tasks, both possibly paid;
+  filled in; it is one payment, counted once, at the larger ``charged`` of the
+  two (a side that recorded the task as paid elsewhere, ``paid_by``, charged 0:
+  the side that paid it brings its charge and drops the note). Anything else (one
+  side's task id against the other's key, two different keys) is two tasks, both
+  possibly paid;
 - different tasks: the winner as above (two done entries: the newer), and the
   loser is kept under ``KEY#superseded:TASK`` so its task id and idempotency
   key stay reachable and its cost stays counted. Its ``outputs`` are dropped
@@ -23,6 +26,12 @@ The rules, for one instance key:
   are left as they are. ``plan`` lists it as orphaned; ``imgspec prune`` drops it;
 - the same task with two different sets of downloaded files: a conflict, since
   either choice would lose what the other side paid for and recorded.
+
+Spend is history: the lockfiles' ``retired`` records (the spend of pruned
+entries) are united, each payment once; a record whose entry the merge keeps (one
+side pruned it, the other did not: a merge never deletes) is dropped, since the
+entry counts that money itself. So a merge never lowers "charged so far" and never
+counts a payment twice.
 
 The winner's every other field is carried as it is (``dataclasses.replace``),
 so fields added to ``LockEntry`` later survive a merge untouched.
@@ -37,7 +46,7 @@ from pathlib import Path
 from typing import Literal
 
 from pipeline.errors import MergeConflict
-from pipeline.lockfile import LockEntry, Lockfile, merge_uploads
+from pipeline.lockfile import LockEntry, Lockfile, Retired, merge_retired, merge_uploads
 
 SUPERSEDED = "#superseded:"
 # Further along wins: a done result over a task in flight over a failed attempt.
@@ -131,6 +140,9 @@ def merge_entries(a: LockEntry, b: LockEntry,
         filled = dataclasses.replace(
             winner, task_id=winner.task_id or loser.task_id,
             idempotency_key=winner.idempotency_key or loser.idempotency_key)
+        if loser.charged > winner.charged:
+            filled = dataclasses.replace(filled, charged=loser.charged, cost=loser.cost,
+                                         paid_by=loser.paid_by)
         notes = []
         if filled != winner:
             notes.append(MergeNote("filled", winner.key, task_of(filled), task_of(loser),
@@ -182,8 +194,15 @@ def merge_locks(sides: Sequence[Lockfile], *, base: Lockfile | None = None) -> M
         raise MergeConflict(conflicts, reasons)
     manifest = next((s.manifest for s in sides if s.manifest), "")
     uploads = merge_uploads(*(s.uploads for s in sides))  # free to redo: never a conflict
-    return Merged(Lockfile(manifest=manifest, entries=merged, uploads=uploads), tuple(notes),
-                  len(sides))
+    return Merged(Lockfile(manifest=manifest, entries=merged, uploads=uploads,
+                           retired=_retired(sides, merged)), tuple(notes), len(sides))
+
+
+def _retired(sides: Sequence[Lockfile], merged: Mapping[str, LockEntry]) -> tuple[Retired, ...]:
+    """The sides' retired records, each payment once, less those whose entry is kept."""
+    kept = {(e.key, e.task_id, e.idempotency_key) for e in merged.values()}
+    return tuple(r for r in merge_retired(*(s.retired for s in sides))
+                 if (r.key, r.task_id, r.idempotency_key) not in kept)
 
 
 def _keep_superseded(merged: dict[str, LockEntry], extra: Iterable[LockEntry],

@@ -340,14 +340,16 @@ def _same(a: Any, b: Any) -> bool:
 
 
 @cache
-def _checks() -> tuple[Check, Check]:
-    """The compiled lockfile schema and its entry definition (compiled on first use)."""
+def _checks() -> tuple[Check, Check, Check]:
+    """The compiled lockfile schema, its entry and its retired record (compiled on first
+    use)."""
     from pipeline.schema import load_schema
 
     schema = load_schema("lockfile.schema.json")
     explain = {schema["$defs"]["output"]["properties"]["path"]["pattern"]: check_stored_path}
     return (compile_schema(schema, explain=explain),
-            compile_schema(schema, node=schema["$defs"]["entry"], explain=explain))
+            compile_schema(schema, node=schema["$defs"]["entry"], explain=explain),
+            compile_schema(schema, node=schema["$defs"]["retired"], explain=explain))
 
 
 def lockfile_defect(data: Any) -> Defect | None:
@@ -358,6 +360,11 @@ def lockfile_defect(data: Any) -> Defect | None:
 def entry_defect(raw: Any) -> Defect | None:
     """The first way one decoded entry breaks the schema's entry definition, or ``None``."""
     return _checks()[1](raw)
+
+
+def retired_defect(raw: Any) -> Defect | None:
+    """The first way one decoded ``retired`` record breaks the schema, or ``None``."""
+    return _checks()[2](raw)
 
 
 # --- strict reading: JSON that Python reads but JSON does not allow ------------------------

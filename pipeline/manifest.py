@@ -15,6 +15,7 @@ from typing import Any
 from pipeline.diagnostics import Diagnostic
 from pipeline.document import DocPath, Document, parse_csv, parse_yaml
 from pipeline.errors import ImgspecError, InputFileError, ManifestError
+from pipeline.moves import Move, move_errors
 from pipeline.pricing import DEFAULT_PRICE_TABLE
 from pipeline.schema import validate_document
 from pipeline.spec import (
@@ -90,12 +91,16 @@ def _build(doc: Document, workspace: Workspace) -> Manifest:
         except ManifestError as exc:
             errors.extend(exc.diagnostics)
     errors.extend(_amount_errors(doc, data))
+    moves = tuple(Move(raw["from"], raw["to"], ("moved", i))
+                  for i, raw in enumerate(data.get("moved", ())))
+    errors.extend(move_errors(moves, jobs.keys() | data["jobs"].keys(), doc.diagnostic))
     if errors:
         raise ManifestError(errors)
     pricing = DEFAULT_PRICE_TABLE.with_overrides(
         {k: Decimal(str(v)) for k, v in data.get("pricing", {}).items()}
     )
     budget = data.get("budget", {}).get("max_cost")
+    max_total = data.get("budget", {}).get("max_total")
     # Warnings of included row files travel with the manifest's own.
     included = [job.matrix.include_doc for job in jobs.values()
                 if job.matrix.include_doc is not None]
@@ -113,6 +118,8 @@ def _build(doc: Document, workspace: Workspace) -> Manifest:
         jobs=jobs,
         document=doc,
         inputs=data.get("inputs", "upload"),
+        max_total=None if max_total is None else Decimal(str(max_total)),
+        moves=moves,
     )
 
 
@@ -123,8 +130,7 @@ def _amount_errors(doc: Document, data: Mapping[str, Any]) -> list[Diagnostic]:
     """
     amounts: list[tuple[DocPath, Any]] = [
         (("pricing", model), price) for model, price in data.get("pricing", {}).items()]
-    if "budget" in data:
-        amounts.append((("budget", "max_cost"), data["budget"]["max_cost"]))
+    amounts += [(("budget", name), value) for name, value in data.get("budget", {}).items()]
     return sorted((
         doc.diagnostic(path, f"{value} CNY is more than imgspec can count",
                        f"use an amount from 0 to {MAX_AMOUNT:,} CNY")

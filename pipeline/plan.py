@@ -22,6 +22,7 @@ from pipeline.instances import Expansion, Instance, UpstreamInput
 from pipeline.lifecycle import repolls
 from pipeline.lockfile import LockEntry, Lockfile, Output
 from pipeline.matrix import same
+from pipeline.moves import Moved
 from pipeline.reroll import reroll_note, rerolled
 from pipeline.spec import Manifest
 
@@ -95,6 +96,10 @@ class Plan:
     budget: Decimal | None
     warnings: tuple[Diagnostic, ...] = ()
     destination: str | None = None  # the output folder, as the user would name it
+    # Lock entries the run moves to new keys first (``moved:``), with their files.
+    moves: tuple[Moved, ...] = ()
+    spent: Decimal = Decimal(0)  # what the lockfile records as charged so far
+    max_total: Decimal | None = None  # budget.max_total: spent so far plus this plan
 
     def counts(self) -> dict[str, int]:
         """Instances per status (every status present, zero or not)."""
@@ -111,7 +116,8 @@ class Plan:
 
     @property
     def has_work(self) -> bool:
-        """Whether a run would do anything at all (submit, poll or download)."""
+        """Whether a run would do anything with an instance (submit, poll or download);
+        ``moves`` are applied before, whatever else there is."""
         return any(i.status in ACTIVE for i in self.items)
 
     @cached_property
@@ -134,13 +140,19 @@ class Plan:
 
     @property
     def within_budget(self) -> bool:
-        """Whether the run's cost fits the budget (always, without one)."""
-        return self.budget is None or self.total <= self.budget
+        """Whether the run's cost fits both budgets (always, without them)."""
+        return fits(self.total, budget=self.budget, spent=self.spent, max_total=self.max_total)
+
+    @property
+    def run_cap(self) -> Decimal | None:
+        """What this run may spend at most: ``max_cost``, and what ``max_total`` leaves."""
+        return run_cap(self.budget, spent=self.spent, max_total=self.max_total)
 
     def head(self) -> PlanHead:
         """The plan without its items, its figures summed up."""
         return PlanHead(self.manifest, self.name, self.currency, self.orphaned, self.budget,
-                        Tally.of(self.items), self.warnings, self.destination)
+                        Tally.of(self.items), self.warnings, self.destination,
+                        moved=len(self.moves), spent=self.spent, max_total=self.max_total)
 
     def select(self, keep: Callable[[PlanItem], bool]) -> Plan:
         """A plan in which items not kept become ``skipped`` (cost 0).
@@ -211,11 +223,32 @@ class PlanHead:
     tally: Tally
     warnings: tuple[Diagnostic, ...] = ()
     destination: str | None = None
+    moved: int = 0
+    spent: Decimal = Decimal(0)
+    max_total: Decimal | None = None
 
     @property
     def within_budget(self) -> bool:
-        """Whether the run's cost fits the budget (always, without one)."""
-        return self.budget is None or self.tally.total <= self.budget
+        """Whether the run's cost fits both budgets (always, without them)."""
+        return fits(self.tally.total, budget=self.budget, spent=self.spent,
+                    max_total=self.max_total)
+
+
+def fits(total: Decimal, *, budget: Decimal | None, spent: Decimal,
+         max_total: Decimal | None) -> bool:
+    """Whether a plan costing ``total`` fits ``max_cost`` (``budget``) and, with what was
+    ``spent`` so far, ``max_total``."""
+    return ((budget is None or total <= budget)
+            and (max_total is None or spent + total <= max_total))
+
+
+def run_cap(budget: Decimal | None, *, spent: Decimal,
+            max_total: Decimal | None) -> Decimal | None:
+    """The most one run may spend: ``max_cost``, and what ``max_total`` leaves of it."""
+    if max_total is None:
+        return budget
+    left = max(max_total - spent, Decimal(0))
+    return left if budget is None else min(budget, left)
 
 
 def make_plan(
@@ -227,6 +260,8 @@ def make_plan(
     now: float | None = None,
     rerolls: Collection[str] = frozenset(),
     destination: str | None = None,
+    moves: tuple[Moved, ...] = (),
+    spent: Decimal | None = None,
 ) -> Plan:
     """Diff the expansion against the lockfile; ``present(output)`` says if it is intact.
 
@@ -239,7 +274,9 @@ def make_plan(
     One that is otherwise done is planned as ``reroll``: its next re-roll count gives it
     a new seed (``reroll.rerolled``). An instance re-rolled before keeps the seed of
     its recorded count, so its fingerprint stays the same. ``destination`` names the
-    output folder the plan writes to (shown with the plan).
+    output folder the plan writes to (shown with the plan). ``moves``: the entries
+    ``moves.plan_moves`` moved in ``lock`` (the run moves them first). ``spent``: the
+    spend recorded so far, for ``budget.max_total`` (default: ``lock``'s).
     """
     planner = Planner(expansion.manifest, lock, present=present, now=now, rerolls=rerolls)
     items = tuple(planner.item(inst) for inst in expansion.instances)
@@ -252,6 +289,9 @@ def make_plan(
         budget=max_cost if max_cost is not None else expansion.manifest.budget,
         warnings=expansion.warnings,
         destination=destination,
+        moves=moves,
+        spent=lock.charged if spent is None else spent,
+        max_total=expansion.manifest.max_total,
     )
 
 
@@ -320,7 +360,8 @@ class Planner:
         manifest = self.manifest
         return PlanHead(manifest.file, manifest.name, self.pricing.currency, self.orphaned(),
                         max_cost if max_cost is not None else manifest.budget, tally,
-                        warnings, destination)
+                        warnings, destination, spent=self.lock.charged,
+                        max_total=manifest.max_total)
 
 
 # A re-roll replaces images that exist (or existed, unchanged): otherwise the instance

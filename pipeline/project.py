@@ -7,12 +7,13 @@ hands plain values to the core.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import stat
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -26,11 +27,12 @@ from pipeline.instances import Expansion
 from pipeline.journal import fold_journal, journal_path, read_journal, read_lockfile
 from pipeline.lockfile import Lockfile, Output, lockfile_path
 from pipeline.manifest import load_manifest, read_manifest_text
+from pipeline.moves import former_paths, plan_moves
 from pipeline.outputs import OutputFolder, sha256_file
 from pipeline.plan import Plan, PlanHead, Planner, Tally, make_plan
 from pipeline.review import read_review, reroll_keys, review_path
 from pipeline.spec import Manifest
-from pipeline.views.plan import write_plan_document, write_plan_items
+from pipeline.views.plan import write_plan_document, write_plan_items, write_plan_json
 from pipeline.workspace import DirectoryWorkspace
 
 
@@ -194,12 +196,36 @@ def prepare(manifest_path: Path, *, simulate: bool = False, max_cost: Decimal | 
         lock = current_lock(paths.lockfile, manifest=manifest_path.name)
     folder = paths.output_folder()
     folder.check_entries(lock.entries.values())
+    # ``moved:``: the plan is made against the lockfile as the moves leave it; the run
+    # applies them to the lockfile and the files first.
+    relocation = plan_moves(manifest.moves, lock, keys={i.key for i in expansion.instances},
+                            jobs=manifest.jobs, diagnostic=manifest.document.diagnostic)
+    lock = relocation.lock
+    present = intact_on_disk(folder, rehash=rehash)
+    if relocation.moved:
+        present = found_before_move(present, former_paths(relocation.moved))
     # Re-rolls a reviewer asked for (``imgspec review``) are planned, and paid, like changes.
     rerolls = reroll_keys(read_review(review_path(manifest_path)), lock)
-    plan = make_plan(expansion, lock, present=intact_on_disk(folder, rehash=rehash),
+    plan = make_plan(expansion, lock, present=present,
                      max_cost=max_cost, now=time.time(), rerolls=rerolls,
-                     destination=paths.destination)
+                     destination=paths.destination, moves=relocation.moved)
+    if relocation.warnings:
+        plan = dataclasses.replace(plan, warnings=(*plan.warnings, *relocation.warnings))
     return Prepared(manifest, workspace, expansion, lock, plan, paths)
+
+
+def found_before_move(present: Callable[[Output], bool],
+                      former: Mapping[str, str]) -> Callable[[Output], bool]:
+    """``present`` for a plan with moves: an output the run has yet to move is intact
+    where it is now (its former path), or already where it goes (a run stopped between
+    moving the files and recording the move)."""
+
+    def either(output: Output) -> bool:
+        old = former.get(output.path)
+        return present(output) or (old is not None
+                                   and present(dataclasses.replace(output, path=old)))
+
+    return either
 
 
 def write_plan_streamed(manifest_path: Path, write: Callable[[str], object], *,
@@ -214,6 +240,13 @@ def write_plan_streamed(manifest_path: Path, write: Callable[[str], object], *,
     copied after it. Nothing reaches ``write`` if the manifest has an error.
     """
     manifest, workspace = load_manifest(manifest_path)
+    if manifest.moves:
+        # Moves need every instance key before the first item is planned; manifests
+        # with ``moved:`` are planned whole (the moves are short-lived edits).
+        prepared = prepare(manifest_path, simulate=simulate, max_cost=max_cost,
+                           lockfile=lockfile, rehash=rehash)
+        write_plan_json(prepared.plan, write)
+        return prepared.plan.head()
     expanding = Expanding(manifest, workspace)
     paths = locate(manifest_path, Header.of(manifest), simulate=simulate, lockfile=lockfile)
     try:

@@ -97,6 +97,9 @@ class TaskState:
     # Idempotency-Key (header ``Idempotency-Replayed: true``): not a second charge.
     request_id: str | None = None
     replayed: bool = False
+    # The submission was sent more than once by this call (a reply lost, a retry): a
+    # replay may then be of its own first sending, which the account did pay for.
+    resent: bool = False
 
     @property
     def finished(self) -> bool:

@@ -36,9 +36,11 @@ from pipeline.lockfile import lockfile_path
 from pipeline.loop import run_loop
 from pipeline.pacing import RunOptions
 from pipeline.plan import ACTIVE, Plan
+from pipeline.pricing import money
 from pipeline.project import Prepared, prepare
 from pipeline.retrying import RetryEvent
 from pipeline.selection import Selection, narrow
+from pipeline.spend import paid_tasks
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +130,16 @@ def _balance_advice(result: RunResult) -> str:
 
 
 def check_budget(plan: Plan) -> None:
-    """Refuse (exit 3) a plan whose exact cost passes the budget."""
+    """Refuse (exit 3) a plan whose exact cost passes the budget, or with the spend
+    recorded so far passes ``budget.max_total``."""
+    if plan.max_total is not None and plan.spent + plan.total > plan.max_total:
+        raise BudgetExceeded(
+            f"spent so far {money(plan.spent, plan.currency)} and this plan "
+            f"{money(plan.total, plan.currency)} come to "
+            f"{money(plan.spent + plan.total, plan.currency)}, more than budget.max_total "
+            f"{money(plan.max_total, plan.currency)}; nothing was submitted. Narrow it with "
+            "--job/--where or raise budget.max_total", cost=plan.spent + plan.total,
+            budget=plan.max_total)
     if not plan.within_budget:
         raise BudgetExceeded(
             f"the plan costs {plan.total} {plan.currency}, more than the budget of "
@@ -206,7 +217,9 @@ async def execute_run(settings: RunSettings, prepared: Prepared, plan: Plan, sto
                             options=settings.options, on_event=on_event,
                             inputs=prepared.manifest.inputs,
                             links=LinkTrust.for_base_url(settings.base_url,
-                                                         simulator=settings.simulate))
+                                                         simulator=settings.simulate),
+                            paid_tasks=paid_tasks(store.path, store.lock,
+                                                  manifest=settings.manifest))
         result = await _interruptible(executor.run(), executor)
     await store.settle()  # journal writes still in flight (after Ctrl-C, say)
     store.checkpoint()

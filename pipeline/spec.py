@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from pipeline.document import DocPath, Document
+from pipeline.moves import Move
 from pipeline.pricing import PriceTable
 from pipeline.rules import REQUEST_FIELDS
 
@@ -94,3 +95,7 @@ class Manifest:
     # How local input images are sent: uploaded once per content (their URL sent) or
     # inline as data URIs. Not part of any fingerprint: the request is the same.
     inputs: InputsMode = "upload"
+    # budget.max_total: what the manifest's work may cost in all (recorded spend + plan).
+    max_total: Decimal | None = None
+    # ``moved:``: old job ids or instance keys whose lock entries follow them to new ones.
+    moves: tuple[Move, ...] = ()

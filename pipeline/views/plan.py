@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
+from pipeline.moves import Moved
 from pipeline.plan import STATUS_ORDER, Plan, PlanHead, PlanItem, PlanStatus
 from pipeline.pricing import json_number, money
 
@@ -22,7 +23,7 @@ SYMBOLS = {
 
 def plan_json(plan: Plan) -> dict[str, Any]:
     """The stable machine-readable plan (``imgspec plan --json``), as one value."""
-    return {**_plan_head(plan.head()), "items": [_item_json(i) for i in plan.items]}
+    return {**_plan_head(plan.head(), plan.moves), "items": [_item_json(i) for i in plan.items]}
 
 
 def write_plan_json(plan: Plan, write: Callable[[str], object]) -> None:
@@ -33,15 +34,16 @@ def write_plan_json(plan: Plan, write: Callable[[str], object]) -> None:
     encoded by the C encoder (``indent`` would force the pure-Python one).
     """
     write_plan_document(plan.head(), bool(plan.items),
-                        lambda: write_plan_items(plan.items, write), write)
+                        lambda: write_plan_items(plan.items, write), write, moves=plan.moves)
 
 
 def write_plan_document(head: PlanHead, has_items: bool, write_items: Callable[[], object],
-                        write: Callable[[str], object]) -> None:
+                        write: Callable[[str], object], *,
+                        moves: tuple[Moved, ...] = ()) -> None:
     """The plan's JSON text around its items, which ``write_items`` writes where they go
     (the text ``write_plan_items`` made: the items may have been written aside first,
     as the head's figures are known only once every item has passed)."""
-    text = json.dumps({**_plan_head(head), "items": []}, indent=2, ensure_ascii=False)
+    text = json.dumps({**_plan_head(head, moves), "items": []}, indent=2, ensure_ascii=False)
     if not has_items:
         write(text + "\n")
         return
@@ -73,13 +75,13 @@ def write_plan_items(items: Iterable[PlanItem], write: Callable[[str], object],
     return count
 
 
-def _plan_head(head: PlanHead) -> dict[str, Any]:
+def _plan_head(head: PlanHead, moves: tuple[Moved, ...] = ()) -> dict[str, Any]:
     """Everything of ``plan_json`` but its items."""
     tally = head.tally
     return {
         "manifest": head.manifest,
         "name": head.name,
-        "counts": {**tally.counts, "orphaned": len(head.orphaned)},
+        "counts": {**tally.counts, "orphaned": len(head.orphaned), "moved": head.moved},
         "to_submit": {"instances": tally.instances, "images": tally.images},
         "cost": {
             "currency": head.currency,
@@ -89,9 +91,13 @@ def _plan_head(head: PlanHead) -> dict[str, Any]:
         },
         "budget": {
             "max_cost": None if head.budget is None else json_number(head.budget),
+            "max_total": None if head.max_total is None else json_number(head.max_total),
+            "spent": json_number(head.spent),
+            "total": json_number(head.spent + tally.total),
             "within": head.within_budget,
         },
         "orphaned": list(head.orphaned),
+        "moved": [{"from": m.source, "to": m.target, "files": len(m.files)} for m in moves],
         "outputs": head.destination,
         "warnings": [d.format(snippet=False) for d in head.warnings],
     }
@@ -135,8 +141,10 @@ def plan_text(plan: Plan) -> str:
     if plan.warnings:
         lines.append("")
     changes = [i for i in plan.items if i.status not in (PlanStatus.UP_TO_DATE, PlanStatus.SKIPPED)]
-    if not changes:
+    if not changes and not plan.moves:
         lines.append("No changes. Every instance is up to date.")
+    elif not changes:
+        pass  # only moves: listed below
     elif len(changes) <= MAX_LISTED:
         width = max(len(i.key) for i in changes)
         model_width = max(len(i.instance.model) for i in changes)
@@ -152,6 +160,12 @@ def plan_text(plan: Plan) -> str:
     else:
         lines.append(f"  {len(changes):,} instances change (listed per job below; "
                      "--json lists each)")
+    for move in plan.moves[:MAX_LISTED]:
+        files = len(move.files)
+        lines.append(f"  → moved {move.source} to {move.target}"
+                     + (f"  ({files} file{'' if files == 1 else 's'} with it)" if files else ""))
+    if len(plan.moves) > MAX_LISTED:
+        lines.append(f"  → ... and {len(plan.moves) - MAX_LISTED:,} more moved")
     for key in plan.orphaned[:MAX_LISTED]:
         lines.append(f"  ? orphaned {key}  (kept in the lockfile until `imgspec prune`)")
     if len(plan.orphaned) > MAX_LISTED:
@@ -161,12 +175,16 @@ def plan_text(plan: Plan) -> str:
     parts = [f"{counts[s.value]:,} {s.value}" for s in STATUS_ORDER if counts[s.value]]
     if counts["orphaned"]:
         parts.append(f"{counts['orphaned']:,} orphaned")
+    if plan.moves:
+        parts.append(f"{len(plan.moves):,} moved")
     submitting = plan.submitting
     lines.append(
         f"Plan: {len(submitting):,} to submit ({plan.images:,} images, "
         f"{money(plan.total, cur)}); " + ", ".join(parts) + "."
     )
     lines.append(budget_line(plan))
+    if plan.max_total is not None:
+        lines.append(total_budget_line(plan))
     if plan.destination is not None:
         lines.append(f"Outputs: {plan.destination}")
     return "\n".join(lines) + "\n"
@@ -203,10 +221,40 @@ def budget_line(plan: Plan) -> str:
     """``Budget: ¥7.40 of ¥30.00: within budget`` (or over, or no budget set)."""
     cur = plan.currency
     if plan.budget is None:
+        if plan.max_total is not None:
+            return "Budget: no cap per run (budget.max_cost or --max-cost sets one)."
         return "Budget: none set (add budget: {max_cost: N} or pass --max-cost)."
-    if plan.within_budget:
+    if plan.total <= plan.budget:
         return f"Budget: {money(plan.total, cur)} of {money(plan.budget, cur)}: within budget."
     return (f"Budget: {money(plan.total, cur)} is over the budget of "
             f"{money(plan.budget, cur)}: narrow the plan (--job, --where) or raise "
             "budget.max_cost / --max-cost.")
 
+
+
+def total_budget_line(plan: Plan) -> str:
+    """``Total budget: spent so far ¥X; this plan ¥Y; total ¥X+Y of ¥N: within it``."""
+    cur = plan.currency
+    assert plan.max_total is not None
+    total = plan.spent + plan.total
+    text = (f"Total budget: spent so far {money(plan.spent, cur)}; this plan "
+            f"{money(plan.total, cur)}; total {money(total, cur)} of "
+            f"{money(plan.max_total, cur)}")
+    if total <= plan.max_total:
+        return text + ": within budget.max_total."
+    return text + ": over budget.max_total: narrow the plan (--job, --where) or raise it."
+
+
+def moves_done(moves: tuple[Moved, ...], *, dry_run: bool = False) -> str:
+    """What a run (or ``lock mv``) moved: one line per entry, then the count."""
+    verb = "would move" if dry_run else "moved"
+    lines = []
+    for move in moves:
+        files = len(move.files)
+        lines.append(f"→ {verb} {move.source} to {move.target}"
+                     + (f" ({files} file{'' if files == 1 else 's'})" if files else ""))
+    count = len(moves)
+    lines.append(f"{count} lock entr{'y' if count == 1 else 'ies'} "
+                 f"{'would be ' if dry_run else ''}moved"
+                 + ("; dry run: nothing was changed" if dry_run else ""))
+    return "\n".join(lines) + "\n"

@@ -48,18 +48,33 @@ def verify_lines(checked: int, problems: Sequence[VerifyProblem]) -> tuple[list[
             f"{checked} file(s) checked, {len(problems)} problem(s)")
 
 
-def prune_text(result: PruneResult) -> str:
-    """One line per removed key, then the count and what happened."""
-    lines = [f"pruned {k}" for k in result.removed]
+def prune_text(result: PruneResult, currency: str = "CNY") -> str:
+    """One line per removed key and per image removed or left on disk, then the count,
+    the spend kept as history, and what to do about images left."""
+    would = "would prune" if result.dry_run else "pruned"
+    lines = [f"{would} {k}" for k in result.removed]
     lines += [f"pruned {k} (removal recorded by an interrupted prune)" for k in result.recovered]
+    gone = "would remove" if result.dry_run else "removed"
+    lines += [f"  {gone} {path}" for path in result.deleted_files]
+    lines += [f"  left on disk {path}" for path in result.kept_files]
     total = len(result.removed) + len(result.recovered)
-    summary = f"{total} orphaned entr{'y' if total == 1 else 'ies'} removed"
+    noun = f"{total} orphaned entr{'y' if total == 1 else 'ies'}"
+    summary = f"{noun} {'would be ' if result.dry_run else ''}removed"
     if result.recovered:
         summary += (f" ({len(result.recovered)} by an interrupted prune: its journal was "
                     "folded into the lockfile now)")
     lines.append(summary)
+    if result.retired:
+        lines.append(f"their spend {money(result.retired, currency)} stays in the lockfile's "
+                     f"history: charged so far {money(result.charged, currency)}")
+    if result.kept_files:
+        n = len(result.kept_files)
+        lines.append(f"{n} image{'' if n == 1 else 's'} of pruned entries left on disk; "
+                     "`imgspec prune --outputs` removes them")
     if result.recovered_updates:
         lines.append(f"also saved {result.recovered_updates} entr"
                      f"{'y' if result.recovered_updates == 1 else 'ies'} an interrupted run "
                      "had recorded only in its journal")
+    if result.dry_run:
+        lines.append("dry run: nothing was changed")
     return "\n".join(lines) + "\n"

@@ -101,7 +101,8 @@ def test_json_form_has_the_documented_fields(build: Build) -> None:
     assert data["cost"]["total"] == 3.2
     assert data["cost"]["currency"] == "CNY"
     assert data["cost"]["by_model"] == {"wan2.7-image": 1.2, "wan2.7-image-pro": 2}
-    assert data["budget"] == {"max_cost": 5, "within": True}
+    assert data["budget"] == {"max_cost": 5, "max_total": None, "spent": 0, "total": 3.2,
+                              "within": True}
     item = data["items"][4]
     assert set(item) >= {"key", "job", "status", "model", "n", "cost", "matrix", "needs"}
     assert item["needs"] == ["gen@shop=a,model=wan2.7-image"]
