@@ -26,7 +26,7 @@ SHELL = frozenset({
     "cli", "client", "executor", "files", "gallery_site", "gitspec", "guard", "housekeeping",
     "journal", "loop", "mergefiles", "outputs", "project", "retrying", "review_server", "run",
     "scaffold", "scheduler", "sendable", "shards", "simulator", "uploads", "views.progress",
-    "downloads", "gates", "spend", "relocate",
+    "downloads", "gates", "spend", "relocate", "confine",
 })
 # Libraries that do I/O or run an event loop: none of them in the core.
 IO_LIBRARIES = frozenset({
