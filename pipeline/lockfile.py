@@ -74,6 +74,8 @@ class LockEntry:
     # How many times a reviewer had the instance re-rolled: its seed is derived from this
     # (``reroll.rerolled``), so the next plan reproduces the request that made the images.
     reroll: int = 0
+    # The paid result this entry's images were taken from (``pipeline.adopt``), if any.
+    reused_from: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The entry as it is stored (the key is the mapping key around it)."""
@@ -100,7 +102,7 @@ class LockEntry:
                     ("expires_at", o.expires_at)) if v is not None}
                 for o in self.outputs
             ],
-        }
+        } | ({"reused_from": self.reused_from} if self.reused_from is not None else {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +296,7 @@ def _to_entry(key: str, raw: Mapping[str, Any]) -> LockEntry:
             for o in get("outputs", ())
         ),
         reroll=int(get("reroll", 0)),
+        reused_from=get("reused_from"),
     )
 
 
