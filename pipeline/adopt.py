@@ -52,6 +52,8 @@ async def adopt(item: PlanItem, *, client: ApiClient, outputs: OutputFolder,
     inst = item.instance
     previous = store.get(inst.key)
     made: list[Output] = []
+    if reuse.by_task:
+        made = await _from_task(item, client=client, outputs=outputs, previous=previous)
     for index, image in enumerate(reuse.result.images):
         prior = previous.outputs[index].path if previous is not None and index < len(
             previous.outputs) else None
@@ -108,6 +110,39 @@ async def _one(item: PlanItem, index: int, image: PaidImage, *, client: ApiClien
     final = await asyncio.to_thread(outputs.install, temp, job, key, index, got.format, previous)
     return Output(outputs.relative(final), got.sha256, got.bytes, got.width, got.height,
                   image.url, image.expires_at)
+
+
+async def _from_task(item: PlanItem, *, client: ApiClient, outputs: OutputFolder,
+                     previous: LockEntry | None) -> list[Output]:
+    """The images of the result's task, asked of the API (a poll costs nothing)."""
+    assert item.reuse is not None
+    task_id = item.reuse.result.task_id or ""
+    job, key = item.job, item.key
+    try:
+        state = await client.poll(task_id)
+    except RequestRejected as exc:
+        raise Unavailable(f"its task {task_id} is unknown to the API ({exc})") from exc
+    except TransientError as exc:
+        raise Unfinished(f"asking for task {task_id} failed: {exc}") from exc
+    if state.status != "completed" or not state.images:
+        raise Unavailable(f"its task {task_id} has no images to give ({state.status})")
+    made = []
+    for index, image in enumerate(state.images):
+        temp = outputs.temp_path(job, key, index)
+        try:
+            got = await client.download(image.url, temp)
+        except RequestRejected as exc:
+            raise Unavailable(f"image {index} of task {task_id}: its link no longer works "
+                              f"({exc})") from exc
+        except TransientError as exc:
+            raise Unfinished(f"download failed: {exc}") from exc
+        prior = (previous.outputs[index].path
+                 if previous is not None and index < len(previous.outputs) else None)
+        final = await asyncio.to_thread(outputs.install, temp, job, key, index, got.format,
+                                        prior)
+        made.append(Output(outputs.relative(final), got.sha256, got.bytes, got.width,
+                           got.height, image.url, image.expires_at))
+    return made
 
 
 def _copy(image: PaidImage, outputs: OutputFolder, job: str, key: str, index: int,

@@ -52,12 +52,19 @@ class Reuse:
     """The result an instance reuses and, per image, how it arrives (at plan time)."""
 
     result: PaidResult
-    via: tuple[Via, ...]
+    via: tuple[Via, ...]  # empty: the result's images are asked of its task (``by_task``)
+
+    @property
+    def by_task(self) -> bool:
+        """The result recorded its task but not its images (an entry a merge superseded):
+        they are fetched from the task, which costs nothing to ask."""
+        return not self.via
 
     @property
     def note(self) -> str:
         """What the plan says of it."""
-        how = ("by its recorded link" if all(v == "link" for v in self.via)
+        how = ("from its task" if self.by_task
+               else "by its recorded link" if all(v == "link" for v in self.via)
                else "copied" if all(v == "file" for v in self.via)
                else "copied and by its recorded link")
         return f"from {self.result.source} ({how}; free)"
@@ -99,9 +106,10 @@ class ResultIndex:
 
 def result_of_entry(entry: LockEntry, *, label: str,
                     locate: Callable[[str], str | None]) -> PaidResult | None:
-    """A lock entry's result, if it has one to reuse: done, every image recorded, and a
-    request that is what its fingerprint says (a hand-edited entry is not trusted)."""
-    if entry.status != "done" or not entry.outputs or not entry.request:
+    """A lock entry's result, if it has one to reuse: done, with its images or its task
+    recorded (a merge keeps a superseded entry's task, not its images), and a request
+    that is what its fingerprint says (a hand-edited entry is not trusted)."""
+    if entry.status != "done" or not entry.request or not (entry.outputs or entry.task_id):
         return None
     if fingerprint(entry.request) != entry.fingerprint:
         return None
@@ -150,7 +158,11 @@ def choose(candidates: Iterable[PaidResult], *, intact: Callable[[PaidImage], bo
     """The paid result to reuse: every image's file intact (``intact``: its hash
     matches), else its link valid; whole results only, files preferred over links."""
     best: Reuse | None = None
+    by_task: Reuse | None = None
     for result in candidates:
+        if not result.images:
+            by_task = by_task or Reuse(result, ())
+            continue
         via: list[Via] = []
         for image in result.images:
             if image.file is not None and intact(image):
@@ -164,7 +176,7 @@ def choose(candidates: Iterable[PaidResult], *, intact: Callable[[PaidImage], bo
             if all(v == "file" for v in via):
                 return found
             best = best or found
-    return best
+    return best or by_task
 
 
 def gone_note(candidates: tuple[PaidResult, ...]) -> str:

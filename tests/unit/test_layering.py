@@ -16,7 +16,7 @@ CORE = (
     "catalogue", "diagnostics", "diff", "document", "errors", "expand", "fanout", "graph",
     "identity", "images", "instances", "lifecycle", "lockfile", "lockmerge", "lockschema",
     "manifest", "matrix", "pacing", "plan", "polling", "pricing", "replies", "reroll",
-    "rules", "schema", "selection", "spec", "bounds", "sandbox", "templates",
+    "rules", "schema", "selection", "spec", "bounds", "sandbox", "templates", "reuse",
     "views.balance", "views.diff", "views.graph", "views.plan", "views.status", "views.teams",
 )
 # The shell: the modules that talk to disks, networks, processes and clocks.
@@ -24,7 +24,7 @@ SHELL = frozenset({
     "cli", "client", "executor", "files", "gallery_site", "gitspec", "guard", "housekeeping",
     "journal", "loop", "mergefiles", "outputs", "project", "retrying", "review_server", "run",
     "scaffold", "scheduler", "sendable", "shards", "simulator", "uploads", "views.progress",
-    "downloads",
+    "downloads", "adopt", "reuse_scan",
 })
 # Libraries that do I/O or run an event loop: none of them in the core.
 IO_LIBRARIES = frozenset({
