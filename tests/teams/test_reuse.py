@@ -104,7 +104,8 @@ def test_renaming_a_job_reuses_its_images_without_paying(repo: Repo,
 
     assert "= reuse    packshot@c=red   from shot@c=red" in text
     assert "(copied; free)" in text
-    assert plan["counts"]["reuse"] == 2 and plan["counts"]["new"] == 0
+    assert plan["counts"]["reuse"] == 2
+    assert plan["counts"]["new"] == 0
     assert plan["cost"]["total"] == 0
     assert "charged ¥0.00" in out
     assert sim.ledger().images_charged == 2
@@ -112,7 +113,8 @@ def test_renaming_a_job_reuses_its_images_without_paying(repo: Repo,
     for colour in ("red", "blue"):
         new, old = entries[f"packshot@c={colour}"], entries[f"shot@c={colour}"]
         assert new["reused_from"] == f"shot@c={colour}"
-        assert new["charged"] == 0 and new["task_id"] == old["task_id"]
+        assert new["charged"] == 0
+        assert new["task_id"] == old["task_id"]
         assert [o["sha256"] for o in new["outputs"]] == [o["sha256"] for o in old["outputs"]]
         assert new["outputs"][0]["path"].startswith("../outputs/shop/packshot/")
     assert assert_images_intact(repo) == 4
@@ -193,7 +195,8 @@ def test_merge_of_two_branches_run_in_one_checkout_reuses_the_superseded_results
     plan = plan_json(repo)
     run(repo, sim)
 
-    assert plan["counts"]["changed"] == 0 and plan["counts"]["reuse"] == 3
+    assert plan["counts"]["changed"] == 0
+    assert plan["counts"]["reuse"] == 3
     assert plan["cost"]["total"] == 0
     assert sim.ledger().images_charged == charged
     assert assert_images_intact(repo) == 3
@@ -227,7 +230,8 @@ def test_fresh_clone_without_outputs_reuses_by_link_or_says_missing(
     expired.write(LOCK, json.dumps(data, indent=2, sort_keys=True) + "\n")
     rename(expired, "shot", "packshot")
     plan = plan_json(expired)
-    assert plan["counts"]["missing"] == 0 and plan["counts"]["reuse"] == 0
+    assert plan["counts"]["missing"] == 0
+    assert plan["counts"]["reuse"] == 0
     assert plan["counts"]["new"] == 2
     assert all("paid as shot@c=" in i["note"] for i in plan["items"])
 
@@ -247,7 +251,8 @@ def test_a_file_whose_hash_differs_is_not_reused(repo: Repo, sim: RunningSimulat
     run(repo, sim)
 
     red = next(i for i in plan["items"] if i["key"] == "packshot@c=red")
-    assert red["status"] == "reuse" and red["reuse"]["via"] == ["link"]
+    assert red["status"] == "reuse"
+    assert red["reuse"]["via"] == ["link"]
     assert sim.ledger().images_charged == 2
     new = repo.lock(LOCK)["entries"]["packshot@c=red"]["outputs"][0]
     assert hashlib.sha256((repo.root / "manifests" / new["path"]).read_bytes()

@@ -208,7 +208,8 @@ def test_seeds_derived_explicit_and_random(build: Build) -> None:
     """)
     a, b, c = exp.instances
     assert a.seed == a.request["seed"] == basis_seed(a.request, a.matrix)
-    assert a.derived_seed and not b.derived_seed
+    assert a.derived_seed
+    assert not b.derived_seed
     assert b.request["seed"] == 42
     assert c.seed is None
     assert "seed" not in c.request
