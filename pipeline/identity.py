@@ -3,9 +3,9 @@
 - key: ``job@axis=value,...`` in axis order; stable when other jobs or rows change.
 - folder: a filesystem-safe, bounded form of the key's values.
 - fingerprint: sha256 of the canonical JSON of the fully rendered request.
-- seed: derived from what is asked (the rendered request without its seed, and the
-  instance's matrix values), not from the job's name: renaming a job or moving it to
-  another manifest keeps every request, so its paid results stay found.
+- seed: derived from the instance's matrix values, not from the job's name: renaming a
+  job or moving it to another manifest keeps every request, so its paid results stay
+  found.
 - content key: the fingerprint of the request with every image input named by its
   content alone, the key under which the project's paid results are found
   (``pipeline.reuse``).
@@ -85,35 +85,25 @@ def derive_seed(key: str) -> int:
     return int.from_bytes(digest[:4], "big") & MAX_SEED
 
 
-def seed_basis(request: Mapping[str, Any], matrix: Iterable[tuple[str, Any]]) -> str:
-    """What a derived seed is made from: the request without its seed, and the matrix.
+def seed_basis(matrix: Iterable[tuple[str, Any]]) -> str:
+    """What a derived seed is made from: the instance's matrix values, by axis name.
 
-    Upstream images are named by position only (``upstream#0``): the upstream job's
-    name is no part of what is asked, and the matrix values the instance inherits
-    from its upstream tell its instances apart. The matrix values count even when the
-    request does not show them (``variant: [1, 2, 3]`` asks for variations of one
-    prompt), by axis name, in axis order.
+    Not the job's name, nor the manifest's: renaming a job or moving it keeps its
+    seeds, so its requests, so its paid results. Not the prompt either: editing a
+    prompt changes only the prompt (a diff shows exactly the edit), as before. The
+    values count even when the request does not show them (``variant: [1, 2, 3]``
+    asks for variations of one prompt); an instance's values inherited from its
+    upstream are among them, so each edit of a different image has its own seed.
     """
-    body = {k: v for k, v in request.items() if k != "seed"}
-    urls = body.get("image_urls")
-    if urls and any(isinstance(u, str) and u.startswith(UPSTREAM_PREFIX) for u in urls):
-        body["image_urls"] = [_positional(u) for u in urls]
-    return "seed/2\0" + canonical_json([body, [[name, value] for name, value in matrix]])
+    return "seed/2\0" + canonical_json([[name, value] for name, value in matrix])
 
 
-def basis_seed(request: Mapping[str, Any], matrix: Iterable[tuple[str, Any]]) -> int:
+def basis_seed(matrix: Iterable[tuple[str, Any]]) -> int:
     """The derived seed of an instance: ``derive_seed`` of its ``seed_basis``."""
-    return derive_seed(seed_basis(request, matrix))
+    return derive_seed(seed_basis(matrix))
 
 
 UPSTREAM_PREFIX = "upstream:"
-
-
-def _positional(ref: Any) -> Any:
-    """``upstream:JOB@VALUES#I`` as ``upstream#I``; other references as they are."""
-    if isinstance(ref, str) and ref.startswith(UPSTREAM_PREFIX):
-        return "upstream#" + ref.rpartition("#")[2]
-    return ref
 
 
 def content_request(request: Mapping[str, Any]) -> Mapping[str, Any]:

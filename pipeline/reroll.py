@@ -1,7 +1,7 @@
 """Re-rolls: an instance generated again with a new seed because a reviewer asked.
 
-Pure. The seed of the k-th re-roll is derived from the instance's seed basis (what it
-asks, not its job's name: ``identity.seed_basis``) and k (and a fixed seed, which it
+Pure. The seed of the k-th re-roll is derived from the instance's seed basis (its
+matrix values, not its job's name: ``identity.seed_basis``) and k (and a fixed seed, which it
 replaces: a re-roll must give a new image), so every re-roll
 has its own fingerprint, and the lockfile's count (``LockEntry.reroll``)
 reproduces the request that made the current images.
@@ -34,7 +34,7 @@ def rerolled(inst: Instance, count: int) -> Instance:
     if count <= 0:
         return inst
     origin = seed_origin(inst)
-    basis = seed_basis(inst.request, inst.matrix)
+    basis = seed_basis(inst.matrix)
     if origin != "derived":
         basis = f"{basis}#seed={inst.seed}"
     seed = derive_seed(f"{basis}#reroll={count}")

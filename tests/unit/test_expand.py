@@ -199,7 +199,7 @@ def test_same_error_in_many_instances_is_reported_once(build: Build) -> None:
 
 
 def test_seeds_derived_explicit_and_random(build: Build) -> None:
-    """No seed → derived from the request and matrix; an int is kept; `random` sends none."""
+    """No seed → derived from the matrix values; an int is kept; `random` sends none."""
     exp = build("""
         jobs:
           a: {prompt: x}
@@ -207,7 +207,7 @@ def test_seeds_derived_explicit_and_random(build: Build) -> None:
           c: {prompt: x, seed: random}
     """)
     a, b, c = exp.instances
-    assert a.seed == a.request["seed"] == basis_seed(a.request, a.matrix)
+    assert a.seed == a.request["seed"] == basis_seed(a.matrix)
     assert a.derived_seed
     assert not b.derived_seed
     assert b.request["seed"] == 42
