@@ -317,7 +317,7 @@ class Planner:
             if reuse is not None:
                 status, refetch, note = PlanStatus.REUSE, (), reuse.note
                 reused[inst.key] = tuple(i.sha256 for i in reuse.result.images)
-            elif candidates:
+            elif candidates and note is None:
                 note = gone_note(candidates)
         if entry is not None:
             self._met.add(inst.key)
