@@ -354,8 +354,8 @@ class _Expander:
         inputs, sizes = got
         seed_value = rendered.pop("seed", None)
         derived = seed_value is None
-        # From the matrix values, not the key: a renamed or moved job asks the same.
-        seed = basis_seed(values) if derived else None if seed_value == "random" else seed_value
+        # From the matrix values, not the job's name: a renamed or moved job asks the same.
+        seed = basis_seed(key) if derived else None if seed_value == "random" else seed_value
         body = _body(rendered, mode, inputs, seed)
         if "model" not in body:
             self._no_model(job, key, combo)

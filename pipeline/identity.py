@@ -85,22 +85,23 @@ def derive_seed(key: str) -> int:
     return int.from_bytes(digest[:4], "big") & MAX_SEED
 
 
-def seed_basis(matrix: Iterable[tuple[str, Any]]) -> str:
-    """What a derived seed is made from: the instance's matrix values, by axis name.
+def seed_basis(key: str) -> str:
+    """What a derived seed is made from: the instance's matrix values, as its key
+    writes them (the part after ``@``, in axis order), without the job's name.
 
     Not the job's name, nor the manifest's: renaming a job or moving it keeps its
     seeds, so its requests, so its paid results. Not the prompt either: editing a
-    prompt changes only the prompt (a diff shows exactly the edit), as before. The
-    values count even when the request does not show them (``variant: [1, 2, 3]``
-    asks for variations of one prompt); an instance's values inherited from its
-    upstream are among them, so each edit of a different image has its own seed.
+    prompt changes only the prompt (a diff shows exactly the edit). Keys are unique
+    within a job, so its instances' bases are too, whatever values differ, including
+    those the request does not show (``variant: [1, 2, 3]`` asks for variations of
+    one prompt) and those inherited from an upstream instance.
     """
-    return "seed/2\0" + canonical_json([[name, value] for name, value in matrix])
+    return "seed/2\0" + key.partition("@")[2]
 
 
-def basis_seed(matrix: Iterable[tuple[str, Any]]) -> int:
-    """The derived seed of an instance: ``derive_seed`` of its ``seed_basis``."""
-    return derive_seed(seed_basis(matrix))
+def basis_seed(key: str) -> int:
+    """The derived seed of the instance ``key``: ``derive_seed`` of its ``seed_basis``."""
+    return derive_seed(seed_basis(key))
 
 
 UPSTREAM_PREFIX = "upstream:"

@@ -293,16 +293,19 @@ class Planner:
         count = entry.reroll if entry is not None else 0
         made = rerolled(inst, count)
         reused = self._reused
+        # An entry recorded under another seed derivation: its own seed, if that is all
+        # that differs (tried first: after an upgrade, that is every such entry).
         kept = recorded_seed(made, entry, count)
-        request: Mapping[str, Any] | None = None
-        if kept is not made:
-            status, fp, refetch, request = _status(kept, entry, self._statuses, entries,
-                                                   self.present, self.now, reused)
-            if entry is not None and fp == entry.fingerprint:
+        found = None
+        if kept is not made and entry is not None:
+            found = _status(kept, entry, self._statuses, entries, self.present, self.now,
+                            reused)
+            if found[1] == entry.fingerprint:
                 made = kept
-        if made is not kept or request is None:
-            status, fp, refetch, request = _status(made, entry, self._statuses, entries,
-                                                   self.present, self.now, reused)
+            else:
+                found = None
+        status, fp, refetch, request = found or _status(
+            made, entry, self._statuses, entries, self.present, self.now, reused)
         note = link_note(status, entry, refetch, self.present, self.now)
         reuse: Reuse | None = None
         if inst.key in self.rerolls and status in _DONE:
@@ -312,13 +315,16 @@ class Planner:
             fp = None if request is None else fingerprint(request)
             status, refetch, note = PlanStatus.REROLL, (), reroll_note(inst)
         elif status in _FINDABLE and self.paid is not None and request is not None:
-            candidates = self.paid.candidates(content_key(request, fp))
-            reuse = self.paid.choose(candidates, self.now) if candidates else None
-            if reuse is not None:
-                status, refetch, note = PlanStatus.REUSE, (), reuse.note
-                reused[inst.key] = tuple(i.sha256 for i in reuse.result.images)
-            elif candidates and note is None:
-                note = gone_note(candidates)
+            if self.paid.empty():  # found out once: a project with nothing paid costs no more
+                self.paid = None
+            else:
+                candidates = self.paid.candidates(content_key(request, fp))
+                reuse = self.paid.choose(candidates, self.now) if candidates else None
+                if reuse is not None:
+                    status, refetch, note = PlanStatus.REUSE, (), reuse.note
+                    reused[inst.key] = tuple(i.sha256 for i in reuse.result.images)
+                elif candidates and note is None:
+                    note = gone_note(candidates)
         if entry is not None:
             self._met.add(inst.key)
         if inst.job in self._sources:
@@ -427,9 +433,11 @@ class PaidResults:
     content key, and the one to reuse (``intact`` says if an image's file is whole)."""
 
     def __init__(self, candidates: Callable[[str], tuple[PaidResult, ...]],
-                 intact: Callable[[PaidImage], bool]) -> None:
+                 intact: Callable[[PaidImage], bool],
+                 empty: Callable[[], bool] = lambda: False) -> None:
         self.candidates = candidates
         self.intact = intact
+        self.empty = empty  # whether there is no paid result at all (asked once)
 
     def choose(self, candidates: tuple[PaidResult, ...], now: float | None) -> Reuse | None:
         """The candidate to reuse at ``now``, or None (see ``reuse.choose``)."""

@@ -34,7 +34,7 @@ def rerolled(inst: Instance, count: int) -> Instance:
     if count <= 0:
         return inst
     origin = seed_origin(inst)
-    basis = seed_basis(inst.matrix)
+    basis = seed_basis(inst.key)
     if origin != "derived":
         basis = f"{basis}#seed={inst.seed}"
     seed = derive_seed(f"{basis}#reroll={count}")

@@ -52,7 +52,7 @@ def project_results(where: Where, lock: Lockfile, *, read_lock: Callable[[Path],
     in); ``read_lock`` reads another lockfile of the project the same way.
     """
     scan = _Scan(where, lock, read_lock=read_lock, simulate=simulate)
-    return PaidResults(scan.candidates, scan.intact)
+    return PaidResults(scan.candidates, scan.intact, scan.empty)
 
 
 class _Scan:
@@ -70,7 +70,12 @@ class _Scan:
     def candidates(self, content: str) -> tuple[PaidResult, ...]:
         if self._index is None:
             self._index = self._build()
-        return self._index.candidates(content) if len(self._index) else ()
+        return self._index.candidates(content)
+
+    def empty(self) -> bool:
+        if self._index is None:
+            self._index = self._build()
+        return not len(self._index)
 
     def intact(self, image: PaidImage) -> bool:
         """The image's file is a regular file of the recorded size and sha256."""

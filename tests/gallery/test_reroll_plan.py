@@ -55,7 +55,7 @@ def recorded(exp: Expansion, key: str, *, reroll: int = 0, tag: str = "0",
 def first_reroll_seed(exp: Expansion) -> int:
     """The seed of KEY's first re-roll: its seed basis (not its key) and the count."""
     inst = exp.by_key()[KEY]
-    return derive_seed(f"{seed_basis(inst.matrix)}#reroll=1")
+    return derive_seed(f"{seed_basis(inst.key)}#reroll=1")
 
 
 def everything_done(exp: Expansion) -> Lockfile:

@@ -207,7 +207,7 @@ def test_seeds_derived_explicit_and_random(build: Build) -> None:
           c: {prompt: x, seed: random}
     """)
     a, b, c = exp.instances
-    assert a.seed == a.request["seed"] == basis_seed(a.matrix)
+    assert a.seed == a.request["seed"] == basis_seed(a.key)
     assert a.derived_seed
     assert not b.derived_seed
     assert b.request["seed"] == 42
