@@ -295,7 +295,7 @@ class Planner:
         reused = self._reused
         # An entry recorded under another seed derivation: its own seed, if that is all
         # that differs (tried first: after an upgrade, that is every such entry).
-        kept = recorded_seed(made, entry, count)
+        kept = made if entry is None else recorded_seed(made, entry, count)
         found = None
         if kept is not made and entry is not None:
             found = _status(kept, entry, self._statuses, entries, self.present, self.now,

@@ -146,3 +146,13 @@ def test_distinct_axis_values_give_distinct_seeds_and_a_rename_keeps_them(
     assert len(set(seeds)) == len(values)
     assert [i.seed for i in second] == seeds
     assert [i.request for i in second] == [i.request for i in first]
+
+
+def test_the_derived_seed_is_the_seed_of_its_basis_and_ignores_the_job_name() -> None:
+    """basis_seed (spelt out for speed) is derive_seed of seed_basis; the job name is no
+    part of it, the values are."""
+    from pipeline.identity import basis_seed, derive_seed, seed_basis
+    for key in ("logo", "shot@c=red,variant=2", 'x@v="a b"'):
+        assert basis_seed(key) == derive_seed(seed_basis(key))
+    assert basis_seed("shot@c=red") == basis_seed("packshot@c=red")
+    assert basis_seed("shot@c=red") != basis_seed("shot@c=blue")
