@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 
-from pipeline import lifecycle, sendable
+from pipeline import adopt, lifecycle, sendable
 from pipeline.client import ApiClient, TaskImage, TaskState
 from pipeline.downloads import Downloaded
 from pipeline.errors import (
@@ -201,6 +201,8 @@ class Executor:
             return False
         if item.status == PlanStatus.DOWNLOAD:
             return await self.refetch(item)
+        if item.status == PlanStatus.REUSE:
+            return await self.reuse(item)
         try:
             async with self.slots:  # a slot is a task in flight at the API
                 try:
@@ -567,6 +569,31 @@ class Executor:
         await asyncio.to_thread(self.outputs.write_meta, item.instance, done, self.plan.manifest)
         self.result.done.append(key)
         self.emit(EventKind.DONE, key, f"{len(item.refetch)} image(s) downloaded again")
+        return True
+
+    async def reuse(self, item: PlanItem) -> bool:
+        """Take the images of a result the project already paid for (``pipeline.adopt``)."""
+        key = item.key
+        await self._give_way()
+        try:
+            done = await adopt.adopt(item, client=self.client, outputs=self.outputs,
+                                     store=self.store, now=self.clock())
+        except adopt.Unfinished as exc:
+            self.result.unfinished.append((key, str(exc)))
+            self.emit(EventKind.UNFINISHED, key, str(exc))
+            return False
+        except adopt.Unavailable as exc:
+            failed = adopt.unavailable(item, self.store, str(exc))
+            await self.store.commit(failed)
+            message = f"{failed.last_error}; the next plan prices it (generating it is paid)"
+            self.result.failed.append((key, message))
+            self.emit(EventKind.FAILED, key, message)
+            return False
+        await self.store.commit(done)
+        await asyncio.to_thread(self.outputs.write_meta, item.instance, done, self.plan.manifest)
+        self.result.done.append(key)
+        self.emit(EventKind.DONE, key, f"{len(done.outputs)} image(s) reused from "
+                                       f"{done.reused_from} (free)")
         return True
 
     # -- helpers -----------------------------------------------------------------------

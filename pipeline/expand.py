@@ -18,8 +18,8 @@ from pipeline.errors import ImgspecError, ManifestError
 from pipeline.fanout import Row, join_upstream
 from pipeline.graph import job_order
 from pipeline.identity import (
+    basis_seed,
     canonical_json,
-    derive_seed,
     folder_name,
     format_value,
     make_key,
@@ -354,7 +354,8 @@ class _Expander:
         inputs, sizes = got
         seed_value = rendered.pop("seed", None)
         derived = seed_value is None
-        seed = derive_seed(key) if derived else None if seed_value == "random" else seed_value
+        # From the matrix values, not the job's name: a renamed or moved job asks the same.
+        seed = basis_seed(key) if derived else None if seed_value == "random" else seed_value
         body = _body(rendered, mode, inputs, seed)
         if "model" not in body:
             self._no_model(job, key, combo)
@@ -362,7 +363,8 @@ class _Expander:
         if not self._obeys_rules(draft, body, sizes, derived):
             return None
         upstream = tuple(dict.fromkeys(inst.key for _, _, inst in chosen)) if chosen else ()
-        return Instance(key, job.id, values, body, tuple(inputs), seed, upstream, job.needs)
+        return Instance(key, job.id, values, body, tuple(inputs), seed, upstream, job.needs,
+                        derived)
 
     def _fields(self, job: Job, combo: Combination, inherited: Mapping[str, Any]
                 ) -> Mapping[str, Any]:

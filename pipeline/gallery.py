@@ -36,7 +36,7 @@ _BY_STATUS: Mapping[PlanStatus, State] = {
     PlanStatus.UP_TO_DATE: "done", PlanStatus.REROLL: "reroll", PlanStatus.DOWNLOAD: "missing",
     PlanStatus.MISSING: "missing", PlanStatus.CHANGED: "stale", PlanStatus.RETRY: "failed",
     PlanStatus.RESUME: "running", PlanStatus.NEW: "pending", PlanStatus.SKIPPED: "pending",
-    PlanStatus.WAITING: "waiting",
+    PlanStatus.WAITING: "waiting", PlanStatus.REUSE: "pending",
 }
 
 

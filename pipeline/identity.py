@@ -3,7 +3,12 @@
 - key: ``job@axis=value,...`` in axis order; stable when other jobs or rows change.
 - folder: a filesystem-safe, bounded form of the key's values.
 - fingerprint: sha256 of the canonical JSON of the fully rendered request.
-- seed: derived from the key, so a manifest pins every request.
+- seed: derived from the instance's matrix values, not from the job's name: renaming a
+  job or moving it to another manifest keeps every request, so its paid results stay
+  found.
+- content key: the fingerprint of the request with every image input named by its
+  content alone, the key under which the project's paid results are found
+  (``pipeline.reuse``).
 """
 
 from __future__ import annotations
@@ -75,9 +80,70 @@ def folder_name(key: str) -> str:
 
 
 def derive_seed(key: str) -> int:
-    """A deterministic seed in the API's range, from the instance key alone."""
+    """A deterministic seed in the API's range, from a text (a seed basis, or a re-roll's)."""
     digest = hashlib.sha256(b"imgspec-seed\0" + key.encode()).digest()
     return int.from_bytes(digest[:4], "big") & MAX_SEED
+
+
+def seed_basis(key: str) -> str:
+    """What a derived seed is made from: the instance's matrix values, as its key
+    writes them (the part after ``@``, in axis order), without the job's name.
+
+    Not the job's name, nor the manifest's: renaming a job or moving it keeps its
+    seeds, so its requests, so its paid results. Not the prompt either: editing a
+    prompt changes only the prompt (a diff shows exactly the edit). Keys are unique
+    within a job, so its instances' bases are too, whatever values differ, including
+    those the request does not show (``variant: [1, 2, 3]`` asks for variations of
+    one prompt) and those inherited from an upstream instance.
+    """
+    return "seed/2\0" + key.partition("@")[2]
+
+
+def basis_seed(key: str) -> int:
+    """The derived seed of the instance ``key``: ``derive_seed`` of its ``seed_basis``."""
+    # seed_basis spelt out: once per instance, 100,000s of times.
+    digest = hashlib.sha256(b"imgspec-seed\0seed/2\0" + key.partition("@")[2].encode()).digest()
+    return int.from_bytes(digest[:4], "big") & MAX_SEED
+
+
+UPSTREAM_PREFIX = "upstream:"
+
+
+def content_request(request: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The request with each image input named by its content hash alone.
+
+    A local file is ``file:PATH#sha256=H``, an upstream image
+    ``upstream:KEY#I@sha256=H``: the path and the key are where the image came from,
+    not what it is, so a job moved to another folder or fed by a renamed upstream job
+    asks for the same thing. A request without such inputs is returned as it is.
+    """
+    urls = request.get("image_urls")
+    if not urls:
+        return request
+    named = [_by_content(u) for u in urls]
+    if named == list(urls):
+        return request
+    return {**request, "image_urls": named}
+
+
+def _by_content(ref: Any) -> Any:
+    if isinstance(ref, str) and (ref.startswith(("file:", UPSTREAM_PREFIX, "data:"))):
+        _, marker, digest = ref.rpartition("sha256=")
+        if marker and len(digest) == 64:
+            return "sha256:" + digest
+    return ref
+
+
+def content_key(request: Mapping[str, Any], fp: str | None = None) -> str:
+    """The key of a resolved request in the project's index of paid results.
+
+    ``fp``, the request's fingerprint when the caller has it, is the key itself for
+    a request without local or upstream images (no second hash of the same text).
+    """
+    named = content_request(request)
+    if named is request and fp is not None:
+        return fp
+    return fingerprint(named)
 
 
 def fingerprint(request: Mapping[str, Any]) -> str:

@@ -86,6 +86,9 @@ class Instance:
     seed: int | None
     upstream: tuple[str, ...]  # instance keys whose images this one edits
     needs: tuple[str, ...]  # jobs that must be wholly done first (ordering only)
+    # The seed was imgspec's choice (no ``seed:`` in the manifest): a lock entry made
+    # when imgspec chose differently keeps its recorded seed (``plan.recorded_seed``).
+    derived_seed: bool = False
 
     @property
     def model(self) -> str:

@@ -91,6 +91,8 @@ class LockEntry:
     # submission as a replay of one made before, or another lockfile records the task.
     # The attempt is then recorded as charged 0, so no figure counts the money twice.
     paid_by: str | None = None
+    # The paid result this entry's images were taken from (``pipeline.adopt``), if any.
+    reused_from: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The entry as it is stored (the key is the mapping key around it)."""
@@ -120,7 +122,7 @@ class LockEntry:
                     ("expires_at", o.expires_at)) if v is not None}
                 for o in self.outputs
             ],
-        }
+        } | ({"reused_from": self.reused_from} if self.reused_from is not None else {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +379,7 @@ def _to_entry(key: str, raw: Mapping[str, Any]) -> LockEntry:
         reroll=int(get("reroll", 0)),
         failure=get("failure"),
         paid_by=get("paid_by"),
+        reused_from=get("reused_from"),
     )
 
 

@@ -17,13 +17,14 @@ from functools import cached_property
 from typing import Any
 
 from pipeline.diagnostics import Diagnostic
-from pipeline.identity import fingerprint
+from pipeline.identity import content_key, fingerprint
 from pipeline.instances import Expansion, Instance, UpstreamInput
 from pipeline.lifecycle import repolls
 from pipeline.lockfile import LockEntry, Lockfile, Output
 from pipeline.matrix import same
 from pipeline.moves import Moved
 from pipeline.reroll import reroll_note, rerolled
+from pipeline.reuse import PaidImage, PaidResult, Reuse, choose, gone_note
 from pipeline.spec import Manifest
 
 
@@ -37,6 +38,7 @@ class PlanStatus(StrEnum):
     RESUME = "resume"  # a task was submitted and not finished: poll it, pay nothing new
     MISSING = "missing"  # done, but files are gone or damaged and their links expired: pay again
     DOWNLOAD = "download"  # done, files gone or damaged, links still valid: fetch again, free
+    REUSE = "reuse"  # the same request was paid for in the project: its images, free
     WAITING = "waiting"  # its inputs come from upstream work in this plan
     UP_TO_DATE = "up-to-date"
     SKIPPED = "skipped"  # left out by --job/--where/--only-failed
@@ -46,7 +48,9 @@ STATUS_ORDER = tuple(PlanStatus)
 TO_SUBMIT = frozenset({PlanStatus.NEW, PlanStatus.CHANGED, PlanStatus.REROLL,
                        PlanStatus.RETRY, PlanStatus.MISSING, PlanStatus.WAITING})
 PENDING = TO_SUBMIT | {PlanStatus.RESUME}  # work at the API; what depends on it must wait
-ACTIVE = PENDING | {PlanStatus.DOWNLOAD}  # everything a run does something with
+ACTIVE = PENDING | {PlanStatus.DOWNLOAD, PlanStatus.REUSE}  # everything a run does
+# The statuses whose request the project may already have paid for under another name.
+_FINDABLE = frozenset({PlanStatus.NEW, PlanStatus.CHANGED, PlanStatus.MISSING})
 # A result link this close to its expiry is not counted on: by the time the run gets
 # to it, it may be gone.
 LINK_MARGIN = 120.0
@@ -64,6 +68,7 @@ class PlanItem:
     refetch: tuple[int, ...] = ()  # DOWNLOAD: the indexes of the images to fetch again
     reroll: int = 0  # re-rolls the instance's request includes (recorded in its lock entry)
     note: str | None = None  # REROLL: what the re-roll replaces, for the plan's reader
+    reuse: Reuse | None = None  # REUSE: the paid result and how its images arrive
     # RETRY of a paid task whose results could not be fetched: it is polled again for
     # fresh links, at no cost, instead of being submitted again.
     repoll: bool = False
@@ -262,6 +267,7 @@ def make_plan(
     destination: str | None = None,
     moves: tuple[Moved, ...] = (),
     spent: Decimal | None = None,
+    paid: PaidResults | None = None,
 ) -> Plan:
     """Diff the expansion against the lockfile; ``present(output)`` says if it is intact.
 
@@ -277,8 +283,12 @@ def make_plan(
     output folder the plan writes to (shown with the plan). ``moves``: the entries
     ``moves.plan_moves`` moved in ``lock`` (the run moves them first). ``spent``: the
     spend recorded so far, for ``budget.max_total`` (default: ``lock``'s).
+
+    ``paid``: the project's paid results (``reuse``). An instance that would be
+    submitted (new, changed, missing) whose request has one is planned as ``reuse``.
     """
-    planner = Planner(expansion.manifest, lock, present=present, now=now, rerolls=rerolls)
+    planner = Planner(expansion.manifest, lock, present=present, now=now, rerolls=rerolls,
+                      paid=paid)
     items = tuple(planner.item(inst) for inst in expansion.instances)
     return Plan(
         manifest=expansion.manifest.file,
@@ -305,7 +315,8 @@ class Planner:
     """
 
     def __init__(self, manifest: Manifest, lock: Lockfile, *, present: Callable[[Output], bool],
-                 now: float | None = None, rerolls: Collection[str] = frozenset()) -> None:
+                 now: float | None = None, rerolls: Collection[str] = frozenset(),
+                 paid: PaidResults | None = None) -> None:
         self.manifest = manifest
         self.lock = lock
         self.pricing = manifest.pricing
@@ -318,6 +329,9 @@ class Planner:
         self._statuses: dict[str, PlanStatus] = {}  # of instances of ``_sources`` jobs
         self._keys: dict[str, list[str]] = {}  # instance keys of ``_needed`` jobs, by job
         self._met: set[str] = set()  # lock entries some instance has
+        self.paid = paid
+        # Images of reused upstream instances, by key: what their downstream edits.
+        self._reused: dict[str, tuple[str, ...]] = {}
 
     def item(self, inst: Instance) -> PlanItem:
         """What the run does with ``inst`` (every job it ``needs`` has passed already)."""
@@ -327,15 +341,39 @@ class Planner:
         entry = entries.get(inst.key)
         count = entry.reroll if entry is not None else 0
         made = rerolled(inst, count)
-        status, fp, refetch = _status(made, entry, self._statuses, entries, self.present,
-                                      self.now)
+        reused = self._reused
+        # An entry recorded under another seed derivation: its own seed, if that is all
+        # that differs (tried first: after an upgrade, that is every such entry).
+        kept = made if entry is None else recorded_seed(made, entry, count)
+        found = None
+        if kept is not made and entry is not None:
+            found = _status(kept, entry, self._statuses, entries, self.present, self.now,
+                            reused)
+            if found[1] == entry.fingerprint:
+                made = kept
+            else:
+                found = None
+        status, fp, refetch, request = found or _status(
+            made, entry, self._statuses, entries, self.present, self.now, reused)
         note = link_note(status, entry, refetch, self.present, self.now)
+        reuse: Reuse | None = None
         if inst.key in self.rerolls and status in _DONE:
             count += 1
             made = rerolled(inst, count)
-            request = resolved_request(made, entries)
+            request = resolved_request(made, entries, reused)
             fp = None if request is None else fingerprint(request)
             status, refetch, note = PlanStatus.REROLL, (), reroll_note(inst)
+        elif status in _FINDABLE and self.paid is not None and request is not None:
+            if self.paid.empty():  # found out once: a project with nothing paid costs no more
+                self.paid = None
+            else:
+                candidates = self.paid.candidates(content_key(request, fp))
+                reuse = self.paid.choose(candidates, self.now) if candidates else None
+                if reuse is not None:
+                    status, refetch, note = PlanStatus.REUSE, (), reuse.note
+                    reused[inst.key] = tuple(i.sha256 for i in reuse.result.images)
+                elif candidates and note is None:
+                    note = gone_note(candidates)
         if entry is not None:
             self._met.add(inst.key)
         if inst.job in self._sources:
@@ -347,7 +385,7 @@ class Planner:
             note = repoll_note(entry)
         cost = (self.pricing.cost(made.model, made.n) if status in TO_SUBMIT and not repoll
                 else Decimal(0))
-        return PlanItem(made, status, fp, cost, needs, refetch, count, note, repoll)
+        return PlanItem(made, status, fp, cost, needs, refetch, count, note, reuse, repoll)
 
     def orphaned(self) -> tuple[str, ...]:
         """Lock entries no instance has had so far (all of them, once every one has passed)."""
@@ -369,13 +407,23 @@ class Planner:
 _DONE = frozenset({PlanStatus.UP_TO_DATE, PlanStatus.DOWNLOAD, PlanStatus.MISSING})
 
 
-def resolved_request(inst: Instance, entries: Mapping[str, LockEntry]) -> dict[str, Any] | None:
-    """The request with upstream images by content hash, or None if one is not yet known."""
+def resolved_request(inst: Instance, entries: Mapping[str, LockEntry],
+                     reused: Mapping[str, tuple[str, ...]] | None = None
+                     ) -> dict[str, Any] | None:
+    """The request with upstream images by content hash, or None if one is not yet known.
+
+    ``reused``: the images (sha256) of upstream instances the plan reuses, not yet in
+    the lockfile.
+    """
     if not inst.upstream:
         return dict(inst.request)
     refs = []
     for item in inst.inputs:
         if isinstance(item, UpstreamInput):
+            shas = reused.get(item.key) if reused else None
+            if shas is not None and item.index < len(shas):
+                refs.append(f"{item.ref}@sha256={shas[item.index]}")
+                continue
             entry = entries.get(item.key)
             if entry is None or entry.status != "done" or item.index >= len(entry.outputs):
                 return None
@@ -392,30 +440,62 @@ def _status(
     entries: Mapping[str, LockEntry],
     present: Callable[[Output], bool],
     now: float | None,
-) -> tuple[PlanStatus, str | None, tuple[int, ...]]:
+    reused: Mapping[str, tuple[str, ...]],
+) -> tuple[PlanStatus, str | None, tuple[int, ...], Mapping[str, Any] | None]:
     if any(statuses.get(up) in PENDING for up in inst.upstream):
-        return PlanStatus.WAITING, None, ()
+        return PlanStatus.WAITING, None, (), None
     # Without upstream images the request is the instance's own (fingerprint only reads it).
-    request = inst.request if not inst.upstream else resolved_request(inst, entries)
+    request = inst.request if not inst.upstream else resolved_request(inst, entries, reused)
     if request is None:
-        return PlanStatus.WAITING, None, ()
+        return PlanStatus.WAITING, None, (), None
     fp = fingerprint(request)
     if entry is None:
-        return PlanStatus.NEW, fp, ()
+        return PlanStatus.NEW, fp, (), request
     if entry.fingerprint != fp:
-        return PlanStatus.CHANGED, fp, ()
+        return PlanStatus.CHANGED, fp, (), request
     if entry.status == "failed":
-        return PlanStatus.RETRY, fp, ()
+        return PlanStatus.RETRY, fp, (), request
     if entry.status in ("submitting", "running"):
-        return PlanStatus.RESUME, fp, ()
+        return PlanStatus.RESUME, fp, (), request
     if not entry.outputs:
-        return PlanStatus.MISSING, fp, ()
+        return PlanStatus.MISSING, fp, (), request
     bad = tuple(i for i, o in enumerate(entry.outputs) if not present(o))
     if not bad:
-        return PlanStatus.UP_TO_DATE, fp, ()
+        return PlanStatus.UP_TO_DATE, fp, (), request
     if now is not None and all(_link_valid(entry.outputs[i], now) for i in bad):
-        return PlanStatus.DOWNLOAD, fp, bad
-    return PlanStatus.MISSING, fp, ()
+        return PlanStatus.DOWNLOAD, fp, bad, request
+    return PlanStatus.MISSING, fp, (), request
+
+
+def recorded_seed(inst: Instance, entry: LockEntry | None, count: int) -> Instance:
+    """``inst`` with the seed its lock entry recorded, when imgspec chose both seeds.
+
+    A seed imgspec derived (or a re-roll's) may have been derived another way by an
+    earlier imgspec: the entry keeps the seed it recorded, and so stays up to date,
+    as long as the rest of its request is the same (the caller compares
+    fingerprints). A seed the manifest fixes is never replaced. Returns ``inst``
+    itself when there is nothing to try.
+    """
+    if (entry is None or entry.seed is None or inst.seed is None or entry.seed == inst.seed
+            or not (inst.derived_seed or count)):
+        return inst
+    return replace(inst, seed=entry.seed, request={**inst.request, "seed": entry.seed})
+
+
+class PaidResults:
+    """The project's paid results as the planner asks for them: the candidates of a
+    content key, and the one to reuse (``intact`` says if an image's file is whole)."""
+
+    def __init__(self, candidates: Callable[[str], tuple[PaidResult, ...]],
+                 intact: Callable[[PaidImage], bool],
+                 empty: Callable[[], bool] = lambda: False) -> None:
+        self.candidates = candidates
+        self.intact = intact
+        self.empty = empty  # whether there is no paid result at all (asked once)
+
+    def choose(self, candidates: tuple[PaidResult, ...], now: float | None) -> Reuse | None:
+        """The candidate to reuse at ``now``, or None (see ``reuse.choose``)."""
+        return choose(candidates, intact=self.intact, now=now)
 
 
 def link_note(status: PlanStatus, entry: LockEntry | None, refetch: tuple[int, ...],

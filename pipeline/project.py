@@ -29,7 +29,8 @@ from pipeline.lockfile import Lockfile, Output, lockfile_path
 from pipeline.manifest import load_manifest, read_manifest_text
 from pipeline.moves import former_paths, plan_moves
 from pipeline.outputs import OutputFolder, sha256_file
-from pipeline.plan import Plan, PlanHead, Planner, Tally, make_plan
+from pipeline.plan import PaidResults, Plan, PlanHead, Planner, Tally, make_plan
+from pipeline.reuse_scan import Where, project_results
 from pipeline.review import read_review, reroll_keys, review_path
 from pipeline.spec import Manifest
 from pipeline.views.plan import write_plan_document, write_plan_items, write_plan_json
@@ -208,7 +209,8 @@ def prepare(manifest_path: Path, *, simulate: bool = False, max_cost: Decimal | 
     rerolls = reroll_keys(read_review(review_path(manifest_path)), lock)
     plan = make_plan(expansion, lock, present=present,
                      max_cost=max_cost, now=time.time(), rerolls=rerolls,
-                     destination=paths.destination, moves=relocation.moved)
+                     destination=paths.destination, moves=relocation.moved,
+                     paid=paid_results(paths, lock, simulate=simulate))
     if relocation.warnings:
         plan = dataclasses.replace(plan, warnings=(*plan.warnings, *relocation.warnings))
     return Prepared(manifest, workspace, expansion, lock, plan, paths)
@@ -262,7 +264,8 @@ def write_plan_streamed(manifest_path: Path, write: Callable[[str], object], *,
         expanding.finish()
         raise
     planner = Planner(manifest, lock, present=intact_on_disk(folder, rehash=rehash),
-                      now=time.time(), rerolls=rerolls)
+                      now=time.time(), rerolls=rerolls,
+                      paid=paid_results(paths, lock, simulate=simulate))
     tally = Tally()
     try:
         spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 (with below)
@@ -302,6 +305,14 @@ def _spool_error(exc: OSError) -> ImgspecError:
     return ImgspecError(
         f"cannot keep the plan's items in a temporary file in {tempfile.gettempdir()}: "
         f"{exc.strerror or exc}; free some space there, or set TMPDIR to a folder with room")
+
+
+def paid_results(paths: Paths, lock: Lockfile, *, simulate: bool) -> PaidResults:
+    """The project's paid results for planning the manifest of ``paths`` (``reuse_scan``)."""
+    where = Where(project_root(paths.manifest), Path(os.path.abspath(paths.manifest)),  # noqa: PTH100
+                  paths.lockfile, Path(os.path.abspath(paths.outputs)))  # noqa: PTH100
+    return project_results(where, lock, simulate=simulate,
+                           read_lock=lambda path: current_lock(path, manifest=path.name))
 
 
 def intact_on_disk(folder: OutputFolder, *, rehash: bool = False) -> Callable[[Output], bool]:

@@ -1,7 +1,8 @@
 """Re-rolls: an instance generated again with a new seed because a reviewer asked.
 
-Pure. The seed of the k-th re-roll is derived from the instance key and k (and a
-fixed seed, which it replaces: a re-roll must give a new image), so every re-roll
+Pure. The seed of the k-th re-roll is derived from the instance's seed basis (its
+matrix values, not its job's name: ``identity.seed_basis``) and k (and a fixed seed, which it
+replaces: a re-roll must give a new image), so every re-roll
 has its own fingerprint, and the lockfile's count (``LockEntry.reroll``)
 reproduces the request that made the current images.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Literal
 
-from pipeline.identity import derive_seed
+from pipeline.identity import derive_seed, seed_basis
 from pipeline.instances import Instance
 from pipeline.rules import REQUEST_FIELDS
 
@@ -19,10 +20,10 @@ SeedOrigin = Literal["derived", "random", "fixed"]
 
 
 def seed_origin(inst: Instance) -> SeedOrigin:
-    """Where an instance's seed came from: derived from its key, ``seed: random``, or fixed."""
+    """Where an instance's seed came from: derived by imgspec, ``seed: random``, or fixed."""
     if inst.seed is None:
         return "random"
-    return "derived" if inst.seed == derive_seed(inst.key) else "fixed"
+    return "derived" if inst.derived_seed else "fixed"
 
 
 def rerolled(inst: Instance, count: int) -> Instance:
@@ -33,7 +34,9 @@ def rerolled(inst: Instance, count: int) -> Instance:
     if count <= 0:
         return inst
     origin = seed_origin(inst)
-    basis = inst.key if origin == "derived" else f"{inst.key}#seed={inst.seed}"
+    basis = seed_basis(inst.key)
+    if origin != "derived":
+        basis = f"{basis}#seed={inst.seed}"
     seed = derive_seed(f"{basis}#reroll={count}")
     body = {**inst.request, "seed": seed}
     ordered = {name: body[name] for name in REQUEST_FIELDS if name in body}

@@ -17,7 +17,7 @@ SYMBOLS = {
     PlanStatus.NEW: "+", PlanStatus.CHANGED: "~", PlanStatus.REROLL: "↺",
     PlanStatus.RETRY: "↻", PlanStatus.RESUME: "…", PlanStatus.MISSING: "!",
     PlanStatus.DOWNLOAD: "↓", PlanStatus.WAITING: "⧗", PlanStatus.UP_TO_DATE: "=",
-    PlanStatus.SKIPPED: "-",
+    PlanStatus.SKIPPED: "-", PlanStatus.REUSE: "=",
 }
 
 
@@ -122,6 +122,9 @@ def _item_json(item: PlanItem) -> dict[str, Any]:
         out["repoll"] = True
     if item.note:
         out["note"] = item.note
+    if item.reuse is not None:
+        out["reuse"] = {"from": item.reuse.result.source, "task_id": item.reuse.result.task_id,
+                        "via": list(item.reuse.via)}
     return out
 
 
@@ -153,8 +156,10 @@ def plan_text(plan: Plan) -> str:
                      f"{money(item.cost, cur):>8}" if item.pays
                      else "already paid, polled again" if item.repoll
                      else "already paid, downloaded again" if item.status == PlanStatus.DOWNLOAD
+                     else item.note or "" if item.status == PlanStatus.REUSE
                      else "already paid, will be polled")
-            note = f"  ({item.note})" if item.note else ""
+            note = (f"  ({item.note})" if item.note and item.status != PlanStatus.REUSE
+                    else "")
             lines.append(f"  {SYMBOLS[item.status]} {item.status.value:<8} "
                          f"{item.key:<{width}}  {price}{note}".rstrip())
     else:

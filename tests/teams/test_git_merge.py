@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 
 from pipeline.simulator import RunningSimulator
@@ -97,6 +98,8 @@ def test_both_branches_rerunning_one_instance_keep_done_entry_and_every_task_id(
     repo.git("checkout", "-q", "main")
     repo.git("checkout", "-q", "-b", "two")
     repo.write(MANIFEST, BASE + TWO_JOB)
+    # As in another checkout: branch one's logo in the shared outputs would be reused.
+    shutil.rmtree(repo.root / "outputs" / "shop" / "logo")
     # updated_at has whole seconds and a fast run can end in the same second as the
     # first: then "the newer" is a tie. Start the second run in a later second.
     time.sleep(1.0 - time.time() % 1.0 + 0.01)

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.errors import ManifestError
 from pipeline.expand import expand
-from pipeline.identity import derive_seed
+from pipeline.identity import basis_seed
 from pipeline.instances import Expansion, FileInput, UpstreamInput
 from pipeline.manifest import parse_manifest
 from pipeline.plan import resolved_request
@@ -199,7 +199,7 @@ def test_same_error_in_many_instances_is_reported_once(build: Build) -> None:
 
 
 def test_seeds_derived_explicit_and_random(build: Build) -> None:
-    """No seed → derived from the key; an int is kept; `random` sends none."""
+    """No seed → derived from the matrix values; an int is kept; `random` sends none."""
     exp = build("""
         jobs:
           a: {prompt: x}
@@ -207,7 +207,9 @@ def test_seeds_derived_explicit_and_random(build: Build) -> None:
           c: {prompt: x, seed: random}
     """)
     a, b, c = exp.instances
-    assert a.seed == a.request["seed"] == derive_seed("a")
+    assert a.seed == a.request["seed"] == basis_seed(a.key)
+    assert a.derived_seed
+    assert not b.derived_seed
     assert b.request["seed"] == 42
     assert c.seed is None
     assert "seed" not in c.request

@@ -17,7 +17,7 @@ CORE = (
     "identity", "images", "instances", "lifecycle", "lockfile", "lockmerge", "lockschema",
     "manifest", "matrix", "pacing", "plan", "polling", "pricing", "replies", "reroll",
     "rules", "schema", "selection", "spec", "bounds", "sandbox", "templates",
-    "links", "moves",
+    "links", "moves", "reuse",
     "views.balance", "views.diff", "views.graph", "views.plan", "views.status", "views.teams",
     "endpoint",
 )
@@ -26,7 +26,7 @@ SHELL = frozenset({
     "cli", "client", "executor", "files", "gallery_site", "gitspec", "guard", "housekeeping",
     "journal", "loop", "mergefiles", "outputs", "project", "retrying", "review_server", "run",
     "scaffold", "scheduler", "sendable", "shards", "simulator", "uploads", "views.progress",
-    "downloads", "gates", "spend", "relocate", "confine",
+    "downloads", "gates", "spend", "relocate", "confine", "adopt", "reuse_scan",
 })
 # Libraries that do I/O or run an event loop: none of them in the core.
 IO_LIBRARIES = frozenset({
