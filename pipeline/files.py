@@ -4,7 +4,7 @@ The lockfile, the journal's folder, ``index.json`` and the simulator's state all
 go through here: a temp file beside the target, fsync, rename, fsync the folder.
 
 A temp file is held with ``flock(2)`` while it is written, so a process killed
-mid-write (SIGKILL, power cut of the process) leaves a temp file nobody holds:
+mid-write (SIGKILL, the OOM killer) leaves a temp file nobody holds:
 the next write of the same target removes it (``sweep_temps``), and a temp file
 another live process is still writing is left alone.
 """
