@@ -24,7 +24,7 @@ SHELL = frozenset({
     "cli", "client", "executor", "files", "gallery_site", "gitspec", "guard", "housekeeping",
     "journal", "loop", "mergefiles", "outputs", "project", "retrying", "review_server", "run",
     "scaffold", "scheduler", "sendable", "shards", "simulator", "uploads", "views.progress",
-    "downloads",
+    "downloads", "confine",
 })
 # Libraries that do I/O or run an event loop: none of them in the core.
 IO_LIBRARIES = frozenset({
