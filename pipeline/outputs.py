@@ -174,16 +174,18 @@ class OutputFolder:
         if real.startswith(os.path.join(self._real.real, "")):  # noqa: PTH118
             Path(real).unlink(missing_ok=True)
 
-    def clean_temp_files(self) -> None:
-        """Remove ``.part`` files left by an interrupted download (images and meta.json).
+    def clean_temp_files(self, instances: Iterable[tuple[str, str]]) -> None:
+        """Remove ``.part`` files an interrupted download left in the folders of
+        ``instances``, the (job, key) pairs this run will write (images and meta.json).
 
-        Links are not followed: a linked job or instance folder is not tidied, and
-        is refused when the run comes to write in it.
+        Only those folders: the shards of one manifest run side by side in one output
+        folder, each downloading into its own instances' folders, and a shard starting
+        must not take another's download in progress for a leftover. Links are not
+        followed: a linked folder is not tidied (``check_folders`` refuses it).
         """
-        for job in _folders(str(self.root)):
-            for instance in _folders(job):
-                for path in _folders(instance, parts=True):
-                    Path(path).unlink(missing_ok=True)
+        for job, key in instances:
+            for path in _folders(str(self.instance_dir(job, key)), parts=True):
+                Path(path).unlink(missing_ok=True)
 
     def write_meta(self, inst: Instance, entry: LockEntry, manifest: str) -> None:
         """``meta.json`` beside an instance's images."""

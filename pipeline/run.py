@@ -200,8 +200,9 @@ async def execute_run(settings: RunSettings, prepared: Prepared, plan: Plan, sto
     """Execute the plan; Ctrl-C or SIGTERM stops it cleanly (``StopReason.INTERRUPTED``)."""
     outputs = prepared.paths.output_folder()
     # Folders that link out of the output folder are refused now, before anything is paid.
-    outputs.check_folders((item.job, item.key) for item in plan.items if item.status in ACTIVE)
-    outputs.clean_temp_files()
+    active = [(item.job, item.key) for item in plan.items if item.status in ACTIVE]
+    outputs.check_folders(active)
+    outputs.clean_temp_files(active)
     executor: Executor | None = None
 
     def on_retry(event: RetryEvent) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipeline.identity import folder_name
 from pipeline.simulator import RunningSimulator
 from tests.e2e.conftest import IMAGES, INSTANCES, KEY, ROOT, Project
 
@@ -90,3 +91,28 @@ def test_bad_shard_is_a_usage_error(project: Project) -> None:
     done = imgspec(project, "plan", "manifests/shop.yaml", "--shard", "5/4")
     assert done.returncode == 2
     assert "K must be between 1 and N" in done.stderr
+
+
+def test_a_starting_shard_leaves_other_shards_downloads_alone(
+        project: Project, sim: RunningSimulator) -> None:
+    """A shard tidies download leftovers only in its own instances' folders: another
+    shard's download in progress (a .part file in its folder) survives, its own go."""
+    manifest = "manifests/shop.yaml"
+    plan = imgspec(project, "plan", manifest, "--json", "--shard", "2/4")
+    assert plan.returncode == 0, plan.stderr
+    items = json.loads(plan.stdout)["items"]
+    mine = [i for i in items if i["status"] != "skipped"]
+    other = [i for i in items if i["status"] == "skipped"]
+    assert mine and other
+    folders = {i["key"]: project.outputs / i["job"] / folder_name(i["key"])
+               for i in (mine[0], other[0])}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ".0.abcd1234.part").write_bytes(b"half an image")
+
+    done = imgspec(project, "run", manifest, "--shard", "2/4", "--base-url", sim.base_url,
+                   "--yes")
+
+    assert done.returncode == 0, done.stderr
+    assert not (folders[mine[0]["key"]] / ".0.abcd1234.part").exists()
+    assert (folders[other[0]["key"]] / ".0.abcd1234.part").read_bytes() == b"half an image"
