@@ -602,6 +602,18 @@ def init_command(folder: Path) -> None:
     click.echo(init_text(init(folder)), nl=False)
 
 
+@cli.command("schema")
+@click.argument("which", type=click.Choice(["manifest", "lockfile"]), default="manifest")
+def schema_command(which: str) -> None:
+    """Print the JSON Schema (draft 2020-12) of a manifest (default) or of a lockfile.
+
+    Point an editor at it: `imgspec init` writes the manifest's to
+    schemas/manifest.schema.json, where its starter manifest's first line points."""
+    from pipeline.schema import schema_dir
+
+    click.echo((schema_dir() / f"{which}.schema.json").read_text(encoding="utf-8"), nl=False)
+
+
 @cli.command("balance")
 @click.option("--base-url", metavar="URL", envvar="APIMART_BASE_URL",
               default=DEFAULT_BASE_URL, show_default=True, help="API origin.")
