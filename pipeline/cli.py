@@ -21,6 +21,7 @@ from pipeline.errors import (
     BudgetExceeded,
     ImgspecError,
     LockfileError,
+    ManifestError,
     UsageError,
 )
 from pipeline.simulator.cli import simulator
@@ -99,7 +100,9 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except ImgspecError as exc:
-            click.echo(f"error: {exc}" if exc.exit_code != 1 else str(exc), err=True)
+            # Diagnostics carry "error:" on each of their own FILE:LINE:COL lines.
+            click.echo(str(exc) if isinstance(exc, ManifestError) else f"error: {exc}",
+                       err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

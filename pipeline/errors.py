@@ -152,10 +152,15 @@ class BalanceTooLow(ImgspecError):
         self.available = available
         self.missing = needed - available
         self.currency = currency
+        # Imported here: pricing raises errors of this module, so it cannot be imported
+        # at the top; money is written one way in every message.
+        from pipeline.pricing import money
+
         super().__init__(
-            f"the plan costs {needed} {currency} but the account's balance is {available} "
-            f"{currency}: {self.missing} {currency} is missing; nothing was submitted. Top "
-            "up the account, narrow the plan with --job/--where, or pass --ignore-balance")
+            f"the plan costs {money(needed, currency)} but the account's balance is "
+            f"{money(available, currency)}: {money(self.missing, currency)} is missing; "
+            "nothing was submitted. Top up the account, narrow the plan with --job/--where, "
+            "or pass --ignore-balance")
 
 
 class RunGuardHeld(ImgspecError):

@@ -34,6 +34,7 @@ from pipeline.lockfile import lockfile_path
 from pipeline.loop import run_loop
 from pipeline.pacing import RunOptions
 from pipeline.plan import Plan
+from pipeline.pricing import money
 from pipeline.project import Prepared, prepare
 from pipeline.retrying import RetryEvent
 from pipeline.selection import Selection, narrow
@@ -121,11 +122,12 @@ def _balance_advice(result: RunResult) -> str:
 
 def check_budget(plan: Plan) -> None:
     """Refuse (exit 3) a plan whose exact cost passes the budget."""
-    if not plan.within_budget:
+    if not plan.within_budget and plan.budget is not None:
         raise BudgetExceeded(
-            f"the plan costs {plan.total} {plan.currency}, more than the budget of "
-            f"{plan.budget}; nothing was submitted. Narrow it with --job/--where or raise "
-            "budget.max_cost / --max-cost", cost=plan.total, budget=plan.budget)
+            f"the plan costs {money(plan.total, plan.currency)}, more than the budget of "
+            f"{money(plan.budget, plan.currency)}; nothing was submitted. Narrow it with "
+            "--job/--where or raise budget.max_cost / --max-cost", cost=plan.total,
+            budget=plan.budget)
 
 
 async def read_balance(*, base_url: str, api_key: str) -> Balance:
@@ -147,7 +149,7 @@ def check_balance(plan: Plan, balance: Balance, *, unit: str | None) -> str | No
     if unit is None or unit.strip().upper() != plan.currency.upper():
         shown = "unknown" if unit is None else unit
         return (f"balance {balance.remain} (unit {shown}) not compared with the plan's "
-                f"{plan.total} {plan.currency}: give --balance-unit {plan.currency} if the "
+                f"{money(plan.total, plan.currency)}: give --balance-unit {plan.currency} if the "
                 "account is billed in it")
     if plan.total > balance.remain:
         raise BalanceTooLow(needed=plan.total, available=balance.remain,
