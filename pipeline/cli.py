@@ -18,6 +18,7 @@ import click
 
 from pipeline import __version__
 from pipeline.errors import (
+    EXIT_CODES,
     BudgetExceeded,
     ImgspecError,
     LockfileError,
@@ -41,6 +42,7 @@ GRAPH_FORMATS = ("text", "mermaid", "dot")
 
 DEFAULT_BASE_URL = "https://api.apimart.ai"
 EXIT_INTERNAL = 70
+EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader left
 
 manifest_argument = click.argument(
     "manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -107,6 +109,13 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+        except BrokenPipeError:
+            # The reader went away (`imgspec plan --json | head`): nothing is wrong, and
+            # nothing more can be printed. Python would complain again when it flushes
+            # stdout at exit, so stdout is pointed at /dev/null first.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(EXIT_PIPE)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:
@@ -115,10 +124,16 @@ class _Group(click.Group):
             click.echo(f"internal error: {type(exc).__name__}: {exc}\n"
                        "This is a bug in imgspec; rerun with IMGSPEC_DEBUG=1 for details "
                        "and report it.", err=True)
-            ctx.exit(EXIT_INTERNAL)
+            ctx.exit(EXIT_INTERNAL)  # EXIT_CODES' 70
 
 
-@click.group(cls=_Group)
+def exit_code_table() -> str:
+    """The exit statuses as a block click prints as written (``\\b``)."""
+    return "\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {meaning}"
+                                          for code, meaning in EXIT_CODES)
+
+
+@click.group(cls=_Group, epilog=exit_code_table())
 @click.version_option(__version__, prog_name="imgspec")
 def cli() -> None:
     """imgspec: declarative, reproducible, budgeted batches for the wan2.7 image API.
@@ -290,8 +305,9 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
         balance_unit: str | None) -> None:
     """Run what the plan says: submit, poll, download; rerun to do only what is left.
 
-    Exit 0 all done, 2 usage error, 3 over budget, 4 items failed or unfinished,
-    6 the API refused the key, 7 the balance ran out (top up, run again), 8 the
+    Exit 0 all done, 1 invalid manifest or lockfile, 2 usage error, 3 over budget,
+    4 items failed or unfinished, 5 another run holds this manifest, 6 the API refused
+    the key or could not be reached, 7 the balance ran out (top up, run again), 8 the
     balance cannot cover the plan (nothing submitted), 130 interrupted.
     """
 
