@@ -573,7 +573,26 @@ def diff(manifest: Path, ref: str, fmt: str, fail_above: str | None) -> None:
 
 @cli.group()
 def lock() -> None:
-    """Work on lockfiles: merge them (git's merge driver, or the lockfiles of shards)."""
+    """Work on lockfiles: check them, merge them (git's merge driver, or shards')."""
+
+
+@lock.command("check")
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def lock_check(files: tuple[Path, ...]) -> None:
+    """Check lockfiles against the lockfile schema (exit 0 valid, 1 not): what the
+    pre-commit hook `imgspec-lockfile` runs on each staged *.lock.json."""
+    from pipeline.journal import read_lockfile
+
+    problems = []
+    for path in files:
+        try:
+            read_lockfile(path)
+        except LockfileError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise LockfileError("\n".join(problems))
+    click.echo(f"{len(files)} lockfile{'s' if len(files) != 1 else ''} valid")
 
 
 @lock.command("merge")
