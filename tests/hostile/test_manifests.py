@@ -125,7 +125,8 @@ def test_nan_budget_is_refused(tmp_path: Path, command: str) -> None:
     """`max_cost: .nan` was an InvalidOperation (exit 70) at plan time (9.5)."""
     name = write(tmp_path, "budget: {max_cost: .nan}\njobs:\n  a: {prompt: x}\n")
     assert_refused(imgspec(tmp_path, command, name),
-                   "m.yaml:4:20: error: budget.max_cost: .nan is not a finite number", "write a number")
+                   "m.yaml:4:20: error: budget.max_cost: .nan is not a finite number",
+                   "write a number")
 
 
 def test_infinite_price_is_refused_at_its_position(tmp_path: Path) -> None:
