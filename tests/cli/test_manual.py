@@ -69,3 +69,29 @@ def test_the_exit_code_page_is_the_table_of_the_code() -> None:
     """The manual's exit-code table has one row per code the command line knows."""
     rows = exit_codes().splitlines()[2:]
     assert [int(row.split("|")[1]) for row in rows] == [code for code, _ in EXIT_CODES]
+
+
+def yaml_blocks(page: str) -> list[object]:
+    """The parsed ```yaml blocks of a manual page."""
+    import yaml
+
+    text = (ROOT / "docs" / page).read_text(encoding="utf-8")
+    return [yaml.safe_load(block) for block in
+            re.findall(r"^```yaml\n(.*?)^```", text, re.MULTILINE | re.DOTALL)]
+
+
+def test_the_scale_out_recipes_give_each_worker_its_own_shard() -> None:
+    """GitLab's parallel job and the Kubernetes Indexed Job parse, and each maps its
+    worker index onto --shard K/N with N the number of workers (1-based K)."""
+    blocks = yaml_blocks("scale-out.md")
+    gitlab = next(b for b in blocks if isinstance(b, dict) and "generate" in b)
+    generate = gitlab["generate"]
+    assert generate["parallel"] == 4
+    assert any('--shard "$CI_NODE_INDEX/$CI_NODE_TOTAL"' in line
+               for line in generate["script"])
+    assert "shard-*-of-4" in " ".join(gitlab["merge"]["script"])
+    job = next(b for b in blocks if isinstance(b, dict) and b.get("kind") == "Job")
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed"
+    command = " ".join(spec["template"]["spec"]["containers"][0]["args"])
+    assert f'--shard "$((JOB_COMPLETION_INDEX + 1))/{spec["completions"]}"' in command
