@@ -5,10 +5,10 @@ The request rules (``rules``), the prices (``pricing``), the manifest schema
 prices) all read :data:`CATALOGUE`. Adding a model of the same API is one entry
 here plus its tests.
 
-Facts from ``shared/api/000_8134b1c39e2c8e46.txt``: the standard edition makes 1K
-and 2K in every scenario; the pro edition adds 4K (up to 4096x4096 pixels) for
-text-to-image only; both take 768x768 pixels at least, ``n`` 1-4, or 1-12 in
-sequential mode; ¥0.20 and ¥0.50 per generated image.
+Facts from APIMart's wan2.7 generation page (``docs/apimart.md`` cites it): the
+standard edition makes 1K and 2K in every scenario; the pro edition adds 4K (up to
+4096x4096 pixels) for text-to-image only; both take 768x768 pixels at least, ``n``
+1-4, or 1-12 in sequential mode; ¥0.20 and ¥0.50 per generated image.
 """
 
 from __future__ import annotations

@@ -18,9 +18,11 @@ import click
 
 from pipeline import __version__
 from pipeline.errors import (
+    EXIT_CODES,
     BudgetExceeded,
     ImgspecError,
     LockfileError,
+    ManifestError,
     UsageError,
 )
 from pipeline.simulator.cli import simulator
@@ -40,6 +42,7 @@ GRAPH_FORMATS = ("text", "mermaid", "dot")
 
 DEFAULT_BASE_URL = "https://api.apimart.ai"
 EXIT_INTERNAL = 70
+EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader left
 
 manifest_argument = click.argument(
     "manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -99,11 +102,20 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except ImgspecError as exc:
-            click.echo(f"error: {exc}" if exc.exit_code != 1 else str(exc), err=True)
+            # Diagnostics carry "error:" on each of their own FILE:LINE:COL lines.
+            click.echo(str(exc) if isinstance(exc, ManifestError) else f"error: {exc}",
+                       err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+        except BrokenPipeError:
+            # The reader went away (`imgspec plan --json | head`): nothing is wrong, and
+            # nothing more can be printed. Python would complain again when it flushes
+            # stdout at exit, so stdout is pointed at /dev/null first.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(EXIT_PIPE)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:
@@ -112,10 +124,16 @@ class _Group(click.Group):
             click.echo(f"internal error: {type(exc).__name__}: {exc}\n"
                        "This is a bug in imgspec; rerun with IMGSPEC_DEBUG=1 for details "
                        "and report it.", err=True)
-            ctx.exit(EXIT_INTERNAL)
+            ctx.exit(EXIT_INTERNAL)  # EXIT_CODES' 70
 
 
-@click.group(cls=_Group)
+def exit_code_table() -> str:
+    """The exit statuses as a block click prints as written (``\\b``)."""
+    return "\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {meaning}"
+                                          for code, meaning in EXIT_CODES)
+
+
+@click.group(cls=_Group, epilog=exit_code_table())
 @click.version_option(__version__, prog_name="imgspec")
 def cli() -> None:
     """imgspec: declarative, reproducible, budgeted batches for the wan2.7 image API.
@@ -303,10 +321,10 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
         balance_unit: str | None) -> None:
     """Run what the plan says: submit, poll, download; rerun to do only what is left.
 
-    Exit 0 all done, 2 usage error (a wrong base URL too), 3 over budget, 4 items
-    failed or unfinished, 6 the API refused the key or cannot be connected to, 7 the
-    balance ran out (top up, run again), 8 the balance cannot cover the plan (nothing
-    submitted), 130 interrupted.
+    Exit 0 all done, 1 invalid manifest or lockfile, 2 usage error (a wrong base URL
+    too), 3 over budget, 4 items failed or unfinished, 5 another run holds this manifest,
+    6 the API refused the key or cannot be connected to, 7 the balance ran out (top up,
+    run again), 8 the balance cannot cover the plan (nothing submitted), 130 interrupted.
     """
 
     from pipeline.loop import run_loop
@@ -583,8 +601,27 @@ def diff(manifest: Path, ref: str, fmt: str, fail_above: str | None) -> None:
 
 @cli.group()
 def lock() -> None:
-    """Work on lockfiles: merge them (git's merge driver, or the lockfiles of shards), move
-    entries to new keys (mv)."""
+    """Work on lockfiles: check them, merge them (git's merge driver, or shards'),
+    move entries to new keys (mv)."""
+
+
+@lock.command("check")
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def lock_check(files: tuple[Path, ...]) -> None:
+    """Check lockfiles against the lockfile schema (exit 0 valid, 1 not): what the
+    pre-commit hook `imgspec-lockfile` runs on each staged *.lock.json."""
+    from pipeline.journal import read_lockfile
+
+    problems = []
+    for path in files:
+        try:
+            read_lockfile(path)
+        except LockfileError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise LockfileError("\n".join(problems))
+    click.echo(f"{len(files)} lockfile{'s' if len(files) != 1 else ''} valid")
 
 
 @lock.command("merge")
@@ -658,6 +695,18 @@ def init_command(folder: Path) -> None:
     from pipeline.views.teams import init_text
 
     click.echo(init_text(init(folder)), nl=False)
+
+
+@cli.command("schema")
+@click.argument("which", type=click.Choice(["manifest", "lockfile"]), default="manifest")
+def schema_command(which: str) -> None:
+    """Print the JSON Schema (draft 2020-12) of a manifest (default) or of a lockfile.
+
+    Point an editor at it: `imgspec init` writes the manifest's to
+    schemas/manifest.schema.json, where its starter manifest's first line points."""
+    from pipeline.schema import schema_dir
+
+    click.echo((schema_dir() / f"{which}.schema.json").read_text(encoding="utf-8"), nl=False)
 
 
 @cli.command("balance")

@@ -16,7 +16,7 @@ one of the :mod:`pipeline.errors` classes; foreign exceptions are translated in
 exactly one place, :meth:`ApiClient._translated`. What a reply *means* lives in
 :mod:`pipeline.replies` (pure functions).
 
-Retries (the README's table): 408, 429, 502, 503, 504, network failures and
+Retries (the manual's table in docs/running.md): 408, 429, 502, 503, 504, network failures and
 malformed replies are retried; 500 and other statuses are not (see
 :func:`pipeline.replies.error_for_status`). The backoff, and a
 ``Retry-After`` replacing it, are :mod:`pipeline.retrying`'s, bounded by

@@ -25,9 +25,11 @@ class Diagnostic:
     repeats: int = 1
 
     def format(self, *, snippet: bool = True) -> str:
-        """``FILE:LINE:COL: where: what; hint`` plus, when known, the source line and a caret."""
-        label = "" if self.severity == "error" else "warning: "
-        text = f"{self.file}:{self.line}:{self.column}: {label}{self.where}: {self.message}"
+        """``FILE:LINE:COL: error: where: what; hint`` (or ``warning:``) plus, when known,
+        the source line and a caret: the form compilers and linters print, which editors
+        and CI annotations parse."""
+        text = (f"{self.file}:{self.line}:{self.column}: {self.severity}: {self.where}: "
+                f"{self.message}")
         if self.instance is not None:
             text += (
                 f" (instance {self.instance})"

@@ -135,10 +135,13 @@ def parse_yaml(text: str, file: str) -> Document:
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
         doc = Document(file=file, data=None, text=text)
         problem = exc.problem or exc.context or "invalid YAML"
+        # PyYAML names a tab only as "character '\t'"; people need to hear what to do.
+        hint = ("replace the tab with spaces (YAML allows no tabs here)"
+                if "'\\t'" in problem else "fix the syntax at this position")
         raise ManifestError(
             [
-                Diagnostic(file, line, col, "yaml", f"invalid YAML: {problem}",
-                           "fix the syntax at this position", source_line=doc.line_text(line))
+                Diagnostic(file, line, col, "yaml", f"invalid YAML: {problem}", hint,
+                           source_line=doc.line_text(line))
             ]
         ) from exc
     except yaml.reader.ReaderError as exc:

@@ -45,6 +45,24 @@ if TYPE_CHECKING:
     from pipeline.diagnostics import Diagnostic
 
 
+# Every exit status of every command, for ``--help`` and the manual. 0 is success; 70
+# (EX_SOFTWARE) is the CLI's own answer to an exception that is not one of these.
+EXIT_CODES: tuple[tuple[int, str], ...] = (
+    (0, "success"),
+    (1, "invalid manifest, lockfile or review file; a merge conflict; damaged outputs"),
+    (2, "usage error: a bad option, value or combination"),
+    (3, "over budget (or above diff --fail-above): nothing was spent"),
+    (4, "items failed or are unfinished: rerun to retry or collect them"),
+    (5, "another run holds this manifest"),
+    (6, "the API refused the key, or could not be reached"),
+    (7, "the account's balance ran out: top up, then run again"),
+    (8, "the balance cannot cover the plan: nothing was submitted"),
+    (70, "internal error: a bug in imgspec (rerun with IMGSPEC_DEBUG=1 and report it)"),
+    (130, "interrupted (Ctrl-C, SIGTERM): rerun to resume"),
+    (141, "the output's reader went away (e.g. `| head`)"),
+)
+
+
 class ImgspecError(Exception):
     """Base class: a failure the user can act on; ``str()`` says what to do next."""
 
@@ -181,10 +199,15 @@ class BalanceTooLow(ImgspecError):
         self.available = available
         self.missing = needed - available
         self.currency = currency
+        # Imported here: pricing raises errors of this module, so it cannot be imported
+        # at the top; money is written one way in every message.
+        from pipeline.pricing import money
+
         super().__init__(
-            f"the plan costs {needed} {currency} but the account's balance is {available} "
-            f"{currency}: {self.missing} {currency} is missing; nothing was submitted. Top "
-            "up the account, narrow the plan with --job/--where, or pass --ignore-balance")
+            f"the plan costs {money(needed, currency)} but the account's balance is "
+            f"{money(available, currency)}: {money(self.missing, currency)} is missing; "
+            "nothing was submitted. Top up the account, narrow the plan with --job/--where, "
+            "or pass --ignore-balance")
 
 
 class RunGuardHeld(ImgspecError):

@@ -473,7 +473,8 @@ class _Expander:
             name = problem.field if problem.field in draft.origins else (
                 "mode" if problem.field == "enable_sequential" and "mode" in draft.origins
                 else "")
-            draft.fail(name, problem.message, problem.hint, problem.severity)
+            draft.fail(name, problem.message, problem.hint, problem.severity,
+                       index=problem.index)
         return not any(p.severity == "error" for p in problems)
 
     def _constant_fields(self, job: Job) -> dict[str, Any]:
@@ -636,9 +637,13 @@ class _Draft:
             self.known_origins = self.expander._field_origins(self.job, self.combo, self.inherited)
         return self.known_origins
 
-    def fail(self, name: str, message: str, hint: str, severity: Severity = "error") -> None:
-        """Report a problem with field ``name`` where that field's value was written."""
+    def fail(self, name: str, message: str, hint: str, severity: Severity = "error", *,
+             index: int | None = None) -> None:
+        """Report a problem with field ``name`` where that field's value was written (with
+        ``index``, at that entry of a list written there)."""
         path, doc = self.origins.get(name, (self.job.path, None))
+        if index is not None and name:
+            path = (*path, index)
         self.expander.error(path, message, hint, instance=self.key, doc=doc, severity=severity)
 
 

@@ -1,7 +1,7 @@
 """Retrying a request: stamina's backoff, the server's Retry-After, and retry events.
 
 What is worth retrying is a :class:`~pipeline.errors.TransientError` whose
-``retryable`` is set (the README's table, decided in
+``retryable`` is set (the manual's table in docs/running.md, decided in
 :func:`pipeline.replies.error_for_status`); :func:`retrying` applies the policy
 to one request's attempts. Backoff before retry k (1-based) is
 ``min(WAIT_MAX, WAIT_INITIAL * 2**(k-1)) + uniform(0, WAIT_JITTER)``, bounded by
@@ -107,7 +107,7 @@ async def retrying(operation: str, call: Callable[[], Awaitable[T]], *, attempts
         # stamina asks this after each failure: False re-raises, True retries after
         # stamina's backoff, a float retries after that many seconds.
         if not isinstance(exc, TransientError) or not exc.retryable:
-            # 500 and kin (the README's retry table), and a local disk error, which
+            # 500 and kin (the retry table in docs/running.md), and a local disk error, which
             # will not heal by retrying the download.
             return False
         if exc.retry_after is None:

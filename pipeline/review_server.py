@@ -30,7 +30,7 @@ from typing import Any
 
 from aiohttp import http_exceptions, web
 
-from pipeline.errors import ImgspecError
+from pipeline.errors import ImgspecError, UsageError
 from pipeline.gallery_site import gallery_of
 from pipeline.lockfile import Lockfile
 from pipeline.outputs import utc_now
@@ -292,8 +292,8 @@ async def serve(session: ReviewSession, *, port: int,
         try:
             await site.start()
         except OSError as exc:
-            raise ImgspecError(f"cannot listen on {HOST}:{port} ({exc.strerror}); "
-                               "choose another --port") from exc
+            raise UsageError(f"cannot listen on {HOST}:{port} ({exc.strerror}); "
+                             "choose another --port") from exc
         server = site._server  # aiohttp exposes the bound port only here
         assert server is not None
         actual = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]

@@ -1,8 +1,8 @@
 """The APIMart wan2.7 request rules, as pure functions.
 
 One source of truth for what the generation endpoint accepts
-(``shared/api/000_8134b1c39e2c8e46.txt`` is the authority, ``APIMART.md``
-the summary). The manifest validator calls it before any money moves, and the
+(``docs/apimart.md`` states each rule with the APIMart documentation page it
+comes from). The manifest validator calls it before any money moves, and the
 simulator calls it to answer 400 exactly where the API would. Nothing here does
 I/O or reads a clock, so everything is cheap to call and to test.
 

@@ -140,11 +140,12 @@ def check_budget(plan: Plan) -> None:
             f"{money(plan.max_total, plan.currency)}; nothing was submitted. Narrow it with "
             "--job/--where or raise budget.max_total", cost=plan.spent + plan.total,
             budget=plan.max_total)
-    if not plan.within_budget:
+    if not plan.within_budget and plan.budget is not None:
         raise BudgetExceeded(
-            f"the plan costs {plan.total} {plan.currency}, more than the budget of "
-            f"{plan.budget}; nothing was submitted. Narrow it with --job/--where or raise "
-            "budget.max_cost / --max-cost", cost=plan.total, budget=plan.budget)
+            f"the plan costs {money(plan.total, plan.currency)}, more than the budget of "
+            f"{money(plan.budget, plan.currency)}; nothing was submitted. Narrow it with "
+            "--job/--where or raise budget.max_cost / --max-cost", cost=plan.total,
+            budget=plan.budget)
 
 
 async def read_balance(*, base_url: str, api_key: str) -> Balance:
@@ -166,7 +167,7 @@ def check_balance(plan: Plan, balance: Balance, *, unit: str | None) -> str | No
     if unit is None or unit.strip().upper() != plan.currency.upper():
         shown = "unknown" if unit is None else unit
         return (f"balance {balance.remain} (unit {shown}) not compared with the plan's "
-                f"{plan.total} {plan.currency}: give --balance-unit {plan.currency} if the "
+                f"{money(plan.total, plan.currency)}: give --balance-unit {plan.currency} if the "
                 "account is billed in it")
     if plan.total > balance.remain:
         raise BalanceTooLow(needed=plan.total, available=balance.remain,

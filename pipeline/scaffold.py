@@ -1,6 +1,12 @@
 """``imgspec init``: set a folder up for imgspec in git, idempotently.
 
 - a starter manifest (``manifests/example.yaml``) when the folder has no manifest;
+- the manifest schema at ``schemas/manifest.schema.json``, where the starter's
+  ``yaml-language-server`` line points, so editors validate manifests as they are typed
+  (rewritten when an upgrade of imgspec changes it);
+- ``.gitignore`` lines for what imgspec writes that is not meant for git (the output
+  folder, the ``--simulate`` lockfile and simulated account, a run's journal and guard),
+  in the repository's root (the folder's own outside git);
 - ``*.lock.json merge=imgspec`` in the repository's ``.gitattributes``;
 - the ``imgspec`` merge driver in the repository's own git config
   (``.git/config``; git never reads drivers from the repository's files, so
@@ -19,12 +25,26 @@ from typing import Literal
 from pipeline.errors import ImgspecError, UsageError
 from pipeline.files import write_atomic
 from pipeline.gitspec import git
+from pipeline.schema import SCHEMA_NAMES, schema_dir
 
 ATTRIBUTE = "*.lock.json merge=imgspec"
 DRIVER_NAME = "imgspec lockfile merge (keeps every paid task)"
 # %P: the path in the repository, for messages; %O %A %B: base, ours (the result), theirs.
 DRIVER = "imgspec lock merge --name %P %O %A %B"
+# Where ``init`` puts the manifest schema, relative to the folder; the starter manifest's
+# first line points there from ``manifests/``.
+SCHEMA_COPY = Path("schemas") / SCHEMA_NAMES[0]
+# Unanchored, so they hold wherever in the repository the folder is.
+IGNORED = (
+    "outputs/",
+    "*.simulate.lock.json",
+    "*.simulate.api.jsonl*",
+    "*.journal",
+    "*.guard",
+)
+IGNORE_HEADER = "# imgspec: images and run-time files (manifests and *.lock.json go in git)"
 STARTER = """\
+# yaml-language-server: $schema=../schemas/manifest.schema.json
 # A starter manifest from `imgspec init`. Check it, see its cost, try it for free:
 #   imgspec validate manifests/example.yaml
 #   imgspec plan manifests/example.yaml
@@ -79,13 +99,15 @@ def init(folder: Path) -> InitResult:
     """Scaffold a starter manifest if needed and register the lockfile merge driver."""
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such folder")
-    steps = [_starter(folder)]
+    steps = [_starter(folder), _schema(folder / SCHEMA_COPY)]
     done = git(folder, "rev-parse", "--show-toplevel")
     if done.returncode != 0:
+        steps.append(_ignores(folder / ".gitignore"))
         steps.append(Step("skipped", "merge driver", f"{folder} is not inside a git "
                           "repository: run `git init`, then `imgspec init` again"))
         return InitResult(folder, None, tuple(steps))
     root = Path(done.stdout.decode().strip())
+    steps.append(_ignores(root / ".gitignore"))
     steps.append(_attributes(root / ".gitattributes"))
     steps.append(_config(root, "merge.imgspec.name", DRIVER_NAME))
     steps.append(_config(root, "merge.imgspec.driver", DRIVER))
@@ -100,11 +122,38 @@ def _starter(folder: Path) -> Step:
     return Step("created", "starter manifest", str(path))
 
 
-def _attributes(path: Path) -> Step:
+def _schema(path: Path) -> Step:
+    wanted = (schema_dir() / SCHEMA_NAMES[0]).read_text(encoding="utf-8")
+    current = _read(path) if path.exists() else None
+    if current == wanted:
+        return Step("unchanged", "manifest schema for editors", str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write(path, wanted)
+    return Step("created" if current is None else "updated", "manifest schema for editors",
+                str(path))
+
+
+def _ignores(path: Path) -> Step:
+    text = _read(path) if path.exists() else ""
+    present = {line.strip() for line in text.splitlines()}
+    missing = [pattern for pattern in IGNORED if pattern not in present]
+    if not missing:
+        return Step("unchanged", "ignored run-time files", str(path))
+    separator = "" if not text or text.endswith("\n") else "\n"
+    block = "\n".join(([] if IGNORE_HEADER in present else [IGNORE_HEADER]) + missing)
+    _write(path, f"{text}{separator}{block}\n")
+    return Step("updated" if text else "created", "ignored run-time files", str(path))
+
+
+def _read(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot be read ({exc})") from exc
+
+
+def _attributes(path: Path) -> Step:
+    text = _read(path) if path.exists() else ""
     if any(line.split() == ATTRIBUTE.split() for line in text.splitlines()):
         return Step("unchanged", f"`{ATTRIBUTE}`", str(path))
     separator = "" if not text or text.endswith("\n") else "\n"

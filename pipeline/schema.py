@@ -43,9 +43,38 @@ def _validator(name: str) -> jsonschema.Draft202012Validator:
 def validate_document(doc: Document, schema_name: str) -> list[Diagnostic]:
     """Every schema violation of ``doc`` as a positioned diagnostic (empty when valid)."""
     out: list[Diagnostic] = []
-    for error in _validator(schema_name).iter_errors(doc.data):
+    errors = list(_validator(schema_name).iter_errors(doc.data))
+    dedented = _dedented_jobs(doc, errors) if schema_name == SCHEMA_NAMES[0] else {}
+    for error in errors:
+        path = tuple(error.absolute_path)
+        if len(path) >= 2 and path[0] == "jobs" and path[1] in dedented:
+            continue
         out.extend(_diagnose(doc, error))
+    for field, above in dedented.items():
+        out.append(doc.diagnostic(
+            ("jobs", field), f"{field!r} is a job's field, but it is indented as a job of "
+            "its own", f"indent it under the job above ({above!r}) to make it part of that "
+            "job" if above else "indent it under the job it belongs to", key=True))
     return sorted(out, key=lambda d: d.sort_key())
+
+
+def _dedented_jobs(doc: Document, errors: list[ValidationError]) -> dict[str, str | None]:
+    """Jobs named like a job's field (``matrix``, ``prompt``...) whose content is invalid:
+    a field indented one level too little. Each with the job above it, if any."""
+    jobs = doc.data.get("jobs") if isinstance(doc.data, dict) else None
+    if not isinstance(jobs, dict):
+        return {}
+    fields = load_schema(SCHEMA_NAMES[0])["$defs"]["job"]["properties"]
+    broken = {path[1] for path in (tuple(e.absolute_path) for e in errors)
+              if len(path) >= 2 and path[0] == "jobs"}
+    found: dict[str, str | None] = {}
+    above: str | None = None
+    for name in jobs:
+        if name in fields and name in broken:
+            found[name] = above
+        else:
+            above = name
+    return found
 
 
 def _diagnose(doc: Document, error: ValidationError) -> list[Diagnostic]:
@@ -95,6 +124,8 @@ def _message(error: ValidationError) -> str:
         return f"{_show(value)} is not one of: {options}"
     if validator == "const":
         return f"{_show(value)} must be {error.validator_value!r}"
+    if validator == "pattern" and isinstance(error.schema, dict) and "description" in error.schema:
+        return f"{_show(value)} is not written in the expected form"
     return error.message
 
 

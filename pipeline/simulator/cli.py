@@ -107,7 +107,7 @@ def simulator(
     """Run a local simulator of the APIMart image API (with fault injection).
 
     Point imgspec at it with APIMART_BASE_URL=<printed URL> and APIMART_API_KEY=<key>.
-    Bad option values raise UsageError, which the imgspec CLI reports (exit 2).
+    Exit 0 when stopped (Ctrl-C), 2 for a bad option value or a port in use.
     """
     try:
         config = SimulatorConfig(

@@ -21,7 +21,7 @@ def test_invalid_manifest_exit_1_with_positions(tmp_path: Path) -> None:
     path = write(tmp_path, "jobs:\n  a: {prompt: x, n: 0}\n  b: {prompt: '{{ nope }}'}\n")
     result = CliRunner().invoke(cli, ["validate", path])
     assert result.exit_code == 1
-    assert f"{path}:4:21: jobs.a.n:" in result.output
+    assert f"{path}:4:21: error: jobs.a.n:" in result.output
     assert "Traceback" not in result.output
 
 

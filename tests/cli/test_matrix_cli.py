@@ -35,7 +35,7 @@ def test_duplicate_matrix_value_is_refused_by_validate_and_plan(tmp_path: Path) 
     for command in ("validate", "plan"):
         result = imgspec(command, path, cwd=tmp_path)
         assert result.returncode == 1, result
-        assert ("m.yaml:7:21: jobs.m.matrix.a[1]: this makes a second instance with the key "
+        assert ("m.yaml:7:21: error: jobs.m.matrix.a[1]: this makes a second instance with the key "
                 "of 'm@a=x', which jobs.m.matrix.a[0] (m.yaml:7:18) already makes"
                 ) in result.stderr
         assert "Traceback" not in result.stderr + result.stdout
@@ -48,7 +48,7 @@ def test_duplicate_csv_row_is_refused_at_both_lines(tmp_path: Path) -> None:
                               "jobs:\n  c: {prompt: '{{ p }}', matrix: {include: rows.csv}}\n")
     result = imgspec("validate", path, cwd=tmp_path)
     assert result.returncode == 1
-    assert "rows.csv:4:1: [2]: this makes a second instance with the key of 'c@p=vase', " \
+    assert "rows.csv:4:1: error: [2]: this makes a second instance with the key of 'c@p=vase', " \
            "which [0] (rows.csv:2:1) already makes" in result.stderr
 
 
@@ -90,9 +90,9 @@ jobs:
 
 
 @pytest.mark.parametrize(("cap", "expected"), [
-    ("100000000000000000000", "m.yaml:3:16: max_instances: the whole number is outside"),
+    ("100000000000000000000", "m.yaml:3:16: error: max_instances: the whole number is outside"),
     ("1000000000000000000",
-     "m.yaml:8:13: jobs.a.matrix: the axes multiply to 64,000,000 combinations, "
+     "m.yaml:8:13: error: jobs.a.matrix: the axes multiply to 64,000,000 combinations, "
      "more than the cap of 1,000,000; imgspec holds at most 1,000,000 instances of "
      "one job in memory, whatever max_instances says"),
 ])
@@ -119,7 +119,7 @@ def test_missing_model_is_refused_with_advice(tmp_path: Path) -> None:
     for command in ("validate", "plan"):
         result = imgspec(command, path, cwd=tmp_path)
         assert result.returncode == 1
-        assert ("m.yaml:4:3: jobs.a: no model: the API needs one in every request (instance "
+        assert ("m.yaml:4:3: error: jobs.a: no model: the API needs one in every request (instance "
                 "a); set model in defaults: or in the job, e.g. model: wan2.7-image"
                 ) in result.stderr
     manifest(tmp_path, "defaults: {model: wan2.7-image}\njobs:\n  a: {prompt: x}\n")

@@ -50,13 +50,13 @@ def test_balance_command_prints_the_balance_as_it_falls(project: Project,
 
 def test_run_over_the_balance_is_refused_before_any_submission(project: Project,
                                                                start_sim: StartSim) -> None:
-    """A plan of 0.80 CNY against 0.50 left: exit 8, says 0.30 is missing, nothing sent."""
+    """A plan of ¥0.80 against 0.50 left: exit 8, says ¥0.30 is missing, nothing sent."""
     sim = start_sim(balance=Decimal("0.5"))
     project.manifest.write_text(FOUR_SHOPS)
     ran = cli("run", str(project.manifest), "--base-url", sim.base_url, "--yes",
               "--balance-unit", "CNY")
     assert ran.returncode == 8, ran.stdout + ran.stderr
-    assert "0.30 CNY is missing" in ran.stderr
+    assert "¥0.30 is missing" in ran.stderr
     assert sim.ledger().submissions == 0
 
 

@@ -222,7 +222,7 @@ def test_output_dir_outside_the_project_is_refused_with_its_position(
     manifest.write_text(MANIFEST.replace("name: one\n", "name: one\noutput_dir: ../../away\n"))
     out = imgspec("plan", "manifests/one.yaml", cwd=one.root)
     assert out.returncode == 1
-    assert "one.yaml:3:13: output_dir:" in out.stderr
+    assert "one.yaml:3:13: error: output_dir:" in out.stderr
     assert "outside the project" in out.stderr
     assert not (one.root.parent / "away").exists()
 

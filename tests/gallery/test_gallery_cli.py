@@ -147,5 +147,6 @@ def test_a_broken_review_file_is_reported_with_its_line(tmp_path: Path) -> None:
     review.write_text("version: 1\ndecisions:\n  - key: x\n    image: -1\n")
     done = imgspec("plan", str(manifest), cwd=tmp_path, check=False)
     assert done.returncode == 1
-    assert f"{review}:4:12: decisions[0].image: -1 is less than the minimum of 0" in done.stderr
-    assert f"{review}:3:5: decisions[0]: 'verdict' is required" in done.stderr
+    assert (f"{review}:4:12: error: decisions[0].image: -1 is less than the minimum of 0"
+            in done.stderr)
+    assert f"{review}:3:5: error: decisions[0]: 'verdict' is required" in done.stderr

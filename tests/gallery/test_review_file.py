@@ -71,7 +71,7 @@ def test_schema_errors_name_the_line() -> None:
     with pytest.raises(ReviewError) as caught:
         parse_review(TEXT.replace("verdict: pick", "verdict: keep"), source="r.yaml")
     message = str(caught.value)
-    assert "r.yaml:10:14: decisions[1].verdict" in message
+    assert "r.yaml:10:14: error: decisions[1].verdict" in message
     assert "one of: pick, reject, reroll" in message
 
 

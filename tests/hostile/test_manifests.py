@@ -69,7 +69,7 @@ def test_watermark_yes_is_refused_with_advice(tmp_path: Path) -> None:
     """`watermark: yes` is the text yes in YAML 1.2: exit 1 at it, saying true or false (8.7)."""
     name = write(tmp_path, "jobs:\n  a: {prompt: x, watermark: yes}\n")
     assert_refused(imgspec(tmp_path, "validate", name),
-                   "m.yaml:5:29: jobs.a.watermark:", "write true or false")
+                   "m.yaml:5:29: error: jobs.a.watermark:", "write true or false")
 
 
 def test_ratio_without_quotes_is_a_size_with_a_warning(tmp_path: Path) -> None:
@@ -99,7 +99,7 @@ def test_lone_surrogate_in_a_prompt_is_refused(tmp_path: Path, command: str) -> 
     """`"\\uD800"` in a prompt was a UnicodeEncodeError (exit 70) (9.5)."""
     name = write(tmp_path, 'jobs:\n  a: {prompt: "x\\uD800"}\n')
     assert_refused(imgspec(tmp_path, command, name),
-                   "m.yaml:5:15: jobs.a.prompt: the text holds a lone surrogate U+D800",
+                   "m.yaml:5:15: error: jobs.a.prompt: the text holds a lone surrogate U+D800",
                    "write the character itself")
 
 
@@ -109,7 +109,7 @@ def test_lone_surrogate_made_by_a_template_escape_is_refused(tmp_path: Path,
     """A Jinja escape (`{{ "\\ud800" }}`) makes a lone surrogate only when rendered (9.5)."""
     name = write(tmp_path, "jobs:\n  a: {prompt: '{{ \"\\ud800\" }}'}\n")
     assert_refused(imgspec(tmp_path, command, name),
-                   "m.yaml:5:15: jobs.a.prompt: the rendered text is not sendable: the text "
+                   "m.yaml:5:15: error: jobs.a.prompt: the rendered text is not sendable: the text "
                    "holds a lone surrogate U+D800")
 
 
@@ -117,7 +117,7 @@ def test_lone_surrogate_in_an_image_path_is_refused(tmp_path: Path) -> None:
     """`"\\uD800.png"` as an input image was a UnicodeEncodeError (exit 70) (9.5)."""
     name = write(tmp_path, 'jobs:\n  a: {prompt: x, image_urls: ["\\uD800.png"]}\n')
     assert_refused(imgspec(tmp_path, "validate", name),
-                   "m.yaml:5:31: jobs.a.image_urls[0]: the text holds a lone surrogate")
+                   "m.yaml:5:31: error: jobs.a.image_urls[0]: the text holds a lone surrogate")
 
 
 @pytest.mark.parametrize("command", ["validate", "plan"])
@@ -125,21 +125,22 @@ def test_nan_budget_is_refused(tmp_path: Path, command: str) -> None:
     """`max_cost: .nan` was an InvalidOperation (exit 70) at plan time (9.5)."""
     name = write(tmp_path, "budget: {max_cost: .nan}\njobs:\n  a: {prompt: x}\n")
     assert_refused(imgspec(tmp_path, command, name),
-                   "m.yaml:4:20: budget.max_cost: .nan is not a finite number", "write a number")
+                   "m.yaml:4:20: error: budget.max_cost: .nan is not a finite number",
+                   "write a number")
 
 
 def test_infinite_price_is_refused_at_its_position(tmp_path: Path) -> None:
     """`.inf` as a price was exit 2 with no position; now exit 1 at the value (9.5)."""
     name = write(tmp_path, "pricing: {wan2.7-image: .inf}\njobs:\n  a: {prompt: x}\n")
     assert_refused(imgspec(tmp_path, "plan", name),
-                   "m.yaml:4:25: pricing.wan2.7-image: .inf is not a finite number")
+                   "m.yaml:4:25: error: pricing.wan2.7-image: .inf is not a finite number")
 
 
 def test_huge_price_is_refused(tmp_path: Path) -> None:
     """A price of 1e300 was an InvalidOperation (exit 70) when the plan printed it (9.5)."""
     name = write(tmp_path, "pricing: {wan2.7-image: 1.0e+300}\njobs:\n  a: {prompt: x}\n")
     assert_refused(imgspec(tmp_path, "plan", name),
-                   "m.yaml:4:25: pricing.wan2.7-image:", "use an amount from 0 to")
+                   "m.yaml:4:25: error: pricing.wan2.7-image:", "use an amount from 0 to")
 
 
 @pytest.mark.parametrize("where", ["vars:\n  x: ", "jobs:\n  a:\n    prompt: x\n    matrix:\n"
@@ -158,7 +159,7 @@ def test_5000_digit_integer_is_refused(tmp_path: Path) -> None:
     """A 5,001-digit number was a ValueError from int() (exit 70) (9.5)."""
     name = write(tmp_path, "jobs:\n  a: {prompt: x, seed: 1" + "0" * 5000 + "}\n")
     assert_refused(imgspec(tmp_path, "validate", name),
-                   "m.yaml:5:24: jobs.a.seed: the whole number is outside",
+                   "m.yaml:5:24: error: jobs.a.seed: the whole number is outside",
                    "use a smaller number, or quote it")
 
 
@@ -177,7 +178,7 @@ def test_cycle_in_a_long_chain_is_refused_with_advice(tmp_path: Path) -> None:
     jobs = "".join(f"  j{i}: {{prompt: x, needs: [j{(i - 1) % 2000}]}}\n" for i in range(2000))
     name = write(tmp_path, "jobs:\n" + jobs)
     assert_refused(imgspec(tmp_path, "validate", name),
-                   "m.yaml:6:3: jobs.j1: jobs form a cycle: j1 -> j2 -> j3",
+                   "m.yaml:6:3: error: jobs.j1: jobs form a cycle: j1 -> j2 -> j3",
                    "remove one of the from:/needs: edges")
 
 

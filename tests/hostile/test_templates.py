@@ -631,7 +631,7 @@ def test_template_bomb_is_a_clean_error(template: str, stopped_by: str) -> None:
     with pytest.raises(ManifestError) as info:
         expand(parsed, workspace)
     message = str(info.value)
-    assert "m.yaml:5:13: jobs.poster.prompt:" in message
+    assert "m.yaml:5:13: error: jobs.poster.prompt:" in message
     assert "(instance poster)" in message
     assert stopped_by in message
     assert "out of memory" not in message
@@ -647,7 +647,7 @@ def test_bombs_in_other_fields_name_that_field(field: str) -> None:
     parsed = parse_manifest(manifest(field, template), file="m.yaml", workspace=workspace)
     with pytest.raises(ManifestError) as info:
         expand(parsed, workspace)
-    assert f"m.yaml:6:{len(field) + 7}: jobs.poster.{field}:" in str(info.value)
+    assert f"m.yaml:6:{len(field) + 7}: error: jobs.poster.{field}:" in str(info.value)
     assert "too costly to render" in str(info.value)
 
 
@@ -672,9 +672,9 @@ def test_validate_reports_bombs_with_positions_and_no_traceback(tmp_path: Path) 
     )
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
-    assert f"{path}:5:13: jobs.slow.prompt: the template is too costly to render" in output
+    assert f"{path}:5:13: error: jobs.slow.prompt: the template is too costly to render" in output
     assert "(in 500 instances, e.g. slow@v=0)" in output
-    assert f"{path}:8:13: jobs.wide.prompt: the template is too costly to render" in output
-    assert f"{path}:10:13: jobs.deep.prompt: the template recurses too deeply" in output
-    assert f"{path}:12:13: jobs.nested.prompt: the template is nested too deeply" in output
+    assert f"{path}:8:13: error: jobs.wide.prompt: the template is too costly to render" in output
+    assert f"{path}:10:13: error: jobs.deep.prompt: the template recurses too deeply" in output
+    assert f"{path}:12:13: error: jobs.nested.prompt: the template is nested too deeply" in output
     assert "Traceback" not in output

@@ -104,12 +104,12 @@ def test_invalid_manifest_names_its_side(repo: Repo) -> None:
                .replace("    image_urls: [assets/mark.png]\n", ""))
     at_ref = repo.imgspec("diff", PATH)
     assert at_ref.returncode == 1
-    assert at_ref.stderr.startswith("the manifest at HEAD is invalid:")
+    assert at_ref.stderr.startswith("error: the manifest at HEAD is invalid:")
     assert "HEAD:manifests/shop.yaml:" in at_ref.stderr
     repo.write(PATH, "version: 1\nname: shop\njobs: {}\n")
     here = repo.imgspec("diff", PATH)
     assert here.returncode == 1
-    assert here.stderr.startswith("the manifest in the working tree is invalid:")
+    assert here.stderr.startswith("error: the manifest in the working tree is invalid:")
 
 
 def test_unknown_revision_and_new_manifest(repo: Repo) -> None:

@@ -55,9 +55,50 @@ def test_init_scaffolds_registers_and_is_idempotent(repo: Repo) -> None:
     assert second.returncode == 0
     assert "created" not in second.stdout
     assert "updated" not in second.stdout
-    assert second.stdout.count("unchanged") == 4
+    assert second.stdout.count("unchanged") == 6
     assert (repo.root / ".gitattributes").read_text() == f"*.png binary\n{ATTRIBUTE}\n"
     assert (repo.root / ".git" / "config").read_text() == config
+
+
+def test_after_init_a_simulated_run_leaves_only_files_meant_for_git(repo: Repo) -> None:
+    """init ignores what runs write: after a --simulate run git sees only the manifest,
+    its schema and init's own git files."""
+    assert repo.imgspec("init").returncode == 0
+    done = repo.imgspec("run", "--simulate", "manifests/example.yaml")
+    assert done.returncode == 0, done.stderr
+    assert (repo.root / "outputs" / "example.simulate").is_dir()
+    status = repo.git("status", "--porcelain", "--untracked-files=all").stdout.split("\n")
+    assert sorted(line for line in status if line) == [
+        "?? .gitattributes", "?? .gitignore", "?? manifests/example.yaml",
+        "?? schemas/manifest.schema.json"]
+
+
+def test_init_points_the_starter_manifest_at_a_schema_editors_can_read(repo: Repo) -> None:
+    """The starter's yaml-language-server line names the file init wrote, which is the
+    schema `imgspec schema` prints; a second init over an edited copy restores it."""
+    assert repo.imgspec("init").returncode == 0
+    manifest = repo.root / "manifests" / "example.yaml"
+    first = manifest.read_text().splitlines()[0]
+    assert first == "# yaml-language-server: $schema=../schemas/manifest.schema.json"
+    target = (manifest.parent / first.split("=", 1)[1]).resolve()
+    printed = repo.imgspec("schema")
+    assert printed.returncode == 0
+    assert target.read_text() == printed.stdout
+    target.write_text("{}")
+    again = repo.imgspec("init")
+    assert "updated   manifest schema for editors" in again.stdout
+    assert target.read_text() == printed.stdout
+
+
+def test_init_adds_only_the_ignore_lines_missing(repo: Repo) -> None:
+    """init keeps the user's .gitignore and appends only what it lacks, once."""
+    repo.write(".gitignore", "*.psd\noutputs/\n")
+    assert repo.imgspec("init").returncode == 0
+    assert repo.imgspec("init").returncode == 0
+    lines = (repo.root / ".gitignore").read_text().splitlines()
+    assert lines[:2] == ["*.psd", "outputs/"]
+    assert lines.count("outputs/") == 1
+    assert "*.simulate.lock.json" in lines
 
 
 def test_init_keeps_an_existing_manifest_and_outside_git_says_what_to_do(

@@ -182,7 +182,7 @@ def test_undefined_variable_error_names_everything(build: Build) -> None:
             prompt: "{{ shop }} in {{ season }}"
             matrix: {shop: [bakery]}
     """)
-    assert "m.yaml:6:13: jobs.s.prompt: undefined variable 'season'" in text
+    assert "m.yaml:6:13: error: jobs.s.prompt: undefined variable 'season'" in text
     assert "s@shop=bakery" in text
 
 
@@ -228,7 +228,7 @@ def test_modes(build: Build) -> None:
 def test_api_rule_errors_point_at_the_field(build: Build) -> None:
     """An API rule broken by a rendered request points at the field's line."""
     text = error_text(build, "jobs:\n  a:\n    prompt: x\n    n: 6\n")
-    assert "m.yaml:6:8: jobs.a.n:" in text
+    assert "m.yaml:6:8: error: jobs.a.n:" in text
 
 
 def test_api_rule_errors_point_at_the_matrix_axis(build: Build) -> None:
@@ -329,7 +329,7 @@ def test_duplicate_axis_value_is_refused_with_both_positions(build: Build) -> No
     """`a: [x, x, y]` makes two instances with one key: an error at the second value
     naming the first one's position (issue 8.2)."""
     text = error_text(build, "jobs:\n  m: {prompt: x, matrix: {a: [x, x, y]}}\n")
-    assert ("m.yaml:4:34: jobs.m.matrix.a[1]: this makes a second instance with the key of "
+    assert ("m.yaml:4:34: error: jobs.m.matrix.a[1]: this makes a second instance with the key of "
             "'m@a=x', which jobs.m.matrix.a[0] (m.yaml:4:31) already makes") in text
     assert "1 error:" in text
 
@@ -354,7 +354,7 @@ def test_duplicate_include_rows_are_refused(build: Build) -> None:
                 - {p: vase}
                 - {p: vase}
     """)
-    assert ("m.yaml:10:11: jobs.m.matrix.include[1]: this makes a second instance with the "
+    assert ("m.yaml:10:11: error: jobs.m.matrix.include[1]: this makes a second instance with the "
             "key of 'm@p=vase', which jobs.m.matrix.include[0] (m.yaml:9:11)") in text
 
 
@@ -362,7 +362,7 @@ def test_duplicate_csv_rows_are_refused_at_their_lines(build: Build) -> None:
     """A catalogue with the same row twice points into the CSV at both lines."""
     text = error_text(build, "jobs:\n  c: {prompt: '{{ p }}', matrix: {include: r.csv}}\n",
                       {"r.csv": "p,q\nvase,1\ncan,2\nvase,1\n"})
-    assert ("r.csv:4:1: [2]: this makes a second instance with the key of 'c@p=vase,q=1', "
+    assert ("r.csv:4:1: error: [2]: this makes a second instance with the key of 'c@p=vase,q=1', "
             "which [0] (r.csv:2:1) already makes") in text
 
 
@@ -392,7 +392,7 @@ def test_shared_output_folder_is_refused_whichever_comes_first(build: Build) -> 
 def test_missing_model_is_an_error_with_position_and_advice() -> None:
     """Without model anywhere the job is refused at its key, with the fix (issue 8.7)."""
     text = bare_error("jobs:\n  a: {prompt: '{{ s }}', matrix: {s: [1, 2]}}\n")
-    assert ("m.yaml:4:3: jobs.a: no model: the API needs one in every request (in 2 "
+    assert ("m.yaml:4:3: error: jobs.a: no model: the API needs one in every request (in 2 "
             "instances, e.g. a@s=1); set model in defaults: or in the job, e.g. model: "
             "wan2.7-image") in text
 
@@ -419,7 +419,7 @@ def test_appended_row_without_model_is_blamed_on_the_row() -> None:
               s: [p]
               include: [{s: q, style: new}]
     """)
-    assert "m.yaml:9:17: jobs.a.matrix.include[0]: no model" in text
+    assert "m.yaml:9:17: error: jobs.a.matrix.include[0]: no model" in text
     assert "jobs.a: no model" in text  # the product row has none either, blamed on the job
 
 
@@ -432,7 +432,7 @@ def test_huge_max_instances_still_fails_by_counting() -> None:
     text = bare_error(
         f"max_instances: 1000000000000000000\ndefaults: {{model: wan2.7-image}}\n"
         f"jobs:\n  a:\n    prompt: x\n    matrix: {{x: {axis}, y: {axis}, z: {axis}}}\n")
-    assert "m.yaml:8:13: jobs.a.matrix: the axes multiply to 64,000,000 combinations" in text
+    assert "m.yaml:8:13: error: jobs.a.matrix: the axes multiply to 64,000,000 combinations" in text
     assert "whatever max_instances says" in text
 
 
@@ -441,7 +441,7 @@ def test_manifest_wide_ceiling(build: Build, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(sys.modules["pipeline.expand"], "MAX_INSTANCES_CEILING", 5)
     text = error_text(build, "jobs:\n  a: {prompt: x, matrix: {i: [1, 2, 3]}}\n"
                              "  b: {prompt: x, matrix: {i: [1, 2, 3]}}\n")
-    assert "m.yaml:5:3: jobs.b: with this job's 3 instances the manifest expands" in text
+    assert "m.yaml:5:3: error: jobs.b: with this job's 3 instances the manifest expands" in text
 
 
 def test_upstream_join_is_counted_before_it_is_built(build: Build) -> None:

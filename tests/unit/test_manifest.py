@@ -49,10 +49,10 @@ def test_all_errors_at_once_with_positions(parse: Parse) -> None:
     """)
     assert len(found) == 3
     assert found == sorted(found, key=lambda e: int(e.split(":")[1]))
-    assert any(e.startswith("m.yaml:8:5: jobs.a.sise: unknown field 'sise'; did you mean 'size'")
-               for e in found)
-    assert any(e.startswith("m.yaml:7:8: jobs.a.n:") for e in found)
-    assert any(e.startswith("m.yaml:10:12: jobs.b.model:") for e in found)
+    assert any(e.startswith("m.yaml:8:5: error: jobs.a.sise: unknown field 'sise'; "
+                            "did you mean 'size'") for e in found)
+    assert any(e.startswith("m.yaml:7:8: error: jobs.a.n:") for e in found)
+    assert any(e.startswith("m.yaml:10:12: error: jobs.b.model:") for e in found)
 
 
 def test_missing_required_field(parse: Parse) -> None:

@@ -48,7 +48,7 @@ def warnings_of(problems: list[Problem]) -> list[Problem]:
     return [p for p in problems if p.severity == "warning"]
 
 
-# The seven example bodies of shared/api/000_8134b1c39e2c8e46.txt, verbatim.
+# The seven example bodies of APIMart's wan2.7 generation page (docs/apimart.md), verbatim.
 DOC_EXAMPLES: list[dict[str, object]] = [
     {
         "model": "wan2.7-image-pro",
