@@ -222,8 +222,8 @@ def test_a_review_decision_follows_the_umask_and_removes_a_killed_write(
     server = Server(manifest)
     try:
         answer = httpx.post(server.url + "api/decide", timeout=30, json={
-            "key": REROLLED, "image": 0, "sha256": entry["outputs"][0]["sha256"],
-            "verdict": "pick"})
+            "client": "page-1", "key": REROLLED, "image": 0,
+            "sha256": entry["outputs"][0]["sha256"], "verdict": "pick"})
     finally:
         server.stop()
     assert answer.status_code == 200
