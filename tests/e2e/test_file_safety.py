@@ -222,7 +222,7 @@ def test_a_review_decision_follows_the_umask_and_removes_a_killed_write(
     server = Server(manifest)
     try:
         answer = httpx.post(server.url + "api/decide", timeout=30, json={
-            "client": "page-1", "key": REROLLED, "image": 0,
+            "client": "page-of-one", "key": REROLLED, "image": 0,
             "sha256": entry["outputs"][0]["sha256"], "verdict": "pick"})
     finally:
         server.stop()
