@@ -43,6 +43,16 @@ jobs:
     prompt: "A logo for {{ brand }}"
     image_urls: [assets/mark.png]
 """
+# One job of two images, in a manifest of its own (``one.yaml``).
+ONE_PICTURE = """\
+version: 1
+name: one
+defaults: {model: wan2.7-image, size: 1K}
+jobs:
+  pic:
+    prompt: "A red apple"
+    n: 2
+"""
 INSTANCES = 7
 IMAGES = 4 * 2 + 2 + 1
 

@@ -18,18 +18,10 @@ import httpx
 import pytest
 
 from pipeline.simulator import RunningSimulator
-from tests.e2e.conftest import KEY, ROOT, Project
+from tests.e2e.conftest import KEY, ONE_PICTURE, ROOT, Project
 from tests.simulator.simkit import StartSim
 
-MANIFEST = """\
-version: 1
-name: one
-defaults: {model: wan2.7-image, size: 1K}
-jobs:
-  pic:
-    prompt: "A red apple"
-    n: 2
-"""
+MANIFEST = ONE_PICTURE
 
 
 def imgspec(*args: str, cwd: Path,

@@ -23,17 +23,9 @@ import httpx
 import pytest
 
 from pipeline.simulator import RunningSimulator
-from tests.e2e.conftest import KEY, ROOT
+from tests.e2e.conftest import KEY, ONE_PICTURE, ROOT
 
-MANIFEST = """\
-version: 1
-name: one
-defaults: {model: wan2.7-image, size: 1K}
-jobs:
-  pic:
-    prompt: "A red apple"
-    n: 2
-"""
+MANIFEST = ONE_PICTURE
 SECRET = b"the contents of a private file outside the project"
 REFUSAL_WAIT = 60.0  # seconds: a refused `review` exits at once; one that serves is killed
 
