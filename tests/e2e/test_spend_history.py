@@ -8,6 +8,7 @@ the lockfiles' recorded spend must agree with.
 from __future__ import annotations
 
 import json
+import shutil
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -88,9 +89,16 @@ def test_a_second_clone_replayed_by_the_api_records_charged_0(
 def test_a_copy_in_another_manifest_notes_the_lockfile_that_paid(
         tmp_path: Path, sim: RunningSimulator) -> None:
     """A manifest whose submissions replay another manifest's of the same project records
-    them as charged 0, naming the lockfile and entry that paid."""
+    them as charged 0, naming the lockfile and entry that paid (the paid images are gone
+    and their links unrecorded, so they cannot be reused: the requests are sent again)."""
     project = cups(tmp_path)
     assert run(project, sim).returncode == 0
+    shutil.rmtree(project.outputs)
+    lock = json.loads(project.lockfile.read_text())
+    for entry in lock["entries"].values():
+        entry["outputs"] = [{k: v for k, v in o.items() if k not in ("url", "expires_at")}
+                            for o in entry["outputs"]]
+    project.lockfile.write_text(json.dumps(lock, indent=2))
     copy = project.root / "manifests" / "copy.yaml"
     copy.write_text(CUPS.replace("name: shop", "name: shop-copy"))
     result = imgspec_process("run", str(copy), "--base-url", sim.base_url, "--yes")

@@ -19,6 +19,7 @@ CORE = (
     "rules", "schema", "selection", "spec", "bounds", "sandbox", "templates",
     "links", "moves", "reuse",
     "views.balance", "views.diff", "views.graph", "views.plan", "views.status", "views.teams",
+    "views.reference",
     "endpoint",
 )
 # The shell: the modules that talk to disks, networks, processes and clocks.
