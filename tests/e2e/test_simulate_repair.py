@@ -56,3 +56,25 @@ def test_simulate_reuses_an_earlier_processes_upload_without_a_warning(
         ledger = sim.ledger()
     assert ledger.uploads == 1
     assert ledger.tasks_created == INSTANCES + 1
+
+
+def test_a_replayed_submission_sends_the_upload_url_it_first_sent(project: Project) -> None:
+    """A submission left unanswered by a killed --simulate process replays its key with the
+    body it first sent: the upload URL of the earlier process's port, not this one's."""
+    first = simulate(project, "0.05")
+    output, _ = first.communicate(timeout=120)
+    assert first.returncode == 0, output
+    sim_lock = project.root / "manifests" / "shop.simulate.lock.json"
+    lock = json.loads(sim_lock.read_text())
+    logo = lock["entries"]["logo"]
+    # As a kill right after the POST left it: the key recorded, the task id not yet.
+    logo.update(status="submitting", task_id=None, outputs=[], cost=0, charged=0)
+    sim_lock.write_text(json.dumps(lock, indent=2))
+    second = simulate(project, "0.05")
+    output, _ = second.communicate(timeout=120)
+    assert second.returncode == 0, output
+    assert "different request body" not in output
+    with run_in_thread(SimulatorConfig(state=state_file(project))) as sim:
+        ledger = sim.ledger()
+    assert ledger.tasks_created == INSTANCES  # the replay found the task it made
+    assert ledger.images_charged == IMAGES
