@@ -165,11 +165,40 @@ class Journey(RuleBasedStateMachine):
 
     @rule()
     def rename_job(self) -> None:
-        """Rename the matrix job (a <-> shops)."""
+        """Rename the matrix job (a <-> shops), dropping any ``moved:`` block."""
         m = self.world.model
         m.a_name = "shops" if m.a_name == "a" else "a"
+        m.moved = []
         self.world.write_manifest()
         self.world.note(f"rename the matrix job to {m.a_name}")
+
+    @rule()
+    def rename_with_moved(self) -> None:
+        """Rename the matrix job and say so in a ``moved:`` block."""
+        m = self.world.model
+        old, m.a_name = m.a_name, "shops" if m.a_name == "a" else "a"
+        m.moved = [(old, m.a_name)]
+        self.world.write_manifest()
+        self.world.note(f"rename the matrix job to {m.a_name}, with moved: from {old}")
+
+    @rule(dry_run=st.booleans())
+    def rename_by_lock_mv(self, dry_run: bool) -> None:
+        """Rename the matrix job and ``imgspec lock mv`` its entries (or only look)."""
+        m = self.world.model
+        old, m.a_name = m.a_name, "shops" if m.a_name == "a" else "a"
+        m.moved = []
+        self.world.write_manifest()
+        self.world.lock_mv(old, m.a_name, dry_run)
+
+    @rule()
+    def copy_job(self) -> None:
+        """Copy the matrix job into a second manifest of the project and run it."""
+        self.world.copy_job()
+
+    @rule(fresh=st.booleans())
+    def run_clone(self, fresh: bool) -> None:
+        """Run the manifest in another checkout (lockfiles, no outputs) on the account."""
+        self.world.run_clone(fresh)
 
     @rule(pick=picks, how=st.sampled_from(["delete", "truncate"]))
     def damage_output(self, pick: int, how: str) -> None:
