@@ -2,7 +2,9 @@
 
 A hypothesis state machine edits a small project the way people do (prompts, matrix
 values, CSV rows, jobs added, removed and renamed, outputs and the index deleted or
-damaged), runs `imgspec` in subprocesses from different folders with relative and absolute
+damaged), refactors it (renames with a ``moved:`` block or ``imgspec lock mv``, a job
+copied into a second manifest, clones of the project on the same account), runs
+`imgspec` in subprocesses from different folders with relative and absolute
 paths, with filters, faults, SIGKILL and Ctrl-C, and after every step checks what a careful
 user expects (see ``world.py``).
 
@@ -268,5 +270,6 @@ def journey_sim() -> Iterator[SharedSim]:
 
 @pytest.mark.timeout(0 if BY_HAND else 300)  # a long run by hand takes what it takes
 def test_user_journeys_keep_every_promise(journey_sim: SharedSim) -> None:
-    """Random edit/run/kill/prune/verify journeys: paid once per change, nothing lost."""
+    """Random edit/refactor/run/kill/prune/verify journeys, clones on one account: paid
+    once per request, the account's spend is what the lockfiles record, nothing lost."""
     run_machine(Journey, settings=journey_settings())

@@ -7,6 +7,13 @@ The oracle is written from what a user can know, not from imgspec's output text:
   manifest, not read back from imgspec);
 - an instance is paid for once per change of its rendered request: the simulator's own
   record of which request each task was charged for is the judge (``Charges``);
+- a request whose paid result the project still holds (a done entry of any of its
+  lockfiles, or a kept output folder's ``meta.json``, with every image's file intact or
+  every link unexpired: ``World.held``) is owed nothing, under whatever name, manifest
+  or clone it is asked for again;
+- the account paid exactly what the lockfiles of the project and its clones record
+  (entries' charges and retired history, the history a clone shares counted once),
+  checked after every step (``World.check_money``);
 - a run that exits 0 leaves every instance it was asked to do done, with its files intact
   and an ``index.json``;
 - a lock entry marked done names files that exist with the recorded sha256 (unless the user
@@ -554,8 +561,12 @@ class World:
         recorded = set(self.lock().entries)
         # The plan is made against the lockfile as a ``moved:`` block leaves it: a carried
         # entry is no orphan (one the block cannot carry still is).
+        # A job's move carries every entry, so one the manifest no longer describes is
+        # orphaned under its new name.
         beyond = recorded - set(expected)
-        self.check(beyond - self.pending_moves(beyond) <= set(plan["orphaned"]) <= beyond,
+        pending = self.pending_moves(beyond)
+        carried = {self.moved_name(k) for k in pending} - set(expected)
+        self.check(beyond - pending <= set(plan["orphaned"]) <= beyond | carried,
                    f"orphaned {plan['orphaned']} but the lockfile has "
                    f"{sorted(recorded - set(expected))} beyond the manifest")
         return plan
@@ -721,6 +732,12 @@ class World:
         items = json.loads(planned.out)["items"]
         held = self.held(root)
         files_before = self.files()
+        path = root / "manifests" / manifest.removeprefix("manifests/").replace(
+            ".yaml", ".lock.json")
+        lock = current_lock(path, manifest=path.name.replace(".lock.json", ".yaml"))
+        # A changed instance's old images are replaced; anything else must stay.
+        redone = {i["key"] for i in items if i["status"] != "up-to-date"}
+        replaced = {d for d, key in self.owners(lock, path.parent).items() if key in redone}
         before = self.sim.charges()
         owed = [i for i in items if i["fingerprint"] not in held
                 and i["status"] != "up-to-date"]
@@ -741,8 +758,6 @@ class World:
         self.check(paid <= plan_images,
                    f"{label}: the run charged {paid} images; its plan said {plan_images}")
         self.check_charges(after)
-        path = root / "manifests" / manifest.removeprefix("manifests/").replace(
-            ".yaml", ".lock.json")
         lock = current_lock(path, manifest=path.name.replace(".lock.json", ".yaml"))
         for item in items:
             entry = lock.entries.get(item["key"])
@@ -750,7 +765,7 @@ class World:
                        f"{label} exited 0 but {item['key']} is not done")
         self.synced[path] = {i["key"] for i in items}
         if root == self.root:
-            self.check_kept(files_before, may_go=set(), may_go_dirs=set())
+            self.check_kept(files_before, may_go=set(), may_go_dirs=replaced)
 
     def copy_job(self) -> None:
         """Copy the matrix job, as it is now, into a second manifest of the project."""
@@ -781,6 +796,12 @@ class World:
         """The keys a ``moved:`` block of the manifest may carry to another name."""
         froms = {a for a, _ in self.model.moved}
         return {k for k in keys if k.split("@", 1)[0] in froms}
+
+    def moved_name(self, key: str) -> str:
+        """The key a pending ``moved:`` block gives ``key``."""
+        job, _, rest = key.partition("@")
+        target = dict(self.model.moved).get(job, job)
+        return f"{target}@{rest}" if rest else target
 
     def lock_mv(self, old: str, new: str, dry_run: bool) -> None:
         """``imgspec lock mv``: entries move with their files and spend, or it refuses."""
@@ -1042,9 +1063,12 @@ class World:
         expected = set(self.model.instances())
         orphaned = set(lock_before.entries) - expected
         lock = self.lock()
-        # Orphans a ``moved:`` block has yet to carry may be kept for the next run.
+        # Orphans a ``moved:`` block has yet to carry may be kept for the next run, or
+        # carried now.
         kept = set(lock_before.entries) - orphaned
-        self.check(kept <= set(lock.entries) <= kept | self.pending_moves(orphaned),
+        pending = self.pending_moves(orphaned)
+        self.check(kept <= set(lock.entries)
+                   <= kept | pending | {self.moved_name(k) for k in pending},
                    f"prune left {sorted(set(lock.entries) - expected)} and dropped "
                    f"{sorted(set(lock_before.entries) - set(lock.entries) - orphaned)}")
         orphaned = set(lock_before.entries) - set(lock.entries)
