@@ -1026,6 +1026,10 @@ class World:
         folder, arg = self.where(cwd, style)
         self.note(f"run --simulate from {cwd} ({style} path), Ctrl-C: {interrupt}")
         files_before = self.files()
+        # A ``moved:`` block carries the demo's entries and images to their new folders.
+        moving = {d for d, key in self.owners(self.lock(simulate=True),
+                                              self.sim_lock_path.parent).items()
+                  if self.pending_moves({key})}
         outcome = self.imgspec(
             ["run", "--simulate", arg, "--concurrency", "4"], folder,
             interrupt="int" if interrupt else "none", moment="task",
@@ -1048,7 +1052,7 @@ class World:
         self.check_kept({p: s for p, s in files_before.items() if demo not in p.parents},
                         may_go=set(), may_go_dirs=set())
         self.check_kept({p: s for p, s in files_before.items() if demo in p.parents},
-                        may_go=set(), may_go_dirs=set(owners))
+                        may_go=set(), may_go_dirs=set(owners) | moving)
 
     def prune(self, *, cwd: Cwd, style: PathStyle) -> None:
         """``imgspec prune``: orphaned entries go, nothing else."""
