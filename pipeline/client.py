@@ -239,7 +239,14 @@ async def _uncancelled(work: Awaitable[T]) -> T:
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
-        await asyncio.wait({future})
+        # Cancelled again while waiting (Ctrl-C cancels the run, then the loop's
+        # shutdown cancels what is left): still wait, or the caller closes the file
+        # descriptor under the thread.
+        while not future.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({future})
+        if not future.cancelled():
+            future.exception()  # retrieved: the cancellation is what the caller reports
         raise
 
 

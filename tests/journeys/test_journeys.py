@@ -2,7 +2,9 @@
 
 A hypothesis state machine edits a small project the way people do (prompts, matrix
 values, CSV rows, jobs added, removed and renamed, outputs and the index deleted or
-damaged), runs `imgspec` in subprocesses from different folders with relative and absolute
+damaged), refactors it (renames with a ``moved:`` block or ``imgspec lock mv``, a job
+copied into a second manifest, clones of the project on the same account), runs
+`imgspec` in subprocesses from different folders with relative and absolute
 paths, with filters, faults, SIGKILL and Ctrl-C, and after every step checks what a careful
 user expects (see ``world.py``).
 
@@ -165,11 +167,40 @@ class Journey(RuleBasedStateMachine):
 
     @rule()
     def rename_job(self) -> None:
-        """Rename the matrix job (a <-> shops)."""
+        """Rename the matrix job (a <-> shops), dropping any ``moved:`` block."""
         m = self.world.model
         m.a_name = "shops" if m.a_name == "a" else "a"
+        m.moved = []
         self.world.write_manifest()
         self.world.note(f"rename the matrix job to {m.a_name}")
+
+    @rule()
+    def rename_with_moved(self) -> None:
+        """Rename the matrix job and say so in a ``moved:`` block."""
+        m = self.world.model
+        old, m.a_name = m.a_name, "shops" if m.a_name == "a" else "a"
+        m.moved = [(old, m.a_name)]
+        self.world.write_manifest()
+        self.world.note(f"rename the matrix job to {m.a_name}, with moved: from {old}")
+
+    @rule(dry_run=st.booleans())
+    def rename_by_lock_mv(self, dry_run: bool) -> None:
+        """Rename the matrix job and ``imgspec lock mv`` its entries (or only look)."""
+        m = self.world.model
+        old, m.a_name = m.a_name, "shops" if m.a_name == "a" else "a"
+        m.moved = []
+        self.world.write_manifest()
+        self.world.lock_mv(old, m.a_name, dry_run)
+
+    @rule()
+    def copy_job(self) -> None:
+        """Copy the matrix job into a second manifest of the project and run it."""
+        self.world.copy_job()
+
+    @rule(fresh=st.booleans())
+    def run_clone(self, fresh: bool) -> None:
+        """Run the manifest in another checkout (lockfiles, no outputs) on the account."""
+        self.world.run_clone(fresh)
 
     @rule(pick=picks, how=st.sampled_from(["delete", "truncate"]))
     def damage_output(self, pick: int, how: str) -> None:
@@ -239,5 +270,6 @@ def journey_sim() -> Iterator[SharedSim]:
 
 @pytest.mark.timeout(0 if BY_HAND else 300)  # a long run by hand takes what it takes
 def test_user_journeys_keep_every_promise(journey_sim: SharedSim) -> None:
-    """Random edit/run/kill/prune/verify journeys: paid once per change, nothing lost."""
+    """Random edit/refactor/run/kill/prune/verify journeys, clones on one account: paid
+    once per request, the account's spend is what the lockfiles record, nothing lost."""
     run_machine(Journey, settings=journey_settings())

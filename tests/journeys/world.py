@@ -7,6 +7,13 @@ The oracle is written from what a user can know, not from imgspec's output text:
   manifest, not read back from imgspec);
 - an instance is paid for once per change of its rendered request: the simulator's own
   record of which request each task was charged for is the judge (``Charges``);
+- a request whose paid result the project still holds (a done entry of any of its
+  lockfiles, or a kept output folder's ``meta.json``, with every image's file intact or
+  every link unexpired: ``World.held``) is owed nothing, under whatever name, manifest
+  or clone it is asked for again;
+- the account paid exactly what the lockfiles of the project and its clones record
+  (entries' charges and retired history, the history a clone shares counted once),
+  checked after every step (``World.check_money``);
 - a run that exits 0 leaves every instance it was asked to do done, with its files intact
   and an ``index.json``;
 - a lock entry marked done names files that exist with the recorded sha256 (unless the user
@@ -32,7 +39,8 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
@@ -89,6 +97,8 @@ class Charges:
     untracked: frozenset[str]  # tasks created without an Idempotency-Key
     task_images: Mapping[str, int]  # unrefunded task id -> images charged
     known: frozenset[str]  # every task id, refunded or not
+    task_cost: Mapping[str, Decimal] = field(default_factory=dict)  # unrefunded id -> CNY
+    gross: Mapping[str, Decimal] = field(default_factory=dict)  # every id -> CNY, refunds too
 
     def live(self, fingerprint: str, *, since: Charges | None = None) -> frozenset[str]:
         """Unrefunded tasks charged for the request with this fingerprint (after ``since``)."""
@@ -105,6 +115,16 @@ class Charges:
         killed run left running) does not count against it.
         """
         return sum(n for task, n in self.task_images.items() if task not in since.known)
+
+    def cost_since(self, since: Charges) -> Decimal:
+        """What the account paid (CNY, net of refunds) for tasks created after ``since``."""
+        return sum((c for task, c in self.task_cost.items() if task not in since.known),
+                   Decimal(0))
+
+    def gross_since(self, since: Charges) -> Decimal:
+        """What tasks created after ``since`` were charged, refunds not deducted."""
+        return sum((c for task, c in self.gross.items() if task not in since.known),
+                   Decimal(0))
 
     def all_tasks(self) -> frozenset[str]:
         """Every live task id."""
@@ -161,17 +181,20 @@ class SharedSim:
             live: dict[str, set[str]] = {}
             untracked: set[str] = set()
             images: dict[str, int] = {}
+            cost: dict[str, Decimal] = {}
+            gross = {task_id: task.charge for task_id, task in store.tasks.items()}
             for task_id, task in store.tasks.items():
                 if task.refunded:
                     continue
                 images[task_id] = task.n
+                cost[task_id] = task.charge
                 if task_id in digest_of:
                     live.setdefault(digest_of[task_id], set()).add(task_id)
                 else:
                     untracked.add(task_id)
             return Charges(ledger.images_charged, ledger.tasks_created,
                            {d: frozenset(t) for d, t in live.items()}, frozenset(untracked),
-                           images, frozenset(store.tasks))
+                           images, frozenset(store.tasks), cost, gross)
 
         # The public ledger must agree with the per-task view this oracle relies on. A task
         # a killed run left behind may fail (and be refunded) between the two readings, so
@@ -210,6 +233,7 @@ class Model:
     rows: list[tuple[str, str]] = field(default_factory=lambda: [ROWS[0], ROWS[1]])
     c_present: bool = False
     c_prompt: int = 0
+    moved: list[tuple[str, str]] = field(default_factory=list)  # (from, to) jobs
     # Every journey shares one simulator: a session tag in the prompts keeps one journey's
     # requests (and so its Idempotency-Keys) from being answered with another's tasks.
     session: str = field(default_factory=lambda: f"s{next(_SESSIONS)}")
@@ -240,7 +264,15 @@ class Model:
             "defaults: {model: wan2.7-image, size: 1K}",
             "jobs:",
         ]
-        return "\n".join(head + jobs) + "\n"
+        moves = ["moved:"] + [f"  - {{from: {a}, to: {b}}}" for a, b in self.moved]
+        return "\n".join(head + jobs + (moves if self.moved else [])) + "\n"
+
+    def copy_text(self, name: str) -> str:
+        """A second manifest of the project holding a copy of the matrix job, as it is now."""
+        own = self.manifest_text().split("\n")
+        start = own.index("jobs:") + 1
+        return "\n".join([line.replace(f"name: {NAME}", f"name: {name}")
+                          for line in own[:start]] + own[start:start + 6]) + "\n"
 
     def csv_text(self) -> str:
         """The CSV of job b."""
@@ -328,6 +360,16 @@ class World:
     damaged: set[Path] = field(default_factory=set)  # outputs the user deleted or truncated
     start: Charges | None = None
     steps: int = 0
+    # A run was killed or Ctrl-C'd: a task it submitted may not be recorded yet.
+    interrupted: bool = False
+    clones: list[Path] = field(default_factory=list)  # other checkouts on the same account
+    # Per clone: the spend its lockfiles recorded when it was made (the history it shares
+    # with the project, which the account paid once).
+    clone_base: dict[Path, Decimal] = field(default_factory=dict)
+    clone_dups: dict[Path, bool] = field(default_factory=dict)  # its manifest is refused
+    # A clone's lockfiles name images it never fetched (orphans, other manifests'): only
+    # the instances a completed run there asked for must be on its disk. Lockfile -> keys.
+    synced: dict[Path, set[str]] = field(default_factory=dict)
 
     # -- setup -----------------------------------------------------------------
 
@@ -517,10 +559,98 @@ class World:
                    f"the plan's instances differ from the manifest's: extra {extra}, "
                    f"lacking {lacking}")
         recorded = set(self.lock().entries)
-        self.check(set(plan["orphaned"]) == recorded - set(expected),
+        # The plan is made against the lockfile as a ``moved:`` block leaves it: a carried
+        # entry is no orphan (one the block cannot carry still is).
+        # A job's move carries every entry, so one the manifest no longer describes is
+        # orphaned under its new name.
+        beyond = recorded - set(expected)
+        pending = self.pending_moves(beyond)
+        carried = {self.moved_name(k) for k in pending} - set(expected)
+        self.check(beyond - pending <= set(plan["orphaned"]) <= beyond | carried,
                    f"orphaned {plan['orphaned']} but the lockfile has "
                    f"{sorted(recorded - set(expected))} beyond the manifest")
         return plan
+
+    def lockfiles(self, root: Path | None = None) -> list[Path]:
+        """The real (not ``--simulate``) lockfiles of a checkout's ``manifests/``."""
+        folder = (root or self.root) / "manifests"
+        return sorted(p for p in folder.glob("*.lock.json")
+                      if not p.name.endswith(".simulate.lock.json"))
+
+    def held(self, root: Path | None = None) -> set[str]:
+        """Fingerprints whose paid result a checkout still has: reusable for free.
+
+        What a user can see for themselves: a done entry of any lockfile of the project,
+        or the ``meta.json`` of an output folder no done entry accounts for (a pruned
+        result whose images were kept), whose every image is a file with the recorded
+        sha256, or else whose every image has a link that has not expired. Nothing else:
+        a result whose files were damaged and whose links are not recorded must be paid
+        for again, and the oracle then expects that.
+        """
+        root = root or self.root
+        now = time.time() + 600  # a link about to expire is not counted on
+        found: set[str] = set()
+        known: set[Path] = set()
+
+        def usable(images: list[tuple[Path, str, str | None, int | None]]) -> bool:
+            return bool(images) and (
+                all(p.is_file() and sha256_file(p) == sha for p, sha, _, _ in images)
+                or all(url is not None and exp is not None and exp > now
+                       for _, _, url, exp in images))
+
+        for path in self.lockfiles(root):
+            lock = current_lock(path, manifest=path.name.replace(".lock.json", ".yaml"))
+            for entry in lock.entries.values():
+                if entry.status != "done":
+                    continue
+                images = [(Path(os.path.normpath(path.parent / o.path)), o.sha256, o.url,
+                           o.expires_at) for o in entry.outputs]
+                known.update(p.parent for p, _, _, _ in images)
+                if usable(images):
+                    found.add(entry.fingerprint)
+        for meta_path in (root / "outputs").glob("*/*/*/meta.json"):
+            if meta_path.parent in known or meta_path.parents[2].name.endswith(".simulate"):
+                continue
+            try:
+                meta = json.loads(meta_path.read_text())
+                images = [(meta_path.parent / i["file"], i["sha256"], i.get("url"),
+                           i.get("expires_at")) for i in meta["images"]]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if usable(images):
+                found.add(meta["fingerprint"])
+        return found
+
+    def spend_of(self, root: Path) -> Decimal:
+        """The spend a checkout's lockfiles record: entries' charges and retired history."""
+        return sum((current_lock(path, manifest=path.name.replace(".lock.json", ".yaml"))
+                    .charged for path in self.lockfiles(root)), Decimal(0))
+
+    def recorded_spend(self) -> Decimal:
+        """What the project and its clones record as spent, shared history counted once."""
+        return self.spend_of(self.root) + sum(
+            (self.spend_of(c) - self.clone_base[c] for c in self.clones), Decimal(0))
+
+    def check_money(self) -> None:
+        """The account paid exactly what the lockfiles on it record, no more, no less.
+
+        After a killed or Ctrl-C'd run, a task may have been charged that no lockfile
+        records yet (the reply never reached the journal), or refunded after its entry
+        recorded the charge (it failed after the kill): the next run that asks for it
+        settles the record. Until then only the direction a user could not explain is
+        refused: more spend recorded than the account paid plus what is still in flight.
+        """
+        assert self.start is not None
+        now = self.sim.charges()
+        paid = now.cost_since(self.start)
+        recorded = self.recorded_spend()
+        if not self.interrupted:
+            self.check(recorded == paid, f"the lockfiles record ¥{recorded} spent; the "
+                       f"account paid ¥{paid} for this project")
+        else:
+            gross = now.gross_since(self.start)
+            self.check(recorded <= gross, f"the lockfiles record ¥{recorded} spent; the "
+                       f"account was charged ¥{gross} for this project, refunds aside")
 
     # -- invariants after every step -----------------------------------------------
 
@@ -533,9 +663,23 @@ class World:
                 bad = {p: why for p, why in bad.items() if p not in self.damaged}
             self.check(not bad, "a lock entry marked done lacks its files: "
                        + "; ".join(sorted(bad.values())))
+        for root in (self.root, *self.clones):
+            for path in self.lockfiles(root):
+                if path == self.lock_path:
+                    continue
+                lock = current_lock(path, manifest=path.name.replace(".lock.json", ".yaml"))
+                if root != self.root:
+                    fetched = self.synced.get(path, set())
+                    lock = replace(lock, entries={k: e for k, e in lock.entries.items()
+                                                  if k in fetched})
+                bad = {p: why for p, why in self.bad_outputs(lock, path.parent).items()
+                       if p not in self.damaged}
+                self.check(not bad, f"a lock entry of {path.name} marked done lacks its "
+                           "files: " + "; ".join(sorted(bad.values())))
         for own in (self.manifest, self.root / "manifests" / "rows.csv",
                     self.root / "manifests" / "NOTES.md", self.root / "outputs" / "KEEP.txt"):
             self.check(own.is_file(), f"the user's file {own} was deleted")
+        self.check_money()
 
     def check_kept(self, before: Mapping[Path, str], *, may_go: set[Path],
                    may_go_dirs: set[Path]) -> None:
@@ -564,7 +708,135 @@ class World:
             data = target.read_bytes()
             target.write_bytes(data[: len(data) // 2])
         self.damaged.add(target)
+        if how == "truncate":  # a copy made as a hard link is the same file, damaged too
+            inode = target.stat().st_ino
+            self.damaged |= {p for p in (self.root / "outputs").rglob("*")
+                             if p.is_file() and p.stat().st_ino == inode}
         self.note(f"{how} {target.relative_to(self.root)}")
+
+    # -- refactors: copies, moves, clones ------------------------------------------------
+
+    def run_other(self, root: Path, manifest: str, label: str) -> None:
+        """``imgspec run`` of another manifest or checkout of the project, no faults.
+
+        Owed: the instances whose request the checkout does not hold a paid result of
+        (``held``): the plan prices exactly those, and the run pays at most that (a
+        request some killed run left charged is answered as a replay, for nothing).
+        """
+        self.note(f"run {label}")
+        planned = self.imgspec(["plan", "--json", manifest], root)
+        if planned.code == 1 and (self.clone_dups.get(root, False) if root != self.root
+                                  else self.model.duplicates()):
+            return
+        self.check(planned.code == 0, f"plan of {label} exited {planned.code}")
+        items = json.loads(planned.out)["items"]
+        held = self.held(root)
+        files_before = self.files()
+        path = root / "manifests" / manifest.removeprefix("manifests/").replace(
+            ".yaml", ".lock.json")
+        lock = current_lock(path, manifest=path.name.replace(".lock.json", ".yaml"))
+        # A changed instance's old images are replaced; anything else must stay.
+        redone = {i["key"] for i in items if i["status"] != "up-to-date"}
+        replaced = {d for d, key in self.owners(lock, path.parent).items() if key in redone}
+        before = self.sim.charges()
+        owed = [i for i in items if i["fingerprint"] not in held
+                and i["status"] != "up-to-date"]
+        for item in owed:
+            self.allowed[item["fingerprint"]] += 1
+        outcome = self.imgspec(["run", manifest, "--base-url", self.sim.base_url, "--yes"],
+                               root)
+        after = self.sim.charges()
+        self.check(outcome.code == 0, f"run of {label} exited {outcome.code}")
+        m = PLAN_LINE.search(outcome.out)
+        plan_images = int(m.group(2)) if m else 0
+        if not any(i["status"] == "resume" for i in items):
+            owed_images = sum(i["n"] for i in owed)
+            self.check(plan_images == owed_images,
+                       f"{label}: the plan will pay for {plan_images} images; owed are "
+                       f"{owed_images} ({sorted(i['key'] for i in owed)})")
+        paid = after.new_images(before)
+        self.check(paid <= plan_images,
+                   f"{label}: the run charged {paid} images; its plan said {plan_images}")
+        self.check_charges(after)
+        lock = current_lock(path, manifest=path.name.replace(".lock.json", ".yaml"))
+        for item in items:
+            entry = lock.entries.get(item["key"])
+            self.check(entry is not None and entry.status == "done",
+                       f"{label} exited 0 but {item['key']} is not done")
+        self.synced[path] = {i["key"] for i in items}
+        if root == self.root:
+            self.check_kept(files_before, may_go=set(), may_go_dirs=replaced)
+
+    def copy_job(self) -> None:
+        """Copy the matrix job, as it is now, into a second manifest of the project."""
+        copy = self.root / "manifests" / "k.yaml"
+        copy.write_text(self.model.copy_text("k"))
+        self.note(f"copy job {self.model.a_name} into manifests/k.yaml")
+        self.run_other(self.root, "manifests/k.yaml", "manifests/k.yaml")
+
+    def clone(self) -> Path:
+        """A second checkout on the same account: the project's files, no outputs."""
+        target = self.root.parent / f"clone{len(self.clones) + 1}"
+        shutil.copytree(self.root, target, ignore=shutil.ignore_patterns(
+            "outputs", "*.journal", "*.guard", "*.tmp", "*.part", ".*"))
+        (target / "outputs").mkdir()
+        self.clones.append(target)
+        self.clone_base[target] = self.spend_of(target)
+        self.clone_dups[target] = self.model.duplicates()
+        self.note(f"clone the project into {target.name} (lockfiles, no outputs)")
+        return target
+
+    def run_clone(self, fresh: bool) -> None:
+        """Run the manifest in a clone (a new one, up to two, or the last one)."""
+        target = self.clone() if (fresh and len(self.clones) < 2) or not self.clones \
+            else self.clones[-1]
+        self.run_other(target, f"manifests/{NAME}.yaml", f"in {target.name}")
+
+    def pending_moves(self, keys: set[str]) -> set[str]:
+        """The keys a ``moved:`` block of the manifest may carry to another name."""
+        froms = {a for a, _ in self.model.moved}
+        return {k for k in keys if k.split("@", 1)[0] in froms}
+
+    def moved_name(self, key: str) -> str:
+        """The key a pending ``moved:`` block gives ``key``."""
+        job, _, rest = key.partition("@")
+        target = dict(self.model.moved).get(job, job)
+        return f"{target}@{rest}" if rest else target
+
+    def lock_mv(self, old: str, new: str, dry_run: bool) -> None:
+        """``imgspec lock mv``: entries move with their files and spend, or it refuses."""
+        args = ["lock", "mv", str(self.manifest), old, new, *(["--dry-run"] if dry_run else [])]
+        self.note(f"lock mv {old} {new}{' --dry-run' if dry_run else ''}")
+        before = self.lock()
+        spend = self.spend_of(self.root)
+        outcome = self.imgspec(args, self.root)
+        after = self.lock()
+        moving = {k: new + k[len(old):] for k in before.entries if k.split("@")[0] == old}
+        clash = {v for v in moving.values() if v in before.entries}
+        if dry_run or not moving or clash:
+            self.check(outcome.code == (0 if moving and not clash else 2),
+                       f"lock mv exited {outcome.code} (entries to move: {len(moving)}, "
+                       f"destinations taken: {sorted(clash)})")
+            self.check(after.entries == before.entries, "lock mv changed the lockfile "
+                       "although it had nothing to do, refused or was a dry run")
+            return
+        self.check(outcome.code == 0, f"lock mv exited {outcome.code}")
+        self.check(set(after.entries) == set(before.entries) - set(moving)
+                   | set(moving.values()), f"lock mv left {sorted(after.entries)}")
+        for src, dst in moving.items():
+            self.check(after.entries[dst].fingerprint == before.entries[src].fingerprint,
+                       f"lock mv changed the request recorded for {dst}")
+            if src in self.delivered:
+                self.delivered[dst] = self.delivered.pop(src)
+            if src in self.epoch:
+                self.epoch[dst] = self.epoch.pop(src)
+                self.epoch_start[dst] = self.epoch_start.pop(src)
+            gone = {Path(os.path.normpath(self.lock_path.parent / o.path))
+                    for o in before.entries[src].outputs}
+            if gone & self.damaged:  # a damaged image stays behind: the new entry lacks it
+                self.damaged |= {Path(os.path.normpath(self.lock_path.parent / o.path))
+                                 for o in after.entries[dst].outputs}
+        self.check(self.spend_of(self.root) == spend, "lock mv changed the recorded spend")
 
     def delete_index(self) -> None:
         """Delete outputs/<name>/index.json."""
@@ -614,7 +886,9 @@ class World:
         lock_before = self.lock()
         files_before = self.files()
         owners = self.owners(lock_before, self.lock_path.parent)
+        held = self.held()
         before = self.sim.charges()
+        self.interrupted |= interrupt != "none"
         if faults:
             self.sim.set_faults(FAULTS, fault_seed)
         try:
@@ -647,18 +921,24 @@ class World:
         selected = self.selection(plan, how, filter_arg)
         fps = {i["key"]: i["fingerprint"] for i in plan["items"]}
         items = {i["key"]: i for i in plan["items"]}
-        # The user asked for these versions: each fingerprint may be paid once per version.
+        # The user asked for these versions: each fingerprint may be paid once per version,
+        # unless the project still holds a paid result of that very request (under any
+        # name, in any lockfile or kept output folder): that one is owed nothing at all.
         for key in selected:
             if self.epoch.get(key) != fps[key]:
                 self.epoch[key] = fps[key]
                 self.epoch_start[key] = before
-                self.allowed[fps[key]] += 1
+                if fps[key] not in held:
+                    self.allowed[fps[key]] += 1
         changed = {k for k in selected if self.delivered.get(k) not in (None, fps[k])}
 
-        # What a careful user expects to pay: a version not yet delivered and not already
-        # charged for. Damaged or deleted images of a delivered version cost nothing.
+        # What a careful user expects to pay: a version not yet delivered, not already
+        # charged for, and not held by the project under another name (a rename, a copy,
+        # a pruned entry whose images were kept). Damaged or deleted images of a delivered
+        # version cost nothing.
         in_flight = {k for k in selected if items[k]["status"] == "resume"}
         owed = {k for k in selected if self.delivered.get(k) != fps[k]
+                and fps[k] not in held
                 and not before.live(fps[k], since=self.epoch_start[k])}
         owed_images = sum(items[k]["n"] for k in owed)
         paid = after.new_images(before)
@@ -735,8 +1015,10 @@ class World:
             if entry.status == "done" and not any(p in bad for p in paths):
                 self.delivered[key] = entry.fingerprint
                 self.damaged -= set(paths)
-        # A changed instance's old images are replaced; anything else must stay.
-        replaced = {d for d, key in owners.items() if key in changed}
+        # A changed instance's old images are replaced, a moved one's move to its new
+        # folder; anything else must stay.
+        replaced = {d for d, key in owners.items()
+                    if key in changed or key in self.pending_moves({key})}
         self.check_kept(files_before, may_go=set(), may_go_dirs=replaced)
 
     def run_simulate(self, *, cwd: Cwd, style: PathStyle, interrupt: bool) -> None:
@@ -744,6 +1026,10 @@ class World:
         folder, arg = self.where(cwd, style)
         self.note(f"run --simulate from {cwd} ({style} path), Ctrl-C: {interrupt}")
         files_before = self.files()
+        # A ``moved:`` block carries the demo's entries and images to their new folders.
+        moving = {d for d, key in self.owners(self.lock(simulate=True),
+                                              self.sim_lock_path.parent).items()
+                  if self.pending_moves({key})}
         outcome = self.imgspec(
             ["run", "--simulate", arg, "--concurrency", "4"], folder,
             interrupt="int" if interrupt else "none", moment="task",
@@ -766,7 +1052,7 @@ class World:
         self.check_kept({p: s for p, s in files_before.items() if demo not in p.parents},
                         may_go=set(), may_go_dirs=set())
         self.check_kept({p: s for p, s in files_before.items() if demo in p.parents},
-                        may_go=set(), may_go_dirs=set(owners))
+                        may_go=set(), may_go_dirs=set(owners) | moving)
 
     def prune(self, *, cwd: Cwd, style: PathStyle) -> None:
         """``imgspec prune``: orphaned entries go, nothing else."""
@@ -781,9 +1067,15 @@ class World:
         expected = set(self.model.instances())
         orphaned = set(lock_before.entries) - expected
         lock = self.lock()
-        self.check(set(lock.entries) == set(lock_before.entries) - orphaned,
+        # Orphans a ``moved:`` block has yet to carry may be kept for the next run, or
+        # carried now.
+        kept = set(lock_before.entries) - orphaned
+        pending = self.pending_moves(orphaned)
+        self.check(kept <= set(lock.entries)
+                   <= kept | pending | {self.moved_name(k) for k in pending},
                    f"prune left {sorted(set(lock.entries) - expected)} and dropped "
                    f"{sorted(set(lock_before.entries) - set(lock.entries) - orphaned)}")
+        orphaned = set(lock_before.entries) - set(lock.entries)
         for key in orphaned:  # forgotten: asking for it again is a new version
             self.delivered.pop(key, None)
             self.epoch.pop(key, None)
