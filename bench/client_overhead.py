@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchkit import KEY, compile_bytecode, free_port, start_simulator
 
-from pipeline.client import ApiClient
+from pipeline.shell.http.client import ApiClient
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
 

@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
 
-    from pipeline.lockfile import parse_lockfile
+    from pipeline.core.lock.lockfile import parse_lockfile
     from tests.hostile.lockfile_mutations import (
         fold_journal_text,
         journal_of,

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.errors import ImgspecError  # noqa: E402
-from pipeline.project import prepare  # noqa: E402
+from pipeline.operations.project import prepare  # noqa: E402
 from tests.hostile.mutations import (  # noqa: E402
     MANIFEST_DIR,
     examples,

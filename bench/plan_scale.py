@@ -46,10 +46,10 @@ jobs:
 
 def write_fixture(folder: Path, instances: int) -> Path:
     """Manifest, half-done lockfile and its output files; returns the manifest path."""
-    from pipeline.journal import write_lockfile
-    from pipeline.lockfile import LockEntry, Lockfile, Output, lockfile_path
-    from pipeline.plan import resolved_request
-    from pipeline.project import prepare
+    from pipeline.core.lock.lockfile import LockEntry, Lockfile, Output, lockfile_path
+    from pipeline.core.planning.plan import resolved_request
+    from pipeline.operations.project import prepare
+    from pipeline.shell.store.journal import write_lockfile
 
     variants = 10
     side = max(1, round((instances / variants) ** 0.5))
@@ -61,7 +61,7 @@ def write_fixture(folder: Path, instances: int) -> Path:
         cap=instances, subjects=json.dumps(subjects), styles=json.dumps(styles),
         variants=json.dumps(list(range(variants)))))
     prepared = prepare(manifest)
-    from pipeline.identity import fingerprint
+    from pipeline.core.expansion.identity import fingerprint
 
     entries = {}
     out_dir = folder / "outputs" / "scale"  # the output folder: lockfile paths must be inside
@@ -100,7 +100,7 @@ def peak_rss_mb() -> float:
 def measure(manifest: Path) -> None:
     """In a fresh process: time prepare() and report peak memory."""
     start = time.perf_counter()
-    from pipeline.project import prepare
+    from pipeline.operations.project import prepare
 
     imported = time.perf_counter()
     prepared = prepare(manifest)

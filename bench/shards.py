@@ -89,8 +89,8 @@ def single(tmp: Path, instances: int, latency: float, concurrency: int) -> float
 def sharded(tmp: Path, instances: int, latency: float, shards: int,
             concurrency: int) -> tuple[float, float, float]:
     """(wall time of the shards at once, merge command wall time, in-process merge time)."""
-    from pipeline.journal import read_lockfile
-    from pipeline.lockmerge import merge_locks
+    from pipeline.core.lock.merge import merge_locks
+    from pipeline.shell.store.journal import read_lockfile
 
     port = free_port()
     sim = start_simulator(port, latency)

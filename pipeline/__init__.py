@@ -18,26 +18,29 @@ __version__ = "0.1.0"
 
 _WHERE = {
     "ImgspecError": "pipeline.errors", "ManifestError": "pipeline.errors",
-    "expand": "pipeline.expand",
-    "Expansion": "pipeline.instances", "Instance": "pipeline.instances",
-    "read_lockfile": "pipeline.journal", "write_lockfile": "pipeline.journal",
-    "LockEntry": "pipeline.lockfile", "Lockfile": "pipeline.lockfile",
-    "parse_lockfile": "pipeline.lockfile",
-    "load_manifest": "pipeline.manifest", "parse_manifest": "pipeline.manifest",
-    "Plan": "pipeline.plan", "PlanItem": "pipeline.plan", "PlanStatus": "pipeline.plan",
-    "make_plan": "pipeline.plan",
-    "Job": "pipeline.spec", "Manifest": "pipeline.spec",
+    "expand": "pipeline.core.expansion.expand",
+    "Expansion": "pipeline.core.expansion.instances",
+    "Instance": "pipeline.core.expansion.instances",
+    "read_lockfile": "pipeline.shell.store.journal",
+    "write_lockfile": "pipeline.shell.store.journal",
+    "LockEntry": "pipeline.core.lock.lockfile", "Lockfile": "pipeline.core.lock.lockfile",
+    "parse_lockfile": "pipeline.core.lock.lockfile",
+    "load_manifest": "pipeline.core.manifest.load", "parse_manifest": "pipeline.core.manifest.load",
+    "Plan": "pipeline.core.planning.plan", "PlanItem": "pipeline.core.planning.plan",
+    "PlanStatus": "pipeline.core.planning.plan",
+    "make_plan": "pipeline.core.planning.plan",
+    "Job": "pipeline.core.manifest.model", "Manifest": "pipeline.core.manifest.model",
 }
 
 if TYPE_CHECKING:
+    from pipeline.core.expansion.expand import expand
+    from pipeline.core.expansion.instances import Expansion, Instance
+    from pipeline.core.lock.lockfile import LockEntry, Lockfile, parse_lockfile
+    from pipeline.core.manifest.load import load_manifest, parse_manifest
+    from pipeline.core.manifest.model import Job, Manifest
+    from pipeline.core.planning.plan import Plan, PlanItem, PlanStatus, make_plan
     from pipeline.errors import ImgspecError, ManifestError
-    from pipeline.expand import expand
-    from pipeline.instances import Expansion, Instance
-    from pipeline.journal import read_lockfile, write_lockfile
-    from pipeline.lockfile import LockEntry, Lockfile, parse_lockfile
-    from pipeline.manifest import load_manifest, parse_manifest
-    from pipeline.plan import Plan, PlanItem, PlanStatus, make_plan
-    from pipeline.spec import Job, Manifest
+    from pipeline.shell.store.journal import read_lockfile, write_lockfile
 
 
 def __getattr__(name: str) -> Any:

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from decimal import Decimal
     from pathlib import Path
 
-    from pipeline.diagnostics import Diagnostic
+    from pipeline.core.manifest.diagnostics import Diagnostic
 
 
 # Every exit status of every command, for ``--help`` and the manual. 0 is success; 70
@@ -201,7 +201,7 @@ class BalanceTooLow(ImgspecError):
         self.currency = currency
         # Imported here: pricing raises errors of this module, so it cannot be imported
         # at the top; money is written one way in every message.
-        from pipeline.pricing import money
+        from pipeline.core.apimart.prices import money
 
         super().__init__(
             f"the plan costs {money(needed, currency)} but the account's balance is "

@@ -13,8 +13,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, get_args
 
+from pipeline.core.apimart.prices import DEFAULT_PRICE_TABLE, PriceTable
 from pipeline.errors import UsageError
-from pipeline.pricing import DEFAULT_PRICE_TABLE, PriceTable
 from pipeline.simulator.faults import validate_faults
 
 Envelope = Literal["requested", "legacy", "versioned"]

@@ -1,6 +1,6 @@
 """Input images of editing requests: what the simulator can know about them offline.
 
-- ``data:`` URIs are decoded and checked with :func:`pipeline.images.check_image`.
+- ``data:`` URIs are decoded and checked with :func:`pipeline.core.apimart.images.check_image`.
 - URLs of the simulator's own image hosting are resolved to the task image they
   name (unknown or expired ones are rejected, as a failed fetch would be).
 - Any other URL cannot be fetched offline. Its size is *assumed*, derived from a
@@ -18,8 +18,8 @@ import dataclasses
 import hashlib
 from urllib.parse import urlsplit
 
-from pipeline.images import check_image, decode_data_uri
-from pipeline.rules import Problem
+from pipeline.core.apimart.images import check_image, decode_data_uri
+from pipeline.core.apimart.rules import Problem
 
 
 def check_data_uri(uri: str, index: int) -> tuple[tuple[int, int] | None, list[Problem]]:

@@ -2,7 +2,7 @@
 
 Routes:
 
-- ``POST /v1/images/generations``: bearer auth, every :mod:`pipeline.rules` rule
+- ``POST /v1/images/generations``: bearer auth, every :mod:`pipeline.core.apimart.rules` rule
   (400), Idempotency-Key replay (422 on a different body), balance (402).
 - ``GET /v1/tasks/{task_id}``: bearer auth; ``?language=`` is accepted and ignored.
 - ``GET /files/{token}.png``: result images; no auth, like a CDN link; 404 unknown,
@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from pipeline.rules import Problem, check_request, output_dimensions
+from pipeline.core.apimart.rules import Problem, check_request, output_dimensions
 from pipeline.simulator.config import SimulatorConfig
 from pipeline.simulator.faults import FaultInjector
 from pipeline.simulator.images import ImageCache, parse_hex_colours, render_png

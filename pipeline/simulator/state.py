@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from pipeline.errors import UsageError
-from pipeline.files import write_all
+from pipeline.shell.store.files import write_all
 
 FORMAT: Final = "imgspec-simulator-state"
 VERSION: Final = 1

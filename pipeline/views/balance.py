@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.replies import Balance
+from pipeline.core.apimart.replies import Balance
 
 
 def balance_text(balance: Balance, *, unit: str | None) -> str:

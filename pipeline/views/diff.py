@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from pipeline.diff import CHANGES, CostGroup, FieldChange, ItemDiff, SpecDiff
-from pipeline.pricing import json_number, money
+from pipeline.core.apimart.prices import json_number, money
+from pipeline.core.planning.diff import CHANGES, CostGroup, FieldChange, ItemDiff, SpecDiff
 from pipeline.views.plan import SYMBOLS as SIGN
 
 SYMBOLS = {"added": "+", "changed": "~", "removed": "-"}

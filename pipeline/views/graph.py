@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from pipeline.graph import Edge
+from pipeline.core.manifest.graph import Edge
 
 GraphFormat = Literal["text", "mermaid", "dot"]
 GRAPH_FORMATS: tuple[GraphFormat, ...] = ("text", "mermaid", "dot")

@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
-from pipeline.moves import Moved
-from pipeline.plan import STATUS_ORDER, Plan, PlanHead, PlanItem, PlanStatus
-from pipeline.pricing import json_number, money
+from pipeline.core.apimart.prices import json_number, money
+from pipeline.core.lock.moves import Moved
+from pipeline.core.planning.plan import STATUS_ORDER, Plan, PlanHead, PlanItem, PlanStatus
 
 # Up to this many changed items are listed one per line; beyond it, counts per job.
 MAX_LISTED = 200

@@ -19,9 +19,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
-from pipeline.events import TERMINAL_EVENTS, EventKind, RunEvent, RunResult
-from pipeline.pacing import Bound
-from pipeline.pricing import json_number, money
+from pipeline.core.apimart.prices import json_number, money
+from pipeline.core.planning.pacing import Bound
+from pipeline.operations.run.events import TERMINAL_EVENTS, EventKind, RunEvent, RunResult
 
 if TYPE_CHECKING:
     from rich.console import Console

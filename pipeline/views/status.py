@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from pipeline.pricing import json_number, money
+from pipeline.core.apimart.prices import json_number, money
 
 if TYPE_CHECKING:  # types only: a view never imports the operations it renders
-    from pipeline.housekeeping import PruneResult, StatusReport
-    from pipeline.outputs import VerifyProblem
+    from pipeline.operations.housekeeping import PruneResult, StatusReport
+    from pipeline.shell.store.outputs import VerifyProblem
 
 UNKNOWN_OUTCOME = "outcome unknown; the next run replays it with the same key"
 

@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.lockmerge import Merged
-from pipeline.selection import Shard
+from pipeline.core.lock.merge import Merged
+from pipeline.core.planning.selection import Shard
 
 if TYPE_CHECKING:  # a type only: the view must not import the operation
-    from pipeline.scaffold import InitResult
+    from pipeline.operations.scaffold import InitResult
 
 
 def merge_text(merged: Merged, *, target: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from pipeline.cli import cli
+from pipeline.cli.main import cli
 
 
 def write(tmp_path: Path, body: str, name: str = "m.yaml") -> str:
@@ -87,8 +87,8 @@ def test_damaged_lockfile_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_outputs_folder_follows_the_manifest(tmp_path: Path) -> None:
     """Outputs live in the project holding manifests/, whatever the working directory."""
-    from pipeline.manifest import load_manifest
-    from pipeline.project import paths_for
+    from pipeline.core.manifest.load import load_manifest
+    from pipeline.operations.project import paths_for
 
     (tmp_path / "manifests").mkdir()
     path = Path(write(tmp_path / "manifests", "jobs:\n  a: {prompt: x}\n"))

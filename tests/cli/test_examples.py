@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from syrupy.assertion import SnapshotAssertion
 
-from pipeline.cli import cli
+from pipeline.cli.main import cli
 from tests.cli.conftest import EXAMPLES
 
 

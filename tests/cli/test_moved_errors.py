@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from syrupy.assertion import SnapshotAssertion
 
-from pipeline.cli import cli
+from pipeline.cli.main import cli
 
 HEAD = """\
 version: 1

@@ -7,11 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.cli import GRAPH_FORMATS as CLI_GRAPH_FORMATS
+from pipeline.cli.main import GRAPH_FORMATS as CLI_GRAPH_FORMATS
 from pipeline.views.graph import GRAPH_FORMATS
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("pipeline.expand", "pipeline.manifest", "pipeline.project", "pipeline.client",
+HEAVY = ("pipeline.core.expansion.expand", "pipeline.core.manifest.load",
+         "pipeline.operations.project", "pipeline.shell.http.client",
          "jinja2", "jsonschema", "yaml", "httpx", "aiohttp", "rich", "asyncio")
 
 

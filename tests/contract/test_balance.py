@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
+from pipeline.core.apimart.replies import Balance, parse_balance
 from pipeline.errors import RequestRejected, TransientError
-from pipeline.replies import Balance, parse_balance
 from tests.contract.conftest import FOUR_SHOPS, cli
 from tests.e2e.conftest import Project
 from tests.simulator.simkit import StartSim

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from multidict import CIMultiDict
 
-from pipeline import journal
+from pipeline.core.apimart.replies import RESPONSE_VERSION, parse_poll, parse_submit
 from pipeline.errors import BalanceExhausted, TransientError
-from pipeline.replies import RESPONSE_VERSION, parse_poll, parse_submit
+from pipeline.shell.store import journal
 from pipeline.simulator import RunningSimulator
 from tests.contract.conftest import FOUR_SHOPS
 from tests.e2e.conftest import KEY, Imgspec, Project

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from pipeline.client import ApiClient
+from pipeline.core.apimart.replies import RETRIED_STATUSES, error_for_status
 from pipeline.errors import ApiError, RequestRejected, TransientError
-from pipeline.replies import RETRIED_STATUSES, error_for_status
+from pipeline.shell.http.client import ApiClient
 from tests.e2e.scripted import scripted
 
 KEY = "sk-retry-classes"

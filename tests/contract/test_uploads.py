@@ -10,9 +10,15 @@ from typing import Any
 
 import pytest
 
+from pipeline.core.lock.lockfile import (
+    Lockfile,
+    Upload,
+    dump_lockfile,
+    merge_uploads,
+    parse_lockfile,
+)
 from pipeline.errors import LockfileError
-from pipeline.journal import LockStore, fold_journal, upload_line
-from pipeline.lockfile import Lockfile, Upload, dump_lockfile, merge_uploads, parse_lockfile
+from pipeline.shell.store.journal import LockStore, fold_journal, upload_line
 from tests.contract.conftest import cli
 from tests.e2e.conftest import Project
 from tests.simulator.simkit import StartSim

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 from PIL import Image
 
-from pipeline.cli import cli
+from pipeline.cli.main import cli
 from pipeline.simulator import RunningSimulator
 from tests.simulator.simkit import StartSim, simulators
 

@@ -26,8 +26,6 @@ import stamina
 from aiohttp import web
 from PIL import Image
 
-from pipeline.client import ApiClient, TaskState
-from pipeline.downloads import Downloaded, DownloadLimits
 from pipeline.errors import (
     ApiError,
     ApiUnreachable,
@@ -37,7 +35,9 @@ from pipeline.errors import (
     TransientError,
     UsageError,
 )
-from pipeline.retrying import WAIT_INITIAL, WAIT_JITTER, RetryEvent
+from pipeline.shell.http.client import ApiClient, TaskState
+from pipeline.shell.http.downloads import Downloaded, DownloadLimits
+from pipeline.shell.http.retrying import WAIT_INITIAL, WAIT_JITTER, RetryEvent
 from pipeline.simulator import ManualClock, SimulatorConfig, run_in_thread
 from tests.e2e.scripted import Handler, scripted
 

@@ -32,7 +32,7 @@ WRITER = textwrap.dedent("""
     import sys
     sys.path.insert(0, sys.argv[1])
     from pathlib import Path
-    from pipeline.files import write_atomic
+    from pipeline.shell.store.files import write_atomic
 
     def pieces():
         yield sys.argv[3][:10]

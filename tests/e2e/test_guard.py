@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import RunGuardHeld
-from pipeline.guard import RunGuard, guard_path
+from pipeline.shell.store.guard import RunGuard, guard_path
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,7 +23,7 @@ HOLDER_SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, sys.argv[1])
     from pathlib import Path
-    from pipeline.guard import RunGuard
+    from pipeline.shell.store.guard import RunGuard
 
     with RunGuard(Path(sys.argv[2]), subject="shop.yaml"):
         print("held", flush=True)
@@ -172,7 +172,7 @@ CONTENDER_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     from pathlib import Path
     from pipeline.errors import RunGuardHeld
-    from pipeline.guard import RunGuard
+    from pipeline.shell.store.guard import RunGuard
 
     path, marker, wins = Path(sys.argv[2]), Path(sys.argv[3]), 0
     while wins < int(sys.argv[4]):

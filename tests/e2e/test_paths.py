@@ -34,7 +34,7 @@ def hook(event, args):
 sys.addaudithook(hook)
 atexit.register(lambda: print("COUNTS " + json.dumps(counts), file=sys.stderr))
 sys.argv = ["imgspec", *sys.argv[3:]]
-from pipeline.cli import main
+from pipeline.cli.main import main
 main()
 """
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from pipeline.client import ApiClient
+from pipeline.core.planning.pacing import Bound
 from pipeline.errors import TransientError
-from pipeline.events import EventKind, RunEvent
-from pipeline.pacing import Bound
+from pipeline.operations.run.events import EventKind, RunEvent
+from pipeline.shell.http.client import ApiClient
 from pipeline.simulator import RunningSimulator
 from pipeline.views.progress import JsonReporter, LiveReporter, PlainReporter
 from tests.e2e.conftest import KEY, ROOT, Project, run_args

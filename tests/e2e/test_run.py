@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline.guard import RunGuard, guard_path
+from pipeline.shell.store.guard import RunGuard, guard_path
 from pipeline.simulator import RunningSimulator
 from tests.e2e.conftest import IMAGES, INSTANCES, KEY, Imgspec, Project, run_args, spawn
 from tests.simulator.simkit import StartSim

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.guard import RunGuard, guard_path
+from pipeline.shell.store.guard import RunGuard, guard_path
 from pipeline.simulator import RunningSimulator
 from tests.e2e.conftest import KEY, Project
 from tests.e2e.test_status import imgspec_process, ledger_charged

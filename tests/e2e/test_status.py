@@ -116,14 +116,14 @@ def test_status_reads_lockfiles_without_charged(project: Project) -> None:
 
 KILL_DURING_PRUNE = textwrap.dedent("""
     import os, signal, sys
-    from pipeline.journal import LockStore
+    from pipeline.shell.store.journal import LockStore
 
     def killed(self):
         # The removals are journaled; die before the lockfile is rewritten.
         os.kill(os.getpid(), signal.SIGKILL)
 
     LockStore.close = killed
-    from pipeline.cli import main
+    from pipeline.cli.main import main
     sys.argv = ["imgspec", "prune", sys.argv[1]]
     main()
 """)

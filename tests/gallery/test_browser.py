@@ -28,9 +28,17 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from pipeline.gallery import Axis, Entry, Gallery, ImageFiles, JobView, Picture, State
-from pipeline.review import read_review
-from pipeline.views.gallery import render_gallery
+from pipeline.operations.gallery.model import (
+    Axis,
+    Entry,
+    Gallery,
+    ImageFiles,
+    JobView,
+    Picture,
+    State,
+)
+from pipeline.operations.gallery.page import render_gallery
+from pipeline.operations.gallery.review import read_review
 from tests.gallery.helpers import (
     KEY,
     REROLLED,

@@ -7,13 +7,13 @@ from decimal import Decimal
 
 from syrupy.assertion import SnapshotAssertion
 
-from pipeline.gallery import Gallery, ImageFiles, build_gallery
-from pipeline.identity import fingerprint
-from pipeline.instances import Expansion
-from pipeline.lockfile import LockEntry, Lockfile, Output
-from pipeline.plan import make_plan, resolved_request
-from pipeline.review import Decision, Review, reroll_keys
-from pipeline.views.gallery import gallery_data, render_gallery
+from pipeline.core.expansion.identity import fingerprint
+from pipeline.core.expansion.instances import Expansion
+from pipeline.core.lock.lockfile import LockEntry, Lockfile, Output
+from pipeline.core.planning.plan import make_plan, resolved_request
+from pipeline.operations.gallery.model import Gallery, ImageFiles, build_gallery
+from pipeline.operations.gallery.page import gallery_data, render_gallery
+from pipeline.operations.gallery.review import Decision, Review, reroll_keys
 from tests.unit.conftest import Build
 
 MANIFEST = """

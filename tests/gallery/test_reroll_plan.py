@@ -10,12 +10,12 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from pipeline.core.expansion.identity import derive_seed, fingerprint, seed_basis
+from pipeline.core.expansion.instances import Expansion
+from pipeline.core.expansion.reroll import rerolled
+from pipeline.core.lock.lockfile import LockEntry, Lockfile, Output, dump_lockfile, parse_lockfile
+from pipeline.core.planning.plan import PlanStatus, make_plan, resolved_request
 from pipeline.errors import LockfileError
-from pipeline.identity import derive_seed, fingerprint, seed_basis
-from pipeline.instances import Expansion
-from pipeline.lockfile import LockEntry, Lockfile, Output, dump_lockfile, parse_lockfile
-from pipeline.plan import PlanStatus, make_plan, resolved_request
-from pipeline.reroll import rerolled
 from pipeline.views.plan import plan_json, plan_text
 from tests.unit.conftest import Build
 

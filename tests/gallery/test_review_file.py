@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.lockfile import LockEntry, Lockfile, Output
-from pipeline.review import (
+from pipeline.core.lock.lockfile import LockEntry, Lockfile, Output
+from pipeline.operations.gallery.review import (
     Decision,
     Review,
     ReviewError,

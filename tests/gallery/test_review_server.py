@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.review import read_review
+from pipeline.operations.gallery.review import read_review
 from tests.gallery.helpers import REROLLED, Server, imgspec, lock_entries, storefronts
 
 

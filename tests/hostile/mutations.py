@@ -22,17 +22,17 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pipeline.document import parse_yaml
-from pipeline.expand import expand
-from pipeline.graph import job_edges
-from pipeline.instances import Expansion
-from pipeline.lockfile import Lockfile
-from pipeline.manifest import parse_manifest
-from pipeline.plan import Plan, make_plan
-from pipeline.spec import Manifest
+from pipeline.core.expansion.expand import expand
+from pipeline.core.expansion.instances import Expansion
+from pipeline.core.lock.lockfile import Lockfile
+from pipeline.core.manifest.document import parse_yaml
+from pipeline.core.manifest.graph import job_edges
+from pipeline.core.manifest.load import parse_manifest
+from pipeline.core.manifest.model import Manifest
+from pipeline.core.planning.plan import Plan, make_plan
+from pipeline.shell.store.workspace import Workspace
 from pipeline.views.graph import GRAPH_FORMATS, render_graph
 from pipeline.views.plan import plan_json, plan_text
-from pipeline.workspace import Workspace
 
 Choose = Callable[[int], int]
 

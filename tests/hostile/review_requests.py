@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import httpx
 
-from pipeline.review import VERDICTS
+from pipeline.operations.gallery.review import VERDICTS
 
 
 @dataclass(frozen=True, slots=True)

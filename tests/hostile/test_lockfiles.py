@@ -23,9 +23,9 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.cli import cli
-from pipeline.journal import journal_path
-from pipeline.lockfile import parse_lockfile
+from pipeline.cli.main import cli
+from pipeline.core.lock.lockfile import parse_lockfile
+from pipeline.shell.store.journal import journal_path
 from tests.hostile.lockfile_mutations import (
     RealProject,
     fold_journal_text,

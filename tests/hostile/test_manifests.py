@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ManifestError
-from pipeline.workspace import MemoryWorkspace
+from pipeline.shell.store.workspace import MemoryWorkspace
 from tests.hostile.mutations import example_files, exercise
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,8 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.errors import ApiError, ImgspecError
-from pipeline.replies import (
+from pipeline.core.apimart.replies import (
     MAX_ESTIMATED_TIME,
     MAX_EXPIRES_AT,
     MAX_MESSAGE_CHARS,
@@ -30,6 +29,7 @@ from pipeline.replies import (
     result_url_problem,
     unwrap,
 )
+from pipeline.errors import ApiError, ImgspecError
 
 TASK = "task_01KA040M0HP1GJWBJYZMKX1XS1"
 URL = "https://upload.apimart.ai/f/image/a.png"

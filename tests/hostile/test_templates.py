@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.core.expansion.expand import expand
+from pipeline.core.manifest.load import parse_manifest
 from pipeline.errors import ManifestError
-from pipeline.expand import expand
-from pipeline.manifest import parse_manifest
-from pipeline.workspace import MemoryWorkspace
+from pipeline.shell.store.workspace import MemoryWorkspace
 
 ROOT = Path(__file__).resolve().parents[2]
 # Headroom above what the test process already maps: far more than any bounded

@@ -46,8 +46,8 @@ from typing import IO, Any
 
 import httpx
 
-from pipeline.lockfile import Lockfile
-from pipeline.project import current_lock
+from pipeline.core.lock.lockfile import Lockfile
+from pipeline.operations.project import current_lock
 from pipeline.simulator import RunningSimulator, SimulatorConfig, run_in_thread
 from pipeline.simulator.faults import FaultInjector
 

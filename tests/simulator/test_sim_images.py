@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pipeline.rules import output_dimensions
+from pipeline.core.apimart.rules import output_dimensions
 from pipeline.simulator import images
 from pipeline.simulator.images import adler32_combine, render_png
 from pipeline.simulator.inputs import foreign_size

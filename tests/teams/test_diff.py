@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 from syrupy.assertion import SnapshotAssertion
 
-from pipeline.diff import FieldChange, compare, field_changes
-from pipeline.lockfile import Lockfile
+from pipeline.core.lock.lockfile import Lockfile
+from pipeline.core.planning.diff import FieldChange, compare, field_changes
 from pipeline.simulator import RunningSimulator
 from tests.e2e.conftest import MANIFEST
 from tests.teams.conftest import TIMEOUT, Repo

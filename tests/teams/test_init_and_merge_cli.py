@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.scaffold import ATTRIBUTE, DRIVER
+from pipeline.operations.scaffold import ATTRIBUTE, DRIVER
 from tests.teams.conftest import ROOT, TIMEOUT, Repo, make_env
 
 ENTRY: dict[str, Any] = {

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.errors import MergeConflict
-from pipeline.lockfile import (
+from pipeline.core.lock.lockfile import (
     EntryStatus,
     LockEntry,
     Lockfile,
@@ -18,7 +17,8 @@ from pipeline.lockfile import (
     dump_lockfile,
     parse_lockfile,
 )
-from pipeline.lockmerge import merge_entries, merge_locks, superseded_key
+from pipeline.core.lock.merge import merge_entries, merge_locks, superseded_key
+from pipeline.errors import MergeConflict
 
 
 def entry(key: str = "gen@i=1", *, status: EntryStatus = "done", task: str | None = "task_1",

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import UsageError
-from pipeline.lockfile import Lockfile
-from pipeline.plan import Plan, make_plan
-from pipeline.plan import PlanStatus as Status
-from pipeline.selection import (
+from pipeline.core.lock.lockfile import Lockfile
+from pipeline.core.planning.plan import Plan, make_plan
+from pipeline.core.planning.plan import PlanStatus as Status
+from pipeline.core.planning.selection import (
     Selection,
     Shard,
     chain_roots,
@@ -19,6 +18,7 @@ from pipeline.selection import (
     shard_lockfile,
     shard_number,
 )
+from pipeline.errors import UsageError
 from tests.unit.conftest import Build
 
 MANIFEST = """

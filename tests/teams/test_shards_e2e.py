@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.identity import folder_name
+from pipeline.core.expansion.identity import folder_name
 from pipeline.simulator import RunningSimulator
 from tests.e2e.conftest import IMAGES, INSTANCES, KEY, ROOT, Project
 

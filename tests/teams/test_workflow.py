@@ -12,8 +12,8 @@ import click
 import pytest
 import yaml
 
-from pipeline.cli import cli
-from pipeline.selection import Shard, shard_lockfile
+from pipeline.cli.main import cli
+from pipeline.core.planning.selection import Shard, shard_lockfile
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = ROOT / ".github" / "workflows" / "imgspec.example.yml"

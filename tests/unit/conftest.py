@@ -9,11 +9,11 @@ from collections.abc import Callable, Mapping
 import pytest
 from PIL import Image
 
-from pipeline.expand import expand
-from pipeline.instances import Expansion
-from pipeline.manifest import parse_manifest
-from pipeline.spec import Manifest
-from pipeline.workspace import MemoryWorkspace
+from pipeline.core.expansion.expand import expand
+from pipeline.core.expansion.instances import Expansion
+from pipeline.core.manifest.load import parse_manifest
+from pipeline.core.manifest.model import Manifest
+from pipeline.shell.store.workspace import MemoryWorkspace
 
 
 def png_bytes(width: int = 512, height: int = 512) -> bytes:

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.catalogue import CATALOGUE, MODELS, SCENARIOS, TIERS
-from pipeline.pricing import DEFAULT_PRICE_TABLE
-from pipeline.rules import check_request
+from pipeline.core.apimart.models import CATALOGUE, MODELS, SCENARIOS, TIERS
+from pipeline.core.apimart.prices import DEFAULT_PRICE_TABLE
+from pipeline.core.apimart.rules import check_request
 from pipeline.simulator import SimulatorConfig
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "schemas" /

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from pipeline.diagnostics import Diagnostic
-from pipeline.document import format_path, parse_csv, parse_yaml
+from pipeline.core.manifest.diagnostics import Diagnostic
+from pipeline.core.manifest.document import format_path, parse_csv, parse_yaml
 from pipeline.errors import ManifestError
 
 

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pipeline.downloads import SPOOL_BYTES, ImageSink
+from pipeline.shell.http.downloads import SPOOL_BYTES, ImageSink
 
 
 def noise_png(width: int, height: int) -> bytes:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.endpoint import BaseUrl, parse_base_url
 from pipeline.errors import UsageError
+from pipeline.shell.http.endpoint import BaseUrl, parse_base_url
 
 
 @pytest.mark.parametrize(("raw", "url", "address"), [

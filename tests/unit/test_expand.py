@@ -8,13 +8,13 @@ from collections.abc import Mapping
 
 import pytest
 
+from pipeline.core.expansion.expand import expand
+from pipeline.core.expansion.identity import basis_seed
+from pipeline.core.expansion.instances import Expansion, FileInput, UpstreamInput
+from pipeline.core.manifest.load import parse_manifest
+from pipeline.core.planning.plan import resolved_request
 from pipeline.errors import ManifestError
-from pipeline.expand import expand
-from pipeline.identity import basis_seed
-from pipeline.instances import Expansion, FileInput, UpstreamInput
-from pipeline.manifest import parse_manifest
-from pipeline.plan import resolved_request
-from pipeline.workspace import MemoryWorkspace
+from pipeline.shell.store.workspace import MemoryWorkspace
 from tests.unit.conftest import Build, manifest_text, png_bytes
 
 
@@ -368,7 +368,7 @@ def test_duplicate_csv_rows_are_refused_at_their_lines(build: Build) -> None:
 
 def test_shared_output_folder_is_refused(build: Build) -> None:
     """Two keys that sanitise to one output folder are refused like one key."""
-    from pipeline.identity import folder_name
+    from pipeline.core.expansion.identity import folder_name
 
     first = folder_name("m@a=x y")  # the space is sanitised and a hash appended
     second = first.removeprefix("a=")
@@ -379,7 +379,7 @@ def test_shared_output_folder_is_refused(build: Build) -> None:
 
 def test_shared_output_folder_is_refused_whichever_comes_first(build: Build) -> None:
     """A key whose values spell another key's sanitised folder clashes in either order."""
-    from pipeline.identity import folder_name
+    from pipeline.core.expansion.identity import folder_name
 
     folder = folder_name("m@a=x y")
     plain = folder.removeprefix("a=")
@@ -438,7 +438,7 @@ def test_huge_max_instances_still_fails_by_counting() -> None:
 
 def test_manifest_wide_ceiling(build: Build, monkeypatch: pytest.MonkeyPatch) -> None:
     """Jobs each under their cap cannot together pass the ceiling."""
-    monkeypatch.setattr(sys.modules["pipeline.expand"], "MAX_INSTANCES_CEILING", 5)
+    monkeypatch.setattr(sys.modules["pipeline.core.expansion.expand"], "MAX_INSTANCES_CEILING", 5)
     text = error_text(build, "jobs:\n  a: {prompt: x, matrix: {i: [1, 2, 3]}}\n"
                              "  b: {prompt: x, matrix: {i: [1, 2, 3]}}\n")
     assert "m.yaml:5:3: error: jobs.b: with this job's 3 instances the manifest expands" in text

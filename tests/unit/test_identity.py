@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.identity import (
+from pipeline.core.apimart.rules import MAX_SEED
+from pipeline.core.expansion.identity import (
     derive_seed,
     fingerprint,
     folder_name,
     format_value,
     make_key,
 )
-from pipeline.rules import MAX_SEED
 
 
 def test_key_reads_job_at_axis_values_in_order() -> None:

@@ -8,7 +8,7 @@ import io
 import pytest
 from PIL import Image
 
-from pipeline.images import ImageInfo, check_image, decode_data_uri
+from pipeline.core.apimart.images import ImageInfo, check_image, decode_data_uri
 
 
 def image_bytes(width: int, height: int, fmt: str = "PNG") -> bytes:

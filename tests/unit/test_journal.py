@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-import pipeline.journal as journal_module
+import pipeline.shell.store.journal as journal_module
+from pipeline.core.lock.lockfile import EntryTexts, LockEntry, Lockfile, Output
 from pipeline.errors import LockfileError
-from pipeline.journal import (
+from pipeline.shell.store.journal import (
     LockStore,
     Recovery,
     fold_journal,
@@ -29,7 +30,6 @@ from pipeline.journal import (
     read_lockfile,
     write_lockfile,
 )
-from pipeline.lockfile import EntryTexts, LockEntry, Lockfile, Output
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -455,7 +455,7 @@ CRASH_SCRIPT = textwrap.dedent("""
     import asyncio, itertools, os, signal, sys
     sys.path.insert(0, sys.argv[1])
     from pathlib import Path
-    from pipeline.journal import LockStore
+    from pipeline.shell.store.journal import LockStore
     from tests.unit.test_journal import crash_entry
 
     lock_path, kill_after, total = Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -499,7 +499,7 @@ TIMED_KILL_SCRIPT = textwrap.dedent("""
     import asyncio, itertools, os, signal, sys, threading
     sys.path.insert(0, sys.argv[1])
     from pathlib import Path
-    from pipeline.journal import LockStore
+    from pipeline.shell.store.journal import LockStore
     from tests.unit.test_journal import crash_entry
 
     lock_path, delay = Path(sys.argv[2]), float(sys.argv[3])
@@ -649,7 +649,7 @@ COMMIT_KILL_SCRIPT = textwrap.dedent("""
     import asyncio, itertools, os, signal, sys, threading
     sys.path.insert(0, sys.argv[1])
     from pathlib import Path
-    from pipeline.journal import LockStore
+    from pipeline.shell.store.journal import LockStore
     from tests.unit.test_journal import entry
 
     lock_path, delay = Path(sys.argv[2]), float(sys.argv[3])

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.executor import Executor, _Flight
-from pipeline.pacing import RunOptions
-from pipeline.polling import (
+from pipeline.core.apimart.replies import TaskState
+from pipeline.core.planning.pacing import RunOptions
+from pipeline.core.planning.polling import (
     HIT_TARGET,
     MIN_GAP,
     OVERDUE_FLOOR,
@@ -26,7 +26,7 @@ from pipeline.polling import (
     PollModel,
     TaskPolls,
 )
-from pipeline.replies import TaskState
+from pipeline.operations.run.executor import Executor, _Flight
 
 
 def finish_task(model: PollModel, estimate: float, duration: float) -> tuple[int, float]:

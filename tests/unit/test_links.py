@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.links import LinkTrust, for_lockfile, host_of
+from pipeline.core.apimart.links import LinkTrust, for_lockfile, host_of
 
 APIMART = LinkTrust.for_base_url("https://api.apimart.ai")
 

@@ -15,9 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.errors import LockfileError
-from pipeline.journal import read_lockfile, write_lockfile
-from pipeline.lockfile import (
+from pipeline.core.lock.lockfile import (
     ENTRY_STATUSES,
     LockEntry,
     Lockfile,
@@ -26,8 +24,10 @@ from pipeline.lockfile import (
     lockfile_path,
     parse_lockfile,
 )
-from pipeline.lockschema import check_stored_path, compile_schema, lockfile_defect
-from pipeline.schema import load_schema
+from pipeline.core.lock.schema import check_stored_path, compile_schema, lockfile_defect
+from pipeline.core.manifest.schema import load_schema
+from pipeline.errors import LockfileError
+from pipeline.shell.store.journal import read_lockfile, write_lockfile
 
 ENTRY = LockEntry(
     key="a@x=1", job="a", fingerprint="sha256:" + "0" * 64, status="done",

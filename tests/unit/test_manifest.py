@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.core.manifest.graph import job_order
+from pipeline.core.manifest.load import parse_manifest
+from pipeline.core.manifest.model import Manifest
 from pipeline.errors import ManifestError
-from pipeline.graph import job_order
-from pipeline.manifest import parse_manifest
-from pipeline.spec import Manifest
-from pipeline.workspace import MemoryWorkspace
+from pipeline.shell.store.workspace import MemoryWorkspace
 
 Parse = Callable[..., Manifest]
 

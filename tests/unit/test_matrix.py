@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.matrix import MAX_INSTANCES_CEILING, expand_matrix, key_order
+from pipeline.core.expansion.matrix import MAX_INSTANCES_CEILING, expand_matrix, key_order
 
 
 def values(combos: Sequence[Any]) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.matrix import expand_matrix, filter_matches, loose_equal, parse_number
+from pipeline.core.expansion.matrix import expand_matrix, filter_matches, loose_equal, parse_number
 
 
 def expand(axes: dict[str, list[Any]], exclude: list[dict[str, Any]] | None = None,

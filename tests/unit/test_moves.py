@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
-from pipeline.journal import fold_journal, journal_line
-from pipeline.lifecycle import REPLAYED_ELSEWHERE, paid_elsewhere
-from pipeline.lockfile import LockEntry, Lockfile, Output, Retired, retire
-from pipeline.lockmerge import merge_locks
-from pipeline.moves import Move, final_key, relocate
+from pipeline.core.lock.lifecycle import REPLAYED_ELSEWHERE, paid_elsewhere
+from pipeline.core.lock.lockfile import LockEntry, Lockfile, Output, Retired, retire
+from pipeline.core.lock.merge import merge_locks
+from pipeline.core.lock.moves import Move, final_key, relocate
+from pipeline.shell.store.journal import fold_journal, journal_line
 
 
 def entry(key: str, *, charged: str = "0.2", task: str | None = "t1",

@@ -6,10 +6,10 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
-from pipeline.identity import fingerprint
-from pipeline.instances import Expansion
-from pipeline.lockfile import LockEntry, Lockfile, Output
-from pipeline.plan import PlanStatus, make_plan, matches_where, resolved_request
+from pipeline.core.expansion.identity import fingerprint
+from pipeline.core.expansion.instances import Expansion
+from pipeline.core.lock.lockfile import LockEntry, Lockfile, Output
+from pipeline.core.planning.plan import PlanStatus, make_plan, matches_where, resolved_request
 from pipeline.views.plan import plan_json
 from tests.unit.conftest import Build
 

@@ -11,19 +11,19 @@ from decimal import Decimal
 
 import pytest
 
+from pipeline.core.expansion.expand import Expanding
+from pipeline.core.expansion.instances import Expansion, Instance
+from pipeline.core.lock.lockfile import Lockfile
+from pipeline.core.manifest.model import Manifest
+from pipeline.core.planning.plan import Planner, PlanStatus, Tally, make_plan
 from pipeline.errors import ManifestError
-from pipeline.expand import Expanding
-from pipeline.instances import Expansion, Instance
-from pipeline.lockfile import Lockfile
-from pipeline.plan import Planner, PlanStatus, Tally, make_plan
-from pipeline.spec import Manifest
+from pipeline.shell.store.workspace import MemoryWorkspace
 from pipeline.views.plan import (
     plan_json,
     write_plan_document,
     write_plan_items,
     write_plan_json,
 )
-from pipeline.workspace import MemoryWorkspace
 from tests.unit.conftest import Build
 from tests.unit.test_plan import MANIFEST, done
 

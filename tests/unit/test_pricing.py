@@ -6,9 +6,9 @@ from decimal import Decimal
 
 import pytest
 
+from pipeline.core.apimart.prices import CURRENCY, DEFAULT_PRICE_TABLE, DEFAULT_PRICES, PriceTable
+from pipeline.core.apimart.rules import MODELS
 from pipeline.errors import UsageError
-from pipeline.pricing import CURRENCY, DEFAULT_PRICE_TABLE, DEFAULT_PRICES, PriceTable
-from pipeline.rules import MODELS
 
 
 def test_defaults_match_the_published_prices() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.pacing import (
+from pipeline.core.planning.pacing import (
     BACKOFF_FACTOR,
     MIN_ADAPTIVE_RATE,
     RECOVERY_STEP,

@@ -8,14 +8,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.errors import (
-    ApiError,
-    AuthError,
-    BalanceExhausted,
-    RequestRejected,
-    TransientError,
-)
-from pipeline.replies import (
+from pipeline.core.apimart.replies import (
     TaskImage,
     TaskState,
     error_for_status,
@@ -25,6 +18,13 @@ from pipeline.replies import (
     parse_submit,
     result_url_problem,
     shorten,
+)
+from pipeline.errors import (
+    ApiError,
+    AuthError,
+    BalanceExhausted,
+    RequestRejected,
+    TransientError,
 )
 
 TASK = "task_01KA040M0HP1GJWBJYZMKX1XS1"

@@ -10,10 +10,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.identity import content_key, fingerprint
-from pipeline.lockfile import LockEntry, Lockfile, Output
-from pipeline.plan import PaidResults, PlanStatus, make_plan
-from pipeline.reuse import ResultIndex, choose, result_of_entry
+from pipeline.core.expansion.identity import content_key, fingerprint
+from pipeline.core.lock.lockfile import LockEntry, Lockfile, Output
+from pipeline.core.lock.reuse import ResultIndex, choose, result_of_entry
+from pipeline.core.planning.plan import PaidResults, PlanStatus, make_plan
 from tests.unit.conftest import Build
 
 SHA = "a" * 64
@@ -151,7 +151,7 @@ def test_distinct_axis_values_give_distinct_seeds_and_a_rename_keeps_them(
 def test_the_derived_seed_is_the_seed_of_its_basis_and_ignores_the_job_name() -> None:
     """basis_seed (spelt out for speed) is derive_seed of seed_basis; the job name is no
     part of it, the values are."""
-    from pipeline.identity import basis_seed, derive_seed, seed_basis
+    from pipeline.core.expansion.identity import basis_seed, derive_seed, seed_basis
     for key in ("logo", "shot@c=red,variant=2", 'x@v="a b"'):
         assert basis_seed(key) == derive_seed(seed_basis(key))
     assert basis_seed("shot@c=red") == basis_seed("packshot@c=red")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.rules import (
+from pipeline.core.apimart.rules import (
     ASPECT_RATIOS,
     MODELS,
     REQUEST_FIELDS,

@@ -6,11 +6,11 @@ from decimal import Decimal
 
 import pytest
 
+from pipeline.core.lock.lockfile import Lockfile
+from pipeline.core.planning.plan import Plan, PlanStatus, make_plan
+from pipeline.core.planning.selection import Selection, matches_value, narrow, parse_where
 from pipeline.errors import UsageError
-from pipeline.events import Tally
-from pipeline.lockfile import Lockfile
-from pipeline.plan import Plan, PlanStatus, make_plan
-from pipeline.selection import Selection, matches_value, narrow, parse_where
+from pipeline.operations.run.events import Tally
 from tests.unit.conftest import Build
 
 MANIFEST = """

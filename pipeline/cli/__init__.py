@@ -1,0 +1,2 @@
+"""The ``imgspec`` command line: parse, call the operations, print with the views.
+"""

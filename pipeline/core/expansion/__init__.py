@@ -1,0 +1,3 @@
+"""Expansion: a manifest's matrices, fan-out and templates into instances, each with
+its identity (key, fingerprint, seed).
+"""

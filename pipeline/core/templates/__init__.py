@@ -1,0 +1,2 @@
+"""Prompt templates: Jinja in a sandbox bounded in time and memory.
+"""

@@ -1,0 +1,2 @@
+"""``run``: execute a plan against the API on an event loop, and what it reports.
+"""

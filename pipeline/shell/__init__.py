@@ -1,0 +1,2 @@
+"""The I/O shell: the HTTP client and the store on disk.
+"""

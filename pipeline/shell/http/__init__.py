@@ -1,0 +1,3 @@
+"""Talking to the API over HTTP: the client, its endpoint, retries, rate gates,
+uploads and downloads.
+"""

@@ -1,0 +1,378 @@
+"""The output folder: ``<root>/<job>/<instance folder>/<i>.<ext>``, ``meta.json``, ``index.json``.
+
+Every path is built from validated job ids and sanitised instance folders and is
+checked to stay inside the root, by name and, before anything is read or written
+there, by real path (``pipeline.shell.store.confine``): a symbolic link in the folder leads
+nowhere outside it. Images arrive as temp files in their final folder and are
+renamed into place, so an existing image is replaced, never deleted first.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import secrets
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.core.apimart.prices import json_number
+from pipeline.core.expansion.identity import folder_name
+from pipeline.core.expansion.instances import Expansion, Instance
+from pipeline.core.lock.lockfile import LockEntry, Output
+from pipeline.errors import ImgspecError, OutputOutsideRoot
+from pipeline.shell.store.confine import Confined
+from pipeline.shell.store.files import write_all, write_atomic
+
+EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "BMP": "bmp"}
+_SAFE_PART = re.compile(r"^[A-Za-z0-9._=,+-]{1,120}$")
+# One encoder for every meta.json value: ``json.dumps`` with options builds a new one
+# for each call.
+_META_VALUE = json.JSONEncoder(sort_keys=True, ensure_ascii=False)
+
+
+def utc_now() -> str:
+    """The current time as ISO 8601 UTC, second precision (for lockfile and meta)."""
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFolder:
+    """The root of one manifest's outputs and the lockfile folder its paths are relative to."""
+
+    root: Path
+    base: Path  # the lockfile's folder
+    _prefix: str = field(init=False, repr=False, compare=False)  # "<root>/", for confined
+    _base: str = field(init=False, repr=False, compare=False)
+    # The real-path checks, and the folders they have found good (for this command).
+    _real: Confined = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Absolute once, here: every comparison below is between absolute paths,
+        # whatever the current directory and however the manifest was named.
+        object.__setattr__(self, "root", Path(os.path.abspath(self.root)))  # noqa: PTH100
+        object.__setattr__(self, "base", Path(os.path.abspath(self.base)))  # noqa: PTH100
+        object.__setattr__(self, "_prefix", os.path.join(str(self.root), ""))  # noqa: PTH118
+        object.__setattr__(self, "_base", str(self.base))
+        object.__setattr__(self, "_real", Confined(
+            self.root, label="the output folder",
+            advice="; `imgspec run` then writes what belongs there again"))
+
+    def instance_dir(self, job: str, key: str) -> Path:
+        """``<root>/<job>/<folder of key>``, guaranteed inside the root.
+
+        Checked on the names, not by resolving the path (that costs a system call per
+        component, per image): job ids are schema-checked slugs and instance folders
+        are sanitised, so neither can hold a separator or be ``.``/``..``.
+        """
+        folder = folder_name(key)
+        for part in (job, folder):
+            if not _SAFE_PART.match(part) or part in (".", ".."):
+                raise ImgspecError(f"refusing to write outside {self.root}: {part!r}")
+        return self.root / job / folder
+
+    def temp_path(self, job: str, key: str, index: int) -> Path:
+        """A fresh temp file name beside the final image (same filesystem, so rename is atomic).
+
+        Only a name: the download creates the folder along with the file, in a worker
+        thread (a folder's inode can take milliseconds to allocate on a busy disk, too
+        long for the event loop). The folders a run writes in were checked before it
+        started (``check_folders``); one made since is a new, real folder.
+        """
+        return self.instance_dir(job, key) / f".{index}.{secrets.token_hex(4)}.part"
+
+    def check_folders(self, instances: Iterable[tuple[str, str]]) -> None:
+        """Refuse, before a run spends anything, job or instance folders that link outside.
+
+        ``instances`` are (job, key) pairs: the instances the run will write. Folders
+        not made yet are fine (made later, they are real folders).
+        """
+        for job, key in instances:
+            self._real.check_folder(str(self.instance_dir(job, key)))
+
+    def stat(self, full: str) -> os.stat_result | None:
+        """The file ``full`` (inside the root) as a reader would see it; None if missing.
+
+        ``LinkLeadsOutside`` if it, or a folder above it, is a link that leads out.
+        """
+        return self._real.stat(full)
+
+    @property
+    def checks(self) -> Confined:
+        """The real-path checks of this folder (for the gallery's thumbnails, ``export``)."""
+        return self._real
+
+    def readable(self, stored: str) -> Path:
+        """``absolute``, and refused if a link would lead the read out of the root."""
+        full = self.absolute(stored)
+        self._real.stat(str(full))
+        return full
+
+    def install(self, temp: Path, job: str, key: str, index: int, fmt: str,
+                previous: str | None = None) -> Path:
+        """Rename a verified temp file to ``<i>.<ext>``; the old image stays until replaced.
+
+        ``previous`` is the lockfile path of the image this slot held before, removed
+        only when it is another file (another format) inside the output folder.
+        """
+        final = self.instance_dir(job, key) / f"{index}.{EXTENSIONS.get(fmt.upper(), 'img')}"
+        temp.replace(final)
+        if previous is not None:
+            old = self.confined(previous)
+            # Compared as files, not as strings: however the two paths were spelt
+            # (relative, absolute, through a symlink), the image just renamed into
+            # place is never the one removed.
+            if old is not None and not _same_file(old, final):
+                self._remove(old)
+        return final
+
+    def relative(self, path: Path) -> str:
+        """A path as the lockfile stores it: relative to the lockfile's folder, POSIX style."""
+        return Path(os.path.relpath(path, self.base)).as_posix()
+
+    def confined(self, stored: str) -> str | None:
+        """The file a lockfile output path names, or None when it is not inside the root.
+
+        Lockfiles come from other people (pull requests, merges): a stored path is
+        trusted only when, normalised, it names a file under the output folder. This
+        is lexical (no system call), so the plan can ask it for every output.
+        """
+        if not stored or "\\" in stored or "\0" in stored or os.path.isabs(stored):  # noqa: PTH117
+            return None
+        full = os.path.normpath(os.path.join(self._base, stored))  # noqa: PTH118
+        return full if full.startswith(self._prefix) else None
+
+    def absolute(self, stored: str) -> Path:
+        """The file a lockfile output path names; ``LockfileError`` if outside the root."""
+        full = self.confined(stored)
+        if full is None:
+            raise OutputOutsideRoot(stored, self.root)
+        return Path(full)
+
+    def check_entries(self, entries: Iterable[LockEntry]) -> None:
+        """Refuse a lockfile any of whose output paths lies outside the output folder."""
+        for entry in entries:
+            for output in entry.outputs:
+                if self.confined(output.path) is None:
+                    raise OutputOutsideRoot(output.path, self.root, key=entry.key)
+
+    def remove_images(self, stored: Iterable[str]) -> None:
+        """Delete images the lockfile no longer lists (left by an earlier, larger ``n``)."""
+        for path in stored:
+            full = self.confined(path)
+            if full is not None:
+                self._remove(full)
+
+    def _remove(self, full: str) -> None:
+        # The lexical check cannot see symlinks: a folder under the root that links
+        # elsewhere must not turn a tidy-up into a deletion outside it.
+        real = os.path.realpath(full)
+        if real.startswith(os.path.join(self._real.real, "")):  # noqa: PTH118
+            Path(real).unlink(missing_ok=True)
+
+    def clean_temp_files(self, instances: Iterable[tuple[str, str]]) -> None:
+        """Remove ``.part`` files an interrupted download left in the folders of
+        ``instances``, the (job, key) pairs this run will write (images and meta.json).
+
+        Only those folders: the shards of one manifest run side by side in one output
+        folder, each downloading into its own instances' folders, and a shard starting
+        must not take another's download in progress for a leftover. Links are not
+        followed: a linked folder is not tidied (``check_folders`` refuses it).
+        """
+        for job, key in instances:
+            for path in _folders(str(self.instance_dir(job, key)), parts=True):
+                Path(path).unlink(missing_ok=True)
+
+    def write_meta(self, inst: Instance, entry: LockEntry, manifest: str) -> None:
+        """``meta.json`` beside an instance's images."""
+        folder = self.instance_dir(inst.job, inst.key)
+        self._real.check_folder(str(folder))
+        meta = {
+            "key": inst.key,
+            "job": inst.job,
+            "matrix": dict(inst.matrix),
+            "manifest": manifest,
+            "model": inst.model,
+            "request": dict(entry.request),
+            "seed": entry.seed,
+            "task_id": entry.task_id,
+            "cost": json_number(entry.cost),
+            "fingerprint": entry.fingerprint,
+            "created_at": entry.created_at,
+            "finished_at": entry.updated_at,
+            "images": [_image_json(o, self.absolute(o.path).name) for o in entry.outputs],
+        }
+        # A field a line, each value compact: readable, and written by the C encoder
+        # (``indent`` would force the pure-Python one, once per image at thousands a minute).
+        text = ",\n".join(f"  {json.dumps(name)}: {_META_VALUE.encode(meta[name])}"
+                          for name in sorted(meta))
+        # Not fsynced, and a fixed temp name (one writer per instance): meta.json is a
+        # readable copy of what the lockfile already holds durably. A bare descriptor,
+        # as for the images (see ``pipeline.shell.http.downloads.ImageSink``).
+        temp = folder / ".meta.json.part"
+        fd = self._real.create(str(temp))  # never through a link left at that name
+        try:
+            write_all(fd, ("{\n" + text + "\n}\n").encode())
+        finally:
+            os.close(fd)
+        temp.replace(folder / "meta.json")
+
+    def write_index(self, expansion: Expansion, entries: Mapping[str, LockEntry],
+                    manifest: str) -> Path:
+        """``index.json``: every instance of the manifest with its status and images."""
+        head = {"manifest": manifest, "name": expansion.manifest.name,
+                "generated_at": utc_now()}
+        # An instance a line (compact, by the C encoder: at 30,000 instances ``indent``
+        # took seconds at the end of every run), easy to grep and to diff.
+        path = self.index_path
+        write_atomic(path, _index_chunks(head, self.index_instances(expansion, entries)))
+        return path
+
+    @property
+    def index_path(self) -> Path:
+        """``<root>/index.json``."""
+        return self.root / "index.json"
+
+    def index_instances(self, expansion: Expansion,
+                        entries: Mapping[str, LockEntry]) -> list[dict[str, Any]]:
+        """The ``instances`` of ``index.json`` for these lock entries."""
+        instances = []
+        for inst in expansion.instances:
+            entry = entries.get(inst.key)
+            instances.append({
+                "key": inst.key,
+                "job": inst.job,
+                "matrix": dict(inst.matrix),
+                "model": inst.model,
+                "status": entry.status if entry else "pending",
+                "folder": f"{inst.job}/{folder_name(inst.key)}",
+                "images": self._index_images(entry),
+                "error": entry.last_error if entry and entry.status == "failed" else None,
+            })
+        # Entries of instances the manifest no longer has keep their files until
+        # ``imgspec prune``: the index lists them too, so every file in the folder is
+        # accounted for.
+        known = {inst.key for inst in expansion.instances}
+        for key, entry in sorted(entries.items()):
+            if key not in known and entry.status == "done":
+                instances.append({"key": key, "job": entry.job, "matrix": dict(entry.matrix),
+                                  "model": entry.request.get("model"), "status": "orphaned",
+                                  "folder": f"{entry.job}/{folder_name(key)}",
+                                  "images": self._index_images(entry), "error": None})
+        return instances
+
+    def check_index(self, entries: Mapping[str, LockEntry]) -> VerifyProblem | None:
+        """Whether ``index.json`` is there and says what the lockfile says of each entry.
+
+        Instances the manifest gained since the last run (not in the lockfile) or lost
+        (orphaned) do not make the index wrong; no expansion is needed, so this works
+        on a manifest that no longer validates.
+        """
+        name = self.relative(self.index_path)
+        self._real.stat(str(self.index_path))
+        try:
+            index = json.loads(self.index_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return VerifyProblem("index.json", name, "missing")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return VerifyProblem("index.json", name, "changed")
+        listed = index.get("instances") if isinstance(index, dict) else None
+        if not isinstance(listed, list):
+            return VerifyProblem("index.json", name, "changed")
+        by_key = {i.get("key"): i for i in listed if isinstance(i, dict)}
+        for key, entry in entries.items():
+            if entry.status != "done":
+                continue
+            got = by_key.get(key)
+            if got is None or got.get("status") not in ("done", "orphaned") or got.get(
+                    "images") != self._index_images(entry):
+                return VerifyProblem("index.json", name, "changed")
+        return None
+
+    def _index_images(self, entry: LockEntry | None) -> list[str]:
+        """An entry's images as ``index.json`` lists them: relative to the output root."""
+        if entry is None or entry.status != "done":
+            return []
+        return [Path(os.path.relpath(self.absolute(o.path), self.root)).as_posix()
+                for o in entry.outputs]
+
+
+def _folders(path: str, *, parts: bool = False) -> list[str]:
+    """The folders in ``path`` (not links to folders), or with ``parts`` its ``.*.part``
+    files; none if it cannot be listed."""
+    try:
+        with os.scandir(path) as found:
+            if parts:
+                return [e.path for e in found
+                        if e.name.startswith(".") and e.name.endswith(".part")]
+            return [e.path for e in found if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+
+
+def _same_file(a: str, b: Path) -> bool:
+    try:
+        return Path(a).samefile(b)
+    except OSError:  # ``a`` is gone already: nothing to remove either way
+        return True
+
+
+def _image_json(output: Output, name: str) -> dict[str, Any]:
+    return {"file": name, "sha256": output.sha256, "bytes": output.bytes,
+            "width": output.width, "height": output.height}
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyProblem:
+    """An output that does not match the lockfile."""
+
+    key: str
+    path: str
+    problem: Literal["missing", "changed"]
+
+
+def verify_outputs(entries: Iterable[LockEntry], folder: OutputFolder) -> list[VerifyProblem]:
+    """Re-hash every recorded output of done entries; list the missing and the changed."""
+    problems = []
+    for entry in entries:
+        if entry.status != "done":
+            continue
+        for output in entry.outputs:
+            path = folder.readable(output.path)
+            try:
+                digest = sha256_file(path)
+            except FileNotFoundError:
+                problems.append(VerifyProblem(entry.key, output.path, "missing"))
+                continue
+            if digest != output.sha256:
+                problems.append(VerifyProblem(entry.key, output.path, "changed"))
+    return problems
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file's bytes, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _index_chunks(head: Mapping[str, Any], instances: list[dict[str, Any]]) -> Iterator[str]:
+    """``index.json`` in pieces: the head's fields a line each, then an instance a line."""
+    yield "{\n"
+    for name, value in head.items():
+        yield f"  {json.dumps(name)}: {json.dumps(value, ensure_ascii=False)},\n"
+    if not instances:
+        yield '  "instances": []\n}\n'
+        return
+    separator = '  "instances": [\n    '
+    for item in instances:
+        yield separator
+        yield json.dumps(item, ensure_ascii=False)
+        separator = ",\n    "
+    yield "\n  ]\n}\n"
