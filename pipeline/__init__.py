@@ -25,7 +25,8 @@ _WHERE = {
     "write_lockfile": "pipeline.shell.store.journal",
     "LockEntry": "pipeline.core.lock.lockfile", "Lockfile": "pipeline.core.lock.lockfile",
     "parse_lockfile": "pipeline.core.lock.lockfile",
-    "load_manifest": "pipeline.core.manifest.load", "parse_manifest": "pipeline.core.manifest.load",
+    "load_manifest": "pipeline.shell.store.manifests",
+    "parse_manifest": "pipeline.shell.store.manifests",
     "Plan": "pipeline.core.planning.plan", "PlanItem": "pipeline.core.planning.plan",
     "PlanStatus": "pipeline.core.planning.plan",
     "make_plan": "pipeline.core.planning.plan",
@@ -36,11 +37,11 @@ if TYPE_CHECKING:
     from pipeline.core.expansion.expand import expand
     from pipeline.core.expansion.instances import Expansion, Instance
     from pipeline.core.lock.lockfile import LockEntry, Lockfile, parse_lockfile
-    from pipeline.core.manifest.load import load_manifest, parse_manifest
     from pipeline.core.manifest.model import Job, Manifest
     from pipeline.core.planning.plan import Plan, PlanItem, PlanStatus, make_plan
     from pipeline.errors import ImgspecError, ManifestError
     from pipeline.shell.store.journal import read_lockfile, write_lockfile
+    from pipeline.shell.store.manifests import load_manifest, parse_manifest
 
 
 def __getattr__(name: str) -> Any:

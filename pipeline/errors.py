@@ -35,14 +35,14 @@ these at the module that calls the foreign library, always with ``raise ... from
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from decimal import Decimal
     from pathlib import Path
-
-    from pipeline.core.manifest.diagnostics import Diagnostic
 
 
 # Every exit status of every command, for ``--help`` and the manual. 0 is success; 70
@@ -61,6 +61,83 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (130, "interrupted (Ctrl-C, SIGTERM): rerun to resume"),
     (141, "the output's reader went away (e.g. `| head`)"),
 )
+
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    """A problem at ``file:line:column`` (1-based), with the manifest path it concerns."""
+
+    file: str
+    line: int
+    column: int
+    where: str
+    message: str
+    hint: str = ""
+    severity: Severity = "error"
+    source_line: str | None = None
+    instance: str | None = None
+    repeats: int = 1
+
+    def format(self, *, snippet: bool = True) -> str:
+        """``FILE:LINE:COL: error: where: what; hint`` (or ``warning:``) plus, when known,
+        the source line and a caret: the form compilers and linters print, which editors
+        and CI annotations parse."""
+        text = (f"{self.file}:{self.line}:{self.column}: {self.severity}: {self.where}: "
+                f"{self.message}")
+        if self.instance is not None:
+            text += (
+                f" (instance {self.instance})"
+                if self.repeats == 1
+                else f" (in {self.repeats} instances, e.g. {self.instance})"
+            )
+        if self.hint:
+            text += f"; {self.hint}"
+        if snippet and self.source_line is not None:
+            shown, caret = _window(self.source_line, max(self.column - 1, 0))
+            gutter = f"{self.line:>5} | "
+            text += f"\n{gutter}{shown}\n{' ' * (len(gutter) - 2)}| "
+            text += " " * caret + "^"
+        return text
+
+    def sort_key(self) -> tuple[str, int, int, str]:
+        """Order diagnostics as an editor would list them."""
+        return (self.file, self.line, self.column, self.message)
+
+
+SNIPPET_WIDTH = 100
+
+
+def _window(line: str, offset: int) -> tuple[str, int]:
+    """At most ``SNIPPET_WIDTH`` characters of ``line`` around ``offset``, and the caret's place.
+
+    A minified manifest or a 10,000-deep bracket run is one enormous line; the
+    caret's neighbourhood is what helps.
+    """
+    if len(line) <= SNIPPET_WIDTH:
+        return line, offset
+    start = max(0, min(offset - SNIPPET_WIDTH // 2, len(line) - SNIPPET_WIDTH))
+    end = start + SNIPPET_WIDTH
+    before = "..." if start > 0 else ""
+    after = "..." if end < len(line) else ""
+    return before + line[start:end] + after, len(before) + offset - start
+
+
+CURRENCY_SIGNS: Mapping[str, str] = MappingProxyType({"CNY": "¥"})
+
+
+def money(amount: Decimal, currency: str) -> str:
+    """``¥1.20`` for CNY, ``1.20 XYZ`` otherwise; always two decimals or more if needed.
+
+    Money is written this one way in every message and view; it lives here, beneath
+    everything, so the errors' own messages write it so too.
+    """
+    cents = amount == amount.quantize(Decimal("0.01"))
+    text = f"{amount:.2f}" if cents else f"{amount.normalize()}"
+    sign = CURRENCY_SIGNS.get(currency)
+    return f"{sign}{text}" if sign else f"{text} {currency}"
 
 
 class ImgspecError(Exception):
@@ -199,10 +276,6 @@ class BalanceTooLow(ImgspecError):
         self.available = available
         self.missing = needed - available
         self.currency = currency
-        # Imported here: pricing raises errors of this module, so it cannot be imported
-        # at the top; money is written one way in every message.
-        from pipeline.core.apimart.prices import money
-
         super().__init__(
             f"the plan costs {money(needed, currency)} but the account's balance is "
             f"{money(available, currency)}: {money(self.missing, currency)} is missing; "

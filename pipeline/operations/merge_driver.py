@@ -23,11 +23,11 @@ from pipeline.core.apimart.links import LinkTrust, for_lockfile, host_of
 from pipeline.core.expansion.expand import expand
 from pipeline.core.lock.lockfile import Lockfile, lockfile_path, parse_lockfile
 from pipeline.core.lock.merge import Merged, MergeNote, merge_locks
-from pipeline.core.manifest.load import load_manifest
 from pipeline.errors import ImgspecError, LockfileError, MergeConflict, UsageError
 from pipeline.operations.project import Header, current_lock, locate
 from pipeline.shell.store.guard import RunGuard, guard_path
 from pipeline.shell.store.journal import journal_path, write_lockfile
+from pipeline.shell.store.manifests import load_manifest
 
 
 def _read_side(path: Path, *, what: str) -> Lockfile:

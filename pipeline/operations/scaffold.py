@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pipeline.core.manifest.schema import SCHEMA_NAMES, schema_dir
 from pipeline.errors import ImgspecError, UsageError
 from pipeline.shell.store.files import write_atomic
 from pipeline.shell.store.gitspec import git
+from pipeline.shell.store.schemas import SCHEMA_NAMES, schema_dir
 
 ATTRIBUTE = "*.lock.json merge=imgspec"
 DRIVER_NAME = "imgspec lockfile merge (keeps every paid task)"

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from pipeline.core.manifest.schema import SCHEMA_NAMES, load_schema
 from pipeline.errors import EXIT_CODES
+from pipeline.shell.store.schemas import SCHEMA_NAMES, load_schema
 
 
 def manifest_fields() -> str:

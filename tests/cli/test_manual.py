@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.core.manifest.schema import SCHEMA_NAMES, load_schema
 from pipeline.errors import EXIT_CODES
+from pipeline.shell.store.schemas import SCHEMA_NAMES, load_schema
 from pipeline.views.reference import exit_codes, manifest_fields
 
 ROOT = Path(__file__).resolve().parents[2]

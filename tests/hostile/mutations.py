@@ -27,10 +27,10 @@ from pipeline.core.expansion.instances import Expansion
 from pipeline.core.lock.lockfile import Lockfile
 from pipeline.core.manifest.document import parse_yaml
 from pipeline.core.manifest.graph import job_edges
-from pipeline.core.manifest.load import parse_manifest
 from pipeline.core.manifest.model import Manifest
+from pipeline.core.manifest.workspace import Workspace
 from pipeline.core.planning.plan import Plan, make_plan
-from pipeline.shell.store.workspace import Workspace
+from pipeline.shell.store.manifests import parse_manifest
 from pipeline.views.graph import GRAPH_FORMATS, render_graph
 from pipeline.views.plan import plan_json, plan_text
 

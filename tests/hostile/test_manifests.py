@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.core.manifest.workspace import MemoryWorkspace
 from pipeline.errors import ManifestError
-from pipeline.shell.store.workspace import MemoryWorkspace
 from tests.hostile.mutations import example_files, exercise
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.expansion.expand import expand
-from pipeline.core.manifest.load import parse_manifest
+from pipeline.core.manifest.workspace import MemoryWorkspace
 from pipeline.errors import ManifestError
-from pipeline.shell.store.workspace import MemoryWorkspace
+from pipeline.shell.store.manifests import parse_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Headroom above what the test process already maps: far more than any bounded

@@ -11,9 +11,9 @@ from PIL import Image
 
 from pipeline.core.expansion.expand import expand
 from pipeline.core.expansion.instances import Expansion
-from pipeline.core.manifest.load import parse_manifest
 from pipeline.core.manifest.model import Manifest
-from pipeline.shell.store.workspace import MemoryWorkspace
+from pipeline.core.manifest.workspace import MemoryWorkspace
+from pipeline.shell.store.manifests import parse_manifest
 
 
 def png_bytes(width: int = 512, height: int = 512) -> bytes:

@@ -11,10 +11,10 @@ import pytest
 from pipeline.core.expansion.expand import expand
 from pipeline.core.expansion.identity import basis_seed
 from pipeline.core.expansion.instances import Expansion, FileInput, UpstreamInput
-from pipeline.core.manifest.load import parse_manifest
+from pipeline.core.manifest.workspace import MemoryWorkspace
 from pipeline.core.planning.plan import resolved_request
 from pipeline.errors import ManifestError
-from pipeline.shell.store.workspace import MemoryWorkspace
+from pipeline.shell.store.manifests import parse_manifest
 from tests.unit.conftest import Build, manifest_text, png_bytes
 
 

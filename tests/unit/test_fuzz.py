@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from pipeline.core.expansion.expand import expand
 from pipeline.core.lock.lockfile import Lockfile, parse_lockfile
-from pipeline.core.manifest.load import parse_manifest
+from pipeline.core.manifest.workspace import MemoryWorkspace
 from pipeline.core.planning.plan import make_plan
 from pipeline.errors import ImgspecError
-from pipeline.shell.store.workspace import MemoryWorkspace
+from pipeline.shell.store.manifests import parse_manifest
 from tests.hostile.mutations import example_files, examples, exercise, hostile_manifest
 from tests.unit.conftest import png_bytes
 

@@ -25,9 +25,9 @@ from pipeline.core.lock.lockfile import (
     parse_lockfile,
 )
 from pipeline.core.lock.schema import check_stored_path, compile_schema, lockfile_defect
-from pipeline.core.manifest.schema import load_schema
 from pipeline.errors import LockfileError
 from pipeline.shell.store.journal import read_lockfile, write_lockfile
+from pipeline.shell.store.schemas import load_schema
 
 ENTRY = LockEntry(
     key="a@x=1", job="a", fingerprint="sha256:" + "0" * 64, status="done",

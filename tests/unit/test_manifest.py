@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.core.manifest.graph import job_order
-from pipeline.core.manifest.load import parse_manifest
 from pipeline.core.manifest.model import Manifest
+from pipeline.core.manifest.workspace import MemoryWorkspace
 from pipeline.errors import ManifestError
-from pipeline.shell.store.workspace import MemoryWorkspace
+from pipeline.shell.store.manifests import parse_manifest
 
 Parse = Callable[..., Manifest]
 

@@ -15,9 +15,9 @@ from pipeline.core.expansion.expand import Expanding
 from pipeline.core.expansion.instances import Expansion, Instance
 from pipeline.core.lock.lockfile import Lockfile
 from pipeline.core.manifest.model import Manifest
+from pipeline.core.manifest.workspace import MemoryWorkspace
 from pipeline.core.planning.plan import Planner, PlanStatus, Tally, make_plan
 from pipeline.errors import ManifestError
-from pipeline.shell.store.workspace import MemoryWorkspace
 from pipeline.views.plan import (
     plan_json,
     write_plan_document,

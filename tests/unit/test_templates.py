@@ -10,10 +10,14 @@ import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from pipeline.core.apimart.rules import MAX_PROMPT_CHARS
-from pipeline.core.templates.bounds import MAX_OUTPUT_LENGTH, MAX_VALUE_LENGTH
+from pipeline.core.manifest.workspace import MemoryWorkspace
+from pipeline.core.templates.bounds import (
+    MAX_OUTPUT_LENGTH,
+    MAX_RENDER_WORK,
+    MAX_VALUE_LENGTH,
+    RENDER_DEADLINE_SECONDS,
+)
 from pipeline.core.templates.render import TemplateProblem, TemplateRenderer
-from pipeline.core.templates.sandbox import MAX_RENDER_WORK, RENDER_DEADLINE_SECONDS
-from pipeline.shell.store.workspace import MemoryWorkspace
 
 INCLUDES = {"parts/style.j2": "in the style of {{ artist }}"}
 

@@ -15,11 +15,9 @@ from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 
 from pipeline.core.apimart.models import CATALOGUE, CURRENCY
-from pipeline.errors import UsageError
+from pipeline.errors import UsageError, money
 
 __all__ = ["CURRENCY", "DEFAULT_PRICES", "DEFAULT_PRICE_TABLE", "PriceTable", "money"]
-
-CURRENCY_SIGNS: Mapping[str, str] = MappingProxyType({"CNY": "¥"})
 
 DEFAULT_PRICES: Mapping[str, Decimal] = MappingProxyType(
     {model.name: model.price for model in CATALOGUE.values()}
@@ -91,13 +89,6 @@ class PriceTable:
 
 DEFAULT_PRICE_TABLE = PriceTable()
 
-
-def money(amount: Decimal, currency: str) -> str:
-    """``¥1.20`` for CNY, ``1.20 XYZ`` otherwise; always two decimals or more if needed."""
-    cents = amount == amount.quantize(Decimal("0.01"))
-    text = f"{amount:.2f}" if cents else f"{amount.normalize()}"
-    sign = CURRENCY_SIGNS.get(currency)
-    return f"{sign}{text}" if sign else f"{text} {currency}"
 
 
 def json_number(value: Decimal) -> float | int:

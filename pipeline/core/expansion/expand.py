@@ -42,9 +42,9 @@ from pipeline.core.manifest.diagnostics import Diagnostic, Severity, collapse
 from pipeline.core.manifest.document import DocPath, Document, format_path
 from pipeline.core.manifest.graph import job_order
 from pipeline.core.manifest.model import FIELD_KEYS, MODES, Job, Manifest, UpstreamRef
+from pipeline.core.manifest.workspace import Workspace
 from pipeline.core.templates.render import TemplateProblem, TemplateRenderer
 from pipeline.errors import ImgspecError, ManifestError
-from pipeline.shell.store.workspace import Workspace
 
 
 def expand(manifest: Manifest, workspace: Workspace) -> Expansion:

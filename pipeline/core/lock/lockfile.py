@@ -15,8 +15,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import lru_cache
-from pathlib import Path
-from typing import Any, Literal
+from pathlib import PurePath
+from typing import Any, Literal, TypeVar
 
 from pipeline.core.apimart.prices import json_number
 from pipeline.core.lock.schema import (
@@ -34,6 +34,8 @@ from pipeline.core.lock.schema import (
 from pipeline.errors import LockfileError
 
 FORMAT_VERSION = 1
+# A path as the caller holds it (a Path stays a Path): the core only computes names.
+AnyPath = TypeVar("AnyPath", bound=PurePath)
 EntryStatus = Literal["submitting", "running", "done", "failed"]
 ENTRY_STATUSES: tuple[EntryStatus, ...] = ("submitting", "running", "done", "failed")
 Failure = Literal["results", "task-failed", "task-gone", "refused"]
@@ -217,7 +219,7 @@ class Lockfile:
         return replace(self, entries={k: v for k, v in self.entries.items() if k not in keys})
 
 
-def lockfile_path(manifest_path: Path, *, simulate: bool = False) -> Path:
+def lockfile_path(manifest_path: AnyPath, *, simulate: bool = False) -> AnyPath:
     """``shop.yaml`` → ``shop.lock.json`` (``shop.simulate.lock.json`` for ``--simulate``)."""
     stem = manifest_path.name
     for suffix in (".yaml", ".yml", ".json"):

@@ -42,7 +42,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePath
 from typing import Literal
 
 from pipeline.core.lock.lockfile import LockEntry, Lockfile, Retired, merge_retired, merge_uploads
@@ -82,7 +82,7 @@ class Merged:
     lock: Lockfile
     notes: tuple[MergeNote, ...]
     sources: int  # how many lockfiles went in
-    index: Path | None = None  # the output index rewritten from the result (``--into``)
+    index: PurePath | None = None  # the output index rewritten from the result (``--into``)
 
     @property
     def superseded(self) -> tuple[MergeNote, ...]:

@@ -343,7 +343,7 @@ def _same(a: Any, b: Any) -> bool:
 def _checks() -> tuple[Check, Check, Check]:
     """The compiled lockfile schema, its entry and its retired record (compiled on first
     use)."""
-    from pipeline.core.manifest.schema import load_schema
+    from pipeline.shell.store.schemas import load_schema
 
     schema = load_schema("lockfile.schema.json")
     explain = {schema["$defs"]["output"]["properties"]["path"]["pattern"]: check_stored_path}

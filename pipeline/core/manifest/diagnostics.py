@@ -1,71 +1,18 @@
-"""Diagnostics: one reported problem, anchored to a file position, formatted for humans."""
+"""Diagnostics: the problems a manifest check reports, merged for reading.
+
+``Diagnostic`` (one problem, anchored to a file position) is defined in
+``pipeline.errors``, beside the ``ManifestError`` that carries it, so the errors import
+nothing of the layers above them; it is named here too for the modules that report.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
-from typing import Literal
+from dataclasses import replace
 
-Severity = Literal["error", "warning"]
+from pipeline.errors import Diagnostic, Severity
 
-
-@dataclass(frozen=True, slots=True)
-class Diagnostic:
-    """A problem at ``file:line:column`` (1-based), with the manifest path it concerns."""
-
-    file: str
-    line: int
-    column: int
-    where: str
-    message: str
-    hint: str = ""
-    severity: Severity = "error"
-    source_line: str | None = None
-    instance: str | None = None
-    repeats: int = 1
-
-    def format(self, *, snippet: bool = True) -> str:
-        """``FILE:LINE:COL: error: where: what; hint`` (or ``warning:``) plus, when known,
-        the source line and a caret: the form compilers and linters print, which editors
-        and CI annotations parse."""
-        text = (f"{self.file}:{self.line}:{self.column}: {self.severity}: {self.where}: "
-                f"{self.message}")
-        if self.instance is not None:
-            text += (
-                f" (instance {self.instance})"
-                if self.repeats == 1
-                else f" (in {self.repeats} instances, e.g. {self.instance})"
-            )
-        if self.hint:
-            text += f"; {self.hint}"
-        if snippet and self.source_line is not None:
-            shown, caret = _window(self.source_line, max(self.column - 1, 0))
-            gutter = f"{self.line:>5} | "
-            text += f"\n{gutter}{shown}\n{' ' * (len(gutter) - 2)}| "
-            text += " " * caret + "^"
-        return text
-
-    def sort_key(self) -> tuple[str, int, int, str]:
-        """Order diagnostics as an editor would list them."""
-        return (self.file, self.line, self.column, self.message)
-
-
-SNIPPET_WIDTH = 100
-
-
-def _window(line: str, offset: int) -> tuple[str, int]:
-    """At most ``SNIPPET_WIDTH`` characters of ``line`` around ``offset``, and the caret's place.
-
-    A minified manifest or a 10,000-deep bracket run is one enormous line; the
-    caret's neighbourhood is what helps.
-    """
-    if len(line) <= SNIPPET_WIDTH:
-        return line, offset
-    start = max(0, min(offset - SNIPPET_WIDTH // 2, len(line) - SNIPPET_WIDTH))
-    end = start + SNIPPET_WIDTH
-    before = "..." if start > 0 else ""
-    after = "..." if end < len(line) else ""
-    return before + line[start:end] + after, len(before) + offset - start
+__all__ = ["Diagnostic", "Severity", "collapse"]
 
 
 def collapse(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:

@@ -1,7 +1,8 @@
-"""Load a manifest: YAML with positions → JSON Schema → ``Manifest``.
+"""Build a manifest: YAML with positions → JSON Schema → ``Manifest``.
 
-``parse_manifest`` is pure (text and a ``Workspace`` in, a value out);
-``load_manifest`` is the thin shell that reads the file from disk.
+``build_manifest`` is pure: the text, the ``Workspace`` its includes are read from
+and the schema's validator are handed in by the shell
+(``pipeline.shell.store.manifests``, which reads them from disk).
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 from decimal import Decimal
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+import jsonschema
 
 from pipeline.core.apimart.prices import DEFAULT_PRICE_TABLE
 from pipeline.core.lock.moves import Move, move_errors
@@ -25,55 +28,52 @@ from pipeline.core.manifest.model import (
     UpstreamRef,
 )
 from pipeline.core.manifest.schema import validate_document
-from pipeline.errors import ImgspecError, InputFileError, ManifestError
-from pipeline.shell.store.workspace import (
-    DirectoryWorkspace,
-    NotARegularFile,
-    Workspace,
-    read_regular,
-    read_text,
-)
+from pipeline.core.manifest.workspace import Workspace, read_text
+from pipeline.errors import ImgspecError, ManifestError
 
-MANIFEST_SCHEMA = "manifest.schema.json"
-MAX_MANIFEST_BYTES = 10 * 1024 * 1024
+if TYPE_CHECKING:
+    from pathlib import Path  # noqa: TID251 (the signatures of the two names below)
+
+    from pipeline.shell.store.workspace import DirectoryWorkspace
+
 # A price or budget above this is a typo; below it, 10,000 instances x 12 images x
 # thousands of jobs still sum exactly within Decimal's 28 digits to the cent.
 MAX_AMOUNT = 1_000_000_000
 
 
 def load_manifest(path: Path) -> tuple[Manifest, DirectoryWorkspace]:
-    """Read and parse the manifest at ``path``; its folder is the workspace for includes."""
-    text = read_manifest_text(path)
+    """What ``pipeline.shell.store.manifests.load_manifest`` does, named here for
+    ``cli/main.py`` and ``operations/project.py``, which import it from here still.
+
+    The shell's modules are imported when it is called, and none of them imports this
+    module: no circle.
+    """
+    from pipeline.shell.store.schemas import MANIFEST_SCHEMA, schema_validator
+    from pipeline.shell.store.workspace import DirectoryWorkspace, read_manifest_text
+
     workspace = DirectoryWorkspace(path.parent)
-    return parse_manifest(text, file=str(path), workspace=workspace), workspace
+    manifest = build_manifest(read_manifest_text(path), file=str(path), workspace=workspace,
+                              schema=schema_validator(MANIFEST_SCHEMA))
+    return manifest, workspace
 
 
 def read_manifest_text(path: Path) -> str:
-    """The manifest's text; ``InputFileError`` if it is missing, too large or not UTF-8."""
-    try:
-        data = read_regular(path, limit=MAX_MANIFEST_BYTES)
-        if len(data) > MAX_MANIFEST_BYTES:
-            raise InputFileError(f"{path}: more than {MAX_MANIFEST_BYTES:,} bytes is too large "
-                                 "for a manifest")
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputFileError(f"{path}: not UTF-8 text; save the manifest as UTF-8") from exc
-    except FileNotFoundError as exc:
-        raise InputFileError(f"{path}: no such manifest") from exc
-    except NotARegularFile as exc:
-        raise InputFileError(f"{path}: {exc.strerror}; a manifest must be a regular file"
-                             ) from exc
-    except OSError as exc:
-        raise InputFileError(f"{path}: cannot be read ({exc.strerror})") from exc
+    """``pipeline.shell.store.workspace.read_manifest_text``, named here for
+    ``operations/project.py``, which imports it from here still."""
+    from pipeline.shell.store.workspace import read_manifest_text as read
+
+    return read(path)
 
 
-def parse_manifest(text: str, *, file: str, workspace: Workspace) -> Manifest:
-    """Parse and schema-check a manifest; every problem is reported in one ``ManifestError``."""
+def build_manifest(text: str, *, file: str, workspace: Workspace,
+                   schema: jsonschema.Draft202012Validator) -> Manifest:
+    """Parse ``text`` and check it against ``schema`` (the manifest's); every problem is
+    reported in one ``ManifestError``. Includes are read from ``workspace``."""
     doc = parse_yaml(text, file)
     if not isinstance(doc.data, dict):
         raise ManifestError([doc.diagnostic((), "the manifest must be a mapping",
                                             "start with `version: 1`, `name:` and `jobs:`")])
-    errors = validate_document(doc, MANIFEST_SCHEMA)
+    errors = validate_document(doc, schema)
     if errors:
         raise ManifestError(errors)
     return _build(doc, workspace)

@@ -1,13 +1,16 @@
-"""JSON Schema validation with errors anchored at the offending line and column."""
+"""JSON Schema validation with errors anchored at the offending line and column.
+
+The schema comes as a validator built by the shell
+(``pipeline.shell.store.schemas.schema_validator``), which reads the published file.
+"""
 
 from __future__ import annotations
 
 import difflib
 import json
 import re
-from functools import cache
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
@@ -15,36 +18,27 @@ from jsonschema.exceptions import ValidationError, best_match
 from pipeline.core.manifest.diagnostics import Diagnostic
 from pipeline.core.manifest.document import Document
 
-SCHEMA_NAMES = ("manifest.schema.json", "lockfile.schema.json")
+if TYPE_CHECKING:
+    from pathlib import Path  # noqa: TID251 (the signature of ``schema_dir`` below)
 
 
 def schema_dir() -> Path:
-    """Where the published schemas live: the repo's ``schemas/`` or the wheel's copy."""
-    package = Path(__file__).resolve().parents[2]
-    for candidate in (package.parent / "schemas", package / "_schemas"):
-        if (candidate / SCHEMA_NAMES[0]).is_file():
-            return candidate
-    raise FileNotFoundError("the imgspec schemas are missing from this installation")
+    """``pipeline.shell.store.schemas.schema_dir``, named here for ``cli/main.py``,
+    which imports it from here still."""
+    from pipeline.shell.store.schemas import schema_dir as where
+
+    return where()
 
 
-@cache
-def load_schema(name: str) -> dict[str, Any]:
-    """A published schema by file name."""
-    with (schema_dir() / name).open(encoding="utf-8") as handle:
-        schema: dict[str, Any] = json.load(handle)
-    return schema
-
-
-@cache
-def _validator(name: str) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(load_schema(name))
-
-
-def validate_document(doc: Document, schema_name: str) -> list[Diagnostic]:
-    """Every schema violation of ``doc`` as a positioned diagnostic (empty when valid)."""
+def validate_document(doc: Document,
+                      schema: jsonschema.Draft202012Validator) -> list[Diagnostic]:
+    """Every violation of ``schema`` by ``doc`` as a positioned diagnostic (empty when
+    valid)."""
     out: list[Diagnostic] = []
-    errors = list(_validator(schema_name).iter_errors(doc.data))
-    dedented = _dedented_jobs(doc, errors) if schema_name == SCHEMA_NAMES[0] else {}
+    errors = list(schema.iter_errors(doc.data))
+    root = schema.schema if isinstance(schema.schema, Mapping) else {}
+    fields = root.get("$defs", {}).get("job", {}).get("properties", {})
+    dedented = _dedented_jobs(doc, errors, fields) if fields else {}
     for error in errors:
         path = tuple(error.absolute_path)
         if len(path) >= 2 and path[0] == "jobs" and path[1] in dedented:
@@ -58,13 +52,14 @@ def validate_document(doc: Document, schema_name: str) -> list[Diagnostic]:
     return sorted(out, key=lambda d: d.sort_key())
 
 
-def _dedented_jobs(doc: Document, errors: list[ValidationError]) -> dict[str, str | None]:
-    """Jobs named like a job's field (``matrix``, ``prompt``...) whose content is invalid:
-    a field indented one level too little. Each with the job above it, if any."""
+def _dedented_jobs(doc: Document, errors: list[ValidationError],
+                   fields: Mapping[str, Any]) -> dict[str, str | None]:
+    """Jobs named like a job's field (``matrix``, ``prompt``...: ``fields``) whose content
+    is invalid: a field indented one level too little. Each with the job above it, if
+    any."""
     jobs = doc.data.get("jobs") if isinstance(doc.data, dict) else None
     if not isinstance(jobs, dict):
         return {}
-    fields = load_schema(SCHEMA_NAMES[0])["$defs"]["job"]["properties"]
     broken = {path[1] for path in (tuple(e.absolute_path) for e in errors)
               if len(path) >= 2 and path[0] == "jobs"}
     found: dict[str, str | None] = {}

@@ -15,10 +15,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.core.expansion.matrix import same
+from pipeline.core.lock.lockfile import AnyPath
 from pipeline.core.planning.plan import Plan, PlanItem, PlanStatus
 from pipeline.errors import UsageError
 
@@ -90,7 +90,7 @@ def chain_roots(instances: Iterable[Instance]) -> dict[str, str]:
     return roots
 
 
-def shard_lockfile(lock_path: Path, shard: Shard) -> Path:
+def shard_lockfile(lock_path: AnyPath, shard: Shard) -> AnyPath:
     """The default lockfile of a shard: ``shop.lock.json`` → ``shop.shard-2-of-4.lock.json``.
 
     Beside the manifest's own, so the output paths it records (relative to its

@@ -3,7 +3,8 @@
 The longest value one operation may build and the largest integer are limits here,
 with the checks that foresee a result's size from its arguments (``center``,
 ``replace``, ``join``, ``%`` and ``format`` widths, filters) so a bomb is refused
-before it allocates. ``sandbox`` calls them from Jinja's hooks.
+before it allocates. ``sandbox`` calls them from Jinja's hooks, and charges the
+``Meter`` defined here, which bounds a render's work and time.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 import string
 import types
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jinja2.environment import TemplateModule
 from jinja2.filters import make_attrgetter
@@ -23,8 +24,18 @@ from jinja2.sandbox import (
 from jinja2.utils import Namespace, generate_lorem_ipsum
 from markupsafe import Markup, escape
 
-if TYPE_CHECKING:  # the meter a formatter charges: a type only (sandbox imports this)
-    from pipeline.core.templates.sandbox import Meter
+# The work meter. A unit is roughly a seventh of a microsecond of interpreter work
+# (one loop iteration) or one character produced; ``sandbox`` charges the other
+# steps. A 5,000-character prompt with loops and macros spends a few tens of
+# thousands of units; the cap is hit by bombs after well under a second and after
+# producing at most a few megabytes of text.
+MAX_RENDER_WORK = 2_000_000
+# The meter reads the clock only every CLOCK_AFTER_WORK units, so ordinary renders
+# never do; a render that goes on past RENDER_DEADLINE_SECONDS from its first
+# reading stops. The deadline is a backstop for slow single steps the meter
+# charges too little (e.g. ``x in long_text`` in a long loop).
+CLOCK_AFTER_WORK = 20_000
+RENDER_DEADLINE_SECONDS = 1.0
 
 # The longest string, list or formatted field one operation may build, and the
 # longest rendered text: 20 times the API's 5,000-character prompt limit, so no
@@ -44,6 +55,39 @@ class LimitExceeded(Exception):
     Deliberately not a ``TypeError``/``LookupError``/``TemplateError``: nothing in
     Jinja catches and swallows it on the way out.
     """
+
+
+class Meter:
+    """Per-render work counter, with a lazily started wall-clock backstop."""
+
+    __slots__ = ("clock", "deadline", "next_check", "used")
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        # What ``TemplateRenderer.render`` sets again at the start of every render.
+        self.used = 0
+        self.next_check = CLOCK_AFTER_WORK
+        self.deadline: float | None = None
+
+    def charge(self, units: int) -> None:
+        """Spend ``units``; raise once the render's budget or deadline is gone."""
+        self.used += units
+        if self.used >= self.next_check:
+            self._check()
+
+    def _check(self) -> None:
+        if self.used > MAX_RENDER_WORK:
+            raise LimitExceeded(
+                f"rendering needs more than {MAX_RENDER_WORK:,} steps "
+                "(loop iterations, calls and characters produced)"
+            )
+        now = self.clock()
+        if self.deadline is None:
+            self.deadline = now + RENDER_DEADLINE_SECONDS
+        elif now > self.deadline:
+            raise LimitExceeded(f"rendering took longer than {RENDER_DEADLINE_SECONDS:g} s")
+        self.next_check = self.used + CLOCK_AFTER_WORK
+
 
 
 def _too_long(what: str, length: int, limit: int = MAX_VALUE_LENGTH) -> LimitExceeded:

@@ -22,16 +22,16 @@ import jinja2
 from jinja2.exceptions import SecurityError
 
 from pipeline.core.manifest.document import text_problem
-from pipeline.core.templates.bounds import MAX_OUTPUT_LENGTH, LimitExceeded, need
-from pipeline.core.templates.sandbox import (
+from pipeline.core.manifest.workspace import Workspace
+from pipeline.core.templates.bounds import (
     CLOCK_AFTER_WORK,
-    LIMIT_HINT,
-    BoundedSandbox,
+    MAX_OUTPUT_LENGTH,
+    LimitExceeded,
     Meter,
-    WorkspaceLoader,
+    need,
 )
+from pipeline.core.templates.sandbox import LIMIT_HINT, BoundedSandbox, WorkspaceLoader
 from pipeline.errors import ImgspecError
-from pipeline.shell.store.workspace import Workspace
 
 
 class TemplateProblem(ImgspecError):

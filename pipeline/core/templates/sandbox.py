@@ -7,7 +7,7 @@ from Python internals but not from spending unbounded time or memory, so here:
   is checked *before* it is built where its size can be foreseen (``center``,
   ``replace``, ``join``, ``%``/``format`` widths, ``*``, ``**``, ``~`` ...) and
   after it is built otherwise, against ``MAX_VALUE_LENGTH``;
-* each render has a work meter (``Meter``): loop iterations, calls, includes and
+* each render has a work meter (``bounds.Meter``): loop iterations, calls, includes and
   every character produced are charged to it, and it stops the render past
   ``MAX_RENDER_WORK`` -- deterministic, so a manifest that validates on one
   machine validates on every machine;
@@ -38,6 +38,7 @@ from jinja2.sandbox import (
 from jinja2.utils import pass_context
 from markupsafe import Markup
 
+from pipeline.core.manifest.workspace import Workspace, read_text
 from pipeline.core.templates.bounds import (
     FILTER_CHECKS,
     MAX_EXPONENT,
@@ -46,6 +47,7 @@ from pipeline.core.templates.bounds import (
     BoundedEscapeFormatter,
     BoundedFormatter,
     LimitExceeded,
+    Meter,
     bounded_lipsum,
     check_method_call,
     check_percent_format,
@@ -54,26 +56,15 @@ from pipeline.core.templates.bounds import (
     text_size,
 )
 from pipeline.errors import ImgspecError
-from pipeline.shell.store.workspace import Workspace, read_text
 
-# The work meter. A unit is roughly a seventh of a microsecond of interpreter work
-# (one loop iteration) or one character produced; the other steps cost about as
-# many units as they take time (measured on the 2-core dev box): an attribute or
-# item ATTRIBUTE_COST, a call or filter CALL_COST, a macro call MACRO_CALL_COST
-# and an include INCLUDE_COST. A 5,000-character prompt with loops and
-# macros spends a few tens of thousands of units; the cap is hit by bombs after
-# well under a second and after producing at most a few megabytes of text.
-MAX_RENDER_WORK = 2_000_000
+# What the steps cost on the work meter (``bounds.Meter``; a unit is one loop iteration
+# or one character produced): each about as many units as it takes time (measured on
+# the 2-core dev box): an attribute or item ATTRIBUTE_COST, a call or filter CALL_COST,
+# a macro call MACRO_CALL_COST and an include INCLUDE_COST.
 ATTRIBUTE_COST = 10
 CALL_COST = 30
 MACRO_CALL_COST = 100
 INCLUDE_COST = 100
-# The meter reads the clock only every CLOCK_AFTER_WORK units, so ordinary renders
-# never do; a render that goes on past RENDER_DEADLINE_SECONDS from its first
-# reading stops. The deadline is a backstop for slow single steps the meter
-# charges too little (e.g. ``x in long_text`` in a long loop).
-CLOCK_AFTER_WORK = 20_000
-RENDER_DEADLINE_SECONDS = 1.0
 
 LIMIT_HINT = (
     "templates build prompts of at most 5,000 characters: keep loops, repetition, "
@@ -81,38 +72,6 @@ LIMIT_HINT = (
 )
 # The filter wrapped around every ``{% for %}`` iterable; no template can name it.
 _LOOP_FILTER = "<metered loop>"
-class Meter:
-    """Per-render work counter, with a lazily started wall-clock backstop."""
-
-    __slots__ = ("clock", "deadline", "next_check", "used")
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self.clock = clock
-        # What ``TemplateRenderer.render`` sets again at the start of every render.
-        self.used = 0
-        self.next_check = CLOCK_AFTER_WORK
-        self.deadline: float | None = None
-
-    def charge(self, units: int) -> None:
-        """Spend ``units``; raise once the render's budget or deadline is gone."""
-        self.used += units
-        if self.used >= self.next_check:
-            self._check()
-
-    def _check(self) -> None:
-        if self.used > MAX_RENDER_WORK:
-            raise LimitExceeded(
-                f"rendering needs more than {MAX_RENDER_WORK:,} steps "
-                "(loop iterations, calls and characters produced)"
-            )
-        now = self.clock()
-        if self.deadline is None:
-            self.deadline = now + RENDER_DEADLINE_SECONDS
-        elif now > self.deadline:
-            raise LimitExceeded(f"rendering took longer than {RENDER_DEADLINE_SECONDS:g} s")
-        self.next_check = self.used + CLOCK_AFTER_WORK
-
-
 class _MeteredIterator:
     """Charges ``weight`` units per item."""
 

@@ -28,6 +28,7 @@ from pipeline.core.manifest.document import parse_yaml
 from pipeline.core.manifest.schema import validate_document
 from pipeline.errors import ImgspecError, ManifestError
 from pipeline.shell.store.files import write_atomic
+from pipeline.shell.store.schemas import schema_validator
 
 FORMAT_VERSION = 1
 REVIEW_SCHEMA = "review.schema.json"
@@ -113,7 +114,7 @@ def parse_review(text: str, *, source: str) -> Review:
         raise ReviewError(exc.diagnostics) from exc
     if doc.data is None:
         return Review()
-    errors = validate_document(doc, REVIEW_SCHEMA)
+    errors = validate_document(doc, schema_validator(REVIEW_SCHEMA))
     if errors:
         raise ReviewError(errors)
     review = Review()

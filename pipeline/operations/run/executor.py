@@ -44,6 +44,7 @@ from pipeline.core.expansion.instances import Instance
 from pipeline.core.lock import lifecycle
 from pipeline.core.lock.lockfile import Failure, LockEntry, Output
 from pipeline.core.manifest.model import InputsMode
+from pipeline.core.manifest.workspace import Workspace
 from pipeline.core.planning.pacing import Bound, RunOptions
 from pipeline.core.planning.plan import ACTIVE, Plan, PlanItem, PlanStatus, resolved_request
 from pipeline.core.planning.polling import PollModel
@@ -65,7 +66,6 @@ from pipeline.shell.http.downloads import Downloaded
 from pipeline.shell.http.uploads import Inputs
 from pipeline.shell.store.journal import LockStore
 from pipeline.shell.store.outputs import OutputFolder, utc_now
-from pipeline.shell.store.workspace import Workspace
 
 __all__ = ["Executor", "RunOptions"]
 

@@ -26,8 +26,8 @@ from pathlib import Path, PurePosixPath
 from pipeline.core.apimart.links import LinkTrust
 from pipeline.core.expansion.instances import DataInput, FileInput, ImageInput, UrlInput
 from pipeline.core.lock.lockfile import LockEntry
+from pipeline.core.manifest.workspace import Workspace
 from pipeline.errors import ImgspecError, InputChanged
-from pipeline.shell.store.workspace import Workspace
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from pipeline.core.apimart.images import check_image
 from pipeline.core.apimart.links import LinkTrust, Origin, host_of, origin_of
 from pipeline.core.lock.lockfile import Upload
 from pipeline.core.manifest.model import InputsMode
+from pipeline.core.manifest.workspace import Workspace
 from pipeline.errors import InputChanged
 from pipeline.shell.http.client import Uploaded
 from pipeline.shell.http.sendable import (
@@ -45,7 +46,6 @@ from pipeline.shell.http.sendable import (
     read_checked,
 )
 from pipeline.shell.store.journal import LockStore
-from pipeline.shell.store.workspace import Workspace
 
 # A URL is reused only while it lives this much longer: a task may wait in the API's
 # queue, and the run itself may go on for hours, before the image is fetched.

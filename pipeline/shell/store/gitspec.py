@@ -13,10 +13,11 @@ from pathlib import Path, PurePosixPath
 from pipeline.core.expansion.expand import expand
 from pipeline.core.expansion.instances import Expansion
 from pipeline.core.lock.lockfile import Lockfile, lockfile_path, parse_lockfile
-from pipeline.core.manifest.load import MAX_MANIFEST_BYTES, load_manifest, parse_manifest
+from pipeline.core.manifest.workspace import normalise_relpath
 from pipeline.core.planning.diff import SpecDiff, compare
 from pipeline.errors import DiffSideInvalid, ImgspecError, InputFileError, UsageError
-from pipeline.shell.store.workspace import MAX_FILE_BYTES, normalise_relpath
+from pipeline.shell.store.manifests import load_manifest, parse_manifest
+from pipeline.shell.store.workspace import MAX_FILE_BYTES, MAX_MANIFEST_BYTES
 
 GIT_TIMEOUT = 120.0  # seconds: only guards against a hung git
 

@@ -1,8 +1,8 @@
-"""Read access to the files a manifest may name, confined to the manifest's folder.
+"""Read access to a manifest and the files it may name, confined to the manifest's folder.
 
-The pure core never opens files itself: it is handed a ``Workspace``. The real one
-reads below a directory and refuses anything that escapes it (``..``, absolute
-paths, symlinks pointing out); the in-memory one serves unit tests.
+``DirectoryWorkspace`` is the ``Workspace`` (the core's port,
+``pipeline.core.manifest.workspace``) that reads below a directory and refuses
+anything that escapes it (``..``, absolute paths, symlinks pointing out).
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Mapping
-from pathlib import Path, PurePosixPath
-from typing import Protocol
+from pathlib import Path
 
+from pipeline.core.manifest.workspace import normalise_relpath
 from pipeline.errors import InputFileError
 
+MAX_MANIFEST_BYTES = 10 * 1024 * 1024
 # Inputs are images of at most 20 MB and small text files; refuse to slurp anything bigger.
 MAX_FILE_BYTES = 25 * 1024 * 1024
 
@@ -61,36 +61,6 @@ def _kind(mode: int) -> str:
     return "of another kind"
 
 
-class Workspace(Protocol):
-    """Where relative paths in a manifest are read from."""
-
-    def read_bytes(self, relpath: str) -> bytes:
-        """The file's bytes; ``InputFileError`` if missing, too large or outside the folder."""
-        ...
-
-
-def read_text(workspace: Workspace, relpath: str) -> str:
-    """A workspace file decoded as UTF-8 (``InputFileError`` if it is not)."""
-    try:
-        return workspace.read_bytes(relpath).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputFileError(f"{relpath}: not UTF-8 text ({exc.reason})") from exc
-
-
-def normalise_relpath(relpath: str) -> str:
-    """A POSIX relative path without ``.`` parts; ``InputFileError`` if it could escape."""
-    if not relpath or "\x00" in relpath:
-        raise InputFileError(f"{relpath!r}: not a usable file path")
-    pure = PurePosixPath(relpath.replace("\\", "/"))
-    if pure.is_absolute() or (pure.parts and pure.parts[0].endswith(":")):
-        raise InputFileError(f"{relpath}: absolute paths are not allowed; "
-                             "use a path relative to the manifest's folder")
-    if ".." in pure.parts:
-        raise InputFileError(f"{relpath}: '..' is not allowed; "
-                             "keep files inside the manifest's folder")
-    return str(pure)
-
-
 class DirectoryWorkspace:
     """Files below ``root`` only; symlinks are followed but must stay inside."""
 
@@ -124,18 +94,20 @@ class DirectoryWorkspace:
         return data
 
 
-class MemoryWorkspace:
-    """An in-memory folder for tests: ``{"assets/a.png": b"..."}``."""
-
-    def __init__(self, files: Mapping[str, bytes | str] | None = None) -> None:
-        self.files = {
-            normalise_relpath(k): v.encode() if isinstance(v, str) else v
-            for k, v in (files or {}).items()
-        }
-
-    def read_bytes(self, relpath: str) -> bytes:
-        """Serve a stored file."""
-        try:
-            return self.files[normalise_relpath(relpath)]
-        except KeyError:
-            raise InputFileError(f"{relpath}: no such file") from None
+def read_manifest_text(path: Path) -> str:
+    """The manifest's text; ``InputFileError`` if it is missing, too large or not UTF-8."""
+    try:
+        data = read_regular(path, limit=MAX_MANIFEST_BYTES)
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise InputFileError(f"{path}: more than {MAX_MANIFEST_BYTES:,} bytes is too large "
+                                 "for a manifest")
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputFileError(f"{path}: not UTF-8 text; save the manifest as UTF-8") from exc
+    except FileNotFoundError as exc:
+        raise InputFileError(f"{path}: no such manifest") from exc
+    except NotARegularFile as exc:
+        raise InputFileError(f"{path}: {exc.strerror}; a manifest must be a regular file"
+                             ) from exc
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot be read ({exc.strerror})") from exc
