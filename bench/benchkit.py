@@ -127,10 +127,10 @@ def timed(command: list[str], *, cwd: Path = ROOT, log: Path | None = None) -> C
 # ext4 without a journal skips, when it hands out a new inode, every inode freed in
 # the last 60 s (360 s while the freeing is not yet written out): fs/ext4/ialloc.c,
 # ``recently_deleted``. A run creates three inodes a task (folder, image, meta.json)
-# and its cleanup frees them, so a run started just after another scanned past the
-# previous run's 90,000 freed inodes on every creation: 15 % of the client's perf
-# samples in one such run at 30,000 tasks, and the main cause of runs far slower than
-# the one before. No user's disk looks like that, so the benchmarks wait it out.
+# and its cleanup frees them, so a run started just after another scans past the
+# previous run's 90,000 freed inodes on every creation, and is far slower than the
+# one before (figures in bench/RESULTS.md). No user's disk looks like that, so the
+# benchmarks wait it out.
 SETTLE_S = 61.0
 
 

@@ -24,9 +24,9 @@ durations, tasks in flight together do not share their outcome, so the rungs
 also learn faster (``SPREAD_PEER_SCALE``).
 
 Expected polls per task: 1 + 0.2 + 0.05 + 0.01 + a little ~ 1.3. Equal durations
-in waves that finish together cost a little more (measured 1.35 at 100 in flight,
-1.44 at 1,000): the first rung sits at the durations rather than a step above them,
-so about one wave in three misses and is polled again 20 ms later.
+in waves that finish together cost a little more (``bench/run_vs_naive.py``): the
+first rung sits at the durations rather than a step above them, so about one wave
+in three misses and is polled again a moment later.
 
 Before anything is learned (``cold``), a few *scout* tasks poll early, at
 fractions of their estimate; when enough first polls (or scouts) have finished,
@@ -100,9 +100,8 @@ class _LogSpread:
     ``SPREAD_MEMORY`` values (IQR / 1.349, the standard deviation for a normal
     distribution), not their standard deviation: at a thousand tasks in flight a busy
     loop reads some replies late, and the few far-off predictions that makes would
-    otherwise pass for spread durations (measured at 10,000 tasks @1,000 in flight:
-    equal 5 s tasks, predicted at 5.0 to 6.4 s, read as a log standard deviation of
-    0.09, a hair below ``SPREAD``, and above it at times as the run went on).
+    otherwise pass for spread durations: equal durations read as a deviation close
+    to ``SPREAD`` at 1,000 in flight.
     """
 
     __slots__ = ("_deviation", "_logs", "_since")
@@ -426,9 +425,9 @@ def _raised(factor: float, move: float, ends: float | None) -> float:
     task's trusted progress says it ends (``ends``, a multiple of the same base).
 
     With equal durations a whole wave misses together, and full steps would lift the
-    rung well past the durations (+8 % at 100 in flight) only to creep back down a
-    wave at a time: at 1 s tasks, first polls came 30 ms late on average. Progress
-    says how far the rung fell short; it never lowers the rung.
+    rung well past the durations only to creep back down a wave at a time, every
+    first poll late meanwhile. Progress says how far the rung fell short; it never
+    lowers the rung.
     """
     raised = factor * math.exp(move)
     if ends is not None:

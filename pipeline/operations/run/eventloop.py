@@ -11,10 +11,9 @@ through :func:`run_loop`, so all of them get the same two things:
   short-lived objects per request, over a large heap that lives as long as the
   loop does: a run's plan and lock store, the simulator's tasks. With CPython's
   default thresholds (a young collection every 700 net allocations, full ones
-  as the heap grows) collections walked that heap over and over: at 30,000
-  tasks @1,000 in flight they took 22 s of the run's 69 s of CPU, and 2.8 s with
-  :data:`GC_THRESHOLDS`. What exists when the loop starts is frozen, so no
-  collection walks it at all.
+  as the heap grows) collections walk that heap over and over, a large share of
+  a large run's CPU (``bench/run_throughput.py``; figures in ``bench/RESULTS.md``).
+  What exists when the loop starts is frozen, so no collection walks it at all.
 
 Both are undone when the loop ends: a caller in a longer-lived process (the
 tests) gets its collector back as it was.

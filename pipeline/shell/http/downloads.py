@@ -99,8 +99,8 @@ class ImageSink:
     The file is a bare descriptor, not a Python file object: opening one costs three
     more system calls (fstat, a terminal check, a seek), and in a worker thread each
     system call gives the interpreter lock back and waits to take it again from a busy
-    event loop. At a thousand downloads in flight, dropping them (and the read-back
-    below) cut a quarter of the run's context switches and of its CPU. An image that
+    event loop: at a thousand downloads in flight they (and a read-back) weigh on the
+    run's context switches and CPU (figures in ``bench/RESULTS.md``). An image that
     never filled the buffer is checked from memory, not read back from the file just
     written.
     """

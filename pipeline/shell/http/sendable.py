@@ -3,7 +3,7 @@
 This is the ``inputs: inline`` way; with ``inputs: upload`` (the default),
 :mod:`pipeline.shell.http.uploads` sends the local images of ``sources`` as uploaded URLs.
 Two steps, so the event loop never reads or encodes a file (a 20 MB input takes
-28-70 ms to read and base64-encode): ``sources`` decides on the loop what each
+tens of milliseconds to read and base64-encode): ``sources`` decides on the loop what each
 input will be, from the lock entries as they are now; ``encode`` reads and
 encodes in a worker thread.
 
