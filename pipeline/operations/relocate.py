@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline.core.lock.lockfile import Lockfile, Output
-from pipeline.core.lock.moves import Move, Moved, moved_key, relocate
+from pipeline.core.lock.moves import Moved, moved_key, relocate
+from pipeline.core.manifest.moved import Move
 from pipeline.errors import UsageError
 from pipeline.operations.project import current_lock, locate, read_header
 from pipeline.shell.store.guard import RunGuard, guard_path

@@ -1,7 +1,7 @@
 """The layers hold, checked by the project's own tools: ``lint-imports`` (import-linter,
 the contracts in pyproject's ``[tool.importlinter]``) passes, and it fails on a copy of
-the package whose core imports an I/O library, ``os`` or a shell module; ruff refuses a
-core module that reads a file through ``pathlib.Path``."""
+the package whose core imports an I/O library, ``os`` or a shell module, or closes an
+import circle; ruff refuses a core module that reads a file through ``pathlib.Path``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ TOOLS = Path(sys.executable).parent
 CORE_MODULE = Path("pipeline/core/apimart/models.py")
 LAYERS = "cli > api | views > operations > simulator > shell > core > errors"
 CORE_PURE = "the core imports no I/O library and no file access"
+NO_CIRCLES = "no import circle between the packages or modules of one folder"
 
 
 def run_tool(name: str, *args: str, root: Path) -> subprocess.CompletedProcess[str]:
@@ -50,22 +51,27 @@ def test_lint_imports_passes() -> None:
     assert "0 broken" in done.stdout
 
 
-@pytest.mark.parametrize(("added", "contract", "names"), [
-    ("import aiohttp\n", CORE_PURE, "pipeline.core is not allowed to import aiohttp"),
+@pytest.mark.parametrize(("added", "contract", "message", "culprit"), [
+    ("import aiohttp\n", CORE_PURE, "pipeline.core is not allowed to import aiohttp",
+     "pipeline.core.apimart.models -> aiohttp"),
     ("import os\n\n\ndef peek(path: str) -> int:\n    return os.open(path, os.O_RDONLY)\n",
-     CORE_PURE, "pipeline.core is not allowed to import os"),
+     CORE_PURE, "pipeline.core is not allowed to import os", "pipeline.core.apimart.models -> os"),
     ("from pipeline.shell.store import files\n", LAYERS,
-     "pipeline.core is not allowed to import pipeline.shell"),
-], ids=["aiohttp", "os.open", "shell"])
-def test_lint_imports_catches_a_core_module_that_does_io(
-        tmp_path: Path, added: str, contract: str, names: str) -> None:
-    """A core module that imports aiohttp, uses os.open or imports a shell module breaks
-    the contract that forbids it, and lint-imports says which and where."""
+     "pipeline.core is not allowed to import pipeline.shell",
+     "pipeline.core.apimart.models -> pipeline.shell.store"),
+    # prices.py imports the catalogue from models.py: this closes a circle.
+    ("from pipeline.core.apimart import prices\n", NO_CIRCLES,
+     "No cycles are allowed in pipeline.core.apimart", ".prices -> .models"),
+], ids=["aiohttp", "os.open", "shell", "circle"])
+def test_lint_imports_catches_a_core_module_that_breaks_a_contract(
+        tmp_path: Path, added: str, contract: str, message: str, culprit: str) -> None:
+    """A core module that imports aiohttp, uses os.open, imports a shell module or closes
+    an import circle breaks the contract that forbids it, and lint-imports names it."""
     done = run_tool("lint-imports", "--no-cache", root=copy_with(tmp_path, added))
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"{contract} BROKEN" in done.stdout
-    assert names in done.stdout
-    assert "pipeline.core.apimart.models ->" in done.stdout
+    assert message in done.stdout
+    assert culprit in done.stdout
 
 
 def test_ruff_refuses_a_core_module_that_reads_a_file_through_pathlib(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ from decimal import Decimal
 from pipeline.core.lock.lifecycle import REPLAYED_ELSEWHERE, paid_elsewhere
 from pipeline.core.lock.lockfile import LockEntry, Lockfile, Output, Retired, retire
 from pipeline.core.lock.merge import merge_locks
-from pipeline.core.lock.moves import Move, final_key, relocate
+from pipeline.core.lock.moves import final_key, relocate
+from pipeline.core.manifest.moved import Move
 from pipeline.shell.store.journal import fold_journal, journal_line
 
 

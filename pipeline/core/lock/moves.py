@@ -1,11 +1,12 @@
 """``moved:`` blocks and ``imgspec lock mv``: a lock entry, its history and its files follow
 a renamed job or instance key, as Terraform's ``moved`` blocks and ``state mv`` do.
 
-Pure: the manifest's moves are checked (:func:`move_errors` on the manifest alone,
-:func:`check_moves` once the instance keys are known) and applied to a ``Lockfile``
-value (:func:`relocate`), giving the lockfile the plan is made against and the
-list of what moved; nothing here reads or writes a file. The run applies the same
-relocations to the lock store and the output folder (``pipeline.operations.relocate``).
+Pure: the manifest's moves, checked in ``pipeline.core.manifest.moved``
+(``move_errors`` on the manifest alone, ``check_moves`` once the instance keys are
+known), are applied to a ``Lockfile`` value (:func:`relocate`), giving the lockfile
+the plan is made against and the list of what moved; nothing here reads or writes a
+file. The run applies the same relocations to the lock store and the output folder
+(``pipeline.operations.relocate``).
 
 A move names either two jobs (``from: shot``, ``to: packshot``: every entry
 ``shot@...`` becomes ``packshot@...``, and ``shot`` itself, the key of a job
@@ -21,35 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
-from typing import Protocol
 
 from pipeline.core.expansion.identity import folder_name
 from pipeline.core.lock.lockfile import LockEntry, Lockfile, Output
 from pipeline.core.manifest.diagnostics import Diagnostic
-from pipeline.core.manifest.document import DocPath
+from pipeline.core.manifest.moved import DiagnosticAt, Move, check_moves
 from pipeline.errors import ManifestError
-
-
-class DiagnosticAt(Protocol):
-    """Makes a diagnostic at a document path (``Document.diagnostic``'s shape)."""
-
-    def __call__(self, path: DocPath, message: str, hint: str = "", *,
-                 severity: str = "error") -> Diagnostic: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Move:
-    """One ``moved:`` item (or the arguments of ``lock mv``): a job or instance key to
-    another."""
-
-    source: str
-    target: str
-    path: DocPath = ()  # the item in the manifest, for positions
-
-    @property
-    def of_job(self) -> bool:
-        """Whether it moves a whole job (no ``@`` in its source)."""
-        return "@" not in self.source
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,85 +54,6 @@ def moved_key(key: str, move: Move) -> str | None:
         job, at, values = key.partition("@")
         return None if job != move.source else f"{move.target}{at}{values}"
     return move.target if key == move.source else None
-
-
-def move_errors(moves: tuple[Move, ...], jobs: Collection[str],
-                diagnostic: DiagnosticAt) -> list[Diagnostic]:
-    """The errors of the manifest's moves that need no expansion: a move to itself, a job
-    moved to a key or back, two moves to one destination, a cycle, a job ``from`` that
-    is still a job of the manifest."""
-    errors: list[Diagnostic] = []
-    targets: dict[str, Move] = {}
-    for index, move in enumerate(moves):
-        if move.source == move.target:
-            errors.append(diagnostic((*move.path, "to"), f"{move.source!r} is moved to itself",
-                                     "remove this move, or give the new name in to:"))
-            continue
-        if move.of_job != ("@" not in move.target):
-            errors.append(diagnostic((*move.path, "to"), f"{move.source!r} and {move.target!r} "
-                                     "are not both jobs or both instance keys",
-                                     "move a job to a job (shot → packshot) or a key to a key "
-                                     "(shot@c=red → shot@colour=red)"))
-            continue
-        if move.of_job and move.source in jobs:
-            errors.append(diagnostic((*move.path, "from"), f"job {move.source!r} still exists "
-                                     "in the manifest", "a move's from: is the old name: "
-                                     "rename the job, or remove this move"))
-        earlier = targets.get(move.target)
-        if earlier is not None:
-            errors.append(diagnostic((*move.path, "to"), f"{move.target!r} is already the "
-                                     f"destination of the move from {earlier.source!r} "
-                                     f"(moved[{moves.index(earlier)}])",
-                                     "each destination takes one source: remove one move"))
-        else:
-            targets[move.target] = move
-        if _cycles(moves, index):
-            errors.append(diagnostic((*move.path, "from"), f"the moves from {move.source!r} "
-                                     "lead back to it (a cycle)",
-                                     "moves go one way, from old names to new: remove one"))
-    return sorted(errors, key=Diagnostic.sort_key)
-
-
-def _cycles(moves: tuple[Move, ...], start: int) -> bool:
-    """Whether following the moves from ``moves[start]``'s target comes back to its source,
-    ``moves[start]`` being the first move of that cycle (a cycle is reported once)."""
-    by_source = {m.source: i for i, m in enumerate(moves) if m.source != m.target}
-    members = [start]
-    name = moves[start].target
-    while name in by_source:
-        index = by_source[name]
-        if index in members:
-            return index == start and start == min(members)
-        members.append(index)
-        name = moves[index].target
-    return False
-
-
-def check_moves(moves: tuple[Move, ...], keys: Collection[str], jobs: Collection[str],
-                diagnostic: DiagnosticAt) -> tuple[list[Diagnostic], list[Diagnostic]]:
-    """(errors, warnings) of the moves that need the instance keys: an instance key
-    ``from`` that still exists is an error; a ``to`` that names nothing of the manifest
-    is a warning (that move is not applied, so fixing a typo later still works)."""
-    errors: list[Diagnostic] = []
-    warnings: list[Diagnostic] = []
-    sources = {m.source for m in moves}  # a chain's middle names nothing of the manifest
-    for move in moves:
-        if move.of_job:
-            if move.target not in jobs and move.target not in sources:
-                warnings.append(diagnostic(
-                    (*move.path, "to"), f"job {move.target!r} is not in the manifest, so "
-                    "nothing is moved to it", "give the job's new name", severity="warning"))
-            continue
-        if move.source in keys:
-            errors.append(diagnostic((*move.path, "from"), f"instance {move.source!r} still "
-                                     "exists in the manifest", "a move's from: is the old "
-                                     "key: change the instance, or remove this move"))
-        if move.target not in keys and move.target not in sources:
-            warnings.append(diagnostic(
-                (*move.path, "to"), f"instance {move.target!r} is not in the manifest, so "
-                "nothing is moved to it", "give the instance's new key (see `imgspec plan`)",
-                severity="warning"))
-    return errors, warnings
 
 
 def final_key(key: str, moves: tuple[Move, ...]) -> str | None:

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 import jsonschema
 
 from pipeline.core.apimart.prices import DEFAULT_PRICE_TABLE
-from pipeline.core.lock.moves import Move, move_errors
 from pipeline.core.manifest.diagnostics import Diagnostic
 from pipeline.core.manifest.document import DocPath, Document, parse_csv, parse_yaml
 from pipeline.core.manifest.model import (
@@ -27,6 +26,7 @@ from pipeline.core.manifest.model import (
     MatrixSpec,
     UpstreamRef,
 )
+from pipeline.core.manifest.moved import Move, move_errors
 from pipeline.core.manifest.schema import validate_document
 from pipeline.core.manifest.workspace import Workspace, read_text
 from pipeline.errors import ImgspecError, ManifestError

@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pipeline.core.apimart.prices import PriceTable
 from pipeline.core.apimart.rules import REQUEST_FIELDS
-from pipeline.core.lock.moves import Move
 from pipeline.core.manifest.document import DocPath, Document
+from pipeline.core.manifest.moved import Move
 
 MODES = ("text-to-image", "edit", "sequential")
 InputsMode = Literal["upload", "inline"]
