@@ -13,9 +13,10 @@ validator is built on first use, as in a plan) and then the schema check alone o
 the decoded document (warm). Prints each run and min / median / max per checkout.
 
 ``--libraries`` instead times the verdict alone (valid or not, warm, CPU seconds)
-of each maintained validator installed (jsonschema-rs, fastjsonschema, jsonschema)
-on the same decoded document, alternating, in one process: the figures behind
-the choice of validator in docs/design.md.
+of the (first) checkout's ``lockfile_defect`` and of each maintained validator
+installed (jsonschema-rs, fastjsonschema, jsonschema) on the same decoded
+document, alternating, in one process: the figures behind the choice of
+validator in docs/design.md.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 CHILD = """
 import json, sys, time
@@ -90,10 +90,11 @@ def write_lockfile(path: Path, entries: int) -> None:
 
 def validators() -> dict[str, Callable[[Any], object]]:
     """The verdict of each installed validator, built once from the lockfile schema."""
+    from pipeline.core.lock.schema import lockfile_defect
     from pipeline.core.manifest.schema import load_schema
 
     schema = load_schema("lockfile.schema.json")
-    found: dict[str, Callable[[Any], object]] = {}
+    found: dict[str, Callable[[Any], object]] = {"imgspec lockfile_defect": lockfile_defect}
     try:
         import jsonschema_rs
 
@@ -141,7 +142,8 @@ def main() -> None:
     parser.add_argument("--libraries", action="store_true",
                         help="time the maintained validators' verdicts instead")
     args = parser.parse_args()
-    if args.libraries:
+    if args.libraries:  # in this process, with the (first) checkout's imgspec
+        sys.path.insert(0, str((args.tree or [ROOT])[0].resolve()))
         compare_libraries(args.entries, args.runs)
         return
     trees: list[Path] = [tree.resolve() for tree in args.tree or [ROOT]]
