@@ -321,3 +321,23 @@ def test_compile_schema_refuses_keywords_it_does_not_implement() -> None:
     defect = check({"a": 4})
     assert defect is not None
     assert defect.where == ("a",)
+
+
+@pytest.mark.parametrize("separator", ["\x1c", "\x1d", "\x1e", "\x1f", " ", "\xa0"])
+def test_an_upload_url_with_a_space_is_refused_as_jsonschema_does(separator: str) -> None:
+    """A space in an upload URL, Python's or Unicode's idea of one, is refused by both."""
+    doc = copy.deepcopy(VALID_DOC)
+    doc["uploads"] = {"a" * 64: {"url": f"https://u/a{separator}b", "expires_at": 5}}
+    assert not SCHEMA_VALIDATOR.is_valid(doc)
+    defect = lockfile_defect(doc)
+    assert defect is not None
+    assert defect.where == ("uploads", "a" * 64, "url")
+
+
+def test_a_refusal_is_reported_even_where_the_walk_finds_nothing() -> None:
+    """When the validator refuses what the explaining walk accepts, its own error is kept."""
+    # Python's $ matches before a final newline; the validator's (ECMA's) does not.
+    defect = compile_schema({"type": "object", "properties": {"a": {"pattern": "^a$"}}})(
+        {"a": "a\n"})
+    assert defect is not None
+    assert defect.where == ("a",)

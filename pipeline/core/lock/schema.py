@@ -1,10 +1,12 @@
-"""Strict reading of a lockfile: its schema compiled to Python, JSON's own limits, and where.
+"""Strict reading of a lockfile: its schema's verdict, JSON's own limits, and where.
 
-``schemas/lockfile.schema.json`` is the single description of the format. It is
-compiled once into plain Python checks (``compile_schema``) because jsonschema
-takes about 35 s over 100,000 entries and a plan reads the lockfile every time;
-``tests/unit/test_lockfile.py`` holds the compiled checks to jsonschema's verdicts.
-A defect is described with the file, line, entry and field, and what to do.
+``schemas/lockfile.schema.json`` is the single description of the format. A plan
+reads the whole lockfile every time, so the verdict comes from a compiled
+validator (jsonschema-rs; pure-Python validators take seconds to tens of seconds
+over 100,000 entries, see docs/design.md). Only a refused document is walked
+again here, to name its first defect in imgspec's words; ``tests/unit/test_lockfile.py``
+holds the verdicts to jsonschema's. A defect is described with the file, line,
+entry and field, and what to do.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from functools import cache
 from pathlib import PurePath
 from typing import Any
 
-# --- strict reading: the schema, compiled ------------------------------------------------
+# --- strict reading: the schema's verdict, explained ---------------------------------------
 
 _RESTORE_FILE = ("restore it from git (git checkout -- FILE), or delete it to start afresh "
                  "(recorded work would then be redone and paid again)")
@@ -99,236 +101,238 @@ _KEYWORDS = frozenset({"$ref", "type", "const", "enum", "minimum", "maximum", "m
                        "maxLength", "pattern", "items", "properties", "required",
                        "additionalProperties", "propertyNames", "allOf", "if", "then",
                        "else"})
+_OBJECT_KEYWORDS = frozenset({"properties", "required", "additionalProperties",
+                              "propertyNames"})
 _TYPE_NAMES = {"string": "a string", "integer": "an integer", "number": "a number",
                "object": "an object", "array": "an array", "null": "null",
                "boolean": "true or false"}
-# The test each JSON Schema type makes of a decoded value (``{v}``), with jsonschema's
-# meaning (true is no integer, 2.0 is one), except that NaN and infinities are no numbers.
-_TYPE_TESTS = {
-    "string": "type({v}) is str",
-    "integer": "(type({v}) is int or (type({v}) is float and {v}.is_integer()))",
-    "number": "(type({v}) is int or (type({v}) is float and _isfinite({v})))",
-    "object": "type({v}) is dict",
-    "array": "type({v}) is list",
-    "null": "{v} is None",
-    "boolean": "type({v}) is bool",
-}
-_NUMBER = "(type({v}) is int or type({v}) is float)"
+
+
+def _is_type(kind: str, value: Any) -> bool:
+    """JSON Schema's type test, with jsonschema's meaning (true is no integer, 2.0 is one),
+    except that NaN and infinities are no numbers (as the validator also holds)."""
+    if kind == "string":
+        return type(value) is str
+    if kind == "integer":
+        return type(value) is int or (type(value) is float and value.is_integer())
+    if kind == "number":
+        return type(value) is int or (type(value) is float and math.isfinite(value))
+    if kind == "object":
+        return type(value) is dict
+    if kind == "array":
+        return type(value) is list
+    if kind == "null":
+        return value is None
+    return type(value) is bool
 
 
 def compile_schema(schema: Mapping[str, Any], *, node: Mapping[str, Any] | None = None,
                    explain: Mapping[str, Callable[[str], str | None]] | None = None) -> Check:
-    """Compile (a ``node`` of) a JSON Schema into one fast check returning the first defect.
+    """One check of (a ``node`` of) a JSON Schema, returning the first defect or ``None``.
 
-    The schema is translated into Python source once (as fastjsonschema does) and
-    executed: about 1 µs per field, where jsonschema takes 20 times as long. Only
-    the keywords the lockfile schema uses are supported, with Draft 2020-12's
-    meaning; any other keyword is a ``ValueError`` here, so the schema cannot gain
-    a rule the reader would silently skip. ``explain`` maps a ``pattern`` to a
-    function giving the reason a string does not match it.
+    The verdict is jsonschema-rs's (a compiled validator, Draft 2020-12, several
+    times faster than pure-Python validators over a lockfile of 100,000 entries).
+    Only a document it refuses is walked again, here, to say where and why in
+    imgspec's words, in one fixed order (the schema's keywords, then the document's
+    fields), so that a file with several defects always reports the same one.
+    Only the keywords the lockfile schema uses are supported; any other keyword is a
+    ``ValueError`` here, so the schema cannot gain a rule the explanation would skip.
+    ``explain`` maps a ``pattern`` to a function giving the reason a string does not
+    match it.
     """
-    return _Compiler(schema, explain or {}).compile(schema if node is None else node)
+    import jsonschema_rs  # on first use: a command that reads no lockfile does not load it
+
+    target = schema if node is None else node
+    _Explainer.supported(schema, target, set())
+    validator = jsonschema_rs.validator_for(dict(schema) if node is None else
+                                            {**_definitions(schema), **node})
+    explainer = _Explainer(schema, explain or {})
+
+    def check(value: Any) -> Defect | None:
+        try:
+            if validator.is_valid(value):
+                return None
+        except (ValueError, TypeError, OverflowError, RecursionError):
+            pass  # a value the validator cannot take in: the walk below decides alone
+        return explainer.first(target, value) or _reported(validator, value)
+
+    return check
 
 
-class _Compiler:
-    """Generates one Python function per schema node that needs one (``$ref``, ``if``)."""
+def _definitions(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of ``schema`` that a node of it needs to be validated alone."""
+    return {key: schema[key] for key in ("$schema", "$id", "$defs") if key in schema}
+
+
+def _reported(validator: Any, value: Any) -> Defect | None:
+    """The validator's own first error, should the walk find none (their rules differ)."""
+    import jsonschema_rs
+
+    try:
+        validator.validate(value)
+    except jsonschema_rs.ValidationError as exc:
+        return Defect(tuple(exc.instance_path), exc.message)
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        return None
+    return None
+
+
+class _Explainer:
+    """Walks a schema node over a refused value and names its first defect."""
 
     def __init__(self, schema: Mapping[str, Any],
                  explain: Mapping[str, Callable[[str], str | None]]) -> None:
         self.schema = schema
         self.explain = explain
-        self.names: dict[str, Any] = {
-            "Defect": Defect, "_isfinite": math.isfinite, "_same": _same, "_MISSING": _MISSING,
-            "_type_defect": _type_defect, "_unknown_field": _unknown_field, "show": show,
-        }
-        self.source: list[str] = []
-        self.functions: dict[int, str] = {}  # id(node) -> generated function name
-        self.counter = 0
+        self.patterns: dict[str, Callable[[str], Any]] = {}
+        self.validators: dict[str, Any] = {}  # by $ref: a valid part is skipped at once
 
-    def compile(self, node: Mapping[str, Any]) -> Check:
-        name = self.function(node)
-        code = "\n".join(self.source)
-        exec(compile(code, "<lockfile schema>", "exec"), self.names)
-        check: Check = self.names[name]
-        return check
-
-    def fresh(self, prefix: str) -> str:
-        self.counter += 1
-        return f"{prefix}{self.counter}"
-
-    def const(self, value: Any) -> str:
-        name = self.fresh("_c")
-        self.names[name] = value
-        return name
-
-    def function(self, node: Mapping[str, Any]) -> str:
-        """The name of a generated ``def f(v) -> Defect | None`` checking ``node``."""
-        if id(node) in self.functions:
-            return self.functions[id(node)]
-        name = self.fresh("_check")
-        self.functions[id(node)] = name
-        body: list[str] = []
-        self.emit(node, "v", (), body, 1)
-        self.source += [f"def {name}(v):", *body, "    return None", ""]
-        return name
-
-    def emit(self, node: Mapping[str, Any], var: str, where: tuple[str, ...],
-             out: list[str], depth: int) -> None:
-        """Append statements returning a ``Defect`` when ``var`` breaks ``node``.
-
-        ``where`` holds Python expressions for the path from the function's input.
-        """
+    @staticmethod
+    def supported(schema: Mapping[str, Any], node: Mapping[str, Any], seen: set[int]) -> None:
+        """Raise ``ValueError`` for a keyword (or ``$ref``) the walk does not implement."""
+        if id(node) in seen:
+            return
+        seen.add(id(node))
         unknown = set(node) - _ANNOTATIONS - _KEYWORDS
         if unknown:
             raise ValueError(f"the lockfile reader does not support {sorted(unknown)}")
-        pad = "    " * depth
-        at = "(" + "".join(f"{w}, " for w in where) + ")"
-
-        def fail(condition: str, what: str) -> None:
-            out.append(f"{pad}if {condition}:")
-            out.append(f"{pad}    return Defect({at}, {what})")
-
+        parts: list[Any] = [*node.get("properties", {}).values(), *node.get("allOf", ())]
+        parts += [node[k] for k in ("items", "propertyNames", "if", "then", "else",
+                                    "additionalProperties") if k in node]
         if "$ref" in node:
-            target = node["$ref"]
-            if not target.startswith("#/$defs/"):
-                raise ValueError(f"unsupported $ref {target!r}")
-            called = self.function(self.schema["$defs"][target.removeprefix("#/$defs/")])
-            self.delegate(f"{called}({var})", at, out, pad)
+            parts.append(_Explainer.target(schema, node["$ref"]))
+        for part in parts:
+            if isinstance(part, Mapping):
+                _Explainer.supported(schema, part, seen)
+
+    @staticmethod
+    def target(schema: Mapping[str, Any], ref: str) -> Mapping[str, Any]:
+        if not ref.startswith("#/$defs/"):
+            raise ValueError(f"unsupported $ref {ref!r}")
+        found: Mapping[str, Any] = schema["$defs"][ref.removeprefix("#/$defs/")]
+        return found
+
+    def first(self, node: Mapping[str, Any], v: Any) -> Defect | None:
+        """The first way ``v`` breaks ``node``, its ``where`` relative to ``v``."""
+        ref = node.get("$ref")
+        if ref is not None and not self.accepts(ref, v) and (
+                found := self.first(self.target(self.schema, ref), v)) is not None:
+            return found
         types = node.get("type")
         names = [types] if isinstance(types, str) else list(types or ())
-        if names:
-            test = " or ".join(_TYPE_TESTS[n].format(v=var) for n in names)
-            wanted = " or ".join(_TYPE_NAMES[n] for n in names)
-            out.append(f"{pad}if not ({test}):")
-            out.append(f"{pad}    return _type_defect({at}, {var}, {wanted!r})")
+        if names and not any(_is_type(name, v) for name in names):
+            wanted = " or ".join(_TYPE_NAMES[name] for name in names)
+            return Defect((), f"must be {wanted} (found {show(v)})")
 
-        def guard(kind: str) -> str:
-            """The condition under which a keyword applies (none when the type is known)."""
+        def applies(kind: str) -> bool:
+            """Whether a keyword for ``kind`` applies (always when the type is known)."""
             if names == [kind] or (kind == "number" and names in (["integer"], ["number"])):
-                return "True"
-            return _NUMBER.format(v=var) if kind == "number" else _TYPE_TESTS[kind].format(v=var)
+                return True
+            if kind == "number":
+                return type(v) is int or type(v) is float
+            return _is_type(kind, v)
 
         for keyword in ("const", "enum"):
             if keyword in node:
                 allowed = [node[keyword]] if keyword == "const" else list(node[keyword])
-                listed = ", ".join(json.dumps(a, ensure_ascii=False) for a in allowed)
-                message = f"must be {listed}" if len(allowed) == 1 else f"must be one of {listed}"
-                if all(type(a) is str for a in allowed):
-                    test = f"type({var}) is not str or {var} not in {self.const(set(allowed))}"
-                else:
-                    test = f"not any(_same({var}, a) for a in {self.const(allowed)})"
-                fail(test, f"{message!r} + ' (found ' + show({var}) + ')'")
-        for keyword, compare, words in (("minimum", "<", "at least"),
-                                        ("maximum", ">", "at most")):
-            if keyword in node:
+                if not any(_same(v, a) for a in allowed):
+                    listed = ", ".join(json.dumps(a, ensure_ascii=False) for a in allowed)
+                    must = f"must be {listed}" if len(allowed) == 1 else \
+                        f"must be one of {listed}"
+                    return Defect((), f"{must} (found {show(v)})")
+        for keyword, words in (("minimum", "at least"), ("maximum", "at most")):
+            if keyword in node and applies("number"):
                 bound = node[keyword]
-                fail(f"{guard('number')} and {var} {compare} {bound!r}",
-                     f"'must be {words} {bound}' + ' (found ' + show({var}) + ')'")
-        if "minLength" in node:
+                if v < bound if keyword == "minimum" else v > bound:
+                    return Defect((), f"must be {words} {bound} (found {show(v)})")
+        if "minLength" in node and applies("string") and len(v) < node["minLength"]:
             low = node["minLength"]
-            fail(f"{guard('string')} and len({var}) < {low}",
-                 repr("must not be empty" if low == 1 else f"must be at least {low} characters"))
-        if "maxLength" in node:
-            fail(f"{guard('string')} and len({var}) > {node['maxLength']}",
-                 repr(f"must be at most {node['maxLength']} characters"))
-        if "pattern" in node:
-            pattern = node["pattern"]
-            search = self.const(re.compile(pattern).search)  # search, as jsonschema does
-            about = str(node.get("description", "")).rstrip(".")
-            fallback = (f"does not have the expected form ({about})" if about
-                        else f"does not match the pattern {pattern}")
-            reason = self.const(self.explain.get(pattern) or (lambda _: fallback))
-            fail(f"{guard('string')} and not {search}({var})",
-                 f"show({var}) + ' ' + {reason}({var})")
-        if {"properties", "required", "additionalProperties", "propertyNames"} & set(node):
-            self.emit_object(node, var, where, out, depth, guard("object"))
-        if "items" in node:
-            index, item = self.fresh("i"), self.fresh("x")
-            out.append(f"{pad}if {guard('array')}:")
-            out.append(f"{pad}    for {index}, {item} in enumerate({var}):")
-            self.emit(node["items"], item, (*where, index), out, depth + 2)
+            return Defect((), "must not be empty" if low == 1 else
+                          f"must be at least {low} characters")
+        if "maxLength" in node and applies("string") and len(v) > node["maxLength"]:
+            return Defect((), f"must be at most {node['maxLength']} characters")
+        if "pattern" in node and applies("string") and not self.search(node["pattern"], v):
+            return Defect((), f"{show(v)} {self.reason(node, v)}")
+        if _OBJECT_KEYWORDS & set(node) and applies("object"):
+            found = self.first_in_object(node, v)
+            if found is not None:
+                return found
+        if "items" in node and applies("array"):
+            for index, item in enumerate(v):
+                if (found := self.first(node["items"], item)) is not None:
+                    return found.within(index)
         for part in node.get("allOf", ()):
-            self.emit(part, var, where, out, depth)
-        if "if" in node:
-            # A conditional rule's description says why it holds: the message quotes it.
-            about = str(node.get("description", "")).rstrip(".")
-            why = f" ({about[0].lower()}{about[1:]})" if about else ""
-            test = self.function(node["if"])
-            out.append(f"{pad}if {test}({var}) is None:")
-            if "then" in node:
-                self.delegate(f"{self.function(node['then'])}({var})", at, out, pad + "    ",
-                              why)
-            out.append(f"{pad}    pass")
-            if "else" in node:
-                out.append(f"{pad}else:")
-                self.delegate(f"{self.function(node['else'])}({var})", at, out, pad + "    ",
-                              why)
+            if (found := self.first(part, v)) is not None:
+                return found
+        return self.first_conditional(node, v)
 
-    def delegate(self, call: str, at: str, out: list[str], pad: str, why: str = "") -> None:
-        """Call a generated function and return its defect, seen from here (``why`` added)."""
-        defect = self.fresh("d")
-        out.append(f"{pad}{defect} = {call}")
-        out.append(f"{pad}if {defect} is not None:")
-        out.append(f"{pad}    return Defect({at} + {defect}.where, {defect}.what + {why!r})")
+    def accepts(self, ref: str, v: Any) -> bool:
+        """Whether the validator accepts ``v`` for the definition ``ref`` names: the walk
+        then skips it (an entry among 100,000 in microseconds, not tens of them)."""
+        import jsonschema_rs
 
-    def emit_object(self, node: Mapping[str, Any], var: str, where: tuple[str, ...],
-                    out: list[str], depth: int, condition: str) -> None:
-        pad = "    " * (depth + 1)
-        out.append(f"{'    ' * depth}if {condition}:")
-        out.append(f"{pad}pass")
+        if ref not in self.validators:
+            self.validators[ref] = jsonschema_rs.validator_for(
+                {**_definitions(self.schema), "$ref": ref})
+        try:
+            return bool(self.validators[ref].is_valid(v))
+        except (ValueError, TypeError, OverflowError, RecursionError):
+            return False
+
+    def first_in_object(self, node: Mapping[str, Any], v: dict[str, Any]) -> Defect | None:
         properties: Mapping[str, Any] = node.get("properties", {})
-        at = "(" + "".join(f"{w}, " for w in where)
         required = set(node.get("required", ()))
         for name in sorted(required - set(properties)):  # those with a schema: below
-            out.append(f"{pad}if {name!r} not in {var}:")
-            out.append(f"{pad}    return Defect({at}{name!r},), 'is missing (it is required)')")
+            if name not in v:
+                return Defect((name,), "is missing (it is required)")
         if "propertyNames" in node:
-            key = self.fresh("k")
-            checked = self.function(node["propertyNames"])
-            defect = self.fresh("d")
-            out.append(f"{pad}for {key} in {var}:")
-            out.append(f"{pad}    {defect} = {checked}({key})")
-            out.append(f"{pad}    if {defect} is not None:")
-            out.append(f"{pad}        return Defect({at}{key},), "
-                       f"'is not a valid key: it ' + {defect}.what)")
+            for key in v:
+                if (found := self.first(node["propertyNames"], key)) is not None:
+                    return Defect((key,), f"is not a valid key: it {found.what}")
         extra = node.get("additionalProperties", True)
         if extra is False:
-            known = self.const(frozenset(properties))
-            out.append(f"{pad}if not {var}.keys() <= {known}:")
-            out.append(f"{pad}    return _unknown_field({at}), {var}, {known})")
+            unknown = next((key for key in v if key not in properties), None)
+            if unknown is not None:
+                return Defect((unknown,), "is not a field of this format (misspelt, or "
+                                          "written by a newer imgspec?)")
         elif extra not in (True, {}):
-            key, item = self.fresh("k"), self.fresh("x")
-            out.append(f"{pad}for {key}, {item} in {var}.items():")
-            inner = depth + 2
-            if properties:
-                out.append(f"{pad}    if {key} in {self.const(frozenset(properties))}:")
-                out.append(f"{pad}        continue")
-            self.emit(extra, item, (*where, key), out, inner)
+            for key, item in v.items():
+                if key not in properties and (found := self.first(extra, item)) is not None:
+                    return found.within(key)
         for name, sub in properties.items():
-            value = self.fresh("p")
-            out.append(f"{pad}{value} = {var}.get({name!r}, _MISSING)")
-            if name in required:  # one lookup serves both the presence and the value check
-                out.append(f"{pad}if {value} is _MISSING:")
-                out.append(f"{pad}    return Defect({at}{name!r},), "
-                           "'is missing (it is required)')")
-                self.emit(sub, value, (*where, repr(name)), out, depth + 1)
-            else:
-                out.append(f"{pad}if {value} is not _MISSING:")
-                out.append(f"{pad}    pass")
-                self.emit(sub, value, (*where, repr(name)), out, depth + 2)
+            if name not in v:
+                if name in required:
+                    return Defect((name,), "is missing (it is required)")
+                continue
+            if (found := self.first(sub, v[name])) is not None:
+                return found.within(name)
+        return None
 
+    def first_conditional(self, node: Mapping[str, Any], v: Any) -> Defect | None:
+        if "if" not in node:
+            return None
+        # A conditional rule's description says why it holds: the message quotes it.
+        about = str(node.get("description", "")).rstrip(".")
+        why = f" ({about[0].lower()}{about[1:]})" if about else ""
+        branch = "then" if self.first(node["if"], v) is None else "else"
+        if branch in node and (found := self.first(node[branch], v)) is not None:
+            return Defect(found.where, found.what + why)
+        return None
 
-_MISSING = object()
+    def search(self, pattern: str, text: str) -> bool:
+        if pattern not in self.patterns:
+            self.patterns[pattern] = re.compile(pattern).search  # search, as validators do
+        return self.patterns[pattern](text) is not None
 
-
-def _type_defect(where: Where, value: Any, wanted: str) -> Defect:
-    return Defect(where, f"must be {wanted} (found {show(value)})")
-
-
-def _unknown_field(where: Where, value: Mapping[str, Any], known: frozenset[str]) -> Defect:
-    name = next(k for k in value if k not in known)
-    return Defect((*where, name), "is not a field of this format (misspelt, or written by a "
-                                  "newer imgspec?)")
+    def reason(self, node: Mapping[str, Any], text: str) -> str:
+        """Why ``text`` does not match ``node``'s pattern, in words."""
+        explained = self.explain.get(node["pattern"])
+        reason = explained(text) if explained is not None else None
+        if reason is not None:
+            return reason
+        about = str(node.get("description", "")).rstrip(".")
+        return (f"does not have the expected form ({about})" if about
+                else f"does not match the pattern {node['pattern']}")
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -336,7 +340,6 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
     return bool(a == b)
-
 
 
 @cache
