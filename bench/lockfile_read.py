@@ -91,7 +91,7 @@ def write_lockfile(path: Path, entries: int) -> None:
 def validators() -> dict[str, Callable[[Any], object]]:
     """The verdict of each installed validator, built once from the lockfile schema."""
     from pipeline.core.lock.schema import lockfile_defect
-    from pipeline.core.manifest.schema import load_schema
+    from pipeline.shell.store.schemas import load_schema
 
     schema = load_schema("lockfile.schema.json")
     found: dict[str, Callable[[Any], object]] = {"imgspec lockfile_defect": lockfile_defect}
