@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 
-from pipeline.core.lock.lifecycle import REPLAYED_ELSEWHERE, paid_elsewhere
+from pipeline.core.lock.lifecycle import REPLAYED_ELSEWHERE, made_before, paid_elsewhere
 from pipeline.core.lock.lockfile import LockEntry, Lockfile, Output, Retired, retire
 from pipeline.core.lock.merge import merge_locks
 from pipeline.core.lock.moves import Move, final_key, relocate
@@ -80,8 +81,25 @@ def test_a_prune_line_in_the_journal_removes_the_entry_and_keeps_its_spend() -> 
 def test_a_replay_is_charged_here_only_when_this_entry_sent_the_key_before() -> None:
     """Idempotency-Replayed of someone else's sending: paid elsewhere; of our own earlier
     (unrecorded) sending: paid here; a task recorded in another lockfile: there."""
-    assert paid_elsewhere(replayed=True, own_earlier=False, recorded=None) == REPLAYED_ELSEWHERE
-    assert paid_elsewhere(replayed=True, own_earlier=True, recorded=None) is None
-    assert paid_elsewhere(replayed=False, own_earlier=False, recorded=None) is None
-    assert paid_elsewhere(replayed=False, own_earlier=False, recorded="x.lock.json: k") == \
+    assert paid_elsewhere(replayed=True, sent_before=False, recorded=None) == REPLAYED_ELSEWHERE
+    assert paid_elsewhere(replayed=True, sent_before=True, recorded=None) is None
+    assert paid_elsewhere(replayed=False, sent_before=False, recorded=None) is None
+    assert paid_elsewhere(replayed=False, sent_before=False, recorded="x.lock.json: k") == \
         "x.lock.json: k"
+
+
+def test_a_replay_of_a_task_made_before_our_first_sending_is_not_our_charge() -> None:
+    """A key this lockfile sent before, answered with a task the API made before that
+    first sending (beyond a second of clock difference), was paid by another sending."""
+    sent = "2026-01-01T12:00:10Z"
+    at = datetime(2026, 1, 1, 12, 0, 10, tzinfo=UTC).timestamp()
+    note = paid_elsewhere(replayed=True, sent_before=True, recorded=None, created=at - 60,
+                          first_sent=sent)
+    assert note is not None
+    assert "made at 2026-01-01T11:59:10Z, before this lockfile first sent its key" in note
+    for created in (at - 1, at, at + 5, None):  # ours, or the clocks cannot tell
+        assert paid_elsewhere(replayed=True, sent_before=True, recorded=None,
+                              created=created, first_sent=sent) is None
+    assert not made_before(at - 60, None)
+    assert not made_before(at - 60, "not a time")
+    assert made_before(at - 2.5, sent)
