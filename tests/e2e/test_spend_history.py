@@ -137,7 +137,7 @@ def run_replaying_the_others_task(mine: Project, other: Project, sim: RunningSim
     assert entry["charged"] == 0
     assert "before this lockfile first sent its key" in entry["paid_by"]
     assert charged(mine) + charged(other) == ledger_charged(sim) == Decimal("0.20")
-    return result.stdout
+    return str(result.stdout)
 
 
 def test_a_lost_reply_replayed_from_another_clones_task_is_not_our_charge(

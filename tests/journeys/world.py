@@ -533,7 +533,8 @@ class World:
         out: dict[Path, str] = {}
         for path in self.root.rglob("*"):
             if path.is_file() and not path.name.endswith(TRANSIENT_SUFFIXES) \
-                    and not path.name.startswith("."):
+                    and not path.name.startswith(".") \
+                    and ".git" not in path.relative_to(self.root).parts:
                 out[path] = sha256_file(path)
         return out
 
@@ -580,10 +581,11 @@ class World:
     def held(self, root: Path | None = None) -> set[str]:
         """Fingerprints whose paid result a checkout still has: reusable for free.
 
-        What a user can see for themselves: a done entry of any lockfile of the project,
-        or the ``meta.json`` of an output folder no done entry accounts for (a pruned
-        result whose images were kept), whose every image is a file with the recorded
-        sha256, or else whose every image has a link that has not expired. Nothing else:
+        What a user can see for themselves: a done entry of any lockfile of the project
+        (one a merge superseded by its task, which the API keeps), or the ``meta.json``
+        of an output folder no done entry accounts for (a pruned result whose images
+        were kept), whose every image is a file with the recorded sha256, or else whose
+        every image has a link that has not expired. Nothing else:
         a result whose files were damaged and whose links are not recorded must be paid
         for again, and the oracle then expects that.
         """
@@ -602,6 +604,11 @@ class World:
             lock = current_lock(path, manifest=path.name.replace(".lock.json", ".yaml"))
             for entry in lock.entries.values():
                 if entry.status != "done":
+                    continue
+                if not entry.outputs and entry.task_id is not None:
+                    # A merge kept the loser's task, not its images (``KEY#superseded:``):
+                    # the API still serves that task's results, for nothing.
+                    found.add(entry.fingerprint)
                     continue
                 images = [(Path(os.path.normpath(path.parent / o.path)), o.sha256, o.url,
                            o.expires_at) for o in entry.outputs]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -63,6 +64,27 @@ def test_a_merge_counts_retired_spend_once_and_never_lowers_it() -> None:
     merged = merge_locks([Lockfile("s.yaml", {red.key: replayed}), kept]).lock
     assert merged.entries[red.key].charged == Decimal("0.2")
     assert merged.entries[red.key].paid_by is None
+
+
+def test_a_merge_superseding_an_entry_counts_the_shared_history_once() -> None:
+    """Both branches carry the base entry's charge in their cumulative ``charged``: the
+    superseded side keeps only what it paid since the base, so the merged lockfile
+    records what the account paid (base + each branch's new task), never the base twice."""
+    base = entry("s@c=red", charged="0.2", task="t0")
+    ours = dataclasses.replace(entry("s@c=red", charged="0.4", task="t1"),
+                               updated_at="2026-01-01T00:00:02Z")
+    theirs = dataclasses.replace(entry("s@c=red", charged="0.4", task="t2"),
+                                 updated_at="2026-01-01T00:00:01Z")
+    merged = merge_locks([Lockfile("s.yaml", {base.key: ours}),
+                          Lockfile("s.yaml", {base.key: theirs})],
+                         base=Lockfile("s.yaml", {base.key: base})).lock
+    assert merged.entries["s@c=red"].task_id == "t1"
+    assert merged.entries["s@c=red#superseded:t2"].charged == Decimal("0.2")
+    assert merged.charged == Decimal("0.6")
+    # Without a base (shards), nothing is known to be shared: each side counts in full.
+    unrelated = merge_locks([Lockfile("s.yaml", {base.key: ours}),
+                             Lockfile("s.yaml", {base.key: theirs})]).lock
+    assert unrelated.charged == Decimal("0.8")
 
 
 def test_a_prune_line_in_the_journal_removes_the_entry_and_keeps_its_spend() -> None:
