@@ -31,7 +31,12 @@ from pipeline.core.lock.lockfile import Failure, LockEntry, Output
 
 
 def idempotency_key(key: str, fp: str, attempt: int) -> str:
-    """Stable per instance, request and attempt, so a replay after a crash reuses it."""
+    """Stable per instance, request and attempt, so a replay after a crash reuses it.
+
+    Not per request alone: a renamed or copied job finds a result the project holds by
+    content (``reuse``), and a body sent under one key must not differ, which the upload
+    URLs of a job's input images would (docs/identity.md, "Money is the account's").
+    """
     digest = hashlib.sha256(f"{key}\0{fp}\0{attempt}".encode()).hexdigest()
     return f"imgspec-{digest[:40]}"
 
