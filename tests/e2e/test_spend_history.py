@@ -344,6 +344,8 @@ def test_lock_mv_moves_an_entry_with_its_files_and_refuses_to_overwrite(
     assert moved.returncode == 0, moved.stderr
     assert set(project.lock()["entries"]) == {"shot@c=blue", "shot@colour=red"}
     assert images(project) == ["shot/c=blue/0.png", "shot/colour=red/0.png"]
+    verified = imgspec_process("verify", str(project.manifest))  # index.json follows
+    assert verified.returncode == 0, verified.stdout + verified.stderr
     assert charged(project) == ledger_charged(sim) == Decimal("0.40")
     job = imgspec_process("lock", "mv", "--dry-run", str(project.manifest), "shot", "cup")
     assert job.returncode == 0, job.stderr
