@@ -535,6 +535,14 @@ class World:
                     bad[path] = f"{key}: {output.path} does not match its sha256"
         return bad
 
+    def carry_damage(self) -> None:
+        """An image the user damaged stays damaged when a ``moved:`` block carries its
+        entry to the new job's folder (a run moves only intact images; the entry names
+        the new folder, where the damaged one is not)."""
+        for source, target in self.model.moved:
+            self.damaged |= {p.parent.parent.with_name(target) / p.parent.name / p.name
+                             for p in self.damaged if p.parent.parent.name == source}
+
     def moved_file(self, path: Path, output: Output) -> bool:
         """Whether a ``moved:`` block's destination job folder holds the image at ``path``."""
         job_dir = path.parent.parent
@@ -680,6 +688,7 @@ class World:
 
     def check_always(self) -> None:
         """Done entries have their files (unless the user damaged them); user files stay."""
+        self.carry_damage()
         for simulate in (False, True):
             path = self.sim_lock_path if simulate else self.lock_path
             bad = self.bad_outputs(self.lock(simulate=simulate), path.parent)
