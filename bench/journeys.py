@@ -3,6 +3,7 @@ number of steps is reached, every failure kept (not just the first), then the fi
 
     python bench/journeys.py --steps 2000              # ~2,000 steps, journeys of 20
     python bench/journeys.py --steps 300 --length 10 --out /tmp/journeys.log
+    python bench/journeys.py --steps 1000 --seed 7        # reproducible: call i uses seed 7+i
 
 Each failure is printed with hypothesis's step list and the journey log; failures are
 grouped by their first line (numbers masked) in the closing figures. The pytest form,
@@ -24,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, seed, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from tests.journeys import world
@@ -34,8 +35,17 @@ from tests.journeys.test_journeys import Journey
 run_machine: Callable[..., None] = run_state_machine_as_test
 
 
+def cause(err: BaseException) -> BaseException:
+    """The failure itself: hypothesis wraps one that did not recur (FlakyFailure) in a
+    group; its first member is what failed."""
+    while isinstance(err, BaseExceptionGroup) and err.exceptions:
+        err = err.exceptions[0]
+    return err
+
+
 def kind(err: BaseException) -> str:
     """A failure's first line with numbers and paths masked, to group alike ones."""
+    err = cause(err)
     first = (str(err).splitlines() or [type(err).__name__])[0]
     first = re.sub(r"/tmp/\S+", "<tmp>", first)
     return f"{type(err).__name__}: " + re.sub(r"\d+", "N", first)[:200]
@@ -49,6 +59,9 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=10,
                         help="journeys per hypothesis call (a call stops at its first failure)")
     parser.add_argument("--out", type=Path, help="also write every failure here")
+    parser.add_argument("--seed", type=int,
+                        help="seed of the first hypothesis call (the next ones count up); "
+                             "default: random journeys")
     args = parser.parse_args()
     journey_settings = settings(
         max_examples=args.batch, stateful_step_count=args.length, deadline=None, database=None,
@@ -62,12 +75,19 @@ def main() -> int:
         Journey.sim = sim
         while world.STEPS_TAKEN[0] < args.steps:
             journeys += 1  # batches: hypothesis's first journey of a call is the simplest one
+            machine: type[Journey] = Journey
+            if args.seed is not None:
+                machine = seed(args.seed + journeys - 1)(type("Journey", (Journey,), {}))
             try:
-                run_machine(Journey, settings=journey_settings)
+                run_machine(machine, settings=journey_settings)
             except Exception as err:
                 failures[kind(err)] += 1
+                inner = cause(err)
                 text = "".join(traceback.format_exception_only(err))
-                notes = "\n".join(getattr(err, "__notes__", []))
+                if inner is not err:
+                    text += "".join(traceback.format_exception_only(inner))
+                notes = "\n".join([*getattr(err, "__notes__", []),
+                                   *(getattr(inner, "__notes__", []) if inner is not err else [])])
                 report = f"=== call {journeys}: {kind(err)}\n{text}\n{notes}\n"
                 print(report, flush=True)
                 if log is not None:

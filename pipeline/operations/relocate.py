@@ -20,6 +20,7 @@ from pipeline.core.lock.lockfile import Lockfile, Output
 from pipeline.core.lock.moves import Moved, moved_key, relocate
 from pipeline.core.manifest.moved import Move
 from pipeline.errors import UsageError
+from pipeline.operations.merge_driver import refresh_index
 from pipeline.operations.project import current_lock, locate, read_header
 from pipeline.shell.store.guard import RunGuard, guard_path
 from pipeline.shell.store.journal import LockStore
@@ -122,6 +123,9 @@ def lock_mv(manifest: Path, source: str, target: str, *, simulate: bool = False,
             paths.lockfile, manifest=manifest.name) as store:
         moved = _checked(store.lock, move)
         apply_moves(moved, store, paths.output_folder())
+        # The output index names the moved entries' images under their old keys;
+        # ``verify`` checks it against the lockfile.
+        refresh_index(paths.lockfile, store.lock)
     return LockMove(moved, dry_run=False)
 
 

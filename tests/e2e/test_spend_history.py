@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from pipeline.shell.store.guard import RunGuard, guard_path
 from pipeline.simulator import RunningSimulator
 from tests.e2e.conftest import KEY, Project
 from tests.e2e.test_status import imgspec_process, ledger_charged
+from tests.simulator.simkit import StartSim
 
 CUPS = """\
 version: 1
@@ -108,6 +110,78 @@ def test_a_copy_in_another_manifest_notes_the_lockfile_that_paid(
     assert {e["paid_by"] for e in entries.values()} == {
         "manifests/shop.lock.json: shot@c=blue", "manifests/shop.lock.json: shot@c=red"}
     assert ledger_charged(sim) == charged(project) == Decimal("0.40")
+
+
+ONE_CUP = CUPS.replace("[red, blue]", "[red]")
+
+
+def other_clone_paid_an_hour_ago(tmp_path: Path, start_sim: StartSim) -> tuple[Project, Path]:
+    """A clone ``b`` that ran ``ONE_CUP`` an hour ago (by the API's clock) on the account
+    whose memory is kept in the returned state file; the simulator it ran against is
+    stopped."""
+    state = tmp_path / "account.json"
+    earlier = start_sim(state=state, clock=lambda: time.time() - 3600)
+    other = cups(tmp_path / "b", ONE_CUP)
+    assert run(other, earlier).returncode == 0
+    assert ledger_charged(earlier) == Decimal("0.20")
+    earlier.stop()
+    return other, state
+
+
+def run_replaying_the_others_task(mine: Project, other: Project, sim: RunningSimulator) -> str:
+    """Run ``mine`` against ``sim``, whose replay hands it ``other``'s paid task: it must
+    record that task as charged 0 and the two add up to the ledger; the run's output."""
+    result = run(mine, sim)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (entry,) = mine.lock()["entries"].values()
+    assert entry["charged"] == 0
+    assert "before this lockfile first sent its key" in entry["paid_by"]
+    assert charged(mine) + charged(other) == ledger_charged(sim) == Decimal("0.20")
+    return str(result.stdout)
+
+
+def test_a_lost_reply_replayed_from_another_clones_task_is_not_our_charge(
+        tmp_path: Path, start_sim: StartSim) -> None:
+    """A second clone whose submission's reply is lost and retried (same key) gets the
+    other clone's task back, marked replayed: it records charged 0 with a note, though
+    the replay answered its own resending."""
+    other, state = other_clone_paid_an_hour_ago(tmp_path, start_sim)
+    # With the fixture's seed, this rate drops the first three replies and lets the
+    # fourth attempt's through.
+    sim = start_sim(state=state, faults={"submit.lost_reply": 0.9})
+    mine = cups(tmp_path / "a", ONE_CUP)
+    assert "charged ¥0.00" in run_replaying_the_others_task(mine, other, sim)
+
+
+def test_a_submission_left_unanswered_by_a_run_and_replayed_by_the_next_is_not_our_charge(
+        tmp_path: Path, start_sim: StartSim) -> None:
+    """A run whose every reply is lost leaves its entry submitting; the next run replays
+    the key and gets the task another clone paid for an hour before: charged 0 here."""
+    other, state = other_clone_paid_an_hour_ago(tmp_path, start_sim)
+    lossy = start_sim(state=state, faults={"submit.lost_reply": 1.0})
+    mine = cups(tmp_path / "a", ONE_CUP)
+    assert run(mine, lossy).returncode != 0
+    assert {e["status"] for e in mine.lock()["entries"].values()} == {"submitting"}
+    lossy.stop()
+    run_replaying_the_others_task(mine, other, start_sim(state=state))
+
+
+def test_our_own_lost_reply_replayed_is_our_charge(
+        tmp_path: Path, start_sim: StartSim) -> None:
+    """A run whose own submission's reply was lost pays for the task its retry gets back
+    as a replay: recorded as charged here, equal to the ledger."""
+    state = tmp_path / "account.json"
+    lossy = start_sim(state=state, faults={"submit.lost_reply": 1.0})
+    mine = cups(tmp_path / "a", ONE_CUP)
+    assert run(mine, lossy).returncode != 0
+    assert ledger_charged(lossy) == Decimal("0.20")  # made and charged, the reply lost
+    lossy.stop()
+    sim = start_sim(state=state)
+    assert run(mine, sim).returncode == 0
+    (entry,) = mine.lock()["entries"].values()
+    assert entry["charged"] == 0.2
+    assert "paid_by" not in entry
+    assert charged(mine) == ledger_charged(sim) == Decimal("0.20")
 
 
 # -- finding 6: spend is history ---------------------------------------------------------
@@ -270,6 +344,8 @@ def test_lock_mv_moves_an_entry_with_its_files_and_refuses_to_overwrite(
     assert moved.returncode == 0, moved.stderr
     assert set(project.lock()["entries"]) == {"shot@c=blue", "shot@colour=red"}
     assert images(project) == ["shot/c=blue/0.png", "shot/colour=red/0.png"]
+    verified = imgspec_process("verify", str(project.manifest))  # index.json follows
+    assert verified.returncode == 0, verified.stdout + verified.stderr
     assert charged(project) == ledger_charged(sim) == Decimal("0.40")
     job = imgspec_process("lock", "mv", "--dry-run", str(project.manifest), "shot", "cup")
     assert job.returncode == 0, job.stderr

@@ -3,7 +3,8 @@
 A hypothesis state machine edits a small project the way people do (prompts, matrix
 values, CSV rows, jobs added, removed and renamed, outputs and the index deleted or
 damaged), refactors it (renames with a ``moved:`` block or ``imgspec lock mv``, a job
-copied into a second manifest, clones of the project on the same account), runs
+copied into a second manifest, clones of the project on the same account, a git merge
+in one checkout where both branches were run), runs
 `imgspec` in subprocesses from different folders with relative and absolute
 paths, with filters, faults, SIGKILL and Ctrl-C, and after every step checks what a careful
 user expects (see ``world.py``).
@@ -35,6 +36,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from tests.journeys import branches
 from tests.journeys.world import (
     CWDS,
     PATH_STYLES,
@@ -201,6 +203,12 @@ class Journey(RuleBasedStateMachine):
     def run_clone(self, fresh: bool) -> None:
         """Run the manifest in another checkout (lockfiles, no outputs) on the account."""
         self.world.run_clone(fresh)
+
+    @rule(job=st.sampled_from(["a", "b"]))
+    def merge_branches(self, job: str) -> None:
+        """In this checkout, a side branch rewords a prompt and runs, main runs, main
+        merges the side and runs again: the merge pays nothing."""
+        branches.merge_branches(self.world, job)
 
     @rule(pick=picks, how=st.sampled_from(["delete", "truncate"]))
     def damage_output(self, pick: int, how: str) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.journeys import branches
 from tests.journeys.world import SharedSim, World, shared_sim
 
 Step = Callable[[World], None]
@@ -95,3 +96,14 @@ def test_sigkill_mid_run_then_rerun_pays_once(world: World) -> None:
     """SIGKILL mid-run, rerun: everything done, each instance paid once."""
     full_run(world, interrupt="kill")
     full_run(world)
+
+
+@pytest.mark.parametrize("job", ["a", "b"])
+def test_a_merge_of_two_branches_run_in_one_checkout_pays_nothing(world: World,
+                                                                  job: str) -> None:
+    """Side branch reworded and run, main run, main merges the side: the merged plan
+    reuses the superseded entries' results; the ledger equals the recorded spend."""
+    full_run(world)
+    branches.merge_branches(world, job)
+    world.check_always()
+    full_run(world)  # and nothing is owed afterwards either

@@ -46,7 +46,7 @@ from typing import IO, Any
 
 import httpx
 
-from pipeline.core.lock.lockfile import Lockfile
+from pipeline.core.lock.lockfile import Lockfile, Output
 from pipeline.operations.project import current_lock
 from pipeline.simulator import RunningSimulator, SimulatorConfig, run_in_thread
 from pipeline.simulator.faults import FaultInjector
@@ -515,25 +515,51 @@ class World:
         return current_lock(path, manifest=self.manifest.name)
 
     def bad_outputs(self, lock: Lockfile, lock_dir: Path) -> dict[Path, str]:
-        """Outputs of done entries that are missing or differ from their sha256."""
+        """Outputs of done entries that are missing or differ from their sha256.
+
+        A run stopped while it carried entries by a ``moved:`` block may have moved the
+        files and not yet recorded it (docs/identity.md): such an image, found intact in
+        its new job's folder, is where the next plan looks for it, and is not missing.
+        """
         bad: dict[Path, str] = {}
         for key, entry in lock.entries.items():
             if entry.status != "done":
                 continue
             for output in entry.outputs:
                 path = Path(os.path.normpath(lock_dir / output.path))
+                if not path.is_file() and self.moved_file(path, output):
+                    continue
                 if not path.is_file():
                     bad[path] = f"{key}: {output.path} is missing"
                 elif sha256_file(path) != output.sha256:
                     bad[path] = f"{key}: {output.path} does not match its sha256"
         return bad
 
+    def carry_damage(self) -> None:
+        """An image the user damaged stays damaged when a ``moved:`` block carries its
+        entry to the new job's folder (a run moves only intact images; the entry names
+        the new folder, where the damaged one is not)."""
+        for source, target in self.model.moved:
+            self.damaged |= {p.parent.parent.with_name(target) / p.parent.name / p.name
+                             for p in self.damaged if p.parent.parent.name == source}
+
+    def moved_file(self, path: Path, output: Output) -> bool:
+        """Whether a ``moved:`` block's destination job folder holds the image at ``path``."""
+        job_dir = path.parent.parent
+        for source, target in self.model.moved:
+            if job_dir.name == source:
+                there = job_dir.with_name(target) / path.parent.name / path.name
+                if there.is_file() and sha256_file(there) == output.sha256:
+                    return True
+        return False
+
     def files(self) -> dict[Path, str]:
         """Every lasting file of the project, with its sha256."""
         out: dict[Path, str] = {}
         for path in self.root.rglob("*"):
             if path.is_file() and not path.name.endswith(TRANSIENT_SUFFIXES) \
-                    and not path.name.startswith("."):
+                    and not path.name.startswith(".") \
+                    and ".git" not in path.relative_to(self.root).parts:
                 out[path] = sha256_file(path)
         return out
 
@@ -580,10 +606,11 @@ class World:
     def held(self, root: Path | None = None) -> set[str]:
         """Fingerprints whose paid result a checkout still has: reusable for free.
 
-        What a user can see for themselves: a done entry of any lockfile of the project,
-        or the ``meta.json`` of an output folder no done entry accounts for (a pruned
-        result whose images were kept), whose every image is a file with the recorded
-        sha256, or else whose every image has a link that has not expired. Nothing else:
+        What a user can see for themselves: a done entry of any lockfile of the project
+        (one a merge superseded by its task, which the API keeps), or the ``meta.json``
+        of an output folder no done entry accounts for (a pruned result whose images
+        were kept), whose every image is a file with the recorded sha256, or else whose
+        every image has a link that has not expired. Nothing else:
         a result whose files were damaged and whose links are not recorded must be paid
         for again, and the oracle then expects that.
         """
@@ -602,6 +629,11 @@ class World:
             lock = current_lock(path, manifest=path.name.replace(".lock.json", ".yaml"))
             for entry in lock.entries.values():
                 if entry.status != "done":
+                    continue
+                if not entry.outputs and entry.task_id is not None:
+                    # A merge kept the loser's task, not its images (``KEY#superseded:``):
+                    # the API still serves that task's results, for nothing.
+                    found.add(entry.fingerprint)
                     continue
                 images = [(Path(os.path.normpath(path.parent / o.path)), o.sha256, o.url,
                            o.expires_at) for o in entry.outputs]
@@ -656,6 +688,7 @@ class World:
 
     def check_always(self) -> None:
         """Done entries have their files (unless the user damaged them); user files stay."""
+        self.carry_damage()
         for simulate in (False, True):
             path = self.sim_lock_path if simulate else self.lock_path
             bad = self.bad_outputs(self.lock(simulate=simulate), path.parent)
@@ -860,12 +893,13 @@ class World:
 
     def run(self, *, cwd: Cwd, style: PathStyle, how: str, pick: int, faults: bool,
             fault_seed: int, concurrency: int, interrupt: Signal,
-            moment: str = "start") -> None:
-        """``imgspec run`` against the simulator, and everything that must hold after it."""
+            moment: str = "start", rehash: bool = False) -> None:
+        """``imgspec run`` against the simulator, and everything that must hold after it
+        (``rehash``: with ``--rehash``, every image's sha256 checked, not only its size)."""
         plan = self.plan_json(cwd, style)
         folder, arg = self.where(cwd, style)
         args = ["run", arg, "--base-url", self.sim.base_url, "--yes",
-                "--concurrency", str(concurrency)]
+                "--concurrency", str(concurrency), *(["--rehash"] if rehash else [])]
         filter_arg = ""
         unknown_where = False
         if how == "job":

@@ -201,6 +201,7 @@ def test_merge_of_two_branches_run_in_one_checkout_reuses_the_superseded_results
     assert sim.ledger().images_charged == charged
     assert assert_images_intact(repo) == 3
     assert plan_json(repo)["counts"]["up-to-date"] == 3
+    assert_money_agrees(repo, sim)  # the base's charge, carried by both sides, once
 
 
 def test_fresh_clone_without_outputs_reuses_by_link_or_says_missing(

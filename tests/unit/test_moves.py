@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 
-from pipeline.core.lock.lifecycle import REPLAYED_ELSEWHERE, paid_elsewhere
+from pipeline.core.lock.lifecycle import REPLAYED_ELSEWHERE, made_before, paid_elsewhere
 from pipeline.core.lock.lockfile import LockEntry, Lockfile, Output, Retired, retire
 from pipeline.core.lock.merge import merge_locks
 from pipeline.core.lock.moves import final_key, relocate
@@ -65,6 +67,27 @@ def test_a_merge_counts_retired_spend_once_and_never_lowers_it() -> None:
     assert merged.entries[red.key].paid_by is None
 
 
+def test_a_merge_superseding_an_entry_counts_the_shared_history_once() -> None:
+    """Both branches carry the base entry's charge in their cumulative ``charged``: the
+    superseded side keeps only what it paid since the base, so the merged lockfile
+    records what the account paid (base + each branch's new task), never the base twice."""
+    base = entry("s@c=red", charged="0.2", task="t0")
+    ours = dataclasses.replace(entry("s@c=red", charged="0.4", task="t1"),
+                               updated_at="2026-01-01T00:00:02Z")
+    theirs = dataclasses.replace(entry("s@c=red", charged="0.4", task="t2"),
+                                 updated_at="2026-01-01T00:00:01Z")
+    merged = merge_locks([Lockfile("s.yaml", {base.key: ours}),
+                          Lockfile("s.yaml", {base.key: theirs})],
+                         base=Lockfile("s.yaml", {base.key: base})).lock
+    assert merged.entries["s@c=red"].task_id == "t1"
+    assert merged.entries["s@c=red#superseded:t2"].charged == Decimal("0.2")
+    assert merged.charged == Decimal("0.6")
+    # Without a base (shards), nothing is known to be shared: each side counts in full.
+    unrelated = merge_locks([Lockfile("s.yaml", {base.key: ours}),
+                             Lockfile("s.yaml", {base.key: theirs})]).lock
+    assert unrelated.charged == Decimal("0.8")
+
+
 def test_a_prune_line_in_the_journal_removes_the_entry_and_keeps_its_spend() -> None:
     """A deletion carrying its retired record: folded once or twice, one record."""
     red = entry("s@c=red")
@@ -81,8 +104,25 @@ def test_a_prune_line_in_the_journal_removes_the_entry_and_keeps_its_spend() -> 
 def test_a_replay_is_charged_here_only_when_this_entry_sent_the_key_before() -> None:
     """Idempotency-Replayed of someone else's sending: paid elsewhere; of our own earlier
     (unrecorded) sending: paid here; a task recorded in another lockfile: there."""
-    assert paid_elsewhere(replayed=True, own_earlier=False, recorded=None) == REPLAYED_ELSEWHERE
-    assert paid_elsewhere(replayed=True, own_earlier=True, recorded=None) is None
-    assert paid_elsewhere(replayed=False, own_earlier=False, recorded=None) is None
-    assert paid_elsewhere(replayed=False, own_earlier=False, recorded="x.lock.json: k") == \
+    assert paid_elsewhere(replayed=True, sent_before=False, recorded=None) == REPLAYED_ELSEWHERE
+    assert paid_elsewhere(replayed=True, sent_before=True, recorded=None) is None
+    assert paid_elsewhere(replayed=False, sent_before=False, recorded=None) is None
+    assert paid_elsewhere(replayed=False, sent_before=False, recorded="x.lock.json: k") == \
         "x.lock.json: k"
+
+
+def test_a_replay_of_a_task_made_before_our_first_sending_is_not_our_charge() -> None:
+    """A key this lockfile sent before, answered with a task the API made before that
+    first sending (beyond a second of clock difference), was paid by another sending."""
+    sent = "2026-01-01T12:00:10Z"
+    at = datetime(2026, 1, 1, 12, 0, 10, tzinfo=UTC).timestamp()
+    note = paid_elsewhere(replayed=True, sent_before=True, recorded=None, created=at - 60,
+                          first_sent=sent)
+    assert note is not None
+    assert "made at 2026-01-01T11:59:10Z, before this lockfile first sent its key" in note
+    for created in (at - 1, at, at + 5, None):  # ours, or the clocks cannot tell
+        assert paid_elsewhere(replayed=True, sent_before=True, recorded=None,
+                              created=created, first_sent=sent) is None
+    assert not made_before(at - 60, None)
+    assert not made_before(at - 60, "not a time")
+    assert made_before(at - 2.5, sent)

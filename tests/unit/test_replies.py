@@ -169,7 +169,8 @@ def test_error_code_inside_a_200_reply_is_classified(
 def test_poll_documented_example() -> None:
     """The APIMART.md §2 poll example (url as a one-item list) parses completely."""
     state = parse_poll(completed([{"url": [URL], "expires_at": 1763174708}]), TASK)
-    assert state == TaskState(TASK, "completed", 100, 60.0, (TaskImage(URL, 1763174708),), None)
+    assert state == TaskState(TASK, "completed", 100, 60.0, (TaskImage(URL, 1763174708),), None,
+                              created=1763088289)
     assert state.finished
 
 

@@ -100,6 +100,9 @@ class TaskState:
     # The submission was sent more than once by this call (a reply lost, a retry): a
     # replay may then be of its own first sending, which the account did pay for.
     resent: bool = False
+    # When the API made the task (the poll reply's ``created``, Unix seconds; None when
+    # not given): tells a replay of this client's own sending from another's.
+    created: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -432,6 +435,7 @@ def _parse_task(data: Mapping[str, object], *, expected_id: str | None, api_host
         asked_at=asked_at,
         request_id=request_id,
         replayed=replayed,
+        created=_number(data.get("created")),
     )
 
 

@@ -19,6 +19,7 @@ Times are passed in (``now``): nothing here reads a clock.
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 from collections.abc import Mapping
 from dataclasses import replace
@@ -30,7 +31,12 @@ from pipeline.core.lock.lockfile import Failure, LockEntry, Output
 
 
 def idempotency_key(key: str, fp: str, attempt: int) -> str:
-    """Stable per instance, request and attempt, so a replay after a crash reuses it."""
+    """Stable per instance, request and attempt, so a replay after a crash reuses it.
+
+    Not per request alone: a renamed or copied job finds a result the project holds by
+    content (``reuse``), and a body sent under one key must not differ, which the upload
+    URLs of a job's input images would (docs/identity.md, "Money is the account's").
+    """
     digest = hashlib.sha256(f"{key}\0{fp}\0{attempt}".encode()).hexdigest()
     return f"imgspec-{digest[:40]}"
 
@@ -50,15 +56,20 @@ def begin_attempt(inst: Instance, request: Mapping[str, Any], fp: str,
                   previous: LockEntry | None, *, reroll: int = 0, now: str) -> LockEntry:
     """The ``submitting`` entry recorded (durably) before a POST.
 
-    A replay keeps the attempt and its key; anything else is a new attempt with a
-    new key. Money charged by earlier attempts stays counted, and the images of the
-    last done attempt stay recorded until new ones replace them. ``reroll`` counts the
-    re-rolls asked for in review, recorded so the next plan derives the same seed.
+    A replay keeps the attempt, its key and the time the key was first sent
+    (``updated_at``); anything else is a new attempt with a new key. Money charged by
+    earlier attempts stays counted, and the images of the last done attempt stay
+    recorded until new ones replace them. ``reroll`` counts the re-rolls asked for in
+    review, recorded so the next plan derives the same seed.
     """
+    sent = now
     if is_replay(previous, fp):
         assert previous is not None
         assert previous.idempotency_key is not None
         attempt, idem = previous.attempts, previous.idempotency_key
+        # A ``submitting`` entry's updated_at stays when its key was first sent: the
+        # evidence ``paid_elsewhere`` weighs a replay's task against.
+        sent = previous.updated_at or now
     else:
         attempt = (previous.attempts if previous else 0) + 1
         idem = idempotency_key(inst.key, fp, attempt)
@@ -68,7 +79,7 @@ def begin_attempt(inst: Instance, request: Mapping[str, Any], fp: str,
         attempts=attempt, last_error=None, cost=Decimal(0),
         charged=previous.charged if previous else Decimal(0),
         created_at=previous.created_at if previous and previous.created_at else now,
-        updated_at=now, outputs=previous.outputs if previous else (), reroll=reroll)
+        updated_at=sent, outputs=previous.outputs if previous else (), reroll=reroll)
 
 
 def repolls(entry: LockEntry | None) -> bool:
@@ -95,20 +106,59 @@ def running(entry: LockEntry, task_id: str, cost: Decimal, *, now: str,
 REPLAYED_ELSEWHERE = ("replayed by the API (Idempotency-Replayed): paid by an earlier "
                       "submission of the same key")
 
+# Seconds by which the API's clock may be behind this machine's before a task this
+# lockfile made would look made before its own first sending (see ``made_before``).
+CLOCK_TOLERANCE = 1
 
-def paid_elsewhere(*, replayed: bool, own_earlier: bool, recorded: str | None) -> str | None:
+
+def made_before(created: float | None, first_sent: str | None) -> bool:
+    """Whether the API made a task (``created``: its Unix time, as the API reports it)
+    before this lockfile first sent the task's key (``first_sent``: a recorded ISO 8601
+    time of this machine's clock), beyond what the clocks' difference can explain.
+
+    Both are whole seconds (the API's ``created`` and the lockfile's times), so a
+    task made by this sending shows at most a second before it on a clock that is
+    behind by ``CLOCK_TOLERANCE``; one made earlier than that was made by someone else's
+    sending of the key. Unknown times prove nothing.
+    """
+    if created is None or first_sent is None:
+        return False
+    try:
+        sent = _dt.datetime.fromisoformat(first_sent.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if sent.tzinfo is None:
+        return False
+    return int(created) < int(sent.timestamp()) - CLOCK_TOLERANCE
+
+
+def paid_elsewhere(*, replayed: bool, sent_before: bool, recorded: str | None,
+                   created: float | None = None, first_sent: str | None = None) -> str | None:
     """Where a just-submitted task was paid if not by this submission, else None.
 
     Money is the account's: a reply the API marks as a replay (``replayed``) charged
-    nothing, unless it replays this entry's own earlier sending of the key
-    (``own_earlier``: a crash, or a reply lost and retried), which was paid and never
-    recorded. ``recorded``: where another lockfile of the project (or another entry of
-    this one) already records the task id as paid; that settles it either way.
+    nothing, unless it replays this lockfile's own earlier sending of the key
+    (``sent_before``: a crash, or a reply lost and retried), which was paid and never
+    recorded. Another clone of the project on the same account derives the same keys,
+    so a key this lockfile sent before may still have made its task elsewhere: when the
+    API made the task (``created``) before this lockfile first sent the key
+    (``first_sent``), the earlier sending that paid was not ours. ``recorded``: where
+    another lockfile of the project (or another entry of this one) already records the
+    task id as paid; that settles it either way.
     """
     if recorded is not None:
         return recorded
-    if replayed and not own_earlier:
+    if not replayed:
+        return None
+    if not sent_before:
         return REPLAYED_ELSEWHERE
+    if made_before(created, first_sent):
+        assert created is not None
+        made = _dt.datetime.fromtimestamp(int(created), _dt.UTC).isoformat().replace(
+            "+00:00", "Z")
+        return (f"replayed by the API (Idempotency-Replayed): the task was made at {made}, "
+                f"before this lockfile first sent its key ({first_sent}): paid by another "
+                "sending of the same key (another clone of the project?)")
     return None
 
 

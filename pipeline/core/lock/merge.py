@@ -21,7 +21,8 @@ The rules, for one instance key:
   possibly paid;
 - different tasks: the winner as above (two done entries: the newer), and the
   loser is kept under ``KEY#superseded:TASK`` so its task id and idempotency
-  key stay reachable and its cost stays counted. Its ``outputs`` are dropped
+  key stay reachable and its cost stays counted: what it charged beyond the base
+  entry, whose charges (history both sides carry) the winner counts. Its ``outputs`` are dropped
   there: they name the same files as the kept entry's, and the files on disk
   are left as they are. ``plan`` lists it as orphaned; ``imgspec prune`` drops it;
 - the same task with two different sets of downloaded files: a conflict, since
@@ -42,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import PurePath
 from typing import Literal
 
@@ -149,7 +151,11 @@ def merge_entries(a: LockEntry, b: LockEntry,
                                    "kept the task id / idempotency key only the other side "
                                    "had recorded"))
         return [filled], notes
-    moved = dataclasses.replace(loser, key=superseded_key(loser), outputs=())
+    # Both sides carry the charges of the history they share (an entry's ``charged``
+    # counts all its attempts): the winner keeps that money, the loser only its own.
+    shared = min(base.charged, loser.charged) if base is not None else Decimal(0)
+    moved = dataclasses.replace(loser, key=superseded_key(loser), outputs=(),
+                                charged=loser.charged - shared)
     if winner.status == loser.status == "done":
         why = ("both sides have a done result"
                + (" for different requests" if winner.fingerprint != loser.fingerprint else "")

@@ -341,9 +341,14 @@ class Executor:
             self.result.unfinished.append((key, f"submission outcome unknown: {exc}"))
             self.emit(EventKind.UNFINISHED, key, str(exc))
             raise _Stop from exc
+        sent_before = own_earlier or state.resent
+        noted = self.paid_tasks.get(state.task_id)
+        created = None
+        if state.replayed and sent_before and noted is None:
+            created = await self._made_at(state.task_id)
         paid_by = lifecycle.paid_elsewhere(
-            replayed=state.replayed, own_earlier=own_earlier or state.resent,
-            recorded=self.paid_tasks.get(state.task_id))
+            replayed=state.replayed, sent_before=sent_before, recorded=noted,
+            created=created, first_sent=base.updated_at)
         if paid_by is not None:
             cost = Decimal(0)
         self.result.spent += cost
@@ -363,6 +368,18 @@ class Executor:
         # before it at the median and 200 ms at the 99th (the API queues a burst of
         # submissions). The narrower that spread, the closer ``polling`` can aim.
         return _Flight(state.task_id, started=replied, estimate=state.estimated_time)
+
+    async def _made_at(self, task_id: str) -> float | None:
+        """When the API made task ``task_id`` (its poll's ``created``), None if unknown.
+
+        Asked only of a replay answering a key this lockfile sent before, to tell
+        whether that sending made the task (``lifecycle.paid_elsewhere``). Not knowing
+        counts the task as this lockfile's charge: a figure too high, never too low.
+        """
+        try:
+            return (await self.client.poll(task_id)).created
+        except (RequestRejected, TransientError):
+            return None
 
     async def wait(self, item: PlanItem,
                    flight: _Flight) -> TaskState | BadResultLink | None:
