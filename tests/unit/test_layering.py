@@ -37,6 +37,9 @@ SHELL = frozenset({
     "operations.shards", "simulator", "shell.http.uploads", "views.progress",
     "shell.http.downloads", "shell.http.gates", "operations.spend", "operations.relocate",
     "shell.store.confine", "operations.adopt", "shell.store.reuse_scan",
+    "operations.context", "views.plan_stream", "cli.options", "cli.images", "cli.project",
+    "api", "api.source", "api.validate", "api.plan", "api.run", "api.store", "api.inspect",
+    "api.gallery", "api.project",
 })
 # Libraries that do I/O or run an event loop: none of them in the core.
 IO_LIBRARIES = frozenset({
