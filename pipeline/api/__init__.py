@@ -23,33 +23,33 @@ from typing import TYPE_CHECKING, Any
 
 _WHERE = {
     "ManifestSource": "pipeline.api.source",
-    "Validation": "pipeline.api.validate", "check": "pipeline.api.validate",
-    "validate": "pipeline.api.validate",
-    "plan": "pipeline.api.plan", "plan_items": "pipeline.api.plan",
-    "shard_of": "pipeline.api.plan",
-    "run": "pipeline.api.run", "run_async": "pipeline.api.run",
-    "run_error": "pipeline.api.run", "balance": "pipeline.api.run",
+    "Validation": "pipeline.api.validation", "check": "pipeline.api.validation",
+    "validate": "pipeline.api.validation",
+    "plan": "pipeline.api.planning", "plan_items": "pipeline.api.planning",
+    "shard_of": "pipeline.api.planning",
+    "run": "pipeline.api.running", "run_async": "pipeline.api.running",
+    "run_error": "pipeline.api.running", "balance": "pipeline.api.running",
     "Verification": "pipeline.api.store", "status": "pipeline.api.store",
     "verify": "pipeline.api.store", "prune": "pipeline.api.store",
     "move": "pipeline.api.store",
     "JobGraph": "pipeline.api.inspect", "graph": "pipeline.api.inspect",
     "requests": "pipeline.api.inspect",
-    "gallery": "pipeline.api.gallery", "export": "pipeline.api.gallery",
-    "review": "pipeline.api.gallery",
+    "gallery": "pipeline.api.images", "export": "pipeline.api.images",
+    "review": "pipeline.api.images",
     "init": "pipeline.api.project", "schema": "pipeline.api.project",
     "diff": "pipeline.api.project", "check_lockfile": "pipeline.api.project",
     "merge": "pipeline.api.project",
 }
 
 if TYPE_CHECKING:
-    from pipeline.api.gallery import export, gallery, review
+    from pipeline.api.images import export, gallery, review
     from pipeline.api.inspect import JobGraph, graph, requests
-    from pipeline.api.plan import plan, plan_items, shard_of
+    from pipeline.api.planning import plan, plan_items, shard_of
     from pipeline.api.project import check_lockfile, diff, init, merge, schema
-    from pipeline.api.run import balance, run, run_async, run_error
+    from pipeline.api.running import balance, run, run_async, run_error
     from pipeline.api.source import ManifestSource
     from pipeline.api.store import Verification, move, prune, status, verify
-    from pipeline.api.validate import Validation, check, validate
+    from pipeline.api.validation import Validation, check, validate
 
 
 if not TYPE_CHECKING:  # to a type checker, only the names imported above exist

@@ -88,6 +88,8 @@ def real_api(*, base_url: str | None = None, api_key: str | None = None,
     """The real API: ``base_url`` checked (default APIMart's), the key given or taken from
     ``APIMART_API_KEY``; ``UsageError`` when there is none (``advice`` ends its message)."""
     url = checked_base_url(base_url)
+    if api_key is not None and not api_key:
+        raise UsageError(f"api_key is empty: give your APIMart key (or set {KEY_VARIABLE})")
     key = api_key if api_key is not None else environment_key(advice=advice)
     return Api(base_url=url, api_key=key, balance_unit=balance_unit)
 

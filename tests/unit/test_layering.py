@@ -38,8 +38,8 @@ SHELL = frozenset({
     "shell.http.downloads", "shell.http.gates", "operations.spend", "operations.relocate",
     "shell.store.confine", "operations.adopt", "shell.store.reuse_scan",
     "operations.context", "views.plan_stream", "cli.options", "cli.images", "cli.project",
-    "api", "api.source", "api.validate", "api.plan", "api.run", "api.store", "api.inspect",
-    "api.gallery", "api.project",
+    "api", "api.source", "api.validation", "api.planning", "api.running", "api.store",
+    "api.inspect", "api.images", "api.project",
 })
 # Libraries that do I/O or run an event loop: none of them in the core.
 IO_LIBRARIES = frozenset({
