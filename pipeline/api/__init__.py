@@ -39,6 +39,11 @@ _WHERE = {
     "init": "pipeline.api.project", "schema": "pipeline.api.project",
     "diff": "pipeline.api.project", "check_lockfile": "pipeline.api.project",
     "merge": "pipeline.api.project",
+    # The types the functions take and return.
+    "Diagnostic": "pipeline.core.manifest.diagnostics",
+    "Plan": "pipeline.core.planning.plan", "PlanItem": "pipeline.core.planning.plan",
+    "RunEvent": "pipeline.operations.run.events", "RunNote": "pipeline.operations.run.events",
+    "RunResult": "pipeline.operations.run.events",
 }
 
 if TYPE_CHECKING:
@@ -50,6 +55,9 @@ if TYPE_CHECKING:
     from pipeline.api.source import ManifestSource
     from pipeline.api.store import Verification, move, prune, status, verify
     from pipeline.api.validation import Validation, check, validate
+    from pipeline.core.manifest.diagnostics import Diagnostic
+    from pipeline.core.planning.plan import Plan, PlanItem
+    from pipeline.operations.run.events import RunEvent, RunNote, RunResult
 
 
 if not TYPE_CHECKING:  # to a type checker, only the names imported above exist
@@ -65,8 +73,14 @@ if not TYPE_CHECKING:  # to a type checker, only the names imported above exist
 
 
 __all__ = [
+    "Diagnostic",
     "JobGraph",
     "ManifestSource",
+    "Plan",
+    "PlanItem",
+    "RunEvent",
+    "RunNote",
+    "RunResult",
     "Validation",
     "Verification",
     "balance",

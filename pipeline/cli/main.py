@@ -43,8 +43,7 @@ from pipeline.errors import (
 from pipeline.simulator.cli import simulator
 
 if TYPE_CHECKING:
-    from pipeline.core.planning.plan import Plan
-    from pipeline.operations.run.events import RunEvent
+    from pipeline.api import Plan, RunEvent
     from pipeline.views.graph import GraphFormat
     from pipeline.views.progress import Reporter
 
