@@ -74,10 +74,11 @@ class RunHooks:
     """What a caller hears from a run, and the one question it is asked.
 
     ``on_plan``: the plan about to run, before any gate. ``on_note``: things worth
-    telling that are neither events nor errors. ``confirm``: asked before anything is
-    spent (a plan with work that costs money); False cancels (``UsageError``), None
-    never asks. ``on_event``: progress; if it is also a context manager (a reporter
-    with a live display) it is entered around the execution alone.
+    telling that are neither events nor errors. ``confirm``: asked once the gates
+    are passed and before anything is submitted (only for a plan with work); False
+    cancels (``UsageError``), None never asks. ``on_event``: progress; if it is also a
+    context manager (a reporter with a live display) it is entered around the
+    execution alone.
     """
 
     on_plan: Callable[[Plan], None] | None = None
@@ -111,7 +112,8 @@ def run(context: Context, request: RunRequest, hooks: RunHooks = RunHooks()) -> 
     with run_session(context, request, hooks) as session:
         if not session.gate():
             return session.nothing_done()
-        run_loop(session.check_balance())
+        if session.balance_due:
+            run_loop(session.check_balance())
         session.confirm()
         with hooks.progress():
             return run_loop(session.execute())
@@ -201,6 +203,11 @@ class RunSession:
         """The result of a run whose plan had no work."""
         return RunResult(plan=self.plan, outputs=self.prepared.paths.outputs)
 
+    @property
+    def balance_due(self) -> bool:
+        """Whether the balance is read before submitting (not for a free plan)."""
+        return not self.request.ignore_balance and self.plan.total > 0
+
     async def check_balance(self) -> None:
         """Before submitting: read the balance and :func:`check_balance` the plan.
 
@@ -210,7 +217,7 @@ class RunSession:
         endpoint, a failure after connecting) only gives a note, since the 402 of a
         submission still stops a run the account cannot pay.
         """
-        if self.request.ignore_balance or self.plan.total <= 0:
+        if not self.balance_due:
             return
         api = self.api
         try:
