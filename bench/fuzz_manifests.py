@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.errors import ImgspecError  # noqa: E402
+from pipeline.operations.context import context  # noqa: E402
 from pipeline.operations.project import prepare  # noqa: E402
 from tests.hostile.mutations import (  # noqa: E402
     MANIFEST_DIR,
@@ -116,7 +117,7 @@ def run_batch(seed: int, start: int, count: int, max_steps: int) -> Tally:
             path.write_text(text, encoding="utf-8", errors="surrogatepass")
             began = time.perf_counter()
             try:
-                prepared = prepare(path)
+                prepared = prepare(context(path))
                 report(prepared.manifest, prepared.expansion, prepared.plan)
                 tally.valid += 1
             except ImgspecError:

@@ -48,6 +48,7 @@ def write_fixture(folder: Path, instances: int) -> Path:
     """Manifest, half-done lockfile and its output files; returns the manifest path."""
     from pipeline.core.lock.lockfile import LockEntry, Lockfile, Output, lockfile_path
     from pipeline.core.planning.plan import resolved_request
+    from pipeline.operations.context import context
     from pipeline.operations.project import prepare
     from pipeline.shell.store.journal import write_lockfile
 
@@ -60,7 +61,7 @@ def write_fixture(folder: Path, instances: int) -> Path:
     manifest.write_text(MANIFEST.format(
         cap=instances, subjects=json.dumps(subjects), styles=json.dumps(styles),
         variants=json.dumps(list(range(variants)))))
-    prepared = prepare(manifest)
+    prepared = prepare(context(manifest))
     from pipeline.core.expansion.identity import fingerprint
 
     entries = {}
@@ -100,10 +101,11 @@ def peak_rss_mb() -> float:
 def measure(manifest: Path) -> None:
     """In a fresh process: time prepare() and report peak memory."""
     start = time.perf_counter()
+    from pipeline.operations.context import context
     from pipeline.operations.project import prepare
 
     imported = time.perf_counter()
-    prepared = prepare(manifest)
+    prepared = prepare(context(manifest))
     done = time.perf_counter()
     counts = prepared.plan.counts()
     peak_mb = peak_rss_mb()

@@ -9,8 +9,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pipeline.core.lock.lockfile import ENTRY_STATUSES, Lockfile, lockfile_path
-from pipeline.operations.project import Paths, current_lock, locate, prepare, read_header
+from pipeline.core.lock.lockfile import ENTRY_STATUSES, Lockfile
+from pipeline.operations.context import Context, Paths
+from pipeline.operations.project import current_lock, prepare
 from pipeline.shell.store.guard import RunGuard, guard_path
 from pipeline.shell.store.journal import LockStore
 from pipeline.shell.store.outputs import OutputFolder, VerifyProblem, verify_outputs
@@ -29,15 +30,13 @@ class StatusReport:
     in_progress: list[tuple[str, InProgress, str | None]]  # key, status, task id
 
 
-def status(manifest: Path, *, simulate: bool = False,
-           lockfile: Path | None = None) -> StatusReport:
+def status(context: Context) -> StatusReport:
     """Summarise the lockfile (and any journal a crashed run left) without changing them.
 
     Needs no valid manifest: only the lockfile is read.
     """
-    path = lockfile or lockfile_path(manifest, simulate=simulate)
-    lock = current_lock(path, manifest=manifest.name)
-    return summarise_lock(path, lock)
+    lock = current_lock(context.lockfile, manifest=context.manifest.name)
+    return summarise_lock(context.lockfile, lock)
 
 
 def summarise_lock(path: Path, lock: Lockfile) -> StatusReport:
@@ -57,15 +56,14 @@ def summarise_lock(path: Path, lock: Lockfile) -> StatusReport:
     )
 
 
-def verify(manifest: Path, *, simulate: bool = False,
-           lockfile: Path | None = None) -> tuple[int, list[VerifyProblem]]:
+def verify(context: Context) -> tuple[int, list[VerifyProblem]]:
     """Re-hash every output the lockfile records and check the index; (files checked, problems).
 
     Works from the lockfile and the manifest's header alone, so a manifest that no
     longer validates never stops anyone from checking the files they have.
     """
-    paths = locate(manifest, read_header(manifest), simulate=simulate, lockfile=lockfile)
-    lock = current_lock(paths.lockfile, manifest=manifest.name)
+    paths = context.locate(context.header())
+    lock = current_lock(paths.lockfile, manifest=context.manifest.name)
     folder = paths.output_folder()
     folder.check_entries(lock.entries.values())
     done = [e for e in lock.entries.values() if e.status == "done"]
@@ -95,8 +93,7 @@ class PruneResult:
     dry_run: bool = False
 
 
-def prune(manifest: Path, *, simulate: bool = False, lockfile: Path | None = None,
-          dry_run: bool = False, outputs: bool = False) -> PruneResult:
+def prune(context: Context, *, dry_run: bool = False, outputs: bool = False) -> PruneResult:
     """Drop lock entries whose instances are no longer in the manifest.
 
     What they were charged stays in the lockfile's ``retired`` history, so "charged so
@@ -105,14 +102,14 @@ def prune(manifest: Path, *, simulate: bool = False, lockfile: Path | None = Non
     what would go. Opening the store folds in a journal an interrupted prune (or run)
     left, which may already remove orphans; those are reported too.
     """
-    lock_path = lockfile or lockfile_path(manifest, simulate=simulate)
+    lock_path, manifest = context.lockfile, context.manifest
     if dry_run:
-        prepared = prepare(manifest, simulate=simulate, lockfile=lock_path)
+        prepared = prepare(context)
         return _pruned(prepared.lock, list(prepared.plan.orphaned), prepared.paths,
                        recovered=[], updates=0, outputs=outputs, dry_run=True)
     with RunGuard(guard_path(lock_path), subject=manifest.name), LockStore.open(lock_path,
                                                          manifest=manifest.name) as store:
-        prepared = prepare(manifest, simulate=simulate, lockfile=lock_path, lock=store.lock)
+        prepared = prepare(context, lock=store.lock)
         # An orphan the manifest's moves have yet to carry to its key (a run applies
         # them) is not in the store under that key yet: it is pruned after that run.
         orphaned = [k for k in prepared.plan.orphaned if k in store.entries]

@@ -24,7 +24,8 @@ from pipeline.core.expansion.expand import expand
 from pipeline.core.lock.lockfile import Lockfile, lockfile_path, parse_lockfile
 from pipeline.core.lock.merge import Merged, MergeNote, merge_locks
 from pipeline.errors import ImgspecError, LockfileError, MergeConflict, UsageError
-from pipeline.operations.project import Header, current_lock, locate
+from pipeline.operations.context import Header, context
+from pipeline.operations.project import current_lock
 from pipeline.shell.store.guard import RunGuard, guard_path
 from pipeline.shell.store.journal import journal_path, write_lockfile
 from pipeline.shell.store.manifests import load_manifest
@@ -155,7 +156,7 @@ def refresh_index(target: Path, lock: Lockfile) -> Path | None:
         expansion = expand(manifest, workspace)
     except ImgspecError:
         return None  # the merge stands; the next run of a valid manifest writes the index
-    paths = locate(manifest_path, Header.of(manifest), simulate=simulate, lockfile=target)
+    paths = context(manifest_path, simulate=simulate, lockfile=target).locate(Header.of(manifest))
     folder = paths.output_folder()
     if not folder.root.is_dir():
         return None

@@ -1,160 +1,43 @@
-"""Where a manifest's lockfile and outputs live, and the load → expand → plan pipeline.
+"""The load → expand → plan pipeline of one manifest, in its ``Context``.
 
 This is the seam between the pure core and the shell: it reads the manifest
 and the lockfile from disk, checks which recorded outputs still exist, and
-hands plain values to the core.
+hands plain values to the core. It returns values (a ``Prepared``, a
+``PlanStream``); writing them out is the views' work.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import stat
-import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
 from pipeline.core.expansion.expand import Expanding, expand
 from pipeline.core.expansion.instances import Expansion
-from pipeline.core.lock.lockfile import Lockfile, Output, lockfile_path
+from pipeline.core.lock.lockfile import Lockfile, Output
 from pipeline.core.lock.moves import former_paths, plan_moves
-from pipeline.core.manifest.document import Document, parse_yaml
-from pipeline.core.manifest.load import load_manifest, read_manifest_text
 from pipeline.core.manifest.model import Manifest
-from pipeline.core.planning.plan import PaidResults, Plan, PlanHead, Planner, Tally, make_plan
-from pipeline.errors import ImgspecError, ManifestError
-from pipeline.operations.gallery.review import read_review, reroll_keys, review_path
-from pipeline.shell.store.confine import check_root
-from pipeline.shell.store.guard import guard_path
+from pipeline.core.planning.plan import (
+    PaidResults,
+    Plan,
+    PlanHead,
+    PlanItem,
+    Planner,
+    Tally,
+    make_plan,
+)
+from pipeline.errors import ImgspecError
+from pipeline.operations.context import Context, Header, Paths
 from pipeline.shell.store.journal import fold_journal, journal_path, read_journal, read_lockfile
 from pipeline.shell.store.outputs import OutputFolder, sha256_file
 from pipeline.shell.store.reuse_scan import Where, project_results
+from pipeline.shell.store.review import read_review, reroll_keys
 from pipeline.shell.store.workspace import DirectoryWorkspace
-from pipeline.views.plan import write_plan_document, write_plan_items, write_plan_json
-
-
-@dataclass(frozen=True, slots=True)
-class Paths:
-    """Where everything of one manifest lives, worked out once and passed down.
-
-    ``manifest`` is as the user named it (messages show it that way); the others
-    are absolute, so no comparison depends on the current directory.
-    """
-
-    manifest: Path
-    lockfile: Path
-    outputs: Path  # outputs/<name> (or output_dir:), holding one folder per job
-
-    @property
-    def journal(self) -> Path:
-        """The lockfile's journal (``shop.lock.json`` → ``shop.lock.journal``)."""
-        return journal_path(self.lockfile)
-
-    @property
-    def guard(self) -> Path:
-        """The run guard (``shop.run.guard``): one run at a time per lockfile."""
-        return guard_path(self.lockfile)
-
-    @property
-    def base(self) -> Path:
-        """Output paths in the lockfile are relative to the lockfile's folder."""
-        return self.lockfile.parent
-
-    def output_folder(self) -> OutputFolder:
-        """The output folder, with the lockfile's folder its stored paths are relative to.
-
-        ``LinkLeadsOutside`` when a symbolic link (``outputs -> /tmp/x``, say) puts its
-        real path outside the project: as for ``output_dir:``, nothing is written there.
-        """
-        check_root(self.outputs, project_root(self.manifest),
-                   advice="; or give output_dir: a folder inside the project")
-        return OutputFolder(self.outputs, self.base)
-
-    @property
-    def destination(self) -> str:
-        """The output folder as a user names it: relative to the project, with a slash."""
-        return Path(os.path.relpath(self.outputs, project_root(self.manifest))).as_posix() + "/"
-
-
-@dataclass(frozen=True, slots=True)
-class Header:
-    """What locating a manifest's files needs from it: ``name:`` and ``output_dir:``."""
-
-    name: str
-    output_dir: str | None
-    document: Document  # for the position of a bad value
-
-    @classmethod
-    def of(cls, manifest: Manifest) -> Header:
-        """The header of a validated manifest."""
-        return cls(manifest.name, manifest.output_dir, manifest.document)
-
-
-_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # the schema's pattern for name:
-
-
-def read_header(manifest_path: Path) -> Header:
-    """The header of a manifest that need not validate (``verify``, ``status``, ``prune``).
-
-    Only the YAML must parse and ``name:`` be a valid slug: a job with an error
-    does not stop anyone from checking the files they already have.
-    """
-    document = parse_yaml(read_manifest_text(manifest_path), str(manifest_path))
-    data = document.data if isinstance(document.data, dict) else {}
-    name, output_dir = data.get("name"), data.get("output_dir")
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ManifestError([document.diagnostic(
-            ("name",) if "name" in data else (),
-            f"name is {name!r}, so the output folder cannot be found",
-            "give name: a slug such as storefronts (lower-case letters, digits, . _ -)")])
-    return Header(name, output_dir if isinstance(output_dir, str) and output_dir else None,
-                  document)
-
-
-def project_root(manifest_path: Path) -> Path:
-    """The project that holds the manifest: the parent of an enclosing ``manifests/`` folder.
-
-    Outputs follow from the manifest's location, not from the current directory.
-    """
-    folder = manifest_path.resolve().parent
-    for candidate in (folder, *folder.parents):
-        if candidate.name == "manifests":
-            return candidate.parent
-    return folder
-
-
-def locate(manifest_path: Path, header: Header, *, simulate: bool = False,
-           lockfile: Path | None = None) -> Paths:
-    """The lockfile and output folder of a manifest (``--simulate`` keeps separate ones).
-
-    ``lockfile`` (``--lockfile``) overrides the default beside the manifest. The
-    ``output_dir:`` is confined to the project, like includes and input images: a
-    manifest from someone else cannot make a run write (or replace files) anywhere.
-    """
-    root = project_root(manifest_path)
-    if header.output_dir is not None:
-        outputs = (manifest_path.parent / header.output_dir).resolve()
-        if outputs != root and root not in outputs.parents:
-            raise ManifestError([header.document.diagnostic(
-                ("output_dir",), f"{header.output_dir!r} resolves to {outputs}, outside "
-                f"the project {root}",
-                "give a folder inside the project (relative to the manifest), e.g. "
-                f"output_dir: ../outputs/{header.name}")])
-    else:
-        outputs = root / "outputs" / header.name
-    if simulate:
-        outputs = outputs.with_name(outputs.name + ".simulate")
-    lock = lockfile if lockfile is not None else lockfile_path(manifest_path, simulate=simulate)
-    return Paths(manifest_path, Path(os.path.abspath(lock)), outputs)  # noqa: PTH100
-
-
-def paths_for(manifest_path: Path, manifest: Manifest, *, simulate: bool = False) -> Paths:
-    """``locate`` for a validated manifest."""
-    return locate(manifest_path, Header.of(manifest), simulate=simulate)
 
 
 def current_lock(lock_path: Path, *, manifest: str) -> Lockfile:
@@ -181,20 +64,19 @@ class Prepared:
     paths: Paths
 
 
-def prepare(manifest_path: Path, *, simulate: bool = False, max_cost: Decimal | None = None,
-            lockfile: Path | None = None, lock: Lockfile | None = None,
-            rehash: bool = False) -> Prepared:
-    """Load, validate, expand and plan a manifest against its lockfile.
+def prepare(context: Context, *, max_cost: Decimal | None = None,
+            lock: Lockfile | None = None, rehash: bool = False) -> Prepared:
+    """Load, validate, expand and plan the context's manifest against its lockfile.
 
     ``lock``: the state to plan against when the caller already holds it (a run's
     open lock store); otherwise the lockfile (and any crash journal) is read.
     ``rehash``: check recorded images by their sha256, not only their size.
     """
-    manifest, workspace = load_manifest(manifest_path)
+    manifest, workspace = context.load()
     expansion = expand(manifest, workspace)
-    paths = locate(manifest_path, Header.of(manifest), simulate=simulate, lockfile=lockfile)
+    paths = context.locate(Header.of(manifest))
     if lock is None:
-        lock = current_lock(paths.lockfile, manifest=manifest_path.name)
+        lock = current_lock(paths.lockfile, manifest=context.manifest.name)
     folder = paths.output_folder()
     folder.check_entries(lock.entries.values())
     # ``moved:``: the plan is made against the lockfile as the moves leave it; the run
@@ -206,11 +88,11 @@ def prepare(manifest_path: Path, *, simulate: bool = False, max_cost: Decimal | 
     if relocation.moved:
         present = found_before_move(present, former_paths(relocation.moved))
     # Re-rolls a reviewer asked for (``imgspec review``) are planned, and paid, like changes.
-    rerolls = reroll_keys(read_review(review_path(manifest_path)), lock)
+    rerolls = reroll_keys(read_review(context.review), lock)
     plan = make_plan(expansion, lock, present=present,
                      max_cost=max_cost, now=time.time(), rerolls=rerolls,
                      destination=paths.destination, moves=relocation.moved,
-                     paid=paid_results(paths, lock, simulate=simulate))
+                     paid=paid_results(context, paths, lock))
     if relocation.warnings:
         plan = dataclasses.replace(plan, warnings=(*plan.warnings, *relocation.warnings))
     return Prepared(manifest, workspace, expansion, lock, plan, paths)
@@ -230,32 +112,50 @@ def found_before_move(present: Callable[[Output], bool],
     return either
 
 
-def write_plan_streamed(manifest_path: Path, write: Callable[[str], object], *,
-                        simulate: bool = False, max_cost: Decimal | None = None,
-                        lockfile: Path | None = None, rehash: bool = False) -> PlanHead:
-    """``prepare`` then ``write_plan_json``, in one pass over the instances.
+class PlanStream:
+    """A whole manifest's plan made item by item as it expands, for ``plan --json``.
 
-    For ``plan --json`` of the whole manifest: each instance is planned and its JSON
-    line written to a temporary file as it is expanded, and dropped, so a million
-    instances are never held at once. The head (counts, cost, orphans, warnings) is
-    known only once the last has passed; it is written first, then the items are
-    copied after it. Nothing reaches ``write`` if the manifest has an error.
+    Iterate it once: each instance is planned as it is expanded, and dropped by the
+    caller (a million instances are never held at once). The head (counts, cost,
+    orphans, warnings) is known once the last item has passed: :meth:`head`. A
+    manifest with ``moved:`` is planned whole first (the moves need every instance
+    key before the first item is planned), and ``whole`` holds that plan.
     """
-    manifest, workspace = load_manifest(manifest_path)
+
+    def __init__(self, items: Iterator[PlanItem], finish: Callable[[Tally], PlanHead],
+                 *, whole: Plan | None = None) -> None:
+        self.whole = whole
+        self._items = items
+        self._finish = finish
+        self._tally = Tally()
+
+    def __iter__(self) -> Iterator[PlanItem]:
+        for item in self._items:
+            self._tally.add(item)
+            yield item
+
+    def head(self) -> PlanHead:
+        """The plan's head, once every item has been taken."""
+        return self._finish(self._tally)
+
+
+def plan_stream(context: Context, *, max_cost: Decimal | None = None,
+                rehash: bool = False) -> PlanStream:
+    """The plan of the context's whole manifest, as ``prepare`` makes it, one item at a time.
+
+    Errors come as ``prepare`` raises them: the manifest's before the lockfile's.
+    """
+    manifest, workspace = context.load()
     if manifest.moves:
-        # Moves need every instance key before the first item is planned; manifests
-        # with ``moved:`` are planned whole (the moves are short-lived edits).
-        prepared = prepare(manifest_path, simulate=simulate, max_cost=max_cost,
-                           lockfile=lockfile, rehash=rehash)
-        write_plan_json(prepared.plan, write)
-        return prepared.plan.head()
+        plan = prepare(context, max_cost=max_cost, rehash=rehash).plan
+        return PlanStream(iter(plan.items), lambda _tally: plan.head(), whole=plan)
     expanding = Expanding(manifest, workspace)
-    paths = locate(manifest_path, Header.of(manifest), simulate=simulate, lockfile=lockfile)
+    paths = context.locate(Header.of(manifest))
     try:
-        lock = current_lock(paths.lockfile, manifest=manifest_path.name)
+        lock = current_lock(paths.lockfile, manifest=context.manifest.name)
         folder = paths.output_folder()
         folder.check_entries(lock.entries.values())
-        rerolls = reroll_keys(read_review(review_path(manifest_path)), lock)
+        rerolls = reroll_keys(read_review(context.review), lock)
     except ImgspecError:
         # ``prepare`` expands before it reads the lockfile: the manifest's errors come
         # first. Expand (planning nothing) to find them; without any, this error stands.
@@ -265,53 +165,20 @@ def write_plan_streamed(manifest_path: Path, write: Callable[[str], object], *,
         raise
     planner = Planner(manifest, lock, present=intact_on_disk(folder, rehash=rehash),
                       now=time.time(), rerolls=rerolls,
-                      paid=paid_results(paths, lock, simulate=simulate))
-    tally = Tally()
-    try:
-        spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 (with below)
-    except OSError as exc:
-        raise _spool_error(exc) from exc
-    with spool:
+                      paid=paid_results(context, paths, lock))
 
-        def aside(text: str) -> None:
-            try:
-                spool.write(text)
-            except OSError as exc:
-                raise _spool_error(exc) from exc
-
-        def copy_items() -> None:
-            while True:
-                try:
-                    chunk = spool.read(1 << 20)
-                except OSError as exc:
-                    raise _spool_error(exc) from exc
-                if not chunk:
-                    return
-                write(chunk)  # the caller's stream: its errors are its own
-
-        count = write_plan_items(map(planner.item, expanding), aside, each=tally.add)
-        head = planner.head(tally, warnings=expanding.finish(), max_cost=max_cost,
+    def finish(tally: Tally) -> PlanHead:
+        return planner.head(tally, warnings=expanding.finish(), max_cost=max_cost,
                             destination=paths.destination)
-        try:
-            spool.seek(0)
-        except OSError as exc:
-            raise _spool_error(exc) from exc
-        write_plan_document(head, count > 0, copy_items, write)
-    return head
+
+    return PlanStream(map(planner.item, expanding), finish)
 
 
-def _spool_error(exc: OSError) -> ImgspecError:
-    """The temporary file ``write_plan_streamed`` keeps the items in failed (a full disk)."""
-    return ImgspecError(
-        f"cannot keep the plan's items in a temporary file in {tempfile.gettempdir()}: "
-        f"{exc.strerror or exc}; free some space there, or set TMPDIR to a folder with room")
-
-
-def paid_results(paths: Paths, lock: Lockfile, *, simulate: bool) -> PaidResults:
-    """The project's paid results for planning the manifest of ``paths`` (``reuse_scan``)."""
-    where = Where(project_root(paths.manifest), Path(os.path.abspath(paths.manifest)),  # noqa: PTH100
+def paid_results(context: Context, paths: Paths, lock: Lockfile) -> PaidResults:
+    """The project's paid results, on the context's side, for planning its manifest."""
+    where = Where(context.project, Path(os.path.abspath(paths.manifest)),  # noqa: PTH100
                   paths.lockfile, Path(os.path.abspath(paths.outputs)))  # noqa: PTH100
-    return project_results(where, lock, simulate=simulate,
+    return project_results(where, lock, simulate=context.simulate,
                            read_lock=lambda path: current_lock(path, manifest=path.name))
 
 

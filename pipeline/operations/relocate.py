@@ -20,8 +20,9 @@ from pipeline.core.lock.lockfile import Lockfile, Output
 from pipeline.core.lock.moves import Moved, moved_key, relocate
 from pipeline.core.manifest.moved import Move
 from pipeline.errors import UsageError
+from pipeline.operations.context import Context
 from pipeline.operations.merge_driver import refresh_index
-from pipeline.operations.project import current_lock, locate, read_header
+from pipeline.operations.project import current_lock
 from pipeline.shell.store.guard import RunGuard, guard_path
 from pipeline.shell.store.journal import LockStore
 from pipeline.shell.store.outputs import OutputFolder, sha256_file
@@ -100,8 +101,7 @@ class LockMove:
     dry_run: bool
 
 
-def lock_mv(manifest: Path, source: str, target: str, *, simulate: bool = False,
-            lockfile: Path | None = None, dry_run: bool = False) -> LockMove:
+def lock_mv(context: Context, source: str, target: str, *, dry_run: bool = False) -> LockMove:
     """Move the lock entry ``source`` (an instance key, or every entry of a job) to
     ``target``, with its files, as ``terraform state mv``.
 
@@ -115,7 +115,8 @@ def lock_mv(manifest: Path, source: str, target: str, *, simulate: bool = False,
     if move.of_job != ("@" not in target):
         raise UsageError(f"{source!r} and {target!r} are not both jobs or both instance "
                          "keys; move a job to a job or a key to a key")
-    paths = locate(manifest, read_header(manifest), simulate=simulate, lockfile=lockfile)
+    paths = context.locate(context.header())
+    manifest = context.manifest
     if dry_run:
         return LockMove(_checked(current_lock(paths.lockfile, manifest=manifest.name), move),
                         dry_run=True)

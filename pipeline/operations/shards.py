@@ -14,9 +14,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.core.lock.lockfile import Lockfile, lockfile_path
+from pipeline.core.lock.lockfile import Lockfile
 from pipeline.core.lock.merge import merge_locks
 from pipeline.core.planning.selection import Shard, shard_lockfile
+from pipeline.operations.context import Context
 from pipeline.operations.project import current_lock
 from pipeline.shell.store.guard import RunGuard, guard_path
 from pipeline.shell.store.journal import write_lockfile
@@ -28,6 +29,7 @@ class ShardLock:
 
     path: Path
     main: Path
+    shard: Shard
 
     def combined(self, *, manifest: str) -> Lockfile:
         """The shard's lockfile with the manifest's folded in (read-only: for ``plan``)."""
@@ -47,10 +49,10 @@ class ShardLock:
                 write_lockfile(self.path, combined)
 
 
-def shard_lock(manifest: Path, shard: Shard, *, simulate: bool = False,
-               lockfile: Path | None = None) -> ShardLock:
-    """The lockfile of ``shard`` (``lockfile`` if given, else the default beside the
-    manifest's) and the manifest's own lockfile."""
-    main = lockfile_path(manifest, simulate=simulate)
-    path = lockfile if lockfile is not None else shard_lockfile(main, shard)
-    return ShardLock(Path(os.path.abspath(path)), Path(os.path.abspath(main)))  # noqa: PTH100
+def shard_lock(context: Context, shard: Shard) -> ShardLock:
+    """The lockfile of ``shard`` (the context's, if one was named, else the default beside
+    the manifest's) and the manifest's own lockfile."""
+    main = context.main_lockfile
+    path = context.lockfile if context.lockfile_given else shard_lockfile(main, shard)
+    return ShardLock(Path(os.path.abspath(path)), Path(os.path.abspath(main)),  # noqa: PTH100
+                     shard)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pipeline.core.lock.lockfile import Lockfile
 from pipeline.errors import LockfileError
-from pipeline.operations.project import project_root
+from pipeline.operations.context import project_root
 from pipeline.shell.store.journal import read_lockfile
 
 SIMULATED = ".simulate.lock.json"

@@ -208,3 +208,9 @@ def diff_markdown(diff: SpecDiff) -> str:
         lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
 
+
+
+def fail_above_text(diff: SpecDiff, limit: Decimal) -> str:
+    """Why ``diff --fail-above`` fails: the change costs more than the limit to apply."""
+    return (f"the change costs {money(diff.to_apply, diff.currency)} to apply, above "
+            f"--fail-above {money(limit, diff.currency)}")

@@ -263,3 +263,8 @@ def moves_done(moves: tuple[Moved, ...], *, dry_run: bool = False) -> str:
                  f"{'would be ' if dry_run else ''}moved"
                  + ("; dry run: nothing was changed" if dry_run else ""))
     return "\n".join(lines) + "\n"
+
+
+def spend_question(plan: Plan) -> str:
+    """What ``run`` asks before it spends."""
+    return f"Spend up to {money(plan.total, plan.currency)}?"

@@ -21,7 +21,18 @@ from typing import IO, TYPE_CHECKING, Any
 
 from pipeline.core.apimart.prices import json_number, money
 from pipeline.core.planning.pacing import Bound
-from pipeline.operations.run.events import TERMINAL_EVENTS, EventKind, RunEvent, RunResult
+from pipeline.operations.run.events import (
+    TERMINAL_EVENTS,
+    EventKind,
+    MovesApplied,
+    NothingToDo,
+    RunEvent,
+    RunNote,
+    RunResult,
+    ShardNote,
+)
+from pipeline.views.plan import moves_done
+from pipeline.views.teams import shard_note
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -207,3 +218,14 @@ def run_summary(result: RunResult, currency: str, outputs: Path) -> str:
     if result.done:
         lines.append(f"Images are in {outputs}")
     return "\n".join(lines) + "\n"
+
+
+def run_note(note: RunNote) -> str:
+    """A run's note as the lines that tell it."""
+    if isinstance(note, ShardNote):
+        return shard_note(note.lock.shard, note.lock.path, note.lock.main) + "\n"
+    if isinstance(note, MovesApplied):
+        return moves_done(note.moves)
+    if isinstance(note, NothingToDo):
+        return "Nothing to do.\n"
+    return note.text + "\n"

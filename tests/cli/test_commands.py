@@ -87,7 +87,7 @@ def test_damaged_lockfile_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_outputs_folder_follows_the_manifest(tmp_path: Path) -> None:
     """Outputs live in the project holding manifests/, whatever the working directory."""
-    from pipeline.operations.project import paths_for
+    from pipeline.operations.context import paths_for
     from pipeline.shell.store.manifests import load_manifest
 
     (tmp_path / "manifests").mkdir()

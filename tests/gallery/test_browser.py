@@ -38,7 +38,7 @@ from pipeline.operations.gallery.model import (
     State,
 )
 from pipeline.operations.gallery.page import render_gallery
-from pipeline.operations.gallery.review import read_review
+from pipeline.shell.store.review import read_review
 from tests.gallery.helpers import (
     KEY,
     REROLLED,

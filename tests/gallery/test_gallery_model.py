@@ -13,7 +13,7 @@ from pipeline.core.lock.lockfile import LockEntry, Lockfile, Output
 from pipeline.core.planning.plan import make_plan, resolved_request
 from pipeline.operations.gallery.model import Gallery, ImageFiles, build_gallery
 from pipeline.operations.gallery.page import gallery_data, render_gallery
-from pipeline.operations.gallery.review import Decision, Review, reroll_keys
+from pipeline.shell.store.review import Decision, Review, reroll_keys
 from tests.unit.conftest import Build
 
 MANIFEST = """

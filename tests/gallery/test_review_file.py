@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.lock.lockfile import LockEntry, Lockfile, Output
-from pipeline.operations.gallery.review import (
+from pipeline.shell.store.review import (
     Decision,
     Review,
     ReviewError,

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.operations.gallery.review import read_review
+from pipeline.shell.store.review import read_review
 from tests.gallery.helpers import WAIT, Server, imgspec, lock_entries, review_text
 from tests.hostile.review_requests import Image, problem, review_case, send
 

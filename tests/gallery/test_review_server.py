@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.operations.gallery.review import read_review
+from pipeline.shell.store.review import read_review
 from tests.gallery.helpers import REROLLED, Server, imgspec, lock_entries, storefronts
 
 

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import httpx
 
-from pipeline.operations.gallery.review import VERDICTS
+from pipeline.shell.store.review import VERDICTS
 
 
 @dataclass(frozen=True, slots=True)

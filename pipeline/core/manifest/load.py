@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jsonschema
 
@@ -31,38 +31,9 @@ from pipeline.core.manifest.schema import validate_document
 from pipeline.core.manifest.workspace import Workspace, read_text
 from pipeline.errors import ImgspecError, ManifestError
 
-if TYPE_CHECKING:
-    from pathlib import Path  # noqa: TID251 (the signatures of the two names below)
-
-    from pipeline.shell.store.workspace import DirectoryWorkspace
-
 # A price or budget above this is a typo; below it, 10,000 instances x 12 images x
 # thousands of jobs still sum exactly within Decimal's 28 digits to the cent.
 MAX_AMOUNT = 1_000_000_000
-
-
-def load_manifest(path: Path) -> tuple[Manifest, DirectoryWorkspace]:
-    """What ``pipeline.shell.store.manifests.load_manifest`` does, named here for
-    ``cli/main.py`` and ``operations/project.py``, which import it from here still.
-
-    The shell's modules are imported when it is called, and none of them imports this
-    module: no circle.
-    """
-    from pipeline.shell.store.schemas import MANIFEST_SCHEMA, schema_validator
-    from pipeline.shell.store.workspace import DirectoryWorkspace, read_manifest_text
-
-    workspace = DirectoryWorkspace(path.parent)
-    manifest = build_manifest(read_manifest_text(path), file=str(path), workspace=workspace,
-                              schema=schema_validator(MANIFEST_SCHEMA))
-    return manifest, workspace
-
-
-def read_manifest_text(path: Path) -> str:
-    """``pipeline.shell.store.workspace.read_manifest_text``, named here for
-    ``operations/project.py``, which imports it from here still."""
-    from pipeline.shell.store.workspace import read_manifest_text as read
-
-    return read(path)
 
 
 def build_manifest(text: str, *, file: str, workspace: Workspace,

@@ -10,24 +10,13 @@ import difflib
 import json
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
 
 from pipeline.core.manifest.diagnostics import Diagnostic
 from pipeline.core.manifest.document import Document
-
-if TYPE_CHECKING:
-    from pathlib import Path  # noqa: TID251 (the signature of ``schema_dir`` below)
-
-
-def schema_dir() -> Path:
-    """``pipeline.shell.store.schemas.schema_dir``, named here for ``cli/main.py``,
-    which imports it from here still."""
-    from pipeline.shell.store.schemas import schema_dir as where
-
-    return where()
 
 
 def validate_document(doc: Document,

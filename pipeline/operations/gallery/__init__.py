@@ -1,3 +1,3 @@
-"""The gallery and review: the model, the static page, the review file and the
-review server.
+"""The gallery and review: the model, the static page and the review server (the
+review file itself is the store's: ``pipeline.shell.store.review``).
 """

@@ -21,7 +21,7 @@ from pipeline.core.apimart.rules import REQUEST_FIELDS
 from pipeline.core.expansion.instances import Expansion, Instance
 from pipeline.core.lock.lockfile import LockEntry, Lockfile, Output
 from pipeline.core.planning.plan import Plan, PlanItem, PlanStatus
-from pipeline.operations.gallery.review import Decision, Review, Verdict, current
+from pipeline.shell.store.review import Decision, Review, Verdict, current
 
 State = Literal["done", "failed", "blocked", "waiting", "missing", "stale", "reroll",
                 "running", "pending"]

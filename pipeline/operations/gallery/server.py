@@ -32,19 +32,19 @@ from aiohttp import http_exceptions, web
 
 from pipeline.core.lock.lockfile import Lockfile
 from pipeline.errors import ImgspecError, UsageError
+from pipeline.operations.context import Context, Paths
 from pipeline.operations.gallery.page import gallery_policy, render_gallery
-from pipeline.operations.gallery.review import (
+from pipeline.operations.gallery.site import gallery_of
+from pipeline.operations.project import Prepared, current_lock, prepare
+from pipeline.shell.store.outputs import utc_now
+from pipeline.shell.store.review import (
     VERDICTS,
     Decision,
     Review,
     current,
     edit_review,
     read_review,
-    review_path,
 )
-from pipeline.operations.gallery.site import gallery_of
-from pipeline.operations.project import Paths, Prepared, current_lock, locate, prepare, read_header
-from pipeline.shell.store.outputs import utc_now
 
 HOST = "127.0.0.1"
 
@@ -92,19 +92,23 @@ class ReviewSession:
     so decisions and edits made since by anyone else are kept.
     """
 
-    manifest: Path
-    simulate: bool
+    context: Context
     made: OrderedDict[str, list[Made]] = field(default_factory=OrderedDict)
     _memory: threading.Lock = field(default_factory=threading.Lock)
 
     @property
+    def manifest(self) -> Path:
+        """The manifest under review."""
+        return self.context.manifest
+
+    @property
     def path(self) -> Path:
         """The review file beside the manifest."""
-        return review_path(self.manifest)
+        return self.context.review
 
     def prepared(self) -> Prepared:
         """The manifest planned against its lockfile, as it is now."""
-        return prepare(self.manifest, simulate=self.simulate)
+        return prepare(self.context)
 
     def page(self) -> str:
         """The gallery page with review keys."""
@@ -166,7 +170,7 @@ class ReviewSession:
 
     def paths(self) -> Paths:
         """The lockfile and output folder (from the manifest's header alone: no expansion)."""
-        return locate(self.manifest, read_header(self.manifest), simulate=self.simulate)
+        return self.context.locate(self.context.header())
 
     def _lock(self) -> Lockfile:
         return current_lock(self.paths().lockfile, manifest=self.manifest.name)

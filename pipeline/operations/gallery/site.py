@@ -20,13 +20,14 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline.core.lock.lockfile import Output
 from pipeline.errors import ImgspecError
+from pipeline.operations.context import project_root
 from pipeline.operations.gallery.model import Gallery, ImageFiles, build_gallery
 from pipeline.operations.gallery.page import render_gallery
-from pipeline.operations.gallery.review import Review, current, read_review, review_path, verdicts
-from pipeline.operations.project import Prepared, intact_on_disk, project_root
+from pipeline.operations.project import Prepared, intact_on_disk
 from pipeline.shell.store.confine import Confined, copy_into, export_folder
 from pipeline.shell.store.files import write_atomic
 from pipeline.shell.store.outputs import OutputFolder
+from pipeline.shell.store.review import Review, current, read_review, review_path, verdicts
 
 THUMBS = "_thumbs"
 THUMB_SIZE = 320  # px, the longer side: sharp at the page's 168 px cells on a 2x screen

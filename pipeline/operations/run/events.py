@@ -1,4 +1,4 @@
-"""What a run tells the world: its events as they happen, its tally and its result.
+"""What a run tells the world: its events as they happen, its notes, tally and result.
 
 ``EventKind`` and ``StopReason`` are the outcomes as types; ``RunEvent`` is the
 typed data a reporter (``views.progress``) turns into words; ``RunResult`` is
@@ -10,9 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from pipeline.core.planning.pacing import Bound
 from pipeline.errors import ApiError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from pipeline.core.lock.moves import Moved
+    from pipeline.core.planning.plan import Plan
+    from pipeline.operations.shards import ShardLock
 
 
 class EventKind(StrEnum):
@@ -116,8 +124,40 @@ class RunResult:
     stopped: StopReason | None = None
     fatal: ApiError | None = None
     tally: Tally = field(default_factory=Tally)
+    # The plan the run carried out (narrowed to its selection), and where its images are.
+    plan: Plan | None = None
+    outputs: Path | None = None
 
     @property
     def complete(self) -> bool:
         """Every instance of the plan is done."""
         return not (self.failed or self.blocked or self.unfinished or self.stopped)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardNote:
+    """A shard run records into its own lockfile, starting from the manifest's."""
+
+    lock: ShardLock
+
+
+@dataclass(frozen=True, slots=True)
+class MovesApplied:
+    """The manifest's ``moved:`` were applied to the lockfile and the files."""
+
+    moves: tuple[Moved, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NothingToDo:
+    """The plan has no work: the index was rewritten, nothing was submitted."""
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceNote:
+    """The balance was not compared with the plan, and why."""
+
+    text: str
+
+
+RunNote = ShardNote | MovesApplied | NothingToDo | BalanceNote
