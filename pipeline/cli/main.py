@@ -384,7 +384,7 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
             from pipeline.operations.relocate import apply_moves
             from pipeline.views.plan import moves_done
 
-            apply_moves(the_plan.moves, store, prepared.paths.output_folder())
+            apply_moves(the_plan.moves, store, prepared.paths.local_folder())
             click.echo(moves_done(the_plan.moves), file=out, nl=False)
         if not the_plan.has_work:
             write_index(prepared, store)
@@ -401,7 +401,7 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
         with reporter:
             result = run_loop(execute_run(settings, prepared, the_plan, store,
                                              on_event=reporter))
-    click.echo(run_summary(result, the_plan.currency, prepared.paths.outputs), file=out,
+    click.echo(run_summary(result, the_plan.currency, prepared.paths.shown), file=out,
                nl=False)
     error = outcome_error(result, budget=the_plan.budget)
     if error is not None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import stat
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from pipeline.core.expansion.expand import Expanding, expand
 from pipeline.core.expansion.instances import Expansion
@@ -26,13 +26,21 @@ from pipeline.core.manifest.document import Document, parse_yaml
 from pipeline.core.manifest.load import load_manifest, read_manifest_text
 from pipeline.core.manifest.model import Manifest
 from pipeline.core.planning.plan import PaidResults, Plan, PlanHead, Planner, Tally, make_plan
-from pipeline.errors import ImgspecError, ManifestError
+from pipeline.errors import ImgspecError, ManifestError, UsageError
 from pipeline.operations.gallery.review import read_review, reroll_keys, review_path
 from pipeline.shell.store.confine import check_root
 from pipeline.shell.store.guard import guard_path
 from pipeline.shell.store.journal import fold_journal, journal_path, read_journal, read_lockfile
-from pipeline.shell.store.outputs import OutputFolder, sha256_file
+from pipeline.shell.store.objectstore import ObjectStore
+from pipeline.shell.store.outputs import OutputFolder
 from pipeline.shell.store.reuse_scan import Where, project_results
+from pipeline.shell.store.store import (
+    OutputStore,
+    StoreURL,
+    cache_folder,
+    check_storage_options,
+    parse_output_dir,
+)
 from pipeline.shell.store.workspace import DirectoryWorkspace
 from pipeline.views.plan import write_plan_document, write_plan_items, write_plan_json
 
@@ -48,6 +56,9 @@ class Paths:
     manifest: Path
     lockfile: Path
     outputs: Path  # outputs/<name> (or output_dir:), holding one folder per job
+    # An object-store output_dir (s3://…): ``outputs`` is then its local cache folder.
+    store: StoreURL | None = None
+    storage_options: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def journal(self) -> Path:
@@ -64,19 +75,36 @@ class Paths:
         """Output paths in the lockfile are relative to the lockfile's folder."""
         return self.lockfile.parent
 
-    def output_folder(self) -> OutputFolder:
-        """The output folder, with the lockfile's folder its stored paths are relative to.
+    def output_folder(self) -> OutputStore:
+        """The output folder, with the lockfile's folder its stored paths are relative to
+        (or the object store, its stored paths relative to its prefix).
 
         ``LinkLeadsOutside`` when a symbolic link (``outputs -> /tmp/x``, say) puts its
         real path outside the project: as for ``output_dir:``, nothing is written there.
         """
+        if self.store is not None:
+            return ObjectStore(self.store, options=self.storage_options, cache=self.outputs)
+        return self.local_folder()
+
+    def local_folder(self) -> OutputFolder:
+        """The output folder on disk (``UsageError`` for an object store)."""
+        if self.store is not None:
+            raise UsageError(f"this command works on an output folder on disk, and "
+                             f"output_dir is {self.store}")
         check_root(self.outputs, project_root(self.manifest),
                    advice="; or give output_dir: a folder inside the project")
         return OutputFolder(self.outputs, self.base)
 
     @property
+    def shown(self) -> Path | str:
+        """Where the outputs are, as messages name it: the folder, or the store URL."""
+        return self.store.text if self.store is not None else self.outputs
+
+    @property
     def destination(self) -> str:
         """The output folder as a user names it: relative to the project, with a slash."""
+        if self.store is not None:
+            return f"{self.store}/"
         return Path(os.path.relpath(self.outputs, project_root(self.manifest))).as_posix() + "/"
 
 
@@ -92,6 +120,12 @@ class Header:
     def of(cls, manifest: Manifest) -> Header:
         """The header of a validated manifest."""
         return cls(manifest.name, manifest.output_dir, manifest.document)
+
+    @property
+    def storage_options(self) -> object:
+        """The manifest's ``storage_options:`` (options of an object-store output_dir)."""
+        data = self.document.data
+        return data.get("storage_options") if isinstance(data, dict) else None
 
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # the schema's pattern for name:
@@ -128,15 +162,28 @@ def project_root(manifest_path: Path) -> Path:
 
 
 def locate(manifest_path: Path, header: Header, *, simulate: bool = False,
-           lockfile: Path | None = None) -> Paths:
+           lockfile: Path | None = None, output_dir: str | None = None) -> Paths:
     """The lockfile and output folder of a manifest (``--simulate`` keeps separate ones).
 
-    ``lockfile`` (``--lockfile``) overrides the default beside the manifest. The
+    ``lockfile`` (``--lockfile``) overrides the default beside the manifest, and
+    ``output_dir`` (``--output-dir``) the manifest's ``output_dir:``. A folder
     ``output_dir:`` is confined to the project, like includes and input images: a
     manifest from someone else cannot make a run write (or replace files) anywhere.
+    A store URL names a prefix the credentials of the environment can write to.
     """
     root = project_root(manifest_path)
-    if header.output_dir is not None:
+    lock = lockfile if lockfile is not None else lockfile_path(manifest_path, simulate=simulate)
+    lock = Path(os.path.abspath(lock))  # noqa: PTH100
+    chosen = output_dir if output_dir is not None else header.output_dir
+    store = parse_output_dir(chosen) if chosen is not None else None
+    if store is not None:
+        if simulate:
+            store = store.suffixed(".simulate")
+        return Paths(manifest_path, lock, cache_folder(store), store,
+                     check_storage_options(header.storage_options))
+    if output_dir is not None:
+        outputs = Path(os.path.abspath(output_dir))  # noqa: PTH100
+    elif header.output_dir is not None:
         outputs = (manifest_path.parent / header.output_dir).resolve()
         if outputs != root and root not in outputs.parents:
             raise ManifestError([header.document.diagnostic(
@@ -148,8 +195,7 @@ def locate(manifest_path: Path, header: Header, *, simulate: bool = False,
         outputs = root / "outputs" / header.name
     if simulate:
         outputs = outputs.with_name(outputs.name + ".simulate")
-    lock = lockfile if lockfile is not None else lockfile_path(manifest_path, simulate=simulate)
-    return Paths(manifest_path, Path(os.path.abspath(lock)), outputs)  # noqa: PTH100
+    return Paths(manifest_path, lock, outputs)
 
 
 def paths_for(manifest_path: Path, manifest: Manifest, *, simulate: bool = False) -> Paths:
@@ -315,26 +361,7 @@ def paid_results(paths: Paths, lock: Lockfile, *, simulate: bool) -> PaidResults
                            read_lock=lambda path: current_lock(path, manifest=path.name))
 
 
-def intact_on_disk(folder: OutputFolder, *, rehash: bool = False) -> Callable[[Output], bool]:
-    """The plan's predicate: a recorded output is a regular file of the recorded size.
-
-    Size by default: one ``stat`` per output keeps planning 100,000 instances fast,
-    and catches truncated and half-written files. ``rehash`` also compares the
-    sha256 (``--rehash``), catching a same-size corruption that ``verify`` reported.
-    """
-
-    def present(output: Output) -> bool:
-        full = folder.confined(output.path)
-        if full is None:
-            return False
-        try:
-            # An lstat (a stat for a link that stays inside the folder), once per output,
-            # 100,000s of times; a link that leads out of the folder is refused.
-            info = folder.stat(full)
-        except OSError:
-            return False
-        if info is None or not (stat.S_ISREG(info.st_mode) and info.st_size == output.bytes):
-            return False
-        return not rehash or sha256_file(Path(full)) == output.sha256
-
-    return present
+def intact_on_disk(folder: OutputStore, *, rehash: bool = False) -> Callable[[Output], bool]:
+    """The plan's predicate: a recorded output is there, of the recorded size (and, with
+    ``rehash``, sha256): a regular file in a folder, an object in a store."""
+    return folder.present(rehash=rehash)

@@ -120,7 +120,7 @@ def lock_mv(manifest: Path, source: str, target: str, *, simulate: bool = False,
     with RunGuard(guard_path(paths.lockfile), subject=manifest.name), LockStore.open(
             paths.lockfile, manifest=manifest.name) as store:
         moved = _checked(store.lock, move)
-        apply_moves(moved, store, paths.output_folder())
+        apply_moves(moved, store, paths.local_folder())
     return LockMove(moved, dry_run=False)
 
 

@@ -83,7 +83,7 @@ def gallery_of(prepared: Prepared, review: Review | None = None) -> Gallery:
     """The gallery model of a prepared manifest, thumbnails made as needed."""
     if review is None:
         review = read_review(review_path(prepared.paths.manifest))
-    folder = prepared.paths.output_folder()
+    folder = prepared.paths.local_folder()
     files = image_files((o for e in prepared.lock.entries.values() for o in e.outputs), folder)
     present = intact_on_disk(folder)
     return build_gallery(prepared.expansion, prepared.lock, prepared.plan, review,
@@ -116,7 +116,7 @@ def export_picked(prepared: Prepared, dest: Path) -> Exported:
 
     The layout is the output folder's: ``<dest>/<job>/<instance folder>/<i>.<ext>``.
     """
-    folder = prepared.paths.output_folder()
+    folder = prepared.paths.local_folder()
     present = intact_on_disk(folder)
     into = export_folder(dest, outputs=folder.checks, project=project_root(prepared.paths.manifest))
     review = read_review(review_path(prepared.paths.manifest))

@@ -229,7 +229,7 @@ async def execute_run(settings: RunSettings, prepared: Prepared, plan: Plan, sto
     return result
 
 
-def write_index(prepared: Prepared, store: LockStore) -> Path:
+def write_index(prepared: Prepared, store: LockStore) -> Path | str:
     """Rewrite ``index.json`` from the lock store: every run ends with a current index,
     including one that had nothing else to do (so a deleted index comes back)."""
     return prepared.paths.output_folder().write_index(
