@@ -1,0 +1,159 @@
+"""A run into ``s3://bucket/prefix`` through the real command line, against the simulator
+and moto's S3 server: killed and resumed, repaired free, verified, pruned, and the
+simulator's ledger equal to the images in the bucket after every step."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+from pipeline.core.lock.lockfile import Lockfile
+from pipeline.operations.project import current_lock
+from pipeline.simulator import RunningSimulator
+from tests.simulator.simkit import StartSim
+from tests.storage.conftest import IMAGES, SECRET, StoreProject, charged
+
+GUARD = 120.0  # seconds: a hang guard, never a speed assertion
+
+
+def recorded(project: StoreProject) -> Lockfile:
+    """The lockfile with any journal of a killed run folded in (as the next run reads it)."""
+    return current_lock(project.lockfile, manifest="shop.yaml")
+
+
+def recorded_images(lock: Lockfile) -> list[str]:
+    """The object keys of every image a done entry records."""
+    return sorted(f"runs/shop/{o.path}" for e in lock.entries.values() if e.status == "done"
+                  for o in e.outputs)
+
+
+def test_a_run_writes_the_layout_into_the_bucket_and_verify_reads_it(
+        project: StoreProject, sim: RunningSimulator) -> None:
+    """Every image, meta.json and index.json land under the prefix, the lockfile's paths
+    are relative to it, verify is clean and the ledger equals the images in the bucket."""
+    done = project.run(sim)
+    assert f"Outputs: {project.url}/" in done.stdout
+    images = project.bucket.images()
+    assert len(images) == IMAGES == charged(sim)
+    keys = project.bucket.keys()
+    assert "runs/shop/index.json" in keys
+    assert sum(k.endswith("/meta.json") for k in keys) == 9
+    lock = json.loads(project.lockfile.read_text())
+    paths = sorted(o["path"] for e in lock["entries"].values() for o in e["outputs"])
+    assert [f"runs/shop/{p}" for p in paths] == images
+    meta = json.loads(project.bucket.get("runs/shop/gen/shop=bakery,season=winter/meta.json"))
+    assert [i["file"] for i in meta["images"]] == ["0.png", "1.png"]
+    verified = project.cli("verify", "manifests/shop.yaml")
+    assert verified.returncode == 0, verified.stderr
+    assert f"{IMAGES + 1} file(s) checked, 0 problem(s)" in verified.stdout
+    assert not (project.root / "outputs").exists()  # nothing written beside the project
+
+
+def test_a_run_killed_mid_way_resumes_without_paying_twice(
+        project: StoreProject, start_sim: StartSim) -> None:
+    """SIGKILL in the middle of a run: every image the lockfile records is in the bucket;
+    the rerun finishes, verify is clean, and the ledger equals the images in the bucket."""
+    sim = start_sim(latency=(0.4, 1.2))
+    process = project.spawn("run", "manifests/shop.yaml", "--base-url", sim.base_url,
+                            "--yes", "--concurrency", "2")
+    deadline = time.monotonic() + GUARD
+    while not project.bucket.images() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=GUARD)
+    assert process.returncode == -signal.SIGKILL
+    lock = recorded(project)
+    in_bucket = set(project.bucket.images())
+    assert set(recorded_images(lock)) <= in_bucket  # nothing recorded that is not there
+    assert len(in_bucket) < IMAGES  # killed before the end
+    project.run(sim)
+    assert len(project.bucket.images()) == IMAGES == charged(sim)
+    assert recorded_images(recorded(project)) == project.bucket.images()
+    assert project.cli("verify", "manifests/shop.yaml").returncode == 0
+
+
+def test_a_deleted_and_a_truncated_object_are_repaired_free(
+        project: StoreProject, sim: RunningSimulator) -> None:
+    """verify reports one object missing and one changed; the plan downloads both again
+    for nothing, the run does, and verify is clean with the ledger unchanged."""
+    project.run(sim)
+    gone, cut = project.bucket.images()[0], project.bucket.images()[3]
+    project.bucket.delete(gone)
+    project.bucket.put(cut, project.bucket.get(cut)[:1000])
+    verified = project.cli("verify", "manifests/shop.yaml")
+    assert verified.returncode == 1
+    said = verified.stdout + verified.stderr
+    assert "missing: " + gone.removeprefix("runs/shop/") in said
+    assert "changed: " + cut.removeprefix("runs/shop/") in said
+    plan = json.loads(project.cli("plan", "--json", "manifests/shop.yaml").stdout)
+    assert sorted(i["status"] for i in plan["items"] if i["status"] != "up-to-date") == [
+        "download", "download"]
+    assert plan["cost"]["total"] == 0
+    project.run(sim)
+    assert project.cli("verify", "manifests/shop.yaml").returncode == 0
+    assert len(project.bucket.images()) == IMAGES == charged(sim)
+
+
+def test_prune_outputs_removes_objects_only_under_the_prefix(
+        project: StoreProject, sim: RunningSimulator) -> None:
+    """Dropping a job and pruning with --outputs deletes its objects and meta.json under
+    the prefix; a neighbouring prefix that starts with the same name is left alone."""
+    project.bucket.put("runs/shop2/night/shop=bakery,season=winter/0.png", b"not ours")
+    project.bucket.put("runs/shop-night.png", b"not ours either")
+    project.run(sim)
+    text = project.manifest.read_text()
+    project.manifest.write_text(text[:text.index("  night:")])
+    pruned = project.cli("prune", "--outputs", "manifests/shop.yaml")
+    assert pruned.returncode == 0, pruned.stderr
+    assert not [k for k in project.bucket.keys("runs/shop/night/")]
+    assert len(project.bucket.images()) == 12
+    assert project.bucket.keys("runs/shop2/") == [
+        "runs/shop2/night/shop=bakery,season=winter/0.png"]
+    assert "runs/shop-night.png" in project.bucket.keys("runs/")
+    assert project.cli("verify", "manifests/shop.yaml").returncode == 0
+
+
+def test_lockfile_paths_outside_the_prefix_are_refused(
+        project: StoreProject, sim: RunningSimulator) -> None:
+    """A lockfile whose output path climbs out of the prefix, is absolute or names another
+    URL is refused by plan and verify, and nothing outside the prefix is read or deleted."""
+    project.bucket.put("secret/elsewhere.png", b"someone else's")
+    project.run(sim)
+    for hostile in ("../../secret/elsewhere.png", "/secret/elsewhere.png",
+                    "s3://other/x.png"):
+        lock = json.loads(project.lockfile.read_text())
+        entry = next(iter(lock["entries"].values()))
+        entry["outputs"][0]["path"] = hostile
+        project.lockfile.write_text(json.dumps(lock))
+        for args in (("verify", "manifests/shop.yaml"), ("plan", "manifests/shop.yaml")):
+            refused = project.cli(*args)
+            assert refused.returncode == 1, refused.stdout
+            assert hostile in refused.stderr
+            assert "Traceback" not in refused.stderr
+    assert project.bucket.get("secret/elsewhere.png") == b"someone else's"
+
+
+def test_no_secret_reaches_lockfile_objects_output_or_errors(
+        project: StoreProject, sim: RunningSimulator) -> None:
+    """The secret key of the credential chain is in no lockfile, meta.json, index.json,
+    output or error message, even when the store refuses (a bucket that does not exist)."""
+    done = project.run(sim)
+    texts = [done.stdout, done.stderr, project.lockfile.read_text()]
+    texts += [project.bucket.get(k).decode() for k in project.bucket.keys()
+              if k.endswith(".json")]
+    project.manifest.write_text(project.manifest.read_text().replace(
+        project.url, "s3://no-such-bucket-imgspec/runs/shop"))
+    failed = project.cli("run", "manifests/shop.yaml", "--base-url", sim.base_url, "--yes",
+                         "--concurrency", "4")
+    assert failed.returncode != 0
+    texts += [failed.stdout, failed.stderr]
+    assert "no-such-bucket-imgspec" in failed.stdout + failed.stderr
+    assert "Traceback" not in failed.stdout + failed.stderr
+    assert not [t for t in texts if SECRET in t]
+    project.manifest.write_text(project.manifest.read_text() + (
+        "storage_options: {secret: " + SECRET + "}\n"))
+    refused = project.cli("plan", "manifests/shop.yaml")
+    assert refused.returncode != 0
+    assert "looks like a credential" in refused.stderr
+    assert SECRET not in refused.stdout + refused.stderr
