@@ -72,7 +72,7 @@ class Bucket:
     name: str
     endpoint: str
 
-    def keys(self, prefix: str = "") -> list[str]:
+    def listing(self, prefix: str = "") -> list[str]:
         """Every object key under ``prefix``."""
         found: list[str] = []
         for page in client(self.endpoint).get_paginator("list_objects_v2").paginate(
@@ -82,7 +82,7 @@ class Bucket:
 
     def images(self, prefix: str = "runs/shop/") -> list[str]:
         """The image objects under ``prefix``."""
-        return [k for k in self.keys(prefix) if k.endswith(".png")]
+        return [k for k in self.listing(prefix) if k.endswith(".png")]
 
     def get(self, key: str) -> bytes:
         """An object's bytes."""

@@ -36,7 +36,7 @@ def test_a_run_writes_the_layout_into_the_bucket_and_verify_reads_it(
     assert f"Outputs: {project.url}/" in done.stdout
     images = project.bucket.images()
     assert len(images) == IMAGES == charged(sim)
-    keys = project.bucket.keys()
+    keys = project.bucket.listing()
     assert "runs/shop/index.json" in keys
     assert sum(k.endswith("/meta.json") for k in keys) == 9
     lock = json.loads(project.lockfile.read_text())
@@ -106,11 +106,11 @@ def test_prune_outputs_removes_objects_only_under_the_prefix(
     project.manifest.write_text(text[:text.index("  night:")])
     pruned = project.cli("prune", "--outputs", "manifests/shop.yaml")
     assert pruned.returncode == 0, pruned.stderr
-    assert not [k for k in project.bucket.keys("runs/shop/night/")]
+    assert project.bucket.listing("runs/shop/night/") == []
     assert len(project.bucket.images()) == 12
-    assert project.bucket.keys("runs/shop2/") == [
+    assert project.bucket.listing("runs/shop2/") == [
         "runs/shop2/night/shop=bakery,season=winter/0.png"]
-    assert "runs/shop-night.png" in project.bucket.keys("runs/")
+    assert "runs/shop-night.png" in project.bucket.listing("runs/")
     assert project.cli("verify", "manifests/shop.yaml").returncode == 0
 
 
@@ -140,7 +140,7 @@ def test_no_secret_reaches_lockfile_objects_output_or_errors(
     output or error message, even when the store refuses (a bucket that does not exist)."""
     done = project.run(sim)
     texts = [done.stdout, done.stderr, project.lockfile.read_text()]
-    texts += [project.bucket.get(k).decode() for k in project.bucket.keys()
+    texts += [project.bucket.get(k).decode() for k in project.bucket.listing()
               if k.endswith(".json")]
     project.manifest.write_text(project.manifest.read_text().replace(
         project.url, "s3://no-such-bucket-imgspec/runs/shop"))
