@@ -37,6 +37,7 @@ SHELL = frozenset({
     "operations.shards", "simulator", "shell.http.uploads", "views.progress",
     "shell.http.downloads", "shell.http.gates", "operations.spend", "operations.relocate",
     "shell.store.confine", "operations.adopt", "shell.store.reuse_scan",
+    "shell.store.store", "shell.store.layout", "shell.store.objectstore",
 })
 # Libraries that do I/O or run an event loop: none of them in the core.
 IO_LIBRARIES = frozenset({
