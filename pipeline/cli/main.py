@@ -54,6 +54,10 @@ lockfile_option = click.option(
     "--lockfile", type=click.Path(dir_okay=False, path_type=Path), default=None,
     metavar="PATH", help="Use this lockfile instead of the one beside the manifest "
     "(e.g. one per shard).")
+output_dir_option = click.option(
+    "--output-dir", metavar="DIR|URL", envvar="IMGSPEC_OUTPUT_DIR", default=None,
+    help="Where the outputs are, instead of the manifest's output_dir: a folder, or a store "
+    "URL such as s3://bucket/prefix (pip install 'imgspec[s3]').")
 
 
 balance_unit_option = click.option(
@@ -208,9 +212,11 @@ def validate(manifests: tuple[Path, ...]) -> None:
 @click.option("--simulate", is_flag=True, help="Plan against the --simulate lockfile.")
 @lockfile_option
 @rehash_option
+@output_dir_option
 @selection_options
 def plan(manifest: Path, as_json: bool, max_cost: str | None, simulate: bool,
-         lockfile: Path | None, rehash: bool, selection: Selection) -> None:
+         lockfile: Path | None, rehash: bool, output_dir: str | None,
+         selection: Selection) -> None:
     """Show what a run would do and cost (exit 0 ok, 1 invalid, 2 usage, 3 over budget).
 
     Takes the same --job/--where/--only-failed/--shard as `run`, and shows the same
@@ -225,7 +231,7 @@ def plan(manifest: Path, as_json: bool, max_cost: str | None, simulate: bool,
         # The whole plan, as JSON: streamed, never held (a million instances fit).
         head = write_plan_streamed(manifest, sys.stdout.write, simulate=simulate,
                                    max_cost=_max_cost(max_cost), lockfile=lockfile,
-                                   rehash=rehash)
+                                   rehash=rehash, output_dir=output_dir)
         if not head.within_budget:
             raise BudgetExceeded("the plan is over budget; nothing was spent",
                                  cost=head.tally.total, budget=head.budget)
@@ -239,7 +245,7 @@ def plan(manifest: Path, as_json: bool, max_cost: str | None, simulate: bool,
 
             click.echo(shard_note(selection.shard, shard.path, shard.main))
     prepared = prepare(manifest, simulate=simulate, max_cost=_max_cost(max_cost),
-                       lockfile=lockfile, lock=lock, rehash=rehash)
+                       lockfile=lockfile, lock=lock, rehash=rehash, output_dir=output_dir)
     the_plan = narrow(prepared.plan, selection, jobs=prepared.manifest.jobs)
     if as_json:
         write_plan_json(the_plan, sys.stdout.write)
@@ -312,13 +318,14 @@ def graph(manifest: Path, fmt: GraphFormat) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Emit one JSON event per line.")
 @lockfile_option
 @rehash_option
+@output_dir_option
 @click.option("--ignore-balance", is_flag=True,
               help="Do not check the account's balance (GET /v1/balance) before submitting.")
 @balance_unit_option
 def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rate: float | None,
         selection: Selection, max_cost: str | None, task_timeout: float, yes: bool,
-        as_json: bool, lockfile: Path | None, rehash: bool, ignore_balance: bool,
-        balance_unit: str | None) -> None:
+        as_json: bool, lockfile: Path | None, rehash: bool, output_dir: str | None,
+        ignore_balance: bool, balance_unit: str | None) -> None:
     """Run what the plan says: submit, poll, download; rerun to do only what is left.
 
     Exit 0 all done, 1 invalid manifest or lockfile, 2 usage error (a wrong base URL
@@ -365,7 +372,7 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
         max_cost=_max_cost(max_cost),
         options=RunOptions(concurrency=concurrency, task_timeout=task_timeout),
         max_rate=max_rate, lockfile=lockfile, rehash=rehash, ignore_balance=ignore_balance,
-        balance_unit=balance_unit)
+        balance_unit=balance_unit, output_dir=output_dir)
     with contextlib.ExitStack() as stack:
         prepared, the_plan, store = stack.enter_context(run_session(settings))
         if simulate:  # under the run guard: one process at a time uses its state file
@@ -444,7 +451,9 @@ def status(manifest: Path, simulate: bool, as_json: bool, lockfile: Path | None)
 @manifest_argument
 @click.option("--simulate", is_flag=True, help="Check the --simulate outputs.")
 @lockfile_option
-def verify(manifest: Path, simulate: bool, lockfile: Path | None) -> None:
+@output_dir_option
+def verify(manifest: Path, simulate: bool, lockfile: Path | None,
+           output_dir: str | None) -> None:
     """Re-hash every output and check index.json (exit 0 intact, 1 missing or changed).
 
     Needs only the manifest's name: and output_dir:, so it works on a manifest that
@@ -453,7 +462,8 @@ def verify(manifest: Path, simulate: bool, lockfile: Path | None) -> None:
     from pipeline.operations import housekeeping
     from pipeline.views.status import verify_lines
 
-    checked, problems = housekeeping.verify(manifest, simulate=simulate, lockfile=lockfile)
+    checked, problems = housekeeping.verify(manifest, simulate=simulate, lockfile=lockfile,
+                                            output_dir=output_dir)
     lines, summary = verify_lines(checked, problems)
     for line in lines:
         click.echo(line, err=True)
@@ -470,8 +480,9 @@ def verify(manifest: Path, simulate: bool, lockfile: Path | None) -> None:
 @click.option("--dry-run", is_flag=True, help="List what would be removed; change nothing.")
 @click.option("--outputs", is_flag=True, help="Also delete the pruned entries' images "
               "(paid for: without this they are left on disk, and listed).")
+@output_dir_option
 def prune(manifest: Path, simulate: bool, lockfile: Path | None, dry_run: bool,
-          outputs: bool) -> None:
+          outputs: bool, output_dir: str | None) -> None:
     """Drop lockfile entries whose instances are no longer in the manifest.
 
     Their spend stays counted in "charged so far" (the lockfile keeps it as history).
@@ -481,14 +492,16 @@ def prune(manifest: Path, simulate: bool, lockfile: Path | None, dry_run: bool,
     from pipeline.views.status import prune_text
 
     click.echo(prune_text(housekeeping.prune(manifest, simulate=simulate, lockfile=lockfile,
-                                             dry_run=dry_run, outputs=outputs)), nl=False)
+                                             dry_run=dry_run, outputs=outputs,
+                                             output_dir=output_dir)), nl=False)
 
 
 @cli.command()
 @manifest_argument
 @click.option("--simulate", is_flag=True, help="The gallery of the --simulate outputs.")
 @click.option("--open", "open_page", is_flag=True, help="Open the page in the browser.")
-def gallery(manifest: Path, simulate: bool, open_page: bool) -> None:
+@output_dir_option
+def gallery(manifest: Path, simulate: bool, open_page: bool, output_dir: str | None) -> None:
     """Write outputs/<name>/index.html: contact sheets and X/Y grids of every instance.
 
     One self-contained file (thumbnails beside it, under _thumbs/): opens from
@@ -497,7 +510,7 @@ def gallery(manifest: Path, simulate: bool, open_page: bool) -> None:
     from pipeline.operations.gallery.site import write_gallery
     from pipeline.operations.project import prepare
 
-    path, shown = write_gallery(prepare(manifest, simulate=simulate))
+    path, shown = write_gallery(prepare(manifest, simulate=simulate, output_dir=output_dir))
     counts = {k: v for k, v in shown.counts().items() if v}
     click.echo(f"Gallery: {path} ({', '.join(f'{v:,} {k}' for k, v in counts.items())})")
     if open_page:
@@ -512,7 +525,9 @@ def gallery(manifest: Path, simulate: bool, open_page: bool) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Port on 127.0.0.1 (0: any free port).")
 @click.option("--open", "open_page", is_flag=True, help="Open the page in the browser.")
-def review(manifest: Path, simulate: bool, port: int, open_page: bool) -> None:
+@output_dir_option
+def review(manifest: Path, simulate: bool, port: int, open_page: bool,
+           output_dir: str | None) -> None:
     """Serve the gallery on 127.0.0.1 with keys to pick, reject or re-roll images.
 
     p pick, x reject, r re-roll, u undo (on the open or focused image). Each
@@ -525,8 +540,9 @@ def review(manifest: Path, simulate: bool, port: int, open_page: bool) -> None:
     from pipeline.operations.gallery.server import ReviewSession, serve
     from pipeline.operations.project import prepare
 
-    prepare(manifest, simulate=simulate)  # a manifest that does not plan fails here, not later
-    session = ReviewSession(manifest, simulate)
+    # A manifest that does not plan fails here, not later.
+    prepare(manifest, simulate=simulate, output_dir=output_dir)
+    session = ReviewSession(manifest, simulate, output_dir)
 
     def ready(url: str) -> None:
         click.echo(f"Reviewing {manifest} at {url}\nDecisions are written to {session.path}; "
@@ -547,7 +563,8 @@ def review(manifest: Path, simulate: bool, port: int, open_page: bool) -> None:
               type=click.Path(file_okay=False, path_type=Path),
               help="Copy the picked images (with their meta.json) into DIR.")
 @click.option("--simulate", is_flag=True, help="Export from the --simulate outputs.")
-def export(manifest: Path, dest: Path, simulate: bool) -> None:
+@output_dir_option
+def export(manifest: Path, dest: Path, simulate: bool, output_dir: str | None) -> None:
     """Copy the images picked in review, with their meta.json, for hand-off.
 
     A pick applies only to the image it was made about (its sha256): picks of
@@ -556,7 +573,7 @@ def export(manifest: Path, dest: Path, simulate: bool) -> None:
     from pipeline.operations.gallery.site import export_picked
     from pipeline.operations.project import prepare
 
-    done = export_picked(prepare(manifest, simulate=simulate), dest)
+    done = export_picked(prepare(manifest, simulate=simulate, output_dir=output_dir), dest)
     for name, why in done.skipped:
         click.echo(f"not exported: {name}: {why}", err=True)
     click.echo(f"{len(done.images):,} picked image(s) copied to {dest}")

@@ -56,14 +56,15 @@ def summarise_lock(path: Path, lock: Lockfile) -> StatusReport:
     )
 
 
-def verify(manifest: Path, *, simulate: bool = False,
-           lockfile: Path | None = None) -> tuple[int, list[VerifyProblem]]:
+def verify(manifest: Path, *, simulate: bool = False, lockfile: Path | None = None,
+           output_dir: str | None = None) -> tuple[int, list[VerifyProblem]]:
     """Re-hash every output the lockfile records and check the index; (files checked, problems).
 
     Works from the lockfile and the manifest's header alone, so a manifest that no
     longer validates never stops anyone from checking the files they have.
     """
-    paths = locate(manifest, read_header(manifest), simulate=simulate, lockfile=lockfile)
+    paths = locate(manifest, read_header(manifest), simulate=simulate, lockfile=lockfile,
+                   output_dir=output_dir)
     lock = current_lock(paths.lockfile, manifest=manifest.name)
     folder = paths.output_folder()
     folder.check_entries(lock.entries.values())
@@ -95,7 +96,8 @@ class PruneResult:
 
 
 def prune(manifest: Path, *, simulate: bool = False, lockfile: Path | None = None,
-          dry_run: bool = False, outputs: bool = False) -> PruneResult:
+          dry_run: bool = False, outputs: bool = False,
+          output_dir: str | None = None) -> PruneResult:
     """Drop lock entries whose instances are no longer in the manifest.
 
     What they were charged stays in the lockfile's ``retired`` history, so "charged so
@@ -106,12 +108,14 @@ def prune(manifest: Path, *, simulate: bool = False, lockfile: Path | None = Non
     """
     lock_path = lockfile or lockfile_path(manifest, simulate=simulate)
     if dry_run:
-        prepared = prepare(manifest, simulate=simulate, lockfile=lock_path)
+        prepared = prepare(manifest, simulate=simulate, lockfile=lock_path,
+                           output_dir=output_dir)
         return _pruned(prepared.lock, list(prepared.plan.orphaned), prepared.paths,
                        recovered=[], updates=0, outputs=outputs, dry_run=True)
     with RunGuard(guard_path(lock_path), subject=manifest.name), LockStore.open(lock_path,
                                                          manifest=manifest.name) as store:
-        prepared = prepare(manifest, simulate=simulate, lockfile=lock_path, lock=store.lock)
+        prepared = prepare(manifest, simulate=simulate, lockfile=lock_path, lock=store.lock,
+                           output_dir=output_dir)
         # An orphan the manifest's moves have yet to carry to its key (a run applies
         # them) is not in the store under that key yet: it is pruned after that run.
         orphaned = [k for k in prepared.plan.orphaned if k in store.entries]

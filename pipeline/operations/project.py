@@ -229,16 +229,18 @@ class Prepared:
 
 def prepare(manifest_path: Path, *, simulate: bool = False, max_cost: Decimal | None = None,
             lockfile: Path | None = None, lock: Lockfile | None = None,
-            rehash: bool = False) -> Prepared:
+            rehash: bool = False, output_dir: str | None = None) -> Prepared:
     """Load, validate, expand and plan a manifest against its lockfile.
 
     ``lock``: the state to plan against when the caller already holds it (a run's
     open lock store); otherwise the lockfile (and any crash journal) is read.
     ``rehash``: check recorded images by their sha256, not only their size.
+    ``output_dir`` (``--output-dir``): a folder or store URL instead of the manifest's.
     """
     manifest, workspace = load_manifest(manifest_path)
     expansion = expand(manifest, workspace)
-    paths = locate(manifest_path, Header.of(manifest), simulate=simulate, lockfile=lockfile)
+    paths = locate(manifest_path, Header.of(manifest), simulate=simulate, lockfile=lockfile,
+                   output_dir=output_dir)
     if lock is None:
         lock = current_lock(paths.lockfile, manifest=manifest_path.name)
     folder = paths.output_folder()
@@ -278,7 +280,8 @@ def found_before_move(present: Callable[[Output], bool],
 
 def write_plan_streamed(manifest_path: Path, write: Callable[[str], object], *,
                         simulate: bool = False, max_cost: Decimal | None = None,
-                        lockfile: Path | None = None, rehash: bool = False) -> PlanHead:
+                        lockfile: Path | None = None, rehash: bool = False,
+                        output_dir: str | None = None) -> PlanHead:
     """``prepare`` then ``write_plan_json``, in one pass over the instances.
 
     For ``plan --json`` of the whole manifest: each instance is planned and its JSON
@@ -292,11 +295,12 @@ def write_plan_streamed(manifest_path: Path, write: Callable[[str], object], *,
         # Moves need every instance key before the first item is planned; manifests
         # with ``moved:`` are planned whole (the moves are short-lived edits).
         prepared = prepare(manifest_path, simulate=simulate, max_cost=max_cost,
-                           lockfile=lockfile, rehash=rehash)
+                           lockfile=lockfile, rehash=rehash, output_dir=output_dir)
         write_plan_json(prepared.plan, write)
         return prepared.plan.head()
     expanding = Expanding(manifest, workspace)
-    paths = locate(manifest_path, Header.of(manifest), simulate=simulate, lockfile=lockfile)
+    paths = locate(manifest_path, Header.of(manifest), simulate=simulate, lockfile=lockfile,
+                   output_dir=output_dir)
     try:
         lock = current_lock(paths.lockfile, manifest=manifest_path.name)
         folder = paths.output_folder()

@@ -157,3 +157,19 @@ def test_no_secret_reaches_lockfile_objects_output_or_errors(
     assert refused.returncode != 0
     assert "looks like a credential" in refused.stderr
     assert SECRET not in refused.stdout + refused.stderr
+
+
+def test_output_dir_on_the_command_line_names_the_store(
+        project: StoreProject, sim: RunningSimulator) -> None:
+    """A manifest without output_dir: runs into the bucket given by --output-dir, and
+    verify finds it there by IMGSPEC_OUTPUT_DIR; without either it looks on disk."""
+    project.manifest.write_text(project.manifest.read_text().replace(
+        f"output_dir: {project.url}\n", ""))
+    project.run(sim, "--output-dir", project.url)
+    assert len(project.bucket.images()) == IMAGES == charged(sim)
+    assert not (project.root / "outputs").exists()
+    verified = project.cli("verify", "manifests/shop.yaml", IMGSPEC_OUTPUT_DIR=project.url)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    on_disk = project.cli("verify", "manifests/shop.yaml")
+    assert on_disk.returncode == 1
+    assert "lies outside the output folder" in on_disk.stderr

@@ -94,6 +94,7 @@ class ReviewSession:
 
     manifest: Path
     simulate: bool
+    output_dir: str | None = None  # --output-dir: a folder or store URL, not the manifest's
     made: OrderedDict[str, list[Made]] = field(default_factory=OrderedDict)
     _memory: threading.Lock = field(default_factory=threading.Lock)
 
@@ -104,7 +105,7 @@ class ReviewSession:
 
     def prepared(self) -> Prepared:
         """The manifest planned against its lockfile, as it is now."""
-        return prepare(self.manifest, simulate=self.simulate)
+        return prepare(self.manifest, simulate=self.simulate, output_dir=self.output_dir)
 
     def page(self) -> str:
         """The gallery page with review keys."""
@@ -166,7 +167,8 @@ class ReviewSession:
 
     def paths(self) -> Paths:
         """The lockfile and output folder (from the manifest's header alone: no expansion)."""
-        return locate(self.manifest, read_header(self.manifest), simulate=self.simulate)
+        return locate(self.manifest, read_header(self.manifest), simulate=self.simulate,
+                      output_dir=self.output_dir)
 
     def _lock(self) -> Lockfile:
         return current_lock(self.paths().lockfile, manifest=self.manifest.name)

@@ -61,6 +61,8 @@ class RunSettings:
     ignore_balance: bool = False
     # --balance-unit: the account's balance unit (the API does not say); None: unknown.
     balance_unit: str | None = None
+    # --output-dir: a folder or store URL instead of the manifest's output_dir:.
+    output_dir: str | None = None
 
 
 def select(prepared: Prepared, selection: Selection) -> Plan:
@@ -84,7 +86,7 @@ def run_session(settings: RunSettings) -> Iterator[tuple[Prepared, Plan, LockSto
         # read once, and the run executes against exactly what its plan was made from.
         prepared = prepare(settings.manifest, simulate=settings.simulate,
                            max_cost=settings.max_cost, lockfile=lock_path, lock=store.lock,
-                           rehash=settings.rehash)
+                           rehash=settings.rehash, output_dir=settings.output_dir)
         plan = select(prepared, settings.selection)
         yield prepared, plan, store
 
