@@ -18,6 +18,7 @@ prefix. What a folder promises, a store promises too:
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import os
@@ -132,16 +133,27 @@ class ObjectStore:
         return f"{self._base}/{rel}"
 
     def _put(self, rel: str, data: bytes, *, sha256: str) -> None:
-        """Write ``data`` at ``rel`` and read back its size (and, where kept, its sha256)."""
+        """Write ``data`` at ``rel``, confirmed: by the store's own digest of what it
+        received (S3's reply: the SHA-256 checksum, or the ETag of a plain PUT, the MD5 of
+        the body), else by reading back its size (and, on S3, its sha256 metadata)."""
         path = self._path(rel)
         kwargs: dict[str, Any] = {}
+        md5 = ""
         if self.url.protocol == "s3":
-            kwargs = {"Metadata": {"sha256": sha256},
+            # S3 checks the body against this checksum and refuses a PUT that differs.
+            checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
+            md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+            kwargs = {"Metadata": {"sha256": sha256}, "ChecksumSHA256": checksum,
                       "ContentType": CONTENT_TYPES.get(rel.rsplit(".", 1)[-1],
                                                        "application/octet-stream")}
 
         def put_and_confirm() -> None:
-            self.fs.pipe_file(path, data, **kwargs)
+            reply = self.fs.pipe_file(path, data, **kwargs)
+            if md5 and isinstance(reply, dict) and (
+                    reply.get("ChecksumSHA256") == kwargs["ChecksumSHA256"]
+                    or str(reply.get("ETag", "")).strip('"') == md5):
+                return  # the bytes the store holds are these (and the metadata went along)
+            # An encrypted (SSE-KMS) object's ETag is no MD5; other stores reply less.
             size, recorded = self._head(path)
             if size != len(data) or (self.url.protocol == "s3" and recorded != sha256):
                 raise _Unconfirmed(f"the object read back holds {size} bytes, "
