@@ -391,7 +391,7 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
             from pipeline.operations.relocate import apply_moves
             from pipeline.views.plan import moves_done
 
-            apply_moves(the_plan.moves, store, prepared.paths.local_folder())
+            apply_moves(the_plan.moves, store, prepared.paths.output_folder())
             click.echo(moves_done(the_plan.moves), file=out, nl=False)
         if not the_plan.has_work:
             write_index(prepared, store)

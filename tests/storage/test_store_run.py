@@ -190,3 +190,23 @@ def test_a_file_url_store_confirms_by_size_and_repairs_free(
     project.run(sim)
     assert len(sorted(folder.rglob("*.png"))) == IMAGES == charged(sim)
     assert project.cli("verify", "manifests/shop.yaml").returncode == 0
+
+
+def test_lock_mv_moves_a_jobs_objects_within_the_prefix(
+        project: StoreProject, sim: RunningSimulator) -> None:
+    """Renaming a job in the manifest and `lock mv` of it: its objects and meta.json move
+    to the new job's folder in the bucket, the plan has nothing to pay, verify is clean."""
+    project.run(sim)
+    project.manifest.write_text(project.manifest.read_text().replace("  night:", "  evening:"))
+    moved = project.cli("lock", "mv", "manifests/shop.yaml", "night", "evening")
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert project.bucket.listing("runs/shop/night/") == []
+    evening = project.bucket.listing("runs/shop/evening/")
+    assert sum(k.endswith(".png") for k in evening) == 3
+    meta = json.loads(project.bucket.get(next(k for k in evening if k.endswith("meta.json"))))
+    assert meta["job"] == "evening"
+    assert meta["key"].startswith("evening@")
+    assert "Nothing to submit" in project.cli("plan", "manifests/shop.yaml").stdout
+    project.run(sim)
+    assert project.cli("verify", "manifests/shop.yaml").returncode == 0
+    assert len(project.bucket.images()) == IMAGES == charged(sim)

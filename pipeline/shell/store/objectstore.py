@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
 import os
 import posixpath
 import re
@@ -29,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path, PurePath, PurePosixPath
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pipeline.core.expansion.instances import Expansion, Instance
 from pipeline.core.lock.lockfile import LockEntry, Output
@@ -329,11 +330,55 @@ class ObjectStore:
         return present
 
     def _sha256(self, rel: str) -> str | None:
+        data = self._read(rel)
+        return None if data is None else hashlib.sha256(data).hexdigest()
+
+    def _read(self, rel: str) -> bytes | None:
+        """The bytes of the object ``rel`` (confined already); None if it is not there."""
         try:
-            data = self._call(f"reading {rel}", lambda: self.fs.cat_file(self._path(rel)))
+            data: bytes = self._call(f"reading {rel}",
+                                     lambda: self.fs.cat_file(self._path(rel)))
         except FileNotFoundError:
             return None
-        return hashlib.sha256(data).hexdigest()
+        return data
+
+    def move_object(self, src: str, dst: str, sha256: str) -> Literal["new", "old"]:
+        """Move one image (object names, confined) if it is the recorded one: "new" where
+        the entry names it now, "old" when it stays (``dst`` holds another image).
+
+        A store has no rename: the copy is written and confirmed before the original
+        goes, so a move stopped half-way leaves the image in one place or both.
+        """
+        there = self._read(dst)
+        if there is not None and hashlib.sha256(there).hexdigest() == sha256:
+            if self._sha256(src) == sha256:
+                self.remove_images([src])
+            return "new"
+        data = self._read(src)
+        if data is None:
+            return "new"  # gone: the plan downloads or pays for it at its new place
+        if there is not None or hashlib.sha256(data).hexdigest() != sha256:
+            return "old"
+        self._put(dst, data, sha256=sha256)
+        self.remove_images([src])
+        return "new"
+
+    def move_meta(self, old_dir: str, new_dir: str, *, key: str, job: str) -> None:
+        """``meta.json`` from one instance folder to another, naming the new key and job."""
+        data = self._read(f"{old_dir}/meta.json")
+        if data is None or self._read(f"{new_dir}/meta.json") is not None:
+            return
+        try:
+            meta = json.loads(data)
+        except ValueError:
+            return
+        if isinstance(meta, dict):
+            meta.update(key=key, job=job)
+            text = ",\n".join(f"  {json.dumps(k)}: {json.dumps(meta[k], ensure_ascii=False)}"
+                              for k in sorted(meta))
+            body = ("{\n" + text + "\n}\n").encode()
+            self._put(f"{new_dir}/meta.json", body, sha256=hashlib.sha256(body).hexdigest())
+            self.remove_images([f"{old_dir}/meta.json"])
 
     def read_bytes(self, stored: str) -> bytes | None:
         """The bytes of the object a stored path names; None if it is not there."""
