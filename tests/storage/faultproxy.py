@@ -25,8 +25,9 @@ _HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection"}
 class FaultProxy:
     """The proxy, listening on 127.0.0.1; ``url`` is its endpoint, ``faults`` what it did."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, *, down: bool = False) -> None:
         target = urlsplit(upstream)
+        self.down = down  # every image PUT answered 503, however often it is tried
         self.upstream = (target.hostname or "127.0.0.1", target.port or 80)
         self.faults: Counter[Fault] = Counter()
         self.seen: set[str] = set()
@@ -63,6 +64,9 @@ class FaultProxy:
         if method != "PUT" or not urlsplit(path).path.endswith(".png"):
             return None
         with self.lock:
+            if self.down:
+                self.faults["503"] += 1
+                return "503"
             if path in self.seen:
                 return None
             self.seen.add(path)

@@ -79,14 +79,30 @@ def test_broken_uploads_lose_nothing_and_pay_nothing_twice(
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
-def test_a_store_that_stays_down_leaves_the_run_unfinished_then_resumes_free(
+def test_a_store_that_cannot_be_reached_stops_the_run_before_it_pays(
         project: StoreProject, sim: RunningSimulator) -> None:
-    """With the store unreachable, the paid results are recorded as nothing: the run
-    exits 4 (unfinished) and records no image; once the store is back, the next run
-    stores them all without paying again."""
+    """With nothing listening at the store's endpoint, the run says so and pays nothing."""
     down = project.cli("run", "manifests/shop.yaml", "--base-url", sim.base_url, "--yes",
                        "--concurrency", "4", AWS_ENDPOINT_URL="http://127.0.0.1:9")
-    assert down.returncode != 0
+    assert down.returncode == 1
+    assert "listing the store failed" in down.stderr
+    assert "Traceback" not in down.stdout + down.stderr
+    assert charged(sim) == 0
+
+
+def test_a_store_that_refuses_every_upload_leaves_the_run_unfinished_then_resumes_free(
+        project: StoreProject, sim: RunningSimulator) -> None:
+    """With every image PUT refused (503) after the run has started paying, no image is
+    recorded and the run exits 4 (unfinished); once the store takes writes again, the
+    next run stores them all without paying again."""
+    proxy = FaultProxy(project.env["AWS_ENDPOINT_URL"], down=True)
+    try:
+        down = project.cli("run", "manifests/shop.yaml", "--base-url", sim.base_url,
+                           "--yes", "--concurrency", "4", AWS_ENDPOINT_URL=proxy.url,
+                           AWS_MAX_ATTEMPTS="1")
+    finally:
+        proxy.stop()
+    assert down.returncode == 4, down.stdout + down.stderr
     assert "Traceback" not in down.stdout + down.stderr
     paid = charged(sim)
     assert paid > 0

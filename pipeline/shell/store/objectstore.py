@@ -242,9 +242,12 @@ class ObjectStore:
         return self.cache / "staging" / instance_folder(job, key, root=self.root)
 
     def check_folders(self, instances: Iterable[tuple[str, str]]) -> None:
-        """Refuse instance names that are not plain (nothing links in a store)."""
+        """Refuse instance names that are not plain (nothing links in a store), and a store
+        that cannot be listed (no such bucket, no credentials, no connection): before a
+        run pays for results it could not keep."""
         for job, key in instances:
             instance_folder(job, key, root=self.root)
+        self._objects()
 
     def clean_temp_files(self, instances: Iterable[tuple[str, str]]) -> None:
         """Remove staged downloads an interrupted run left for these (job, key) instances."""
