@@ -183,6 +183,9 @@ def locate(manifest_path: Path, header: Header, *, simulate: bool = False,
                      check_storage_options(header.storage_options))
     if output_dir is not None:
         outputs = Path(os.path.abspath(output_dir))  # noqa: PTH100
+        if outputs != root and root not in outputs.parents:
+            raise UsageError(f"--output-dir {output_dir} is outside the project {root}: give "
+                             "a folder inside it, or a URL (file:///abs/folder, s3://…)")
     elif header.output_dir is not None:
         outputs = (manifest_path.parent / header.output_dir).resolve()
         if outputs != root and root not in outputs.parents:

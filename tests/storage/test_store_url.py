@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pipeline.errors import UsageError
+from pipeline.operations.project import locate, read_header
 from pipeline.shell.store.objectstore import ObjectStore
 from pipeline.shell.store.store import StoreURL, check_storage_options, parse_output_dir
 
@@ -74,3 +77,17 @@ def test_stored_paths_inside_the_prefix_are_normalised() -> None:
     store = ObjectStore(StoreURL("s3", "bucket/prefix"))
     assert store.confined("gen/x/./0.png") == "gen/x/0.png"
     assert store.confined("gen/x/../y/0.png") == "gen/y/0.png"
+
+
+def test_an_output_dir_folder_outside_the_project_is_refused(tmp_path: Path) -> None:
+    """--output-dir names a folder inside the project (or a URL); one outside is a usage
+    error that says how to name it, before anything is read."""
+    (tmp_path / "proj" / "manifests").mkdir(parents=True)
+    manifest = tmp_path / "proj" / "manifests" / "shop.yaml"
+    manifest.write_text("version: 1\nname: shop\njobs: {}\n")
+    header = read_header(manifest)
+    with pytest.raises(UsageError, match=r"outside the project .*file:///"):
+        locate(manifest, header, output_dir=str(tmp_path / "elsewhere"))
+    inside = locate(manifest, header, output_dir=str(tmp_path / "proj" / "build"))
+    assert inside.outputs == tmp_path / "proj" / "build"
+    assert locate(manifest, header, output_dir="s3://b/p").shown == "s3://b/p"
