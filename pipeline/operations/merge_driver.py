@@ -24,7 +24,7 @@ from pipeline.core.expansion.expand import expand
 from pipeline.core.lock.lockfile import Lockfile, lockfile_path, parse_lockfile
 from pipeline.core.lock.merge import Merged, MergeNote, merge_locks
 from pipeline.core.manifest.load import load_manifest
-from pipeline.errors import ImgspecError, LockfileError, MergeConflict, UsageError
+from pipeline.errors import ImgspecError, LockfileError, MergeConflict, StoreError, UsageError
 from pipeline.operations.project import Header, current_lock, locate, read_header
 from pipeline.shell.store.guard import RunGuard, guard_path
 from pipeline.shell.store.journal import journal_path, write_lockfile
@@ -165,7 +165,10 @@ def refresh_index(target: Path, lock: Lockfile) -> Path | str | None:
         return None
     # Relative, as ``run`` writes it from a path typed in the project: an absolute path
     # would name one person's checkout in a file the team shares.
-    return folder.write_index(expansion, lock.entries, os.path.relpath(manifest_path))
+    try:
+        return folder.write_index(expansion, lock.entries, os.path.relpath(manifest_path))
+    except StoreError:
+        return None  # a store out of reach (no credentials here): the merge stands
 
 
 def _in_store(target: Path, lock: Lockfile) -> bool:
