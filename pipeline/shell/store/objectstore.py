@@ -112,16 +112,19 @@ class ObjectStore:
         self._base = str(fs._strip_protocol(self.root)).rstrip("/")
         return fs
 
-    def _call(self, what: str, work: Callable[[], T]) -> T:
+    def _call(self, what: str, work: Callable[[], T], *, reading: bool = True) -> T:
         """``work()``, retried on failures that may pass; ``StoreError`` when it cannot be done.
 
-        ``FileNotFoundError`` passes through: callers decide what a missing object means.
+        A read's ``FileNotFoundError`` passes through: callers decide what a missing
+        object means. For a write (``reading=False``) it means the bucket is missing.
         """
         for attempt in range(self.attempts):
             try:
                 return work()
-            except FileNotFoundError:
-                raise
+            except FileNotFoundError as exc:
+                if reading:
+                    raise
+                raise StoreError(f"{self.root}: {what} failed ({_describe(exc)})") from exc
             except Exception as exc:
                 final = type(exc).__name__ in _FINAL or isinstance(exc, PermissionError)
                 if final or attempt == self.attempts - 1:
@@ -160,7 +163,7 @@ class ObjectStore:
                 raise _Unconfirmed(f"the object read back holds {size} bytes, "
                                    f"not the {len(data)} written")
 
-        self._call(f"uploading {rel}", put_and_confirm)
+        self._call(f"uploading {rel}", put_and_confirm, reading=False)
         with self._lock:
             if self._listing is not None:
                 self._listing[rel] = len(data)
@@ -247,7 +250,12 @@ class ObjectStore:
         run pays for results it could not keep."""
         for job, key in instances:
             instance_folder(job, key, root=self.root)
-        self._objects()
+        if not self._objects() and self.url.protocol != "file":
+            # An empty listing is also what a missing bucket gives: ask for the bucket.
+            bucket = self._path("").split("/", 1)[0]
+            if not self._call("finding the bucket", lambda: self.fs.exists(bucket)):
+                raise StoreError(f"{self.root}: the bucket {bucket} does not exist (or "
+                                 "these credentials cannot see it); nothing was spent")
 
     def clean_temp_files(self, instances: Iterable[tuple[str, str]]) -> None:
         """Remove staged downloads an interrupted run left for these (job, key) instances."""
@@ -312,7 +320,7 @@ class ObjectStore:
         if not names:
             return
         paths = [self._path(rel) for rel in names]
-        self._call("deleting objects", lambda: self.fs.rm(paths))
+        self._call("deleting objects", lambda: self.fs.rm(paths), reading=False)
         with self._lock:
             if self._listing is not None:
                 for rel in names:
