@@ -89,6 +89,12 @@ class Bucket:
         data: bytes = client(self.endpoint).get_object(Bucket=self.name, Key=key)["Body"].read()
         return data
 
+    def metadata(self, key: str) -> dict[str, str]:
+        """An object's user metadata (``x-amz-meta-*``)."""
+        found: dict[str, str] = client(self.endpoint).head_object(
+            Bucket=self.name, Key=key)["Metadata"]
+        return found
+
     def put(self, key: str, data: bytes) -> None:
         """Write an object (as someone else would)."""
         client(self.endpoint).put_object(Bucket=self.name, Key=key, Body=data)

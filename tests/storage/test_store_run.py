@@ -42,6 +42,10 @@ def test_a_run_writes_the_layout_into_the_bucket_and_verify_reads_it(
     lock = json.loads(project.lockfile.read_text())
     paths = sorted(o["path"] for e in lock["entries"].values() for o in e["outputs"])
     assert [f"runs/shop/{p}" for p in paths] == images
+    for entry in lock["entries"].values():  # each object carries the sha256 recorded
+        for output in entry["outputs"]:
+            stored = project.bucket.metadata(f"runs/shop/{output['path']}")
+            assert stored["sha256"] == output["sha256"]
     meta = json.loads(project.bucket.get("runs/shop/gen/shop=bakery,season=winter/meta.json"))
     assert [i["file"] for i in meta["images"]] == ["0.png", "1.png"]
     verified = project.cli("verify", "manifests/shop.yaml")

@@ -39,8 +39,15 @@ def test_four_shards_into_one_bucket_merge_and_verify(
     # A shard with nothing to do writes no lockfile (its CI artifact is absent too).
     written = [str(lockfile) for lockfile, _ in shards if lockfile.is_file()]
     assert len(written) >= 2
+    # Merged where the store is out of reach: the lockfile is merged all the same...
+    merged = project.cli("lock", "merge", "--into", "manifests/shop.lock.json", *written,
+                         AWS_ENDPOINT_URL="http://127.0.0.1:9", AWS_MAX_ATTEMPTS="1")
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    assert "rewrote" not in merged.stdout
+    # ...and merged again where it is reachable, which rewrites the store's index.json.
     merged = project.cli("lock", "merge", "--into", "manifests/shop.lock.json", *written)
     assert merged.returncode == 0, merged.stdout + merged.stderr
+    assert f"rewrote {project.url}/index.json" in merged.stdout
     lock = json.loads(project.lockfile.read_text())
     paths = sorted(f"runs/shop/{o['path']}" for e in lock["entries"].values()
                    for o in e["outputs"])
