@@ -174,7 +174,7 @@ class LockfileError(ImgspecError):
 class OutputOutsideRoot(LockfileError):
     """A lockfile names an output file outside the output folder: nothing there is touched."""
 
-    def __init__(self, path: str, root: Path, *, key: str | None = None) -> None:
+    def __init__(self, path: str, root: Path | str, *, key: str | None = None) -> None:
         self.path = path
         self.root = root
         self.key = key
@@ -201,6 +201,16 @@ class LinkLeadsOutside(ImgspecError):
         super().__init__(
             f"{link} is a symbolic link to {target}, outside {folder}; imgspec reads and "
             f"writes nothing through it. {advice}")
+
+
+class StoreError(ImgspecError):
+    """The object store holding the outputs failed or refused a request (after retries).
+
+    Nothing is recorded for what could not be written: the run leaves the instance
+    unfinished, and the next one fetches the paid result again, free.
+    """
+
+    exit_code = 1
 
 
 class MergeConflict(LockfileError):

@@ -12,27 +12,34 @@ from pipeline.operations.gallery.site import Exported
 
 
 def gallery(manifest: ManifestSource, *, root: str | os.PathLike[str] | None = None,
-            simulate: bool = False) -> tuple[Path, Gallery]:
+            simulate: bool = False, output_dir: str | os.PathLike[str] | None = None
+            ) -> tuple[Path, Gallery]:
     """Write ``outputs/<name>/index.html`` (contact sheets and grids); the page and what
-    it shows."""
+    it shows. ``output_dir``: a folder or a store URL instead of the manifest's (the
+    page of a store is made in its local cache)."""
     from pipeline.operations.gallery.site import write_gallery
     from pipeline.operations.project import prepare
 
-    return write_gallery(prepare(place_of(manifest, root=root, simulate=simulate)))
+    return write_gallery(prepare(place_of(manifest, root=root, simulate=simulate,
+                                          output_dir=output_dir)))
 
 
 def export(manifest: ManifestSource, dest: str | os.PathLike[str], *,
-           root: str | os.PathLike[str] | None = None, simulate: bool = False) -> Exported:
-    """Copy the images picked in review, with their ``meta.json``, into ``dest``."""
+           root: str | os.PathLike[str] | None = None, simulate: bool = False,
+           output_dir: str | os.PathLike[str] | None = None) -> Exported:
+    """Copy the images picked in review, with their ``meta.json``, into ``dest``
+    (from a store when ``output_dir`` or the manifest's names one)."""
     from pipeline.operations.gallery.site import export_picked
     from pipeline.operations.project import prepare
 
-    return export_picked(prepare(place_of(manifest, root=root, simulate=simulate)),
+    return export_picked(prepare(place_of(manifest, root=root, simulate=simulate,
+                                          output_dir=output_dir)),
                          Path(os.fspath(dest)))
 
 
 def review(manifest: ManifestSource, *, root: str | os.PathLike[str] | None = None,
            simulate: bool = False, port: int = 0,
+           output_dir: str | os.PathLike[str] | None = None,
            on_ready: Callable[[str, Path], None] | None = None) -> None:
     """Serve the review page on 127.0.0.1 until SIGINT/SIGTERM (or KeyboardInterrupt).
 
@@ -45,7 +52,7 @@ def review(manifest: ManifestSource, *, root: str | os.PathLike[str] | None = No
     from pipeline.operations.gallery.server import ReviewSession, serve
     from pipeline.operations.project import prepare
 
-    place = place_of(manifest, root=root, simulate=simulate)
+    place = place_of(manifest, root=root, simulate=simulate, output_dir=output_dir)
     prepare(place)  # a manifest that does not plan fails here, not later
     session = ReviewSession(place)
 

@@ -17,21 +17,25 @@ def plan(manifest: ManifestSource, *, root: str | os.PathLike[str] | None = None
          simulate: bool = False, lockfile: str | os.PathLike[str] | None = None,
          max_cost: Decimal | int | str | None = None, rehash: bool = False,
          jobs: Iterable[str] = (), where: Iterable[str] = (), only_failed: bool = False,
-         shard: str | None = None) -> Plan:
+         shard: str | None = None,
+         output_dir: str | os.PathLike[str] | None = None) -> Plan:
     """The plan of ``manifest``: each instance's status and cost, the total and the budget.
 
     ``simulate``: against the simulate side's lockfile and outputs. ``lockfile``:
     another lockfile than the one beside the manifest. ``max_cost``: a budget
     overriding the manifest's. ``rehash``: recorded images checked by their sha256,
-    not only their size. ``jobs``, ``where`` (``AXIS=VALUE``), ``only_failed`` and
-    ``shard`` (``K/N``) narrow it as ``run`` would. Nothing is written.
+    not only their size. ``output_dir``: a folder or a store URL (``s3://bucket/prefix``)
+    instead of the manifest's ``output_dir:``. ``jobs``, ``where`` (``AXIS=VALUE``),
+    ``only_failed`` and ``shard`` (``K/N``) narrow it as ``run`` would. Nothing is
+    written.
 
     A plan over its budget is returned as any other (``plan.within_budget``); a run
     refuses it. Raises ``ManifestError``, ``LockfileError`` or ``UsageError``.
     """
     chosen = selection(jobs=jobs, where=where, only_failed=only_failed, shard=shard)
     limit = amount(max_cost, name="max_cost")
-    place = place_of(manifest, root=root, simulate=simulate, lockfile=lockfile)
+    place = place_of(manifest, root=root, simulate=simulate, lockfile=lockfile,
+                     output_dir=output_dir)
     lock = None
     if chosen.shard is not None:
         own = shard_lock(place, chosen.shard)
@@ -52,13 +56,14 @@ def shard_of(manifest: ManifestSource, shard: str, *,
 
 def plan_items(manifest: ManifestSource, *, root: str | os.PathLike[str] | None = None,
                simulate: bool = False, lockfile: str | os.PathLike[str] | None = None,
-               max_cost: Decimal | int | str | None = None, rehash: bool = False
-               ) -> PlanStream:
+               max_cost: Decimal | int | str | None = None, rehash: bool = False,
+               output_dir: str | os.PathLike[str] | None = None) -> PlanStream:
     """The whole plan of ``manifest`` item by item, for plans too large to hold.
 
     Iterate the stream once, then call its ``head()`` for the counts and cost. Options
     as :func:`plan` (no narrowing: a selection needs the whole plan).
     """
     limit = amount(max_cost, name="max_cost")
-    return plan_stream(place_of(manifest, root=root, simulate=simulate, lockfile=lockfile),
+    return plan_stream(place_of(manifest, root=root, simulate=simulate, lockfile=lockfile,
+                                output_dir=output_dir),
                        max_cost=limit, rehash=rehash)

@@ -41,6 +41,7 @@ def run(manifest: ManifestSource, *, root: str | os.PathLike[str] | None = None,
         jobs: Iterable[str] = (), where: Iterable[str] = (), only_failed: bool = False,
         shard: str | None = None, lockfile: str | os.PathLike[str] | None = None,
         rehash: bool = False, ignore_balance: bool = False, balance_unit: str | None = None,
+        output_dir: str | os.PathLike[str] | None = None,
         confirm: Callable[[Plan], bool] | None = None,
         on_plan: Callable[[Plan], None] | None = None,
         on_note: Callable[[RunNote], None] | None = None,
@@ -53,7 +54,7 @@ def run(manifest: ManifestSource, *, root: str | os.PathLike[str] | None = None,
     with ``api_key`` (default ``$APIMART_API_KEY``). ``concurrency``: tasks in flight
     at once (1..1000); ``max_rate``: a cap on requests per second; ``task_timeout``:
     seconds to poll one task. ``max_cost``, ``jobs``, ``where``, ``only_failed``,
-    ``shard``, ``lockfile``, ``rehash`` as :func:`imgspec.plan`. ``ignore_balance``:
+    ``shard``, ``lockfile``, ``rehash``, ``output_dir`` as :func:`imgspec.plan`. ``ignore_balance``:
     skip ``GET /v1/balance``; ``balance_unit``: the balance's currency (the API does
     not say), so it can be compared with the plan.
 
@@ -74,7 +75,7 @@ def run(manifest: ManifestSource, *, root: str | os.PathLike[str] | None = None,
                              task_timeout=task_timeout, max_cost=max_cost, jobs=jobs,
                              where=where, only_failed=only_failed, shard=shard,
                              lockfile=lockfile, rehash=rehash, ignore_balance=ignore_balance,
-                             balance_unit=balance_unit)
+                             balance_unit=balance_unit, output_dir=output_dir)
     hooks = RunHooks(on_plan=on_plan, on_note=on_note, confirm=confirm, on_event=on_event)
     return _checked(running.run(place, request, hooks), check=check)
 
@@ -89,6 +90,7 @@ async def run_async(manifest: ManifestSource, *, root: str | os.PathLike[str] | 
                     only_failed: bool = False, shard: str | None = None,
                     lockfile: str | os.PathLike[str] | None = None, rehash: bool = False,
                     ignore_balance: bool = False, balance_unit: str | None = None,
+                    output_dir: str | os.PathLike[str] | None = None,
                     confirm: Callable[[Plan], bool] | None = None,
                     on_plan: Callable[[Plan], None] | None = None,
                     on_note: Callable[[RunNote], None] | None = None,
@@ -105,7 +107,7 @@ async def run_async(manifest: ManifestSource, *, root: str | os.PathLike[str] | 
                              task_timeout=task_timeout, max_cost=max_cost, jobs=jobs,
                              where=where, only_failed=only_failed, shard=shard,
                              lockfile=lockfile, rehash=rehash, ignore_balance=ignore_balance,
-                             balance_unit=balance_unit)
+                             balance_unit=balance_unit, output_dir=output_dir)
     hooks = RunHooks(on_plan=on_plan, on_note=on_note, confirm=confirm, on_event=on_event)
     return _checked(await running.run_async(place, request, hooks), check=check)
 
@@ -115,8 +117,8 @@ def _inputs(manifest: ManifestSource, *, root: str | os.PathLike[str] | None, si
             max_rate: float | None, task_timeout: float,
             max_cost: Decimal | int | str | None, jobs: Iterable[str], where: Iterable[str],
             only_failed: bool, shard: str | None, lockfile: str | os.PathLike[str] | None,
-            rehash: bool, ignore_balance: bool,
-            balance_unit: str | None) -> tuple[Context, RunRequest]:
+            rehash: bool, ignore_balance: bool, balance_unit: str | None,
+            output_dir: str | os.PathLike[str] | None) -> tuple[Context, RunRequest]:
     """The run's place and request, every value checked before anything is read."""
     chosen = selection(jobs=jobs, where=where, only_failed=only_failed, shard=shard)
     if not 1 <= concurrency <= 1000:
@@ -131,7 +133,8 @@ def _inputs(manifest: ManifestSource, *, root: str | os.PathLike[str] | None, si
     request = RunRequest(selection=chosen, max_cost=amount(max_cost, name="max_cost"),
                          options=RunOptions(concurrency=concurrency, task_timeout=task_timeout),
                          max_rate=max_rate, rehash=rehash, ignore_balance=ignore_balance)
-    place = place_of(manifest, root=root, simulate=simulate, lockfile=lockfile, api=api)
+    place = place_of(manifest, root=root, simulate=simulate, lockfile=lockfile, api=api,
+                     output_dir=output_dir)
     return place, request
 
 

@@ -28,19 +28,22 @@ KEY_VARIABLE = "APIMART_API_KEY"
 
 def place_of(manifest: ManifestSource, *, root: str | os.PathLike[str] | None = None,
           simulate: bool = False, lockfile: str | os.PathLike[str] | None = None,
-          api: Api | None = None) -> Context:
+          api: Api | None = None, output_dir: str | os.PathLike[str] | None = None
+          ) -> Context:
     """The ``Context`` of ``manifest``: its files on the real or the simulated side.
 
     ``root`` is the folder of a manifest given as a mapping (default: the current
-    directory); it is refused with a path, whose folder is its own.
+    directory); it is refused with a path, whose folder is its own. ``output_dir``:
+    a folder or a store URL (``s3://bucket/prefix``) instead of the manifest's.
     """
+    where = None if output_dir is None else os.fspath(output_dir)
     lock = None if lockfile is None else Path(os.fspath(lockfile))
     if isinstance(manifest, Mapping):
         folder = Path.cwd() if root is None else Path(os.fspath(root))
         name = manifest.get("name")
         stem = name if isinstance(name, str) and name and "/" not in name else "manifest"
         return context(folder / f"{stem}.yaml", simulate=simulate, lockfile=lock, api=api,
-                       text=_yaml_text(manifest))
+                       text=_yaml_text(manifest), output_dir=where)
     if root is not None:
         raise UsageError("root= is the folder of a manifest given as a mapping; a manifest "
                          "file's folder is its own")
@@ -51,7 +54,7 @@ def place_of(manifest: ManifestSource, *, root: str | os.PathLike[str] | None = 
                          ) from None
     if not path.is_file():
         raise UsageError(f"no manifest file at {path}")
-    return context(path, simulate=simulate, lockfile=lock, api=api)
+    return context(path, simulate=simulate, lockfile=lock, api=api, output_dir=where)
 
 
 def _yaml_text(manifest: Mapping[str, Any]) -> str:

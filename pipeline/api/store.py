@@ -39,29 +39,34 @@ class Verification:
 
 
 def verify(manifest: ManifestSource, *, root: str | os.PathLike[str] | None = None,
-           simulate: bool = False, lockfile: str | os.PathLike[str] | None = None
-           ) -> Verification:
+           simulate: bool = False, lockfile: str | os.PathLike[str] | None = None,
+           output_dir: str | os.PathLike[str] | None = None) -> Verification:
     """Re-hash every output the lockfile records and check ``index.json``.
 
-    Needs only the manifest's ``name:`` and ``output_dir:``. Damage is reported, not
+    Needs only the manifest's ``name:`` and ``output_dir:`` (or ``output_dir``: a
+    folder or a store URL instead of the manifest's). Damage is reported, not
     raised (``Verification.problems``); ``LockfileError`` if the lockfile is unreadable.
     """
     checked, problems = housekeeping.verify(place_of(manifest, root=root, simulate=simulate,
-                                                     lockfile=lockfile))
+                                                     lockfile=lockfile,
+                                                     output_dir=output_dir))
     return Verification(checked, tuple(problems))
 
 
 def prune(manifest: ManifestSource, *, root: str | os.PathLike[str] | None = None,
           simulate: bool = False, lockfile: str | os.PathLike[str] | None = None,
-          dry_run: bool = False, outputs: bool = False) -> PruneResult:
+          dry_run: bool = False, outputs: bool = False,
+          output_dir: str | os.PathLike[str] | None = None) -> PruneResult:
     """Drop lockfile entries whose instances are no longer in the manifest.
 
     Their spend stays counted as history; their images stay on disk unless
-    ``outputs``. ``dry_run``: say what would go, change nothing. Holds the run guard
+    ``outputs`` (removed only under the output folder or store prefix, which
+    ``output_dir`` can name). ``dry_run``: say what would go, change nothing. Holds the run guard
     (``RunGuardHeld`` while a run holds the manifest).
     """
     return housekeeping.prune(place_of(manifest, root=root, simulate=simulate,
-                                       lockfile=lockfile), dry_run=dry_run, outputs=outputs)
+                                       lockfile=lockfile, output_dir=output_dir),
+                              dry_run=dry_run, outputs=outputs)
 
 
 def move(manifest: ManifestSource, source: str, target: str, *,

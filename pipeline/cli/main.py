@@ -28,6 +28,7 @@ from pipeline.cli.options import (
     manifest_argument,
     max_cost_option,
     money_option,
+    output_dir_option,
     rehash_option,
     selection_options,
     simulate_option,
@@ -132,9 +133,11 @@ def validate(manifests: tuple[Path, ...]) -> None:
 @simulate_option("Plan against the --simulate lockfile.")
 @lockfile_option
 @rehash_option
+@output_dir_option
 @selection_options
 def plan(manifest: Path, as_json: bool, max_cost: str | None, simulate: bool,
-         lockfile: Path | None, rehash: bool, selection: Selecting) -> None:
+         lockfile: Path | None, rehash: bool, output_dir: str | None,
+         selection: Selecting) -> None:
     """Show what a run would do and cost (exit 0 ok, 1 invalid, 2 usage, 3 over budget).
 
     Takes the same --job/--where/--only-failed/--shard as `run`, and shows the same
@@ -149,7 +152,8 @@ def plan(manifest: Path, as_json: bool, max_cost: str | None, simulate: bool,
         # The whole plan, as JSON: streamed, never held (a million instances fit).
         head = write_plan_stream(api.plan_items(manifest, simulate=simulate,
                                                 max_cost=money_option("--max-cost", max_cost),
-                                                lockfile=lockfile, rehash=rehash),
+                                                lockfile=lockfile, rehash=rehash,
+                                                output_dir=output_dir),
                                  sys.stdout.write)
         if not head.within_budget:
             raise BudgetExceeded("the plan is over budget; nothing was spent",
@@ -163,7 +167,7 @@ def plan(manifest: Path, as_json: bool, max_cost: str | None, simulate: bool,
         click.echo(shard_note(shard.shard, shard.path, shard.main))
     the_plan = api.plan(manifest, simulate=simulate,
                         max_cost=money_option("--max-cost", max_cost), lockfile=lockfile,
-                        rehash=rehash, **selection)
+                        rehash=rehash, output_dir=output_dir, **selection)
     if as_json:
         write_plan_json(the_plan, sys.stdout.write)
     else:
@@ -215,13 +219,14 @@ def graph(manifest: Path, fmt: GraphFormat) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Emit one JSON event per line.")
 @lockfile_option
 @rehash_option
+@output_dir_option
 @click.option("--ignore-balance", is_flag=True,
               help="Do not check the account's balance (GET /v1/balance) before submitting.")
 @balance_unit_option
 def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rate: float | None,
         selection: Selecting, max_cost: str | None, task_timeout: float, yes: bool,
-        as_json: bool, lockfile: Path | None, rehash: bool, ignore_balance: bool,
-        balance_unit: str | None) -> None:
+        as_json: bool, lockfile: Path | None, rehash: bool, output_dir: str | None,
+        ignore_balance: bool, balance_unit: str | None) -> None:
     """Run what the plan says: submit, poll, download; rerun to do only what is left.
 
     Exit 0 all done, 1 invalid manifest or lockfile, 2 usage error (a wrong base URL
@@ -255,7 +260,8 @@ def run(manifest: Path, simulate: bool, base_url: str, concurrency: int, max_rat
                      concurrency=concurrency, max_rate=max_rate, task_timeout=task_timeout,
                      max_cost=money_option("--max-cost", max_cost), lockfile=lockfile,
                      rehash=rehash, ignore_balance=ignore_balance, balance_unit=balance_unit,
-                     confirm=None if simulate or yes else confirm, on_plan=planned,
+                     output_dir=output_dir, confirm=None if simulate or yes else confirm,
+                     on_plan=planned,
                      on_note=lambda note: click.echo(run_note(note), file=out, nl=False),
                      on_event=progress, **selection)
     if result.plan is None or not result.plan.has_work:
@@ -327,7 +333,9 @@ def status(manifest: Path, simulate: bool, as_json: bool, lockfile: Path | None)
 @manifest_argument
 @simulate_option("Check the --simulate outputs.")
 @lockfile_option
-def verify(manifest: Path, simulate: bool, lockfile: Path | None) -> None:
+@output_dir_option
+def verify(manifest: Path, simulate: bool, lockfile: Path | None,
+           output_dir: str | None) -> None:
     """Re-hash every output and check index.json (exit 0 intact, 1 missing or changed).
 
     Needs only the manifest's name: and output_dir:, so it works on a manifest that
@@ -335,7 +343,7 @@ def verify(manifest: Path, simulate: bool, lockfile: Path | None) -> None:
     """
     from pipeline.views.status import verify_lines
 
-    checked = api.verify(manifest, simulate=simulate, lockfile=lockfile)
+    checked = api.verify(manifest, simulate=simulate, lockfile=lockfile, output_dir=output_dir)
     lines, summary = verify_lines(checked.checked, list(checked.problems))
     for line in lines:
         click.echo(line, err=True)
@@ -352,8 +360,9 @@ def verify(manifest: Path, simulate: bool, lockfile: Path | None) -> None:
 @click.option("--dry-run", is_flag=True, help="List what would be removed; change nothing.")
 @click.option("--outputs", is_flag=True, help="Also delete the pruned entries' images "
               "(paid for: without this they are left on disk, and listed).")
+@output_dir_option
 def prune(manifest: Path, simulate: bool, lockfile: Path | None, dry_run: bool,
-          outputs: bool) -> None:
+          outputs: bool, output_dir: str | None) -> None:
     """Drop lockfile entries whose instances are no longer in the manifest.
 
     Their spend stays counted in "charged so far" (the lockfile keeps it as history).
@@ -362,7 +371,8 @@ def prune(manifest: Path, simulate: bool, lockfile: Path | None, dry_run: bool,
     from pipeline.views.status import prune_text
 
     click.echo(prune_text(api.prune(manifest, simulate=simulate, lockfile=lockfile,
-                                    dry_run=dry_run, outputs=outputs)), nl=False)
+                                    dry_run=dry_run, outputs=outputs, output_dir=output_dir)),
+               nl=False)
 
 
 def _add_commands() -> None:

@@ -26,6 +26,10 @@ lockfile_option = click.option(
     "--lockfile", type=click.Path(dir_okay=False, path_type=Path), default=None,
     metavar="PATH", help="Use this lockfile instead of the one beside the manifest "
     "(e.g. one per shard).")
+output_dir_option = click.option(
+    "--output-dir", metavar="DIR|URL", envvar="IMGSPEC_OUTPUT_DIR", default=None,
+    help="Where the outputs are, instead of the manifest's output_dir: a folder, or a store "
+    "URL such as s3://bucket/prefix (pip install 'imgspec[s3]').")
 balance_unit_option = click.option(
     "--balance-unit", metavar="UNIT", envvar="IMGSPEC_BALANCE_UNIT", default=None,
     help="The unit of the account's balance (e.g. CNY; the API does not say): the "

@@ -29,7 +29,8 @@ from pipeline.shell.http.client import ApiClient
 from pipeline.shell.http.downloads import inspect_image
 from pipeline.shell.store.files import write_all
 from pipeline.shell.store.journal import LockStore
-from pipeline.shell.store.outputs import OutputFolder, utc_now
+from pipeline.shell.store.outputs import utc_now
+from pipeline.shell.store.store import OutputStore
 
 # Images are at most tens of MB: read whole, hashed and written in one go.
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
@@ -43,7 +44,7 @@ class Unavailable(Exception):
     """An image can be had neither from its file nor from its link."""
 
 
-async def adopt(item: PlanItem, *, client: ApiClient, outputs: OutputFolder,
+async def adopt(item: PlanItem, *, client: ApiClient, outputs: OutputStore,
                 store: LockStore, now: float) -> LockEntry:
     """The ``done`` entry of ``item``, its images in place; raises ``Unfinished`` or
     ``Unavailable`` (nothing recorded: the caller records the outcome)."""
@@ -87,7 +88,7 @@ def unavailable(item: PlanItem, store: LockStore, message: str) -> LockEntry:
 
 
 async def _one(item: PlanItem, index: int, image: PaidImage, *, client: ApiClient,
-               outputs: OutputFolder, now: float, previous: str | None) -> Output:
+               outputs: OutputStore, now: float, previous: str | None) -> Output:
     job, key = item.job, item.key
     if image.file is not None:
         copied = await asyncio.to_thread(_copy, image, outputs, job, key, index, previous)
@@ -112,7 +113,7 @@ async def _one(item: PlanItem, index: int, image: PaidImage, *, client: ApiClien
                   image.url, image.expires_at)
 
 
-async def _from_task(item: PlanItem, *, client: ApiClient, outputs: OutputFolder,
+async def _from_task(item: PlanItem, *, client: ApiClient, outputs: OutputStore,
                      previous: LockEntry | None) -> list[Output]:
     """The images of the result's task, asked of the API (a poll costs nothing)."""
     assert item.reuse is not None
@@ -145,7 +146,7 @@ async def _from_task(item: PlanItem, *, client: ApiClient, outputs: OutputFolder
     return made
 
 
-def _copy(image: PaidImage, outputs: OutputFolder, job: str, key: str, index: int,
+def _copy(image: PaidImage, outputs: OutputStore, job: str, key: str, index: int,
           previous: str | None) -> Output | None:
     """(In a worker thread.) The image copied into place if its file's bytes are the
     recorded ones, else None."""

@@ -15,19 +15,28 @@ import os
 import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline.core.lock.lockfile import lockfile_path
 from pipeline.core.manifest.document import Document, parse_yaml
 from pipeline.core.manifest.model import Manifest
-from pipeline.errors import ManifestError
+from pipeline.errors import ManifestError, UsageError
 from pipeline.shell.store.confine import check_root
 from pipeline.shell.store.guard import guard_path
 from pipeline.shell.store.journal import journal_path
 from pipeline.shell.store.manifests import load_manifest, parse_manifest
+from pipeline.shell.store.objectstore import ObjectStore
 from pipeline.shell.store.outputs import OutputFolder
 from pipeline.shell.store.review import review_path
+from pipeline.shell.store.store import (
+    OutputStore,
+    StoreURL,
+    cache_folder,
+    check_storage_options,
+    parse_output_dir,
+)
 from pipeline.shell.store.workspace import DirectoryWorkspace, read_manifest_text
 
 # The key the in-process simulator accepts (it takes any; this one names itself).
@@ -74,6 +83,12 @@ class Header:
         """The header of a validated manifest."""
         return cls(manifest.name, manifest.output_dir, manifest.document)
 
+    @property
+    def storage_options(self) -> object:
+        """The manifest's ``storage_options:`` (options of an object-store output_dir)."""
+        data = self.document.data
+        return data.get("storage_options") if isinstance(data, dict) else None
+
 
 @dataclass(frozen=True, slots=True)
 class Paths:
@@ -86,6 +101,9 @@ class Paths:
     manifest: Path
     lockfile: Path
     outputs: Path  # outputs/<name> (or output_dir:), holding one folder per job
+    # An object-store output_dir (s3://…): ``outputs`` is then its local cache folder.
+    store: StoreURL | None = None
+    storage_options: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def journal(self) -> Path:
@@ -102,19 +120,36 @@ class Paths:
         """Output paths in the lockfile are relative to the lockfile's folder."""
         return self.lockfile.parent
 
-    def output_folder(self) -> OutputFolder:
-        """The output folder, with the lockfile's folder its stored paths are relative to.
+    def output_folder(self) -> OutputStore:
+        """The output folder, with the lockfile's folder its stored paths are relative to
+        (or the object store, its stored paths relative to its prefix).
 
         ``LinkLeadsOutside`` when a symbolic link (``outputs -> /tmp/x``, say) puts its
         real path outside the project: as for ``output_dir:``, nothing is written there.
         """
+        if self.store is not None:
+            return ObjectStore(self.store, options=self.storage_options, cache=self.outputs)
+        return self.local_folder()
+
+    def local_folder(self) -> OutputFolder:
+        """The output folder on disk (``UsageError`` for an object store)."""
+        if self.store is not None:
+            raise UsageError(f"this command works on an output folder on disk, and "
+                             f"output_dir is {self.store}")
         check_root(self.outputs, project_root(self.manifest),
                    advice="; or give output_dir: a folder inside the project")
         return OutputFolder(self.outputs, self.base)
 
     @property
+    def shown(self) -> Path | str:
+        """Where the outputs are, as messages name it: the folder, or the store URL."""
+        return self.store.text if self.store is not None else self.outputs
+
+    @property
     def destination(self) -> str:
         """The output folder as a user names it: relative to the project, with a slash."""
+        if self.store is not None:
+            return f"{self.store}/"
         return Path(os.path.relpath(self.outputs, project_root(self.manifest))).as_posix() + "/"
 
 
@@ -127,8 +162,9 @@ class Context:
     then read from here and never from disk. ``lockfile`` is the one every step
     uses; ``main_lockfile`` the manifest's own on its side (``shop.lock.json``, or
     ``shop.simulate.lock.json``), which a shard starts from; ``lockfile_given``: the
-    lockfile was named (``--lockfile``) rather than found. ``api`` is None for
-    commands that talk to no API.
+    lockfile was named (``--lockfile``) rather than found. ``output_dir``
+    (``--output-dir``): a folder or store URL instead of the manifest's ``output_dir:``.
+    ``api`` is None for commands that talk to no API.
     """
 
     manifest: Path
@@ -138,6 +174,7 @@ class Context:
     lockfile_given: bool = False
     api: Api | None = None
     text: str | None = None
+    output_dir: str | None = None
 
     @property
     def project(self) -> Path:
@@ -168,11 +205,27 @@ class Context:
     def locate(self, header: Header) -> Paths:
         """The lockfile and output folder (``--simulate`` keeps separate ones).
 
-        The ``output_dir:`` is confined to the project, like includes and input images:
-        a manifest from someone else cannot make a run write (or replace files) anywhere.
+        ``output_dir`` (``--output-dir``) overrides the manifest's ``output_dir:``. A
+        folder is confined to the project, like includes and input images: a manifest
+        from someone else cannot make a run write (or replace files) anywhere. A store
+        URL names a prefix the credentials of the environment can write to.
         """
         root = self.project
-        if header.output_dir is not None:
+        lock = Path(os.path.abspath(self.lockfile))  # noqa: PTH100
+        chosen = self.output_dir if self.output_dir is not None else header.output_dir
+        store = parse_output_dir(chosen) if chosen is not None else None
+        if store is not None:
+            if self.simulate:
+                store = store.suffixed(".simulate")
+            return Paths(self.manifest, lock, cache_folder(store), store,
+                         check_storage_options(header.storage_options))
+        if self.output_dir is not None:
+            outputs = Path(os.path.abspath(self.output_dir))  # noqa: PTH100
+            if outputs != root and root not in outputs.parents:
+                raise UsageError(f"--output-dir {self.output_dir} is outside the project "
+                                 f"{root}: give a folder inside it, or a URL "
+                                 "(file:///abs/folder, s3://…)")
+        elif header.output_dir is not None:
             outputs = (self.manifest.parent / header.output_dir).resolve()
             if outputs != root and root not in outputs.parents:
                 raise ManifestError([header.document.diagnostic(
@@ -184,7 +237,7 @@ class Context:
             outputs = root / "outputs" / header.name
         if self.simulate:
             outputs = outputs.with_name(outputs.name + ".simulate")
-        return Paths(self.manifest, Path(os.path.abspath(self.lockfile)), outputs)  # noqa: PTH100
+        return Paths(self.manifest, lock, outputs)
 
     def with_lockfile(self, lockfile: Path) -> Context:
         """The same place with another lockfile (a shard's)."""
@@ -196,12 +249,15 @@ class Context:
 
 
 def context(manifest: Path, *, simulate: bool = False, lockfile: Path | None = None,
-            api: Api | None = None, text: str | None = None) -> Context:
+            api: Api | None = None, text: str | None = None,
+            output_dir: str | None = None) -> Context:
     """The context of ``manifest``: ``lockfile`` (``--lockfile``) or the default beside it
-    (``shop.lock.json``, ``shop.simulate.lock.json`` for the simulate side)."""
+    (``shop.lock.json``, ``shop.simulate.lock.json`` for the simulate side), and
+    ``output_dir`` (``--output-dir``) or the manifest's own."""
     main = lockfile_path(manifest, simulate=simulate)
     return Context(manifest, main if lockfile is None else lockfile, main, simulate=simulate,
-                   lockfile_given=lockfile is not None, api=api, text=text)
+                   lockfile_given=lockfile is not None, api=api, text=text,
+                   output_dir=output_dir)
 
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # the schema's pattern for name:

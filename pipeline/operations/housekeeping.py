@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -14,7 +13,7 @@ from pipeline.operations.context import Context, Paths
 from pipeline.operations.project import current_lock, prepare
 from pipeline.shell.store.guard import RunGuard, guard_path
 from pipeline.shell.store.journal import LockStore
-from pipeline.shell.store.outputs import OutputFolder, VerifyProblem, verify_outputs
+from pipeline.shell.store.outputs import VerifyProblem, verify_outputs
 
 InProgress = Literal["submitting", "running"]
 
@@ -132,10 +131,10 @@ def _pruned(lock: Lockfile, orphaned: list[str], paths: Paths, *, recovered: lis
     # An image a remaining entry still names is never an orphan's to remove.
     still = {o.path for key, e in lock.entries.items() if key not in gone for o in e.outputs}
     files = sorted({o.path for key in orphaned for o in lock.entries[key].outputs
-                    if o.path not in still and _exists(folder, o.path)})
+                    if o.path not in still and folder.exists(o.path)})
     deleted: list[str] = []
     if outputs and not dry_run:
-        _remove_files(folder, files)
+        folder.remove_files(files)
         deleted, files = files, []
     elif outputs:
         deleted, files = files, []
@@ -146,26 +145,3 @@ def _pruned(lock: Lockfile, orphaned: list[str], paths: Paths, *, recovered: lis
     return PruneResult(removed=orphaned, recovered=recovered, recovered_updates=updates,
                        kept_files=files, deleted_files=deleted, retired=retired,
                        charged=charged, dry_run=dry_run)
-
-
-def _exists(folder: OutputFolder, stored: str) -> bool:
-    full = folder.confined(stored)
-    return full is not None and Path(full).is_file()
-
-
-def _remove_files(folder: OutputFolder, stored: list[str]) -> None:
-    """Delete images, then the ``meta.json`` and folder of each instance left empty of
-    images (a folder holding anything else is kept)."""
-    folders = set()
-    for path in stored:
-        full = folder.confined(path)
-        if full is not None:
-            folder.remove_images([path])
-            folders.add(Path(full).parent)
-    for instance in sorted(folders):
-        rest = [p for p in instance.iterdir() if p.name != "meta.json"] if instance.is_dir() \
-            else None
-        if rest == []:
-            (instance / "meta.json").unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                instance.rmdir()

@@ -23,12 +23,14 @@ from pipeline.core.apimart.links import LinkTrust, for_lockfile, host_of
 from pipeline.core.expansion.expand import expand
 from pipeline.core.lock.lockfile import Lockfile, lockfile_path, parse_lockfile
 from pipeline.core.lock.merge import Merged, MergeNote, merge_locks
-from pipeline.errors import ImgspecError, LockfileError, MergeConflict, UsageError
+from pipeline.errors import ImgspecError, LockfileError, MergeConflict, StoreError, UsageError
 from pipeline.operations.context import Header, context
 from pipeline.operations.project import current_lock
 from pipeline.shell.store.guard import RunGuard, guard_path
 from pipeline.shell.store.journal import journal_path, write_lockfile
 from pipeline.shell.store.manifests import load_manifest
+from pipeline.shell.store.outputs import OutputFolder
+from pipeline.shell.store.store import parse_output_dir
 
 
 def _read_side(path: Path, *, what: str) -> Lockfile:
@@ -124,8 +126,10 @@ def merge_into(into: Path, sources: Sequence[Path], *,
         for path in dict.fromkeys(Path(os.path.abspath(p)) for p in sources):  # noqa: PTH100
             if path == target:
                 continue
-            sides.append(_rebased(current_lock(path, manifest=""), path.parent,
-                                  target.parent))
+            side = current_lock(path, manifest="")
+            # Paths in a store are relative to its prefix, wherever the lockfile lies.
+            sides.append(side if _in_store(target, side) else
+                         _rebased(side, path.parent, target.parent))
         try:
             sides, dropped = _on_site(sides, for_lockfile(target.name, base_url))
             merged = _noted(merge_locks(sides), dropped)
@@ -137,7 +141,7 @@ def merge_into(into: Path, sources: Sequence[Path], *,
         return dataclasses.replace(merged, index=refresh_index(target, merged.lock))
 
 
-def refresh_index(target: Path, lock: Lockfile) -> Path | None:
+def refresh_index(target: Path, lock: Lockfile) -> Path | str | None:
     """Rewrite the output folder's ``index.json`` from the merged lockfile, when ``target``
     is the lockfile of a manifest beside it that validates; the index written, or None.
 
@@ -158,11 +162,26 @@ def refresh_index(target: Path, lock: Lockfile) -> Path | None:
         return None  # the merge stands; the next run of a valid manifest writes the index
     paths = context(manifest_path, simulate=simulate, lockfile=target).locate(Header.of(manifest))
     folder = paths.output_folder()
-    if not folder.root.is_dir():
+    if isinstance(folder, OutputFolder) and not folder.root.is_dir():
         return None
     # Relative, as ``run`` writes it from a path typed in the project: an absolute path
     # would name one person's checkout in a file the team shares.
-    return folder.write_index(expansion, lock.entries, os.path.relpath(manifest_path))
+    try:
+        return folder.write_index(expansion, lock.entries, os.path.relpath(manifest_path))
+    except StoreError:
+        return None  # a store out of reach (no credentials here): the merge stands
+
+
+def _in_store(target: Path, lock: Lockfile) -> bool:
+    """Whether the manifest of ``lock``, beside ``target``, keeps its outputs in a store."""
+    manifest = target.parent / lock.manifest if lock.manifest else None
+    if manifest is None or not manifest.is_file():
+        return False
+    try:
+        output_dir = context(manifest).header().output_dir
+        return output_dir is not None and parse_output_dir(output_dir) is not None
+    except ImgspecError:
+        return False
 
 
 def _rebased(lock: Lockfile, source: Path, target: Path) -> Lockfile:

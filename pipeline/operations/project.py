@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -34,9 +33,9 @@ from pipeline.core.planning.plan import (
 from pipeline.errors import ImgspecError
 from pipeline.operations.context import Context, Header, Paths
 from pipeline.shell.store.journal import fold_journal, journal_path, read_journal, read_lockfile
-from pipeline.shell.store.outputs import OutputFolder, sha256_file
 from pipeline.shell.store.reuse_scan import Where, project_results
 from pipeline.shell.store.review import read_review, reroll_keys
+from pipeline.shell.store.store import OutputStore
 from pipeline.shell.store.workspace import DirectoryWorkspace
 
 
@@ -71,6 +70,7 @@ def prepare(context: Context, *, max_cost: Decimal | None = None,
     ``lock``: the state to plan against when the caller already holds it (a run's
     open lock store); otherwise the lockfile (and any crash journal) is read.
     ``rehash``: check recorded images by their sha256, not only their size.
+    ``output_dir`` (``--output-dir``): a folder or store URL instead of the manifest's.
     """
     manifest, workspace = context.load()
     expansion = expand(manifest, workspace)
@@ -182,26 +182,7 @@ def paid_results(context: Context, paths: Paths, lock: Lockfile) -> PaidResults:
                            read_lock=lambda path: current_lock(path, manifest=path.name))
 
 
-def intact_on_disk(folder: OutputFolder, *, rehash: bool = False) -> Callable[[Output], bool]:
-    """The plan's predicate: a recorded output is a regular file of the recorded size.
-
-    Size by default: one ``stat`` per output keeps planning 100,000 instances fast,
-    and catches truncated and half-written files. ``rehash`` also compares the
-    sha256 (``--rehash``), catching a same-size corruption that ``verify`` reported.
-    """
-
-    def present(output: Output) -> bool:
-        full = folder.confined(output.path)
-        if full is None:
-            return False
-        try:
-            # An lstat (a stat for a link that stays inside the folder), once per output,
-            # 100,000s of times; a link that leads out of the folder is refused.
-            info = folder.stat(full)
-        except OSError:
-            return False
-        if info is None or not (stat.S_ISREG(info.st_mode) and info.st_size == output.bytes):
-            return False
-        return not rehash or sha256_file(Path(full)) == output.sha256
-
-    return present
+def intact_on_disk(folder: OutputStore, *, rehash: bool = False) -> Callable[[Output], bool]:
+    """The plan's predicate: a recorded output is there, of the recorded size (and, with
+    ``rehash``, sha256): a regular file in a folder, an object in a store."""
+    return folder.present(rehash=rehash)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import posixpath
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,14 +26,43 @@ from pipeline.operations.merge_driver import refresh_index
 from pipeline.operations.project import current_lock
 from pipeline.shell.store.guard import RunGuard, guard_path
 from pipeline.shell.store.journal import LockStore
+from pipeline.shell.store.objectstore import ObjectStore
 from pipeline.shell.store.outputs import OutputFolder, sha256_file
+from pipeline.shell.store.store import OutputStore
 
 
-def apply_moves(moves: tuple[Moved, ...], store: LockStore, folder: OutputFolder) -> None:
+def apply_moves(moves: tuple[Moved, ...], store: LockStore, folder: OutputStore) -> None:
     """Move each entry's files into its new instance folder, then record the moves."""
     if not moves:
         return
-    store.move({m.source: replace(m.entry, outputs=_move_files(m, folder)) for m in moves})
+    if isinstance(folder, ObjectStore):
+        objects = folder
+        store.move({m.source: replace(m.entry, outputs=_move_objects(m, objects))
+                    for m in moves})
+        return
+    assert isinstance(folder, OutputFolder)
+    local = folder
+    store.move({m.source: replace(m.entry, outputs=_move_files(m, local)) for m in moves})
+
+
+def _move_objects(moved: Moved, objects: ObjectStore) -> tuple[Output, ...]:
+    """``_move_files`` in an object store: copied, confirmed, then the original removed."""
+    former = {new: old for old, new in moved.files}
+    outputs: list[Output] = []
+    folders: set[tuple[str, str]] = set()
+    for output in moved.entry.outputs:
+        old = former.get(output.path)
+        src = objects.confined(old) if old is not None else None
+        dst = objects.confined(output.path)
+        if old is None or src is None or dst is None:
+            outputs.append(output)
+            continue
+        where = objects.move_object(src, dst, output.sha256)
+        outputs.append(output if where == "new" else replace(output, path=old))
+        folders.add((posixpath.dirname(src), posixpath.dirname(dst)))
+    for old_dir, new_dir in folders:
+        objects.move_meta(old_dir, new_dir, key=moved.target, job=moved.entry.job)
+    return tuple(outputs)
 
 
 def _move_files(moved: Moved, folder: OutputFolder) -> tuple[Output, ...]:

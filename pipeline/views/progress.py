@@ -197,7 +197,7 @@ def _money(event: RunEvent, currency: str) -> str:
     return f"charged {money(event.charged, currency)}, reserved {money(event.reserved, currency)}"
 
 
-def run_summary(result: RunResult, currency: str, outputs: Path) -> str:
+def run_summary(result: RunResult, currency: str, outputs: Path | str) -> str:
     """The closing lines of a run: counts, spend, each failure with the API's message."""
     lines = [""]
     for key, message in result.failed:

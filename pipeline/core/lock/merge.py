@@ -84,7 +84,7 @@ class Merged:
     lock: Lockfile
     notes: tuple[MergeNote, ...]
     sources: int  # how many lockfiles went in
-    index: PurePath | None = None  # the output index rewritten from the result (``--into``)
+    index: PurePath | str | None = None  # the output index rewritten (``--into``); a URL in a store
 
     @property
     def superseded(self) -> tuple[MergeNote, ...]:

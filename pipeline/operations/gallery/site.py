@@ -3,12 +3,15 @@
 The shell around ``model`` (the gallery's values) and ``page`` (its HTML): it reads the
 lockfile, the review file and the images on disk.
 Thumbnails are named by the image's sha256 under ``<outputs>/_thumbs/`` (job ids
-cannot start with ``_``), so each is made once and shared by identical images.
+cannot start with ``_``), so each is made once and shared by identical images. For
+outputs in an object store, the images are copied once into the store's local cache,
+where the thumbnails and the page are made.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 import stat
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +29,7 @@ from pipeline.operations.gallery.page import render_gallery
 from pipeline.operations.project import Prepared, intact_on_disk
 from pipeline.shell.store.confine import Confined, copy_into, export_folder
 from pipeline.shell.store.files import write_atomic
+from pipeline.shell.store.objectstore import ObjectStore
 from pipeline.shell.store.outputs import OutputFolder
 from pipeline.shell.store.review import Review, current, read_review, review_path, verdicts
 
@@ -80,13 +84,37 @@ def _make_thumb(source: Path, thumb: Path, checks: Confined) -> bool:
     return True
 
 
+def store_image_files(outputs: Iterable[Output], store: ObjectStore) -> dict[str, ImageFiles]:
+    """For a store: every intact output copied once into its local cache, a thumbnail made
+    there; links relative to the cache, where the page of a store's gallery is written."""
+    present = store.present()
+    checks = Confined(store.cache, label="the store's cache", advice="")
+    files: dict[str, ImageFiles] = {}
+    for output in outputs:
+        if output.sha256 in files or not present(output):
+            continue
+        local = store.local_file(output.path)
+        href = _href(f"objects/{store.absolute(output.path)}")
+        thumb = store.cache / thumb_name(output.sha256)
+        made = thumb.is_file() or _make_thumb(local, thumb, checks)
+        files[output.sha256] = ImageFiles(href, _href(thumb_name(output.sha256)) if made
+                                          else href)
+    return files
+
+
 def gallery_of(prepared: Prepared, review: Review | None = None) -> Gallery:
     """The gallery model of a prepared manifest, thumbnails made as needed."""
     if review is None:
         review = read_review(review_path(prepared.paths.manifest))
-    folder = prepared.paths.output_folder()
-    files = image_files((o for e in prepared.lock.entries.values() for o in e.outputs), folder)
-    present = intact_on_disk(folder)
+    outputs = (o for e in prepared.lock.entries.values() for o in e.outputs)
+    store = prepared.paths.output_folder()
+    if isinstance(store, ObjectStore):
+        files = store_image_files(outputs, store)
+        present = store.present()
+    else:
+        folder = prepared.paths.local_folder()
+        files = image_files(outputs, folder)
+        present = intact_on_disk(folder)
     return build_gallery(prepared.expansion, prepared.lock, prepared.plan, review,
                          locate=lambda output: files.get(output.sha256) if present(output)
                          else None)
@@ -117,7 +145,10 @@ def export_picked(prepared: Prepared, dest: Path) -> Exported:
 
     The layout is the output folder's: ``<dest>/<job>/<instance folder>/<i>.<ext>``.
     """
-    folder = prepared.paths.output_folder()
+    store = prepared.paths.output_folder()
+    if isinstance(store, ObjectStore):
+        return _export_from_store(prepared, store, dest)
+    folder = prepared.paths.local_folder()
     present = intact_on_disk(folder)
     into = export_folder(dest, outputs=folder.checks, project=project_root(prepared.paths.manifest))
     review = read_review(review_path(prepared.paths.manifest))
@@ -138,6 +169,31 @@ def export_picked(prepared: Prepared, dest: Path) -> Exported:
             found = folder.stat(str(meta))
             if found is not None and stat.S_ISREG(found.st_mode):
                 copy_into(into, str(meta), str(target.parent / "meta.json"))
+        except OSError as exc:
+            raise ImgspecError(f"{target}: cannot be written ({exc.strerror})") from exc
+        images.append(target)
+    return Exported(tuple(images), tuple(skipped))
+
+
+def _export_from_store(prepared: Prepared, store: ObjectStore, dest: Path) -> Exported:
+    """``export_picked`` from an object store: each picked object (and its instance's
+    meta.json) copied down to ``dest``, in the store's layout."""
+    present = store.present()
+    review = read_review(review_path(prepared.paths.manifest))
+    images: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    for decision in verdicts(current(review, prepared.lock), "pick"):
+        output = prepared.lock.entries[decision.key].outputs[decision.image]
+        if not present(output):
+            skipped.append((f"{decision.key} #{decision.image}", "its object is missing; "
+                            "`imgspec run` downloads it again"))
+            continue
+        rel = store.absolute(output.path)  # confined to the prefix: no ``..``
+        target = dest / rel
+        try:
+            store.fetch(output.path, target)
+            store.fetch(posixpath.join(posixpath.dirname(rel), "meta.json"),
+                        target.parent / "meta.json")
         except OSError as exc:
             raise ImgspecError(f"{target}: cannot be written ({exc.strerror})") from exc
         images.append(target)

@@ -126,7 +126,7 @@ class RunResult:
     tally: Tally = field(default_factory=Tally)
     # The plan the run carried out (narrowed to its selection), and where its images are.
     plan: Plan | None = None
-    outputs: Path | None = None
+    outputs: Path | str | None = None  # a folder, or a store's URL
 
     @property
     def complete(self) -> bool:

@@ -55,6 +55,7 @@ from pipeline.errors import (
     BalanceExhausted,
     InputChanged,
     RequestRejected,
+    StoreError,
     TransientError,
 )
 from pipeline.operations import adopt
@@ -65,7 +66,8 @@ from pipeline.shell.http.client import ApiClient, TaskImage, TaskState
 from pipeline.shell.http.downloads import Downloaded
 from pipeline.shell.http.uploads import Inputs
 from pipeline.shell.store.journal import LockStore
-from pipeline.shell.store.outputs import OutputFolder, utc_now
+from pipeline.shell.store.outputs import utc_now
+from pipeline.shell.store.store import OutputStore
 
 __all__ = ["Executor", "RunOptions"]
 
@@ -88,7 +90,7 @@ class Executor:
     """Runs one plan; create one per run."""
 
     def __init__(self, plan: Plan, *, client: ApiClient, store: LockStore,
-                 outputs: OutputFolder, workspace: Workspace, pricing: PriceTable,
+                 outputs: OutputStore, workspace: Workspace, pricing: PriceTable,
                  options: RunOptions, on_event: Callable[[RunEvent], None] | None = None,
                  clock: Callable[[], float] = time.time, inputs: InputsMode = "upload",
                  polling: PollModel | None = None, links: LinkTrust | None = None,
@@ -201,11 +203,11 @@ class Executor:
         key = item.key
         if self.result.fatal is not None:
             return False
-        if item.status == PlanStatus.DOWNLOAD:
-            return await self.refetch(item)
-        if item.status == PlanStatus.REUSE:
-            return await self.reuse(item)
         try:
+            if item.status == PlanStatus.DOWNLOAD:
+                return await self.refetch(item)
+            if item.status == PlanStatus.REUSE:
+                return await self.reuse(item)
             async with self.slots:  # a slot is a task in flight at the API
                 try:
                     flight = await self.submit(item)
@@ -219,6 +221,13 @@ class Executor:
                 self.result.tally.settle(key, refunded=False)
             return await self.collect(item, flight.task_id, got)
         except _Stop:
+            return False
+        except StoreError as exc:
+            # The result is paid and still at the API: nothing was recorded for what the
+            # store did not confirm, so the next run fetches it again, free.
+            message = f"{exc}; the next run stores it again, paying nothing new"
+            self.result.unfinished.append((key, message))
+            self.emit(EventKind.UNFINISHED, key, message)
             return False
         except AuthError as exc:
             self.result.fatal = exc
@@ -287,7 +296,7 @@ class Executor:
         if inst.inputs:
             found = sendable.sources(inst.inputs, self.store.entries, now=self.clock(),
                                      url_margin=self.options.url_margin,
-                                     output_file=self.outputs.absolute, links=self.links)
+                                     output_file=self.outputs.local_file, links=self.links)
             # Uploads first (durable), ``submitting`` after: nothing paid hangs on an
             # upload that is not confirmed, and a replay sends the same URLs.
             recorded = self.store.get(key)

@@ -201,7 +201,7 @@ class RunSession:
 
     def nothing_done(self) -> RunResult:
         """The result of a run whose plan had no work."""
-        return RunResult(plan=self.plan, outputs=self.prepared.paths.outputs)
+        return RunResult(plan=self.plan, outputs=self.prepared.paths.shown)
 
     @property
     def balance_due(self) -> bool:
@@ -240,7 +240,7 @@ class RunSession:
         """Execute the plan; its result carries the plan and the output folder."""
         result = await execute_run(self.context, self.request, self.prepared, self.plan,
                                    self.store, on_event=self.hooks.on_event)
-        result.plan, result.outputs = self.plan, self.prepared.paths.outputs
+        result.plan, result.outputs = self.plan, self.prepared.paths.shown
         return result
 
 
@@ -367,7 +367,7 @@ async def execute_run(context: Context, request: RunRequest, prepared: Prepared,
     return result
 
 
-def write_index(prepared: Prepared, store: LockStore) -> Path:
+def write_index(prepared: Prepared, store: LockStore) -> Path | str:
     """Rewrite ``index.json`` from the lock store: every run ends with a current index,
     including one that had nothing else to do (so a deleted index comes back)."""
     return prepared.paths.output_folder().write_index(

@@ -9,35 +9,37 @@ renamed into place, so an existing image is replaced, never deleted first.
 
 from __future__ import annotations
 
-import datetime as _dt
+import contextlib
 import hashlib
-import json
 import os
-import re
 import secrets
-from collections.abc import Iterable, Iterator, Mapping
+import stat
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from pathlib import Path, PurePath
+from typing import Any
 
-from pipeline.core.apimart.prices import json_number
-from pipeline.core.expansion.identity import folder_name
 from pipeline.core.expansion.instances import Expansion, Instance
 from pipeline.core.lock.lockfile import LockEntry, Output
-from pipeline.errors import ImgspecError, OutputOutsideRoot
+from pipeline.errors import OutputOutsideRoot
 from pipeline.shell.store.confine import Confined
 from pipeline.shell.store.files import write_all, write_atomic
+from pipeline.shell.store.layout import (
+    EXTENSIONS,
+    VerifyProblem,
+    image_name,
+    index_chunks,
+    index_head,
+    index_instances,
+    index_problem,
+    instance_folder,
+    meta_text,
+    utc_now,
+)
+from pipeline.shell.store.store import OutputStore
 
-EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "BMP": "bmp"}
-_SAFE_PART = re.compile(r"^[A-Za-z0-9._=,+-]{1,120}$")
-# One encoder for every meta.json value: ``json.dumps`` with options builds a new one
-# for each call.
-_META_VALUE = json.JSONEncoder(sort_keys=True, ensure_ascii=False)
-
-
-def utc_now() -> str:
-    """The current time as ISO 8601 UTC, second precision (for lockfile and meta)."""
-    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+__all__ = ["EXTENSIONS", "OutputFolder", "VerifyProblem", "sha256_file", "utc_now",
+           "verify_outputs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +71,7 @@ class OutputFolder:
         component, per image): job ids are schema-checked slugs and instance folders
         are sanitised, so neither can hold a separator or be ``.``/``..``.
         """
-        folder = folder_name(key)
-        for part in (job, folder):
-            if not _SAFE_PART.match(part) or part in (".", ".."):
-                raise ImgspecError(f"refusing to write outside {self.root}: {part!r}")
-        return self.root / job / folder
+        return self.root / instance_folder(job, key, root=str(self.root))
 
     def temp_path(self, job: str, key: str, index: int) -> Path:
         """A fresh temp file name beside the final image (same filesystem, so rename is atomic).
@@ -119,7 +117,7 @@ class OutputFolder:
         ``previous`` is the lockfile path of the image this slot held before, removed
         only when it is another file (another format) inside the output folder.
         """
-        final = self.instance_dir(job, key) / f"{index}.{EXTENSIONS.get(fmt.upper(), 'img')}"
+        final = self.instance_dir(job, key) / image_name(index, fmt)
         temp.replace(final)
         if previous is not None:
             old = self.confined(previous)
@@ -130,7 +128,7 @@ class OutputFolder:
                 self._remove(old)
         return final
 
-    def relative(self, path: Path) -> str:
+    def relative(self, path: PurePath) -> str:
         """A path as the lockfile stores it: relative to the lockfile's folder, POSIX style."""
         return Path(os.path.relpath(path, self.base)).as_posix()
 
@@ -191,32 +189,15 @@ class OutputFolder:
         """``meta.json`` beside an instance's images."""
         folder = self.instance_dir(inst.job, inst.key)
         self._real.check_folder(str(folder))
-        meta = {
-            "key": inst.key,
-            "job": inst.job,
-            "matrix": dict(inst.matrix),
-            "manifest": manifest,
-            "model": inst.model,
-            "request": dict(entry.request),
-            "seed": entry.seed,
-            "task_id": entry.task_id,
-            "cost": json_number(entry.cost),
-            "fingerprint": entry.fingerprint,
-            "created_at": entry.created_at,
-            "finished_at": entry.updated_at,
-            "images": [_image_json(o, self.absolute(o.path).name) for o in entry.outputs],
-        }
-        # A field a line, each value compact: readable, and written by the C encoder
-        # (``indent`` would force the pure-Python one, once per image at thousands a minute).
-        text = ",\n".join(f"  {json.dumps(name)}: {_META_VALUE.encode(meta[name])}"
-                          for name in sorted(meta))
+        text = meta_text(inst, entry, manifest,
+                         [self.absolute(o.path).name for o in entry.outputs])
         # Not fsynced, and a fixed temp name (one writer per instance): meta.json is a
         # readable copy of what the lockfile already holds durably. A bare descriptor,
         # as for the images (see ``pipeline.shell.http.downloads.ImageSink``).
         temp = folder / ".meta.json.part"
         fd = self._real.create(str(temp))  # never through a link left at that name
         try:
-            write_all(fd, ("{\n" + text + "\n}\n").encode())
+            write_all(fd, text.encode())
         finally:
             os.close(fd)
         temp.replace(folder / "meta.json")
@@ -224,12 +205,9 @@ class OutputFolder:
     def write_index(self, expansion: Expansion, entries: Mapping[str, LockEntry],
                     manifest: str) -> Path:
         """``index.json``: every instance of the manifest with its status and images."""
-        head = {"manifest": manifest, "name": expansion.manifest.name,
-                "generated_at": utc_now()}
-        # An instance a line (compact, by the C encoder: at 30,000 instances ``indent``
-        # took seconds at the end of every run), easy to grep and to diff.
         path = self.index_path
-        write_atomic(path, _index_chunks(head, self.index_instances(expansion, entries)))
+        write_atomic(path, index_chunks(index_head(expansion, manifest),
+                                        self.index_instances(expansion, entries)))
         return path
 
     @property
@@ -240,30 +218,7 @@ class OutputFolder:
     def index_instances(self, expansion: Expansion,
                         entries: Mapping[str, LockEntry]) -> list[dict[str, Any]]:
         """The ``instances`` of ``index.json`` for these lock entries."""
-        instances = []
-        for inst in expansion.instances:
-            entry = entries.get(inst.key)
-            instances.append({
-                "key": inst.key,
-                "job": inst.job,
-                "matrix": dict(inst.matrix),
-                "model": inst.model,
-                "status": entry.status if entry else "pending",
-                "folder": f"{inst.job}/{folder_name(inst.key)}",
-                "images": self._index_images(entry),
-                "error": entry.last_error if entry and entry.status == "failed" else None,
-            })
-        # Entries of instances the manifest no longer has keep their files until
-        # ``imgspec prune``: the index lists them too, so every file in the folder is
-        # accounted for.
-        known = {inst.key for inst in expansion.instances}
-        for key, entry in sorted(entries.items()):
-            if key not in known and entry.status == "done":
-                instances.append({"key": key, "job": entry.job, "matrix": dict(entry.matrix),
-                                  "model": entry.request.get("model"), "status": "orphaned",
-                                  "folder": f"{entry.job}/{folder_name(key)}",
-                                  "images": self._index_images(entry), "error": None})
-        return instances
+        return index_instances(expansion, entries, self._index_images)
 
     def check_index(self, entries: Mapping[str, LockEntry]) -> VerifyProblem | None:
         """Whether ``index.json`` is there and says what the lockfile says of each entry.
@@ -275,23 +230,84 @@ class OutputFolder:
         name = self.relative(self.index_path)
         self._real.stat(str(self.index_path))
         try:
-            index = json.loads(self.index_path.read_text(encoding="utf-8"))
+            text: str | None = self.index_path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            return VerifyProblem("index.json", name, "missing")
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            text = None
+        except (OSError, UnicodeDecodeError):
             return VerifyProblem("index.json", name, "changed")
-        listed = index.get("instances") if isinstance(index, dict) else None
-        if not isinstance(listed, list):
-            return VerifyProblem("index.json", name, "changed")
-        by_key = {i.get("key"): i for i in listed if isinstance(i, dict)}
-        for key, entry in entries.items():
+        return index_problem(text, entries, self._index_images, name)
+
+    @property
+    def shown(self) -> str:
+        """The folder as messages name it."""
+        return str(self.root)
+
+    def present(self, *, rehash: bool = False) -> Callable[[Output], bool]:
+        """The plan's predicate: a recorded output is a regular file of the recorded size.
+
+        Size by default: one ``stat`` per output keeps planning 100,000 instances fast,
+        and catches truncated and half-written files. ``rehash`` also compares the
+        sha256 (``--rehash``), catching a same-size corruption that ``verify`` reported.
+        """
+
+        def present(output: Output) -> bool:
+            full = self.confined(output.path)
+            if full is None:
+                return False
+            try:
+                # An lstat (a stat for a link that stays inside the folder), once per
+                # output, 100,000s of times; a link that leads out of the folder is refused.
+                info = self.stat(full)
+            except OSError:
+                return False
+            if info is None or not (stat.S_ISREG(info.st_mode) and info.st_size == output.bytes):
+                return False
+            return not rehash or sha256_file(Path(full)) == output.sha256
+
+        return present
+
+    def verify(self, entries: Iterable[LockEntry]) -> list[VerifyProblem]:
+        """Re-hash every recorded output of done entries; list the missing and the changed."""
+        problems = []
+        for entry in entries:
             if entry.status != "done":
                 continue
-            got = by_key.get(key)
-            if got is None or got.get("status") not in ("done", "orphaned") or got.get(
-                    "images") != self._index_images(entry):
-                return VerifyProblem("index.json", name, "changed")
-        return None
+            for output in entry.outputs:
+                path = self.readable(output.path)
+                try:
+                    digest = sha256_file(path)
+                except FileNotFoundError:
+                    problems.append(VerifyProblem(entry.key, output.path, "missing"))
+                    continue
+                if digest != output.sha256:
+                    problems.append(VerifyProblem(entry.key, output.path, "changed"))
+        return problems
+
+    def local_file(self, stored: str) -> Path:
+        """The file a stored path names (``absolute``: it is local already)."""
+        return self.absolute(stored)
+
+    def exists(self, stored: str) -> bool:
+        """Whether the file a stored path names is there (a file, not a folder)."""
+        full = self.confined(stored)
+        return full is not None and Path(full).is_file()
+
+    def remove_files(self, stored: list[str]) -> None:
+        """Delete images, then the ``meta.json`` and folder of each instance left empty of
+        images (a folder holding anything else is kept)."""
+        folders = set()
+        for path in stored:
+            full = self.confined(path)
+            if full is not None:
+                self.remove_images([path])
+                folders.add(Path(full).parent)
+        for instance in sorted(folders):
+            rest = [p for p in instance.iterdir() if p.name != "meta.json"] \
+                if instance.is_dir() else None
+            if rest == []:
+                (instance / "meta.json").unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    instance.rmdir()
 
     def _index_images(self, entry: LockEntry | None) -> list[str]:
         """An entry's images as ``index.json`` lists them: relative to the output root."""
@@ -321,36 +337,9 @@ def _same_file(a: str, b: Path) -> bool:
         return True
 
 
-def _image_json(output: Output, name: str) -> dict[str, Any]:
-    return {"file": name, "sha256": output.sha256, "bytes": output.bytes,
-            "width": output.width, "height": output.height}
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyProblem:
-    """An output that does not match the lockfile."""
-
-    key: str
-    path: str
-    problem: Literal["missing", "changed"]
-
-
-def verify_outputs(entries: Iterable[LockEntry], folder: OutputFolder) -> list[VerifyProblem]:
+def verify_outputs(entries: Iterable[LockEntry], folder: OutputStore) -> list[VerifyProblem]:
     """Re-hash every recorded output of done entries; list the missing and the changed."""
-    problems = []
-    for entry in entries:
-        if entry.status != "done":
-            continue
-        for output in entry.outputs:
-            path = folder.readable(output.path)
-            try:
-                digest = sha256_file(path)
-            except FileNotFoundError:
-                problems.append(VerifyProblem(entry.key, output.path, "missing"))
-                continue
-            if digest != output.sha256:
-                problems.append(VerifyProblem(entry.key, output.path, "changed"))
-    return problems
+    return folder.verify(entries)
 
 
 def sha256_file(path: Path) -> str:
@@ -360,19 +349,3 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _index_chunks(head: Mapping[str, Any], instances: list[dict[str, Any]]) -> Iterator[str]:
-    """``index.json`` in pieces: the head's fields a line each, then an instance a line."""
-    yield "{\n"
-    for name, value in head.items():
-        yield f"  {json.dumps(name)}: {json.dumps(value, ensure_ascii=False)},\n"
-    if not instances:
-        yield '  "instances": []\n}\n'
-        return
-    separator = '  "instances": [\n    '
-    for item in instances:
-        yield separator
-        yield json.dumps(item, ensure_ascii=False)
-        separator = ",\n    "
-    yield "\n  ]\n}\n"
