@@ -82,6 +82,15 @@ def test_a_merge_superseding_an_entry_counts_the_shared_history_once() -> None:
     assert merged.entries["s@c=red"].task_id == "t1"
     assert merged.entries["s@c=red#superseded:t2"].charged == Decimal("0.2")
     assert merged.charged == Decimal("0.6")
+    # Both sides moved the entry to a new key (a moved: block run on each branch): the
+    # base entry is found by when it was made and its matrix values.
+    made = "2026-01-01T00:00:00Z"
+    old = dataclasses.replace(base, key="t@c=red", job="t", created_at=made)
+    moved = merge_locks(
+        [Lockfile("s.yaml", {base.key: dataclasses.replace(ours, created_at=made)}),
+         Lockfile("s.yaml", {base.key: dataclasses.replace(theirs, created_at=made)})],
+        base=Lockfile("s.yaml", {old.key: old})).lock
+    assert moved.charged == Decimal("0.6")
     # Without a base (shards), nothing is known to be shared: each side counts in full.
     unrelated = merge_locks([Lockfile("s.yaml", {base.key: ours}),
                              Lockfile("s.yaml", {base.key: theirs})]).lock

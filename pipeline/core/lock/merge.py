@@ -188,7 +188,7 @@ def merge_locks(sides: Sequence[Lockfile], *, base: Lockfile | None = None) -> M
                 merged[key] = entry
                 continue
             try:
-                kept, said = merge_entries(held, entry, base_entries.get(key))
+                kept, said = merge_entries(held, entry, _base_of(key, entry, base_entries))
             except MergeConflict as exc:
                 conflicts.extend(exc.keys)
                 reasons.extend(exc.reasons)
@@ -202,6 +202,20 @@ def merge_locks(sides: Sequence[Lockfile], *, base: Lockfile | None = None) -> M
     uploads = merge_uploads(*(s.uploads for s in sides))  # free to redo: never a conflict
     return Merged(Lockfile(manifest=manifest, entries=merged, uploads=uploads,
                            retired=_retired(sides, merged)), tuple(notes), len(sides))
+
+
+def _base_of(key: str, entry: LockEntry,
+             base: Mapping[str, LockEntry]) -> LockEntry | None:
+    """The merge base's entry ``entry`` descends from: the one of its key, else (a key
+    both sides moved it to, by ``moved:`` or ``lock mv``) the one entry of the base made
+    at the same time for the same matrix values (a move keeps both)."""
+    if key in base:
+        return base[key]
+    if entry.created_at is None:
+        return None
+    found = [e for e in base.values()
+             if e.created_at == entry.created_at and e.matrix == entry.matrix]
+    return found[0] if len(found) == 1 else None
 
 
 def _retired(sides: Sequence[Lockfile], merged: Mapping[str, LockEntry]) -> tuple[Retired, ...]:
