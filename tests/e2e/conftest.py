@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from PIL import Image
 
 from pipeline.cli.main import cli
 from pipeline.simulator import RunningSimulator
-from tests.simulator.simkit import StartSim, simulators
+from tests.simulator.simkit import loopback_fixtures
 
 KEY = "sk-e2e-SECRET-7f3a9c"
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,17 +96,7 @@ def project(tmp_path: Path) -> Project:
     return Project(tmp_path)
 
 
-@pytest.fixture
-def start_sim() -> Iterator[StartSim]:
-    """Start simulators on free loopback ports (fast tasks unless overridden); stopped after."""
-    with simulators(latency=(0.05, 0.2), seed=11, api_key=KEY) as start:
-        yield start
-
-
-@pytest.fixture
-def sim(start_sim: StartSim) -> RunningSimulator:
-    """A fault-free simulator."""
-    return start_sim()
+start_sim, sim = loopback_fixtures(seed=11, api_key=KEY)
 
 
 Imgspec = Callable[..., Result]

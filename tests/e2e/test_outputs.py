@@ -14,12 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from pipeline.simulator import RunningSimulator
 from tests.e2e.conftest import KEY, ONE_PICTURE, ROOT, Project
-from tests.simulator.simkit import StartSim
+from tests.simulator.simkit import StartSim, images_charged
 
 MANIFEST = ONE_PICTURE
 
@@ -33,10 +32,7 @@ def imgspec(*args: str, cwd: Path,
                           text=True, capture_output=True, timeout=120, check=False)
 
 
-def charged(sim: RunningSimulator) -> int:
-    """Images the simulator has charged for so far."""
-    ledger: dict[str, Any] = httpx.get(f"{sim.base_url}/_sim/ledger").json()
-    return int(ledger["images_charged"])
+charged = images_charged
 
 
 def images(project: Project) -> list[Path]:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import pytest
 from PIL import Image
 
 from pipeline.simulator import RunningSimulator, SimulatorConfig, run_in_thread
@@ -39,6 +40,30 @@ def simulators(**defaults: Any) -> Iterator[StartSim]:
     finally:
         for sim in started:
             sim.stop()
+
+
+def loopback_fixtures(*, seed: int, api_key: str) -> tuple[Any, Any]:
+    """The ``start_sim`` and ``sim`` fixtures of a test folder: simulators on free loopback
+    ports with fast tasks (``start_sim(**overrides)``), and one fault-free simulator."""
+
+    @pytest.fixture(name="start_sim")
+    def start_sim_fixture() -> Iterator[StartSim]:
+        """Start simulators on free loopback ports (fast tasks unless overridden)."""
+        with simulators(latency=(0.05, 0.2), seed=seed, api_key=api_key) as start:
+            yield start
+
+    @pytest.fixture(name="sim")
+    def sim_fixture(start_sim: StartSim) -> RunningSimulator:
+        """A fault-free simulator."""
+        return start_sim()
+
+    return start_sim_fixture, sim_fixture
+
+
+def images_charged(sim: RunningSimulator) -> int:
+    """Images the simulator has charged for so far, from its ledger over HTTP."""
+    ledger: dict[str, Any] = httpx.get(f"{sim.base_url}/_sim/ledger").json()
+    return int(ledger["images_charged"])
 
 
 def body(**fields: object) -> dict[str, object]:

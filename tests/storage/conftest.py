@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
 from pipeline.simulator import RunningSimulator
-from tests.simulator.simkit import StartSim, simulators
+from tests.simulator.simkit import images_charged, loopback_fixtures
 
 KEY = "sk-storage-7d1e0b"
 # A secret of the environment's credential chain: it must appear nowhere imgspec writes.
@@ -170,20 +169,7 @@ def project(tmp_path: Path, bucket: Bucket) -> StoreProject:
     return made
 
 
-@pytest.fixture
-def start_sim() -> Iterator[StartSim]:
-    """Start simulators on free loopback ports (fast tasks unless overridden)."""
-    with simulators(latency=(0.05, 0.2), seed=23, api_key=KEY) as start:
-        yield start
+start_sim, sim = loopback_fixtures(seed=23, api_key=KEY)
 
 
-@pytest.fixture
-def sim(start_sim: StartSim) -> RunningSimulator:
-    """A fault-free simulator."""
-    return start_sim()
-
-
-def charged(sim: RunningSimulator) -> int:
-    """Images the simulator has charged for, from its ledger over HTTP."""
-    ledger: dict[str, Any] = httpx.get(f"{sim.base_url}/_sim/ledger").json()
-    return int(ledger["images_charged"])
+charged = images_charged
