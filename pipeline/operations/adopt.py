@@ -152,7 +152,9 @@ def _copy(image: PaidImage, outputs: OutputStore, job: str, key: str, index: int
     recorded ones, else None."""
     assert image.file is not None
     try:
-        fd = os.open(image.file, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
+        # Not blocking: a FIFO planted where the image was must not hang the run.
+        fd = os.open(image.file, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+                     | getattr(os, "O_NOFOLLOW", 0))
         with os.fdopen(fd, "rb") as handle:
             data = handle.read(MAX_IMAGE_BYTES + 1)
     except OSError:

@@ -260,3 +260,40 @@ def test_a_fifo_as_csv_include_is_refused_not_waited_for(project: Project,
     assert done.returncode == 1
     assert "rows.csv: is a FIFO (named pipe), not a regular file" in done.stderr
     assert str(rows) in done.stderr
+
+
+def test_a_fifo_as_the_lockfile_is_refused_not_waited_for(project: Project) -> None:
+    """A FIFO where the manifest's lockfile should be: plan says so, naming it, at once."""
+    os.mkfifo(project.lockfile)
+    done = cli(project, "plan", "manifests/shop.yaml")
+    assert done.returncode != 0
+    assert "is a FIFO (named pipe), not a regular file" in done.stderr
+    assert "shop.lock.json" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_fifo_as_another_manifests_lockfile_or_meta_is_passed_over(
+        project: Project, sim: RunningSimulator) -> None:
+    """FIFOs where another manifest's lockfile and a kept folder's meta.json would be:
+    the search for paid results leaves them out and the plan still comes, at once."""
+    run(project, sim)
+    os.mkfifo(project.root / "manifests" / "other.lock.json")
+    kept = project.outputs / "kept-folder"
+    kept.mkdir(parents=True)
+    os.mkfifo(kept / "meta.json")
+    project.edit("A logo for", "A round logo for")  # new requests: the search for results runs
+    done = cli(project, "plan", "manifests/shop.yaml")
+    assert done.returncode == 0, done.stderr
+    assert "1 changed" in done.stdout
+
+
+def test_a_fifo_as_the_review_file_is_refused_not_waited_for(project: Project,
+                                                            sim: RunningSimulator) -> None:
+    """A FIFO where the review file should be: the gallery says so, naming it, at once."""
+    run(project, sim)
+    os.mkfifo(project.root / "manifests" / "shop.review.yaml")
+    done = cli(project, "gallery", "manifests/shop.yaml")
+    assert done.returncode != 0
+    assert "shop.review.yaml" in done.stderr
+    assert "is a FIFO (named pipe), not a regular file" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -28,6 +28,7 @@ from pipeline.core.expansion.instances import DataInput, FileInput, ImageInput, 
 from pipeline.core.lock.lockfile import LockEntry
 from pipeline.core.manifest.workspace import Workspace
 from pipeline.errors import ImgspecError, InputChanged
+from pipeline.shell.store.files import read_regular
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +111,7 @@ def read_checked(source: ReadWorkspace | ReadOutput, workspace: Workspace) -> tu
         data = workspace.read_bytes(source.path)
         name, shown = PurePosixPath(source.path).name, source.path
     else:
-        data = source.path.read_bytes()
+        data = read_regular(source.path)
         name, shown = source.path.name, source.path.as_posix()
     digest = hashlib.sha256(data).hexdigest()
     if digest != source.sha256:

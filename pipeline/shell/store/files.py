@@ -1,4 +1,5 @@
-"""File safety: write a file so that readers see the old text or the new, never half.
+"""File safety: write a file so that readers see the old text or the new, never half;
+read one only if it is a regular file (a FIFO would block the reader for ever).
 
 The lockfile, the journal's folder, ``index.json`` and the simulator's state all
 go through here: a temp file beside the target, fsync, rename, fsync the folder.
@@ -148,3 +149,47 @@ def fsync_dir(folder: Path) -> None:
         pass  # some filesystems cannot fsync a directory; the rename is still atomic
     finally:
         os.close(fd)
+
+
+class NotARegularFile(OSError):
+    """The path names something other than a regular file (a FIFO, a device, a folder)."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        super().__init__(errno.EINVAL, f"is {kind}, not a regular file", str(path))
+        self.kind = kind
+
+
+def read_regular(path: Path, *, limit: int | None = None) -> bytes:
+    """The bytes of the regular file at ``path``, at most ``limit + 1`` of them (so a
+    caller can tell a file over ``limit``), all of them without a limit.
+
+    The file is opened without blocking and checked before a byte is read, so a FIFO
+    (whose open or read would wait for a writer for ever), a device or a socket is
+    refused with ``NotARegularFile``; other failures raise their ``OSError``.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotARegularFile(path, _kind(mode))
+        os.set_blocking(fd, True)
+        if limit is None:
+            with os.fdopen(os.dup(fd), "rb") as whole:
+                return whole.read()
+        chunks = []
+        left = limit + 1
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "of another kind"

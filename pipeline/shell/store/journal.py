@@ -74,7 +74,13 @@ from pipeline.core.lock.schema import (
     unrepresentable,
 )
 from pipeline.errors import LockfileError
-from pipeline.shell.store.files import fsync_dir, sweep_temps, write_all, write_atomic
+from pipeline.shell.store.files import (
+    fsync_dir,
+    read_regular,
+    sweep_temps,
+    write_all,
+    write_atomic,
+)
 
 JOURNAL_VERSION = 1
 # A checkpoint comes at least this many times its own duration after the last one.
@@ -265,7 +271,7 @@ def read_journal(journal: Path) -> str | None:
     rather than failing on the whole file.
     """
     try:
-        data = journal.read_bytes()
+        data = read_regular(journal)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -281,7 +287,7 @@ def _reason(exc: OSError) -> str:
 def read_lockfile(path: Path, *, manifest: str = "") -> Lockfile:
     """The lockfile at ``path``, or an empty one if there is none yet."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path).decode("utf-8")
     except FileNotFoundError:
         return Lockfile(manifest=manifest)
     except UnicodeDecodeError as exc:

@@ -23,7 +23,7 @@ from pipeline.core.expansion.instances import Expansion, Instance
 from pipeline.core.lock.lockfile import LockEntry, Output
 from pipeline.errors import OutputOutsideRoot
 from pipeline.shell.store.confine import Confined
-from pipeline.shell.store.files import write_all, write_atomic
+from pipeline.shell.store.files import read_regular, write_all, write_atomic
 from pipeline.shell.store.layout import (
     EXTENSIONS,
     VerifyProblem,
@@ -110,13 +110,16 @@ class OutputFolder:
         self._real.stat(str(full))
         return full
 
-    def install(self, temp: Path, job: str, key: str, index: int, fmt: str,
-                previous: str | None = None) -> Path:
+    def install(self, temp: Path, job: str, key: str, index: int, fmt: str, *,
+                sha256: str, previous: str | None = None) -> Path:
         """Rename a verified temp file to ``<i>.<ext>``; the old image stays until replaced.
 
         ``previous`` is the lockfile path of the image this slot held before, removed
-        only when it is another file (another format) inside the output folder.
+        only when it is another file (another format) inside the output folder. The
+        rename keeps the bytes, so ``sha256`` (the download's, checked) needs no
+        second look.
         """
+        del sha256
         final = self.instance_dir(job, key) / image_name(index, fmt)
         temp.replace(final)
         if previous is not None:
@@ -230,7 +233,7 @@ class OutputFolder:
         name = self.relative(self.index_path)
         self._real.stat(str(self.index_path))
         try:
-            text: str | None = self.index_path.read_text(encoding="utf-8")
+            text: str | None = read_regular(self.index_path).decode("utf-8")
         except FileNotFoundError:
             text = None
         except (OSError, UnicodeDecodeError):

@@ -25,6 +25,7 @@ from pipeline.core.lock.lockfile import Lockfile
 from pipeline.core.lock.reuse import PaidImage, PaidResult, ResultIndex, result_of_meta
 from pipeline.core.planning.plan import PaidResults
 from pipeline.errors import ImgspecError
+from pipeline.shell.store.files import read_regular
 from pipeline.shell.store.outputs import sha256_file
 
 LOCK_SUFFIX = ".lock.json"
@@ -180,8 +181,7 @@ def _subfolders(folder: str) -> list[str]:
 
 def _read_meta(folder: str) -> dict[str, object] | None:
     try:
-        with open(os.path.join(folder, "meta.json"), encoding="utf-8") as handle:  # noqa: PTH118,PTH123
-            data = json.load(handle)
+        data = json.loads(read_regular(Path(folder, "meta.json")))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None

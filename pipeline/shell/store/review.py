@@ -27,7 +27,7 @@ from pipeline.core.lock.lockfile import Lockfile
 from pipeline.core.manifest.document import parse_yaml
 from pipeline.core.manifest.schema import validate_document
 from pipeline.errors import ImgspecError, ManifestError
-from pipeline.shell.store.files import write_atomic
+from pipeline.shell.store.files import read_regular, write_atomic
 from pipeline.shell.store.schemas import schema_validator
 
 FORMAT_VERSION = 1
@@ -133,7 +133,8 @@ def dump_review(review: Review) -> str:
         for d in review.decisions
     ]
     header = ("# imgspec review decisions (schemas/review.schema.json), written by "
-              "`imgspec review`.\n# A decision applies only to the image with this sha256.\n")
+              "`imgspec review`.\n# A decision applies only to the image with this sha256.\n"
+              "# Each decision rewrites this file: comments are not kept.\n")
     body = yaml.safe_dump({"version": FORMAT_VERSION, "decisions": decisions},
                           sort_keys=False, allow_unicode=True, width=1000)
     return header + body
@@ -142,7 +143,7 @@ def dump_review(review: Review) -> str:
 def read_review(path: Path) -> Review:
     """The review file at ``path``, or no decisions when there is none."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path).decode("utf-8")
     except FileNotFoundError:
         return Review()
     except (OSError, UnicodeDecodeError) as exc:

@@ -7,58 +7,16 @@ anything that escapes it (``..``, absolute paths, symlinks pointing out).
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 from pathlib import Path
 
 from pipeline.core.manifest.workspace import normalise_relpath
 from pipeline.errors import InputFileError
+from pipeline.shell.store.files import NotARegularFile, read_regular
 
 MAX_MANIFEST_BYTES = 10 * 1024 * 1024
 # Inputs are images of at most 20 MB and small text files; refuse to slurp anything bigger.
 MAX_FILE_BYTES = 25 * 1024 * 1024
-
-
-class NotARegularFile(OSError):
-    """The path names something other than a regular file (a FIFO, a device, a folder)."""
-
-    def __init__(self, path: Path, kind: str) -> None:
-        super().__init__(errno.EINVAL, f"is {kind}, not a regular file", str(path))
-        self.kind = kind
-
-
-def read_regular(path: Path, *, limit: int) -> bytes:
-    """The bytes of the regular file at ``path``, at most ``limit + 1`` of them (so a
-    caller can tell a file over ``limit``).
-
-    The file is opened without blocking and checked before a byte is read, so a FIFO
-    (whose open or read would wait for a writer for ever), a device or a socket is
-    refused with ``NotARegularFile``; other failures raise their ``OSError``.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotARegularFile(path, _kind(mode))
-        os.set_blocking(fd, True)
-        chunks = []
-        left = limit + 1
-        while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def _kind(mode: int) -> str:
-    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return kind
-    return "of another kind"
 
 
 class DirectoryWorkspace:
