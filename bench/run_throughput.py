@@ -51,18 +51,20 @@ from benchkit import (
 # (category, pattern on "function (file:line)") in py-spy's raw frames; first match wins
 # for each frame, frames are read innermost first.
 CATEGORIES = (
-    ("image write/fsync/check", r"ImageSink|inspect_image|pipeline/images\.py|PIL/"),
+    ("image write/fsync/check", r"ImageSink|inspect_image|shell/http/downloads\.py|PIL/"),
     ("install (rename)", r"OutputFolder\.install|OutputFolder\.relative|Executor\._install "),
-    ("meta.json", r"write_meta"),
+    ("meta.json", r"write_meta|store/layout\.py"),
     ("checkpoint + index", r"_write_snapshot|write_index|LockStore\.checkpoint|"
-                           r"LockStore\.close|encode_lockfile|lockfile\.py"),
-    ("journal", r"pipeline/journal\.py"),
-    ("HTTP", r"aiohttp/|httpx|yarl/|multidict/|pipeline/client\.py|pipeline/replies\.py"),
-    ("events + --json", r"pipeline/views/progress\.py|pipeline/events\.py|Executor\.emit"),
-    ("scheduling + polling", r"pipeline/(executor|scheduler|polling|pacing|lifecycle)\.py"),
-    ("start-up (imports, plan)", r"importlib|pipeline/(manifest|expand|plan|"
-                                 r"templates|schema|document|project|matrix|instances|"
-                                 r"identity|graph|rules|pricing|selection)\.py"),
+                           r"LockStore\.close|encode_lockfile|core/lock/lockfile\.py"),
+    ("journal", r"shell/store/journal\.py"),
+    ("HTTP", r"aiohttp/|httpx|yarl/|multidict/|pipeline/shell/http/|core/apimart/replies\.py"),
+    ("events + --json", r"pipeline/views/progress\.py|operations/run/events\.py|"
+                        r"^emit \(.*executor\.py"),
+    ("scheduling + polling", r"operations/run/(executor|scheduler)\.py|"
+                             r"core/planning/(polling|pacing)\.py|core/lock/lifecycle\.py"),
+    ("start-up (imports, plan)", r"importlib|pipeline/core/(manifest|templates|expansion|"
+                                 r"planning|apimart)/|pipeline/(api|cli)/|"
+                                 r"operations/(project|context)\.py"),
 )
 LOOP = "asyncio loop + threads"
 

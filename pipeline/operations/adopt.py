@@ -16,6 +16,7 @@ leaves the instance unfinished, to be reused by the next run.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 from decimal import Decimal
@@ -108,7 +109,9 @@ async def _one(item: PlanItem, index: int, image: PaidImage, *, client: ApiClien
     if got.sha256 != image.sha256:
         temp.unlink(missing_ok=True)
         raise Unavailable(f"image {index}: its link now serves a different image")
-    final = await asyncio.to_thread(outputs.install, temp, job, key, index, got.format, previous)
+    final = await asyncio.to_thread(functools.partial(
+        outputs.install, temp, job, key, index, got.format, sha256=got.sha256,
+        previous=previous))
     return Output(outputs.relative(final), got.sha256, got.bytes, got.width, got.height,
                   image.url, image.expires_at)
 
@@ -139,8 +142,9 @@ async def _from_task(item: PlanItem, *, client: ApiClient, outputs: OutputStore,
             raise Unfinished(f"download failed: {exc}") from exc
         prior = (previous.outputs[index].path
                  if previous is not None and index < len(previous.outputs) else None)
-        final = await asyncio.to_thread(outputs.install, temp, job, key, index, got.format,
-                                        prior)
+        final = await asyncio.to_thread(functools.partial(
+            outputs.install, temp, job, key, index, got.format, sha256=got.sha256,
+            previous=prior))
         made.append(Output(outputs.relative(final), got.sha256, got.bytes, got.width,
                            got.height, image.url, image.expires_at))
     return made
@@ -177,6 +181,6 @@ def _copy(image: PaidImage, outputs: OutputStore, job: str, key: str, index: int
     if hashlib.sha256(Path(temp).read_bytes()).hexdigest() != image.sha256:
         temp.unlink(missing_ok=True)
         return None
-    final = outputs.install(temp, job, key, index, fmt, previous)
+    final = outputs.install(temp, job, key, index, fmt, sha256=image.sha256, previous=previous)
     return Output(outputs.relative(final), image.sha256, image.bytes, width, height,
                   image.url, image.expires_at)

@@ -181,10 +181,10 @@ def test_output_dir_on_the_command_line_names_the_store(
     assert "lies outside the output folder" in on_disk.stderr
 
 
-def test_a_file_url_store_confirms_by_size_and_repairs_free(
+def test_a_file_url_store_confirms_by_bytes_and_repairs_free(
         project: StoreProject, sim: RunningSimulator) -> None:
     """Through the same layer, file:///abs/folder: the run's images are confirmed by the
-    size read back, a deleted one is downloaded again free, and verify is clean."""
+    bytes read back, a deleted one is downloaded again free, and verify is clean."""
     folder = project.root.parent / f"{project.root.name}-store"
     project.manifest.write_text(project.manifest.read_text().replace(
         project.url, f"file://{folder}"))

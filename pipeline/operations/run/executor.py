@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -589,8 +590,9 @@ class Executor:
                 self.result.failed.append((key, message))
                 self.emit(EventKind.FAILED, key, message)
                 return False
-            final = await asyncio.to_thread(self.outputs.install, temp, item.job, key, index,
-                                            got.format, output.path)
+            final = await asyncio.to_thread(functools.partial(
+                self.outputs.install, temp, item.job, key, index, got.format,
+                sha256=got.sha256, previous=output.path))
             outputs[index] = replace(output, path=self.outputs.relative(final))
         done = lifecycle.refreshed(entry, tuple(outputs), now=utc_now())
         await self.store.commit(done)
@@ -680,7 +682,8 @@ class Executor:
         outputs = []
         for index, (temp, image, info) in enumerate(got):
             final = self.outputs.install(temp, inst.job, inst.key, index, info.format,
-                                         before[index] if index < len(before) else None)
+                                         sha256=info.sha256,
+                                         previous=before[index] if index < len(before) else None)
             outputs.append(Output(self.outputs.relative(final), info.sha256, info.bytes,
                                   info.width, info.height, image.url, image.expires_at))
         done = lifecycle.done(entry, tuple(outputs), now=utc_now())

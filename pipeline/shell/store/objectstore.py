@@ -4,9 +4,10 @@ The layout is the output folder's (``pipeline.shell.store.layout``), under the U
 prefix. What a folder promises, a store promises too:
 
 * an image is recorded only once its object is confirmed: a download lands in a
-  local staging file, is uploaded with its sha256 as object metadata, and the
-  object's size and that metadata are read back before ``install`` returns; a PUT
-  whose reply is lost is simply made again (same key, same bytes);
+  local staging file, is uploaded with its sha256 as object metadata, and what the
+  store holds is checked before ``install`` returns (S3's checksum of the PUT or the
+  metadata read back, the MD5 GCS and Azure keep, a ``file://`` folder's bytes); a
+  PUT whose reply is lost is simply made again (same key, same bytes);
 * an upload that keeps failing raises ``StoreError``: the run leaves the instance
   unfinished and the next run fetches the paid result again, free;
 * lockfile paths are relative to the prefix and confined to it, lexically: no
@@ -61,6 +62,21 @@ _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN
                "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_CONNECTION_STRING",
                "AZURE_CLIENT_SECRET", "GOOGLE_APPLICATION_CREDENTIALS_JSON")
 _BATCH = 32  # objects fetched at once by ``verify`` (images of ~1 MB: memory stays small)
+
+
+def store_md5(info: Mapping[str, Any]) -> bytes | None:
+    """The MD5 a bucket keeps of an object, from fsspec's ``info`` of it: GCS's
+    ``md5Hash`` (base64), Azure's ``content_settings.content_md5`` (bytes); None when
+    there is none (a composite GCS object, a block blob uploaded in parts)."""
+    raw = info.get("md5Hash")
+    if isinstance(raw, str) and raw:
+        with contextlib.suppress(ValueError):
+            return base64.b64decode(raw, validate=True)
+        return None
+    settings = info.get("content_settings")
+    kept = (settings.get("content_md5") if isinstance(settings, Mapping)
+            else getattr(settings, "content_md5", None))
+    return bytes(kept) if isinstance(kept, (bytes, bytearray)) and kept else None
 
 
 class _Unconfirmed(Exception):
@@ -139,7 +155,8 @@ class ObjectStore:
     def _put(self, rel: str, data: bytes, *, sha256: str) -> None:
         """Write ``data`` at ``rel``, confirmed: by the store's own digest of what it
         received (S3's reply: the SHA-256 checksum, or the ETag of a plain PUT, the MD5 of
-        the body), else by reading back its size (and, on S3, its sha256 metadata)."""
+        the body), else by reading back its size and digest (S3: the sha256 metadata;
+        GCS and Azure: the MD5 they keep of the object; a ``file://`` folder: its bytes)."""
         path = self._path(rel)
         kwargs: dict[str, Any] = {}
         md5 = ""
@@ -159,14 +176,27 @@ class ObjectStore:
                 return  # the bytes the store holds are these (and the metadata went along)
             # An encrypted (SSE-KMS) object's ETag is no MD5; other stores reply less.
             size, recorded = self._head(path)
-            if size != len(data) or (self.url.protocol == "s3" and recorded != sha256):
+            if size != len(data):
                 raise _Unconfirmed(f"the object read back holds {size} bytes, "
                                    f"not the {len(data)} written")
+            if self.url.protocol == "s3":
+                if recorded != sha256:
+                    raise _Unconfirmed("the object read back is not the one written")
+            elif not self._same_bytes(path, data, sha256):
+                raise _Unconfirmed("the object read back is not the one written")
 
         self._call(f"uploading {rel}", put_and_confirm, reading=False)
         with self._lock:
             if self._listing is not None:
                 self._listing[rel] = len(data)
+
+    def _same_bytes(self, path: str, data: bytes, sha256: str) -> bool:
+        """Whether the object at ``path`` holds ``data``: a folder's file is read back
+        (a local read), a bucket's object by the MD5 its store keeps (when it keeps one)."""
+        if self.url.protocol == "file":
+            return hashlib.sha256(self.fs.cat_file(path)).hexdigest() == sha256
+        kept = store_md5(self.fs.info(path))
+        return kept is None or kept == hashlib.md5(data, usedforsecurity=False).digest()
 
     def _head(self, path: str) -> tuple[int, str | None]:
         """The object's size, and the sha256 its metadata records (S3 only)."""
@@ -272,8 +302,8 @@ class ObjectStore:
         """A fresh local staging file for a download (the downloader makes its folder)."""
         return self._staging(job, key) / f".{index}.{secrets.token_hex(4)}.part"
 
-    def install(self, temp: Path, job: str, key: str, index: int, fmt: str,
-                previous: str | None = None) -> PurePosixPath:
+    def install(self, temp: Path, job: str, key: str, index: int, fmt: str, *,
+                sha256: str, previous: str | None = None) -> PurePosixPath:
         """Upload a verified download to ``<job>/<instance>/<i>.<ext>`` and confirm it.
 
         The staging file goes either way (a failed upload is downloaded again, free).
@@ -282,8 +312,7 @@ class ObjectStore:
         """
         rel = f"{instance_folder(job, key, root=self.root)}/{image_name(index, fmt)}"
         try:
-            data = temp.read_bytes()
-            self._put(rel, data, sha256=hashlib.sha256(data).hexdigest())
+            self._put(rel, temp.read_bytes(), sha256=sha256)
         finally:
             temp.unlink(missing_ok=True)
         old = self.confined(previous) if previous is not None else None

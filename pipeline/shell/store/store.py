@@ -168,9 +168,10 @@ class OutputStore(Protocol):
     def temp_path(self, job: str, key: str, index: int) -> Path:
         """A fresh local file for a download of image ``index`` of an instance."""
 
-    def install(self, temp: Path, job: str, key: str, index: int, fmt: str,
-                previous: str | None = None) -> PurePath:
-        """Put a verified download in its place (confirmed there); its final path."""
+    def install(self, temp: Path, job: str, key: str, index: int, fmt: str, *,
+                sha256: str, previous: str | None = None) -> PurePath:
+        """Put a verified download (of this ``sha256``) in its place, confirmed there;
+        its final path."""
 
     def relative(self, path: PurePath) -> str:
         """A final path as the lockfile stores it."""
