@@ -157,8 +157,8 @@ def balance(*, base_url: str | None = None, api_key: str | None = None) -> Balan
     ``AuthError`` if the API refuses the key, ``ApiUnreachable`` if it cannot be
     reached, ``UsageError`` for a wrong base URL or no key.
     """
-    from pipeline.operations.run.eventloop import run_loop
     from pipeline.operations.run.run import read_balance
+    from pipeline.shell.eventloop import run_loop
 
     api = real_api(base_url=base_url, api_key=api_key, advice="")
     return run_loop(read_balance(base_url=api.base_url, api_key=api.api_key))

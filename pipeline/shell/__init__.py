@@ -1,2 +1,2 @@
-"""The I/O shell: the HTTP client and the store on disk.
+"""The I/O shell: the HTTP client, the store on disk, and the event loop they run on.
 """

@@ -13,7 +13,7 @@ from types import TracebackType
 from aiohttp import web
 
 from pipeline.errors import UsageError
-from pipeline.operations.run.eventloop import run_loop
+from pipeline.shell.eventloop import run_loop
 from pipeline.simulator.config import SimulatorConfig
 from pipeline.simulator.server import Simulator
 from pipeline.simulator.tasks import Ledger

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from pipeline.operations.run.eventloop import run_loop
+from pipeline.shell.eventloop import run_loop
 
 
 def test_runs_use_uvloop_where_it_is_installed() -> None:
@@ -38,7 +38,7 @@ def test_the_cycle_collector_is_quiet_during_a_run_and_restored_after() -> None:
     afterwards the collector is as it was (a longer-lived caller keeps its settings)."""
     import gc
 
-    from pipeline.operations.run.eventloop import GC_THRESHOLDS
+    from pipeline.shell.eventloop import GC_THRESHOLDS
 
     before = gc.get_threshold()
 

@@ -24,10 +24,11 @@ from pipeline.core.lock.lockfile import (
     lockfile_path,
     parse_lockfile,
 )
+from pipeline.core.lock.published import LOCKFILE_SCHEMA
 from pipeline.core.lock.schema import check_stored_path, compile_schema, lockfile_defect
 from pipeline.errors import LockfileError
 from pipeline.shell.store.journal import read_lockfile, write_lockfile
-from pipeline.shell.store.schemas import load_schema
+from pipeline.shell.store.schemas import load_schema, schema_dir
 
 ENTRY = LockEntry(
     key="a@x=1", job="a", fingerprint="sha256:" + "0" * 64, status="done",
@@ -61,6 +62,13 @@ def test_dump_matches_published_schema() -> None:
     schema = load_schema("lockfile.schema.json")
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.validate(json.loads(dump_lockfile(Lockfile("m", {ENTRY.key: ENTRY}))), schema)
+
+
+def test_the_published_lockfile_schema_is_the_cores_written_as_json() -> None:
+    """schemas/lockfile.schema.json is, byte for byte, the core's schema written as JSON
+    (edit the core's, then write the file as pipeline/core/lock/published.py says)."""
+    published = (schema_dir() / "lockfile.schema.json").read_text(encoding="utf-8")
+    assert published == json.dumps(LOCKFILE_SCHEMA, indent=2, ensure_ascii=False) + "\n"
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -1,6 +1,7 @@
 """Strict reading of a lockfile: its schema's verdict, JSON's own limits, and where.
 
-``schemas/lockfile.schema.json`` is the single description of the format. A plan
+The schema (``published.LOCKFILE_SCHEMA``, published as
+``schemas/lockfile.schema.json``) is the single description of the format. A plan
 reads the whole lockfile every time, so the verdict comes from a compiled
 validator (jsonschema-rs; pure-Python validators take seconds to tens of seconds
 over 100,000 entries, see docs/design.md). Only a refused document is walked
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import PurePath
 from typing import Any
+
+from pipeline.core.lock.published import LOCKFILE_SCHEMA
 
 # --- strict reading: the schema's verdict, explained ---------------------------------------
 
@@ -346,9 +349,7 @@ def _same(a: Any, b: Any) -> bool:
 def _checks() -> tuple[Check, Check, Check]:
     """The compiled lockfile schema, its entry and its retired record (compiled on first
     use)."""
-    from pipeline.shell.store.schemas import load_schema
-
-    schema = load_schema("lockfile.schema.json")
+    schema = LOCKFILE_SCHEMA
     explain = {schema["$defs"]["output"]["properties"]["path"]["pattern"]: check_stored_path}
     return (compile_schema(schema, explain=explain),
             compile_schema(schema, node=schema["$defs"]["entry"], explain=explain),

@@ -36,7 +36,6 @@ from pipeline.errors import (
 from pipeline.operations.context import Api, Context
 from pipeline.operations.project import Prepared, prepare
 from pipeline.operations.relocate import apply_moves
-from pipeline.operations.run.eventloop import run_loop
 from pipeline.operations.run.events import (
     BalanceNote,
     EventKind,
@@ -51,6 +50,7 @@ from pipeline.operations.run.events import (
 from pipeline.operations.run.executor import Executor
 from pipeline.operations.shards import shard_lock
 from pipeline.operations.spend import paid_tasks
+from pipeline.shell.eventloop import run_loop
 from pipeline.shell.http.client import ApiClient, Balance
 from pipeline.shell.http.retrying import RetryEvent
 from pipeline.shell.store.guard import RunGuard, guard_path
