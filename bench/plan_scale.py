@@ -50,7 +50,7 @@ def write_fixture(folder: Path, instances: int) -> Path:
     from pipeline.core.planning.plan import resolved_request
     from pipeline.operations.context import context
     from pipeline.operations.project import prepare
-    from pipeline.shell.store.journal import write_lockfile
+    from pipeline.shell.store.lockstore import write_lockfile
 
     variants = 10
     side = max(1, round((instances / variants) ** 0.5))

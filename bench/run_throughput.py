@@ -56,7 +56,7 @@ CATEGORIES = (
     ("meta.json", r"write_meta|store/layout\.py"),
     ("checkpoint + index", r"_write_snapshot|write_index|LockStore\.checkpoint|"
                            r"LockStore\.close|encode_lockfile|core/lock/lockfile\.py"),
-    ("journal", r"shell/store/journal\.py"),
+    ("journal", r"shell/store/lockstore\.py|core/lock/journal\.py"),
     ("HTTP", r"aiohttp/|httpx|yarl/|multidict/|pipeline/shell/http/|core/apimart/replies\.py"),
     ("events + --json", r"pipeline/views/progress\.py|operations/run/events\.py|"
                         r"^emit \(.*executor\.py"),

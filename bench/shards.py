@@ -90,7 +90,7 @@ def sharded(tmp: Path, instances: int, latency: float, shards: int,
             concurrency: int) -> tuple[float, float, float]:
     """(wall time of the shards at once, merge command wall time, in-process merge time)."""
     from pipeline.core.lock.merge import merge_locks
-    from pipeline.shell.store.journal import read_lockfile
+    from pipeline.shell.store.lockstore import read_lockfile
 
     port = free_port()
     sim = start_simulator(port, latency)

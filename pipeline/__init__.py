@@ -21,8 +21,8 @@ _WHERE = {
     "expand": "pipeline.core.expansion.expand",
     "Expansion": "pipeline.core.expansion.instances",
     "Instance": "pipeline.core.expansion.instances",
-    "read_lockfile": "pipeline.shell.store.journal",
-    "write_lockfile": "pipeline.shell.store.journal",
+    "read_lockfile": "pipeline.shell.store.lockstore",
+    "write_lockfile": "pipeline.shell.store.lockstore",
     "LockEntry": "pipeline.core.lock.lockfile", "Lockfile": "pipeline.core.lock.lockfile",
     "parse_lockfile": "pipeline.core.lock.lockfile",
     "load_manifest": "pipeline.shell.store.manifests",
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from pipeline.core.manifest.model import Job, Manifest
     from pipeline.core.planning.plan import Plan, PlanItem, PlanStatus, make_plan
     from pipeline.errors import ImgspecError, ManifestError
-    from pipeline.shell.store.journal import read_lockfile, write_lockfile
+    from pipeline.shell.store.lockstore import read_lockfile, write_lockfile
     from pipeline.shell.store.manifests import load_manifest, parse_manifest
 
 

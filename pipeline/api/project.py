@@ -38,7 +38,7 @@ def diff(manifest: str | os.PathLike[str], *, against: str = "HEAD") -> SpecDiff
 
 def check_lockfile(path: str | os.PathLike[str]) -> None:
     """``LockfileError`` unless ``path`` is a lockfile the schema accepts."""
-    from pipeline.shell.store.journal import read_lockfile
+    from pipeline.shell.store.lockstore import read_lockfile
 
     read_lockfile(Path(os.fspath(path)))
 

@@ -29,7 +29,7 @@ from pipeline.errors import RequestRejected, TransientError
 from pipeline.shell.http.client import ApiClient
 from pipeline.shell.http.downloads import inspect_image
 from pipeline.shell.store.files import write_all
-from pipeline.shell.store.journal import LockStore
+from pipeline.shell.store.lockstore import LockStore
 from pipeline.shell.store.outputs import utc_now
 from pipeline.shell.store.store import OutputStore
 

@@ -25,7 +25,7 @@ from pipeline.core.manifest.model import Manifest
 from pipeline.errors import ManifestError, UsageError
 from pipeline.shell.store.confine import check_root
 from pipeline.shell.store.guard import guard_path
-from pipeline.shell.store.journal import journal_path
+from pipeline.shell.store.lockstore import journal_path
 from pipeline.shell.store.manifests import load_manifest, parse_manifest
 from pipeline.shell.store.objectstore import ObjectStore
 from pipeline.shell.store.outputs import OutputFolder

@@ -12,7 +12,7 @@ from pipeline.core.lock.lockfile import ENTRY_STATUSES, Lockfile
 from pipeline.operations.context import Context, Paths
 from pipeline.operations.project import current_lock, prepare
 from pipeline.shell.store.guard import RunGuard, guard_path
-from pipeline.shell.store.journal import LockStore
+from pipeline.shell.store.lockstore import LockStore
 from pipeline.shell.store.outputs import VerifyProblem, verify_outputs
 
 InProgress = Literal["submitting", "running"]

@@ -27,7 +27,7 @@ from pipeline.errors import ImgspecError, LockfileError, MergeConflict, StoreErr
 from pipeline.operations.context import Header, context
 from pipeline.operations.project import current_lock
 from pipeline.shell.store.guard import RunGuard, guard_path
-from pipeline.shell.store.journal import journal_path, write_lockfile
+from pipeline.shell.store.lockstore import journal_path, write_lockfile
 from pipeline.shell.store.manifests import load_manifest
 from pipeline.shell.store.outputs import OutputFolder
 from pipeline.shell.store.store import parse_output_dir

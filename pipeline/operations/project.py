@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pipeline.core.expansion.expand import Expanding, expand
 from pipeline.core.expansion.instances import Expansion
+from pipeline.core.lock.journal import fold_journal
 from pipeline.core.lock.lockfile import Lockfile, Output
 from pipeline.core.lock.moves import former_paths, plan_moves
 from pipeline.core.manifest.model import Manifest
@@ -32,7 +33,7 @@ from pipeline.core.planning.plan import (
 )
 from pipeline.errors import ImgspecError
 from pipeline.operations.context import Context, Header, Paths
-from pipeline.shell.store.journal import fold_journal, journal_path, read_journal, read_lockfile
+from pipeline.shell.store.lockstore import journal_path, read_journal, read_lockfile
 from pipeline.shell.store.reuse_scan import Where, project_results
 from pipeline.shell.store.review import read_review, reroll_keys
 from pipeline.shell.store.store import OutputStore

@@ -25,7 +25,7 @@ from pipeline.operations.context import Context
 from pipeline.operations.merge_driver import refresh_index
 from pipeline.operations.project import current_lock
 from pipeline.shell.store.guard import RunGuard, guard_path
-from pipeline.shell.store.journal import LockStore
+from pipeline.shell.store.lockstore import LockStore
 from pipeline.shell.store.objectstore import ObjectStore
 from pipeline.shell.store.outputs import OutputFolder, sha256_file
 from pipeline.shell.store.store import OutputStore

@@ -20,7 +20,7 @@ from pipeline.core.planning.selection import Shard, shard_lockfile
 from pipeline.operations.context import Context
 from pipeline.operations.project import current_lock
 from pipeline.shell.store.guard import RunGuard, guard_path
-from pipeline.shell.store.journal import write_lockfile
+from pipeline.shell.store.lockstore import write_lockfile
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 from pipeline.core.lock.lockfile import Lockfile
 from pipeline.errors import LockfileError
 from pipeline.operations.context import project_root
-from pipeline.shell.store.journal import read_lockfile
+from pipeline.shell.store.lockstore import read_lockfile
 
 SIMULATED = ".simulate.lock.json"
 

@@ -12,8 +12,9 @@ import pytest
 from multidict import CIMultiDict
 
 from pipeline.core.apimart.replies import RESPONSE_VERSION, parse_poll, parse_submit
+from pipeline.core.lock.journal import journal_line
 from pipeline.errors import BalanceExhausted, TransientError
-from pipeline.shell.store import journal
+from pipeline.shell.store import lockstore as journal
 from pipeline.simulator import RunningSimulator
 from tests.contract.conftest import FOUR_SHOPS
 from tests.e2e.conftest import KEY, Imgspec, Project
@@ -118,7 +119,7 @@ def test_replayed_submission_is_journaled_and_not_charged_twice(
     sim = start_sim(faults={"submit.lost_reply": 0.5}, seed=1)
     project.manifest.write_text(FOUR_SHOPS)
     lines: list[dict[str, Any]] = []
-    original = journal.journal_line
+    original = journal_line
 
     def spy(key: str, entry: Any, submission: Any = None) -> str:
         line = original(key, entry, submission)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.core.lock.journal import fold_journal, upload_line
 from pipeline.core.lock.lockfile import (
     Lockfile,
     Upload,
@@ -18,7 +19,7 @@ from pipeline.core.lock.lockfile import (
     parse_lockfile,
 )
 from pipeline.errors import LockfileError
-from pipeline.shell.store.journal import LockStore, fold_journal, upload_line
+from pipeline.shell.store.lockstore import LockStore
 from tests.contract.conftest import cli
 from tests.e2e.conftest import Project
 from tests.simulator.simkit import StartSim

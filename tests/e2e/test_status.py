@@ -116,7 +116,7 @@ def test_status_reads_lockfiles_without_charged(project: Project) -> None:
 
 KILL_DURING_PRUNE = textwrap.dedent("""
     import os, signal, sys
-    from pipeline.shell.store.journal import LockStore
+    from pipeline.shell.store.lockstore import LockStore
 
     def killed(self):
         # The removals are journaled; die before the lockfile is rewritten.

@@ -25,12 +25,12 @@ from PIL import Image
 from pipeline.cli.main import cli
 from pipeline.core.expansion.expand import expand
 from pipeline.core.expansion.instances import Expansion
+from pipeline.core.lock.journal import fold_journal, journal_line
 from pipeline.core.lock.lockfile import Lockfile, Output, dump_lockfile, parse_lockfile
 from pipeline.core.lock.schema import check_stored_path
 from pipeline.core.planning.plan import make_plan
 from pipeline.errors import LockfileError
 from pipeline.operations.housekeeping import summarise_lock
-from pipeline.shell.store.journal import fold_journal, journal_line
 from pipeline.shell.store.manifests import load_manifest
 from pipeline.views.plan import plan_json, plan_text
 from pipeline.views.status import status_json, status_text

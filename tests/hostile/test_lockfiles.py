@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from pipeline.cli.main import cli
 from pipeline.core.lock.lockfile import parse_lockfile
-from pipeline.shell.store.journal import journal_path
+from pipeline.shell.store.lockstore import journal_path
 from tests.hostile.lockfile_mutations import (
     RealProject,
     fold_journal_text,

@@ -17,14 +17,12 @@ from pathlib import Path
 
 import pytest
 
-import pipeline.shell.store.journal as journal_module
+import pipeline.shell.store.lockstore as journal_module
+from pipeline.core.lock.journal import Recovery, fold_journal, journal_line
 from pipeline.core.lock.lockfile import EntryTexts, LockEntry, Lockfile, Output
 from pipeline.errors import LockfileError
-from pipeline.shell.store.journal import (
+from pipeline.shell.store.lockstore import (
     LockStore,
-    Recovery,
-    fold_journal,
-    journal_line,
     journal_path,
     read_journal,
     read_lockfile,
@@ -455,7 +453,7 @@ CRASH_SCRIPT = textwrap.dedent("""
     import asyncio, itertools, os, signal, sys
     sys.path.insert(0, sys.argv[1])
     from pathlib import Path
-    from pipeline.shell.store.journal import LockStore
+    from pipeline.shell.store.lockstore import LockStore
     from tests.unit.test_journal import crash_entry
 
     lock_path, kill_after, total = Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -499,7 +497,7 @@ TIMED_KILL_SCRIPT = textwrap.dedent("""
     import asyncio, itertools, os, signal, sys, threading
     sys.path.insert(0, sys.argv[1])
     from pathlib import Path
-    from pipeline.shell.store.journal import LockStore
+    from pipeline.shell.store.lockstore import LockStore
     from tests.unit.test_journal import crash_entry
 
     lock_path, delay = Path(sys.argv[2]), float(sys.argv[3])
@@ -649,7 +647,7 @@ COMMIT_KILL_SCRIPT = textwrap.dedent("""
     import asyncio, itertools, os, signal, sys, threading
     sys.path.insert(0, sys.argv[1])
     from pathlib import Path
-    from pipeline.shell.store.journal import LockStore
+    from pipeline.shell.store.lockstore import LockStore
     from tests.unit.test_journal import entry
 
     lock_path, delay = Path(sys.argv[2]), float(sys.argv[3])

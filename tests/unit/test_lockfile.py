@@ -27,7 +27,7 @@ from pipeline.core.lock.lockfile import (
 from pipeline.core.lock.published import LOCKFILE_SCHEMA
 from pipeline.core.lock.schema import check_stored_path, compile_schema, lockfile_defect
 from pipeline.errors import LockfileError
-from pipeline.shell.store.journal import read_lockfile, write_lockfile
+from pipeline.shell.store.lockstore import read_lockfile, write_lockfile
 from pipeline.shell.store.schemas import load_schema, schema_dir
 
 ENTRY = LockEntry(

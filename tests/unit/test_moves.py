@@ -7,12 +7,12 @@ import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from pipeline.core.lock.journal import fold_journal, journal_line
 from pipeline.core.lock.lifecycle import REPLAYED_ELSEWHERE, made_before, paid_elsewhere
 from pipeline.core.lock.lockfile import LockEntry, Lockfile, Output, Retired, retire
 from pipeline.core.lock.merge import merge_locks
 from pipeline.core.lock.moves import final_key, relocate
 from pipeline.core.manifest.moved import Move
-from pipeline.shell.store.journal import fold_journal, journal_line
 
 
 def entry(key: str, *, charged: str = "0.2", task: str | None = "t1",

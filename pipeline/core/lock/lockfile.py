@@ -4,8 +4,8 @@ One JSON file beside the manifest (``shop.yaml`` → ``shop.lock.json``), writte
 only by imgspec, meant for git: a format version, then one entry per instance
 key, keys sorted, two-space indent, so a diff shows exactly what changed.
 This module holds the values and the codec only (``parse_lockfile`` is strict:
-``lockschema`` checks every entry against the schema); reading and writing the
-file is ``journal``'s, and writing safely ``files``'s.
+``schema`` checks every entry against the published schema); reading and writing
+the file is ``pipeline.shell.store.lockstore``'s, and writing safely ``files``'s.
 """
 
 from __future__ import annotations

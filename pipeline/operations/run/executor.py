@@ -66,7 +66,7 @@ from pipeline.shell.http import sendable
 from pipeline.shell.http.client import ApiClient, TaskImage, TaskState
 from pipeline.shell.http.downloads import Downloaded
 from pipeline.shell.http.uploads import Inputs
-from pipeline.shell.store.journal import LockStore
+from pipeline.shell.store.lockstore import LockStore
 from pipeline.shell.store.outputs import utc_now
 from pipeline.shell.store.store import OutputStore
 

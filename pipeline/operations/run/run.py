@@ -54,7 +54,7 @@ from pipeline.shell.eventloop import run_loop
 from pipeline.shell.http.client import ApiClient, Balance
 from pipeline.shell.http.retrying import RetryEvent
 from pipeline.shell.store.guard import RunGuard, guard_path
-from pipeline.shell.store.journal import LockStore
+from pipeline.shell.store.lockstore import LockStore
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,7 @@ from pipeline.shell.http.sendable import (
     encode,
     read_checked,
 )
-from pipeline.shell.store.journal import LockStore
+from pipeline.shell.store.lockstore import LockStore
 
 # A URL is reused only while it lives this much longer: a task may wait in the API's
 # queue, and the run itself may go on for hours, before the image is fetched.
