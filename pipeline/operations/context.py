@@ -182,6 +182,16 @@ class Context:
         return project_root(self.manifest)
 
     @property
+    def outputs_suffix(self) -> str:
+        """What this side's output folder names end with: ``.simulate``, or nothing."""
+        return ".simulate" if self.simulate else ""
+
+    @property
+    def lock_suffix(self) -> str:
+        """What this side's lockfile names end with (``.simulate.lock.json``, ``.lock.json``)."""
+        return f"{self.outputs_suffix}.lock.json"
+
+    @property
     def review(self) -> Path:
         """The review file beside the manifest (one for real and simulated runs)."""
         return review_path(self.manifest)
@@ -215,8 +225,8 @@ class Context:
         chosen = self.output_dir if self.output_dir is not None else header.output_dir
         store = parse_output_dir(chosen) if chosen is not None else None
         if store is not None:
-            if self.simulate:
-                store = store.suffixed(".simulate")
+            if self.outputs_suffix:
+                store = store.suffixed(self.outputs_suffix)
             return Paths(self.manifest, lock, cache_folder(store), store,
                          check_storage_options(header.storage_options))
         if self.output_dir is not None:
@@ -235,8 +245,8 @@ class Context:
                     f"output_dir: ../outputs/{header.name}")])
         else:
             outputs = root / "outputs" / header.name
-        if self.simulate:
-            outputs = outputs.with_name(outputs.name + ".simulate")
+        if self.outputs_suffix:
+            outputs = outputs.with_name(outputs.name + self.outputs_suffix)
         return Paths(self.manifest, lock, outputs)
 
     def with_lockfile(self, lockfile: Path) -> Context:

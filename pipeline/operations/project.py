@@ -178,8 +178,9 @@ def plan_stream(context: Context, *, max_cost: Decimal | None = None,
 def paid_results(context: Context, paths: Paths, lock: Lockfile) -> PaidResults:
     """The project's paid results, on the context's side, for planning its manifest."""
     where = Where(context.project, Path(os.path.abspath(paths.manifest)),  # noqa: PTH100
-                  paths.lockfile, Path(os.path.abspath(paths.outputs)))  # noqa: PTH100
-    return project_results(where, lock, simulate=context.simulate,
+                  paths.lockfile, Path(os.path.abspath(paths.outputs)),  # noqa: PTH100
+                  lock_suffix=context.lock_suffix, outputs_suffix=context.outputs_suffix)
+    return project_results(where, lock,
                            read_lock=lambda path: current_lock(path, manifest=path.name))
 
 

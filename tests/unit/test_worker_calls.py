@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from pipeline.shell.http.client import _uncancelled
+from pipeline.shell.http.image_fetch import uncancelled as _uncancelled
 
 
 def test_a_second_cancel_still_waits_for_the_worker_thread() -> None:

@@ -35,7 +35,7 @@ from pipeline.core.apimart.replies import is_loopback, result_url_problem
 if TYPE_CHECKING:
     from publicsuffixlist import PublicSuffixList
 
-Origin = tuple[str, str, int | None]  # (scheme, host, port), as client.py compares them
+Origin = tuple[str, str, int | None]  # (scheme, host, port), as the HTTP client compares them
 
 # The paths the simulator signs: result images and uploaded inputs.
 _SIMULATOR_PATHS: Final = ("/files/", "/uploads/")

@@ -1,4 +1,5 @@
-"""Waiting for a rate bound's slot: the asyncio side of ``pacing.AdaptiveRate``.
+"""Waiting for a rate bound's slot: the hard cap of ``--max-rate`` (``RateLimiter``) and
+the asyncio side of ``pacing.AdaptiveRate`` (``RateGate``, one per kind of request).
 
 Requests that cannot go at once wait in order, each on a future; one timer per
 gate wakes the first when the rate in force gives it a slot. A 429 slows the
@@ -13,8 +14,45 @@ import asyncio
 import math
 import time
 from collections import deque
+from collections.abc import Mapping
 
+from pipeline.core.apimart.replies import parse_retry_after
 from pipeline.core.planning.pacing import AdaptiveRate, Bound
+
+
+class RateLimiter:
+    """Spaces requests at least ``1 / rate`` seconds apart, across all callers: the
+    hard cap of ``--max-rate``.
+
+    Each caller reserves the next free slot before sleeping. No lock is needed:
+    nothing awaits between reading and writing ``_next``, and asyncio switches
+    tasks only at an await.
+    """
+
+    __slots__ = ("_interval", "_next", "held_at")
+
+    def __init__(self, rate: float) -> None:
+        self._interval = 1.0 / rate
+        self._next = 0.0
+        self.held_at = -math.inf  # when a request last had to wait for its slot
+
+    async def wait(self) -> None:
+        """Wait for this request's slot."""
+        now = time.monotonic()
+        slot = max(now, self._next)
+        self._next = slot + self._interval
+        if slot > now:
+            self.held_at = now
+            await asyncio.sleep(slot - now)
+
+
+def learn(gate: RateGate, status: int, headers: Mapping[str, str]) -> None:
+    """Tell ``gate`` how the API answered: a 429 slows it down, anything else lets it recover."""
+    now = time.monotonic()
+    if status == 429:
+        gate.limited(now, parse_retry_after(headers.get("Retry-After"), now=time.time()))
+    else:
+        gate.succeeded(now)
 
 
 class RateGate:

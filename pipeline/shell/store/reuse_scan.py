@@ -37,32 +37,48 @@ _SKIPPED = frozenset({"node_modules", "__pycache__", "outputs"})
 
 @dataclass(frozen=True)
 class Where:
-    """Where one manifest's things are, as the scan needs them (absolute paths)."""
+    """Where one manifest's things are, as the scan needs them (absolute paths), and
+    the name endings of its side's files: ``lock_suffix`` (``.lock.json``, or
+    ``.simulate.lock.json`` for ``--simulate``) and ``outputs_suffix`` (``""`` or
+    ``.simulate``), as the run's context names them."""
 
     root: Path  # the project
     manifest: Path
     lockfile: Path
     outputs: Path
+    lock_suffix: str
+    outputs_suffix: str
 
 
-def project_results(where: Where, lock: Lockfile, *, read_lock: Callable[[Path], Lockfile],
-                    simulate: bool = False) -> PaidResults:
+def project_results(where: Where, lock: Lockfile, *,
+                    read_lock: Callable[[Path], Lockfile]) -> PaidResults:
     """The paid results of the project ``where`` names, read when first asked.
 
     ``lock`` is the manifest's own lockfile as the plan holds it (its journal folded
     in); ``read_lock`` reads another lockfile of the project the same way.
     """
-    scan = _Scan(where, lock, read_lock=read_lock, simulate=simulate)
+    scan = _Scan(where, lock, read_lock=read_lock)
     return PaidResults(scan.candidates, scan.intact, scan.empty)
 
 
+def _lock_side(name: str) -> str | None:
+    """The side a lockfile's name puts it on (its suffix); None for no lockfile."""
+    if name.endswith(SIMULATE_LOCK_SUFFIX):
+        return SIMULATE_LOCK_SUFFIX
+    return LOCK_SUFFIX if name.endswith(LOCK_SUFFIX) else None
+
+
+def _outputs_side(name: str) -> str:
+    """The side an ``outputs/`` folder's name puts it on (its suffix)."""
+    return SIMULATE_OUTPUTS_SUFFIX if name.endswith(SIMULATE_OUTPUTS_SUFFIX) else ""
+
+
 class _Scan:
-    def __init__(self, where: Where, lock: Lockfile, *, read_lock: Callable[[Path], Lockfile],
-                 simulate: bool) -> None:
+    def __init__(self, where: Where, lock: Lockfile, *,
+                 read_lock: Callable[[Path], Lockfile]) -> None:
         self.paths = where
         self.lock = lock
         self.read_lock = read_lock
-        self.simulate = simulate
         self.root = where.root
         self._prefix = os.path.join(str(self.root), "")  # noqa: PTH118
         self._index: ResultIndex | None = None
@@ -129,9 +145,7 @@ class _Scan:
         for folder, dirs, files in os.walk(self.root):
             dirs[:] = [d for d in dirs if not d.startswith(".") and d not in _SKIPPED]
             for name in files:
-                if not name.endswith(LOCK_SUFFIX):
-                    continue
-                if name.endswith(SIMULATE_LOCK_SUFFIX) == self.simulate:
+                if _lock_side(name) == self.paths.lock_suffix:
                     yield Path(folder) / name
 
     def _output_folders(self) -> list[str]:
@@ -143,7 +157,7 @@ class _Scan:
         except OSError:
             names = []
         for name in names:
-            if name.endswith(SIMULATE_OUTPUTS_SUFFIX) == self.simulate:
+            if _outputs_side(name) == self.paths.outputs_suffix:
                 full = str(top / name)
                 if full not in found:
                     found.append(full)
