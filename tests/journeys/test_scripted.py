@@ -107,3 +107,22 @@ def test_a_merge_of_two_branches_run_in_one_checkout_pays_nothing(world: World,
     branches.merge_branches(world, job)
     world.check_always()
     full_run(world)  # and nothing is owed afterwards either
+
+
+def test_a_changed_instance_replaces_the_damaged_image_its_move_left_behind(
+        world: World) -> None:
+    """A ``moved:`` block carries an entry but not its damaged image (the entry keeps naming
+    it in the old job's folder); a later run of the changed instance replaces that image,
+    as it replaces any changed instance's images, and removes nothing else."""
+    full_run(world)
+    m = world.model
+    m.moved, m.a_name = [(m.a_name, "shops")], "shops"
+    world.write_manifest()
+    world.note("rename the matrix job to shops, with moved: from a")
+    world.damage(0, "truncate")
+    edit_prompt(world)
+    # Nothing has failed: this run only carries the entries to their new keys.
+    world.run(cwd="root", style="relative", how="only-failed", pick=0, faults=False,
+              fault_seed=0, concurrency=4, interrupt="none")
+    world.check_always()
+    full_run(world)

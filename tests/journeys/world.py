@@ -964,7 +964,12 @@ class World:
                 self.epoch_start[key] = before
                 if fps[key] not in held:
                     self.allowed[fps[key]] += 1
-        changed = {k for k in selected if self.delivered.get(k) not in (None, fps[k])}
+        # A changed instance's recorded images are replaced: those of a version delivered
+        # before, and those its lock entry names although they were never delivered whole
+        # (an image the user damaged, left in the old job's folder by a ``moved:`` block).
+        changed = {k for k in selected if self.delivered.get(k) not in (None, fps[k])
+                   or ((e := lock_before.entries.get(k)) is not None and e.outputs
+                       and e.fingerprint != fps[k])}
 
         # What a careful user expects to pay: a version not yet delivered, not already
         # charged for, and not held by the project under another name (a rename, a copy,

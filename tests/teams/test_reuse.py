@@ -312,3 +312,29 @@ def test_a_pruned_result_whose_image_was_replaced_is_fetched_by_its_meta_link(
     again = plan_json(repo)
     blue = next(i for i in again["items"] if i["key"] == "shot@c=blue")
     assert (blue["status"], blue["reuse"]["via"]) == ("reuse", ["file"])
+
+
+def test_an_image_reused_from_a_kept_folder_is_downloaded_again_by_its_link(
+        repo: Repo, sim: RunningSimulator) -> None:
+    """A result reused from a pruned entry's kept folder records the image's link, so
+    when the image is damaged later the plan downloads it again for nothing instead of
+    pricing it missing."""
+    set_up(repo, sim)
+    path = repo.root / MANIFEST
+    path.write_text(SHOP.replace("[red, blue]", "[red]"))
+    assert repo.imgspec("prune", MANIFEST).returncode == 0
+    path.write_text(SHOP)
+    run(repo, sim)
+    reused = repo.lock(LOCK)["entries"]["shot@c=blue"]
+    assert reused["reused_from"] == "shot@c=blue"
+    (repo.root / "manifests" / reused["outputs"][0]["path"]).write_bytes(b"damaged")
+
+    plan = plan_json(repo)
+    run(repo, sim)
+
+    blue = next(i for i in plan["items"] if i["key"] == "shot@c=blue")
+    assert blue["status"] == "download"
+    assert plan["cost"]["total"] == 0
+    assert sim.ledger().images_charged == 2
+    assert sim.ledger().replays == 0
+    assert assert_images_intact(repo) == 2
