@@ -126,3 +126,17 @@ def test_a_changed_instance_replaces_the_damaged_image_its_move_left_behind(
               fault_seed=0, concurrency=4, interrupt="none")
     world.check_always()
     full_run(world)
+
+
+def test_a_damaged_image_lock_mv_left_behind_is_replaced_by_its_repair(world: World) -> None:
+    """``lock mv`` leaves an image the user damaged in the old job's folder (the entry keeps
+    naming it there); the next run downloads the recorded image into the new folder and
+    the damaged copy goes with the repair, nothing else."""
+    full_run(world)
+    world.damage(0, "truncate")
+    m = world.model
+    m.a_name = "shops"
+    world.write_manifest()
+    world.lock_mv("a", "shops", dry_run=False)
+    world.check_always()
+    full_run(world)
