@@ -140,3 +140,25 @@ def test_a_damaged_image_lock_mv_left_behind_is_replaced_by_its_repair(world: Wo
     world.lock_mv("a", "shops", dry_run=False)
     world.check_always()
     full_run(world)
+
+
+def test_an_image_deleted_from_an_entry_a_move_cannot_carry_stays_deleted(
+        world: World) -> None:
+    """A ``moved:`` block onto keys that already have entries carries nothing; an image the
+    user deleted from such an orphan stays the user's deletion after runs, whatever a copy
+    of it in the new job's folder, and when the block is gone."""
+    full_run(world)
+    world.damage(1, "delete")
+    m = world.model
+    m.a_name = "shops"
+    world.write_manifest()
+    world.note("rename the matrix job to shops")
+    full_run(world)  # reused from the a@ entries: copied, the deleted image by its link
+    m.moved = [("a", "shops")]
+    world.write_manifest()
+    world.note("add moved: from a to shops (every destination has its entry)")
+    full_run(world)
+    m.a_name, m.moved = "a", []
+    world.write_manifest()
+    world.note("rename the matrix job back to a, dropping moved:")
+    world.check_always()

@@ -1062,7 +1062,9 @@ class World:
                      for o in entry.outputs]
             if entry.status == "done" and not any(p in bad for p in paths):
                 self.delivered[key] = entry.fingerprint
-                self.damaged -= set(paths)
+                # Only an image that is there again is no longer the user's damage: one a
+                # ``moved:`` block excuses (``moved_file``) is still missing where it is.
+                self.damaged -= {p for p in paths if p.is_file()}
         # A changed instance's old images are replaced, a moved one's move to its new
         # folder; anything else must stay.
         replaced = {d for d, key in owners.items()
