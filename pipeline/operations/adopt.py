@@ -19,6 +19,7 @@ import asyncio
 import functools
 import hashlib
 import os
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -98,22 +99,23 @@ async def _one(item: PlanItem, index: int, image: PaidImage, *, client: ApiClien
     if not link_valid(image, now):
         raise Unavailable(f"image {index}: its file is gone or changed (sha256 differs) and "
                           "its link has expired")
+    recorded = image.output
     temp = outputs.temp_path(job, key, index)
     try:
-        got = await client.download(image.url or "", temp)
+        got = await client.download(recorded.url or "", temp)
     except RequestRejected as exc:
         raise Unavailable(f"image {index}: its file is gone or changed and its link no "
                           f"longer works ({exc})") from exc
     except TransientError as exc:
         raise Unfinished(f"download failed: {exc}") from exc
-    if got.sha256 != image.sha256:
+    if got.sha256 != recorded.sha256:
         temp.unlink(missing_ok=True)
         raise Unavailable(f"image {index}: its link now serves a different image")
     final = await asyncio.to_thread(functools.partial(
         outputs.install, temp, job, key, index, got.format, sha256=got.sha256,
         previous=previous))
-    return Output(outputs.relative(final), got.sha256, got.bytes, got.width, got.height,
-                  image.url, image.expires_at)
+    return replace(recorded, path=outputs.relative(final), bytes=got.bytes, width=got.width,
+                   height=got.height)
 
 
 async def _from_task(item: PlanItem, *, client: ApiClient, outputs: OutputStore,
@@ -155,6 +157,7 @@ def _copy(image: PaidImage, outputs: OutputStore, job: str, key: str, index: int
     """(In a worker thread.) The image copied into place if its file's bytes are the
     recorded ones, else None."""
     assert image.file is not None
+    recorded = image.output
     try:
         # Not blocking: a FIFO planted where the image was must not hang the run.
         fd = os.open(image.file, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
@@ -163,7 +166,7 @@ def _copy(image: PaidImage, outputs: OutputStore, job: str, key: str, index: int
             data = handle.read(MAX_IMAGE_BYTES + 1)
     except OSError:
         return None
-    if len(data) != image.bytes or hashlib.sha256(data).hexdigest() != image.sha256:
+    if len(data) != recorded.bytes or hashlib.sha256(data).hexdigest() != recorded.sha256:
         return None
     info = inspect_image(data)
     if info is None:
@@ -178,9 +181,9 @@ def _copy(image: PaidImage, outputs: OutputStore, job: str, key: str, index: int
     finally:
         os.close(fd)
     # The bytes written are read back and checked: a copy is trusted by its content only.
-    if hashlib.sha256(Path(temp).read_bytes()).hexdigest() != image.sha256:
+    if hashlib.sha256(Path(temp).read_bytes()).hexdigest() != recorded.sha256:
         temp.unlink(missing_ok=True)
         return None
-    final = outputs.install(temp, job, key, index, fmt, sha256=image.sha256, previous=previous)
-    return Output(outputs.relative(final), image.sha256, image.bytes, width, height,
-                  image.url, image.expires_at)
+    final = outputs.install(temp, job, key, index, fmt, sha256=recorded.sha256,
+                            previous=previous)
+    return replace(recorded, path=outputs.relative(final), width=width, height=height)

@@ -107,3 +107,58 @@ def test_a_merge_of_two_branches_run_in_one_checkout_pays_nothing(world: World,
     branches.merge_branches(world, job)
     world.check_always()
     full_run(world)  # and nothing is owed afterwards either
+
+
+def test_a_changed_instance_replaces_the_damaged_image_its_move_left_behind(
+        world: World) -> None:
+    """A ``moved:`` block carries an entry but not its damaged image (the entry keeps naming
+    it in the old job's folder); a later run of the changed instance replaces that image,
+    as it replaces any changed instance's images, and removes nothing else."""
+    full_run(world)
+    m = world.model
+    m.moved, m.a_name = [(m.a_name, "shops")], "shops"
+    world.write_manifest()
+    world.note("rename the matrix job to shops, with moved: from a")
+    world.damage(0, "truncate")
+    edit_prompt(world)
+    # Nothing has failed: this run only carries the entries to their new keys.
+    world.run(cwd="root", style="relative", how="only-failed", pick=0, faults=False,
+              fault_seed=0, concurrency=4, interrupt="none")
+    world.check_always()
+    full_run(world)
+
+
+def test_a_damaged_image_lock_mv_left_behind_is_replaced_by_its_repair(world: World) -> None:
+    """``lock mv`` leaves an image the user damaged in the old job's folder (the entry keeps
+    naming it there); the next run downloads the recorded image into the new folder and
+    the damaged copy goes with the repair, nothing else."""
+    full_run(world)
+    world.damage(0, "truncate")
+    m = world.model
+    m.a_name = "shops"
+    world.write_manifest()
+    world.lock_mv("a", "shops", dry_run=False)
+    world.check_always()
+    full_run(world)
+
+
+def test_an_image_deleted_from_an_entry_a_move_cannot_carry_stays_deleted(
+        world: World) -> None:
+    """A ``moved:`` block onto keys that already have entries carries nothing; an image the
+    user deleted from such an orphan stays the user's deletion after runs, whatever a copy
+    of it in the new job's folder, and when the block is gone."""
+    full_run(world)
+    world.damage(1, "delete")
+    m = world.model
+    m.a_name = "shops"
+    world.write_manifest()
+    world.note("rename the matrix job to shops")
+    full_run(world)  # reused from the a@ entries: copied, the deleted image by its link
+    m.moved = [("a", "shops")]
+    world.write_manifest()
+    world.note("add moved: from a to shops (every destination has its entry)")
+    full_run(world)
+    m.a_name, m.moved = "a", []
+    world.write_manifest()
+    world.note("rename the matrix job back to a, dropping moved:")
+    world.check_always()

@@ -964,7 +964,12 @@ class World:
                 self.epoch_start[key] = before
                 if fps[key] not in held:
                     self.allowed[fps[key]] += 1
-        changed = {k for k in selected if self.delivered.get(k) not in (None, fps[k])}
+        # A changed instance's recorded images are replaced: those of a version delivered
+        # before, and those its lock entry names although they were never delivered whole
+        # (an image the user damaged, left in the old job's folder by a ``moved:`` block).
+        changed = {k for k in selected if self.delivered.get(k) not in (None, fps[k])
+                   or ((e := lock_before.entries.get(k)) is not None and e.outputs
+                       and e.fingerprint != fps[k])}
 
         # What a careful user expects to pay: a version not yet delivered, not already
         # charged for, and not held by the project under another name (a rename, a copy,
@@ -1005,7 +1010,15 @@ class World:
             self.check(paid >= plan_images - replayed,
                        f"the run said it would pay for {plan_images} images, charged {paid}")
         self.check_charges(after)
-        self.after_run(selected, fps, files_before, owners, changed)
+        # An image the user damaged that a selected entry names goes when the run repairs
+        # it elsewhere: a move left it in the old job's folder, the repair downloads the
+        # recorded image into the instance's folder and drops the damaged copy.
+        repaired = {p for key, entry in lock_before.entries.items()
+                    if key in selected or self.moved_name(key) in selected
+                    for o in entry.outputs
+                    if (p := Path(os.path.normpath(self.lock_path.parent / o.path)))
+                    in self.damaged}
+        self.after_run(selected, fps, files_before, owners, changed, repaired)
         if outcome.code == 4:
             lock = self.lock()
             unfinished = [k for k in selected
@@ -1039,8 +1052,9 @@ class World:
 
     def after_run(self, selected: set[str], fps: Mapping[str, str],
                   files_before: Mapping[Path, str], owners: Mapping[Path, str],
-                  changed: set[str]) -> None:
-        """Record what was delivered; check nothing else was removed."""
+                  changed: set[str], repaired: set[Path] | None = None) -> None:
+        """Record what was delivered; check nothing else was removed (``repaired``:
+        damaged images the run may replace by intact ones elsewhere)."""
         lock = self.lock()
         bad = self.bad_outputs(lock, self.lock_path.parent)
         for key, entry in lock.entries.items():
@@ -1048,12 +1062,14 @@ class World:
                      for o in entry.outputs]
             if entry.status == "done" and not any(p in bad for p in paths):
                 self.delivered[key] = entry.fingerprint
-                self.damaged -= set(paths)
+                # Only an image that is there again is no longer the user's damage: one a
+                # ``moved:`` block excuses (``moved_file``) is still missing where it is.
+                self.damaged -= {p for p in paths if p.is_file()}
         # A changed instance's old images are replaced, a moved one's move to its new
         # folder; anything else must stay.
         replaced = {d for d, key in owners.items()
                     if key in changed or key in self.pending_moves({key})}
-        self.check_kept(files_before, may_go=set(), may_go_dirs=replaced)
+        self.check_kept(files_before, may_go=repaired or set(), may_go_dirs=replaced)
 
     def run_simulate(self, *, cwd: Cwd, style: PathStyle, interrupt: bool) -> None:
         """The ``--simulate`` demo, optionally with Ctrl-C mid-run."""

@@ -270,3 +270,71 @@ def test_a_file_whose_hash_differs_is_not_reused(repo: Repo, sim: RunningSimulat
     plan = plan_json(repo)
     statuses = {i["key"]: i["status"] for i in plan["items"]}
     assert statuses == {"still@c=red": "new", "still@c=blue": "reuse"}
+
+
+def test_a_pruned_result_whose_image_was_replaced_is_fetched_by_its_meta_link(
+        repo: Repo, sim: RunningSimulator) -> None:
+    """A pruned entry's kept folder whose image was since replaced: its meta.json records
+    the image's link and expiry, so asking for the request again fetches it by that link,
+    free, instead of pricing it missing; a meta.json without links is still read."""
+    set_up(repo, sim)
+    path = repo.root / MANIFEST
+    path.write_text(SHOP.replace("[red, blue]", "[red]"))
+    assert repo.imgspec("prune", MANIFEST).returncode == 0
+    folder = repo.root / "outputs" / "shop" / "shot" / "c=blue"
+    recorded = json.loads((folder / "meta.json").read_text())["images"][0]["sha256"]
+    (folder / "0.png").write_bytes(b"not the paid image")
+    path.write_text(SHOP)
+
+    plan = plan_json(repo)
+    run(repo, sim)
+
+    blue = next(i for i in plan["items"] if i["key"] == "shot@c=blue")
+    assert blue["status"] == "reuse"
+    assert blue["reuse"]["via"] == ["link"]
+    assert plan["cost"]["total"] == 0
+    assert sim.ledger().images_charged == 2
+    assert sim.ledger().replays == 0
+    new = repo.lock(LOCK)["entries"]["shot@c=blue"]
+    assert new["charged"] == 0
+    assert new["outputs"][0]["sha256"] == recorded
+    assert_images_intact(repo)
+
+    # A meta.json written before links were recorded (no url, no expires_at) still counts
+    # by its file.
+    path.write_text(SHOP.replace("[red, blue]", "[red]"))
+    assert repo.imgspec("prune", MANIFEST).returncode == 0
+    old = json.loads((folder / "meta.json").read_text())
+    for image in old["images"]:
+        del image["url"], image["expires_at"]
+    (folder / "meta.json").write_text(json.dumps(old))
+    path.write_text(SHOP)
+    again = plan_json(repo)
+    blue = next(i for i in again["items"] if i["key"] == "shot@c=blue")
+    assert (blue["status"], blue["reuse"]["via"]) == ("reuse", ["file"])
+
+
+def test_an_image_reused_from_a_kept_folder_is_downloaded_again_by_its_link(
+        repo: Repo, sim: RunningSimulator) -> None:
+    """A result reused from a pruned entry's kept folder records the image's link, so
+    when the image is damaged later the plan downloads it again for nothing instead of
+    pricing it missing."""
+    set_up(repo, sim)
+    path = repo.root / MANIFEST
+    path.write_text(SHOP.replace("[red, blue]", "[red]"))
+    assert repo.imgspec("prune", MANIFEST).returncode == 0
+    path.write_text(SHOP)
+    run(repo, sim)
+    reused = repo.lock(LOCK)["entries"]["shot@c=blue"]
+    assert reused["reused_from"] == "shot@c=blue"
+    (repo.root / "manifests" / reused["outputs"][0]["path"]).write_bytes(b"damaged")
+
+    plan = plan_json(repo)
+    run(repo, sim)
+
+    blue = next(i for i in plan["items"] if i["key"] == "shot@c=blue")
+    assert blue["status"] == "download"
+    assert plan["cost"]["total"] == 0
+    assert sim.ledger().images_charged == 2
+    assert sim.ledger().replays == 0
+    assert assert_images_intact(repo) == 2

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pipeline.core.expansion.identity import content_key, fingerprint
-from pipeline.core.lock.lockfile import LockEntry
+from pipeline.core.lock.lockfile import LockEntry, Output
 
 # A result link this close to its expiry is not counted on (as ``plan.LINK_MARGIN``).
 LINK_MARGIN = 120.0
@@ -26,15 +26,11 @@ Via = Literal["file", "link"]
 
 @dataclass(frozen=True, slots=True)
 class PaidImage:
-    """One image of a paid result: where its file may be, what it is, its link."""
+    """One image of a paid result: the output as recorded (what it is, its link) and
+    where its file is, resolved (``output.path`` is relative to where it was recorded)."""
 
-    file: str | None  # absolute path inside the project, or None when unknown
-    sha256: str
-    bytes: int
-    width: int
-    height: int
-    url: str | None = None
-    expires_at: int | None = None
+    output: Output
+    file: str | None  # absolute path inside the project, or None when outside or unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +109,7 @@ def result_of_entry(entry: LockEntry, *, label: str,
         return None
     if fingerprint(entry.request) != entry.fingerprint:
         return None
-    images = tuple(PaidImage(locate(o.path), o.sha256, o.bytes, o.width, o.height, o.url,
-                             o.expires_at) for o in entry.outputs)
+    images = tuple(PaidImage(o, locate(o.path)) for o in entry.outputs)
     return PaidResult(content_key(entry.request, entry.fingerprint),
                       f"{label}{entry.key}", entry.task_id, images)
 
@@ -134,9 +129,10 @@ def result_of_meta(meta: Mapping[str, Any], folder: str, *, label: str) -> PaidR
             name = raw["file"]
             if not isinstance(name, str) or "/" in name or name in ("", ".", ".."):
                 return None
-            images.append(PaidImage(f"{folder}/{name}", str(raw["sha256"]), int(raw["bytes"]),
-                                    int(raw["width"]), int(raw["height"]), raw.get("url"),
-                                    _int_or_none(raw.get("expires_at"))))
+            output = Output(name, str(raw["sha256"]), int(raw["bytes"]), int(raw["width"]),
+                            int(raw["height"]), _str_or_none(raw.get("url")),
+                            _int_or_none(raw.get("expires_at")))
+            images.append(PaidImage(output, f"{folder}/{name}"))
         return PaidResult(content_key(request, meta["fingerprint"]),
                           f"{label}{meta['key']}", meta.get("task_id"), tuple(images))
     except (KeyError, TypeError, ValueError):
@@ -147,10 +143,15 @@ def _int_or_none(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def link_valid(image: PaidImage, now: float | None) -> bool:
     """Whether the image's recorded link can still be counted on at ``now``."""
-    return (now is not None and image.url is not None and image.expires_at is not None
-            and image.expires_at > now + LINK_MARGIN)
+    url, expires_at = image.output.url, image.output.expires_at
+    return (now is not None and url is not None and expires_at is not None
+            and expires_at > now + LINK_MARGIN)
 
 
 def choose(candidates: Iterable[PaidResult], *, intact: Callable[[PaidImage], bool],

@@ -371,7 +371,7 @@ class Planner:
                 reuse = self.paid.choose(candidates, self.now) if candidates else None
                 if reuse is not None:
                     status, refetch, note = PlanStatus.REUSE, (), reuse.note
-                    reused[inst.key] = tuple(i.sha256 for i in reuse.result.images)
+                    reused[inst.key] = tuple(i.output.sha256 for i in reuse.result.images)
                 elif candidates and note is None:
                     note = gone_note(candidates)
         if entry is not None:

@@ -88,8 +88,11 @@ def meta_text(inst: Instance, entry: LockEntry, manifest: str, files: Sequence[s
 
 
 def _image_json(output: Output, name: str) -> dict[str, Any]:
+    # The link and its expiry make a kept folder's result fetchable for nothing once its
+    # file is gone or replaced (``reuse.result_of_meta``); ``null`` when none is known.
     return {"file": name, "sha256": output.sha256, "bytes": output.bytes,
-            "width": output.width, "height": output.height}
+            "width": output.width, "height": output.height, "url": output.url,
+            "expires_at": output.expires_at}
 
 
 def index_head(expansion: Expansion, manifest: str) -> dict[str, Any]:

@@ -99,8 +99,8 @@ class _Scan:
         if image.file is None:
             return False
         if image.file not in self._hashes:
-            self._hashes[image.file] = _digest(image.file, image.bytes)
-        return self._hashes[image.file] == image.sha256
+            self._hashes[image.file] = _digest(image.file, image.output.bytes)
+        return self._hashes[image.file] == image.output.sha256
 
     def _build(self) -> ResultIndex:
         index = ResultIndex()
