@@ -2,10 +2,12 @@
 
 Each image is copied from its file when the file's bytes have the recorded
 sha256 (checked on the bytes written, never on the name), else downloaded from
-its recorded link (``ApiClient.download`` refuses a link it must not follow) and
-checked the same way. The new lock entry records the images, the task that made
-them, where they came from (``reused_from``) and ``charged`` 0: the money was
-counted where it was paid.
+its recorded link and checked the same way (``fetch_by_link``, which the run's
+``refetch`` of a damaged image uses too: only a link on the API's site is fetched,
+as ``LinkTrust`` says, and ``ApiClient.download`` refuses one it must not
+follow). The new lock entry records the images, the task that made them, where
+they came from (``reused_from``) and ``charged`` 0: the money was counted where
+it was paid.
 
 When an image can be had neither way, nothing is paid here: the entry is
 recorded as failed with the reason, so the next plan prices the instance
@@ -21,14 +23,15 @@ import hashlib
 import os
 from dataclasses import replace
 from decimal import Decimal
-from pathlib import Path
+from pathlib import Path, PurePath
 
+from pipeline.core.apimart.links import LinkTrust, host_of
 from pipeline.core.lock.lockfile import LockEntry, Output
 from pipeline.core.lock.reuse import PaidImage, link_valid
 from pipeline.core.planning.plan import PlanItem, resolved_request
 from pipeline.errors import RequestRejected, TransientError
 from pipeline.shell.http.client import ApiClient
-from pipeline.shell.http.downloads import inspect_image
+from pipeline.shell.http.downloads import Downloaded, inspect_image
 from pipeline.shell.store.files import write_all
 from pipeline.shell.store.lockstore import LockStore
 from pipeline.shell.store.outputs import utc_now
@@ -46,8 +49,40 @@ class Unavailable(Exception):
     """An image can be had neither from its file nor from its link."""
 
 
+async def fetch_by_link(url: str | None, sha256: str, *, links: LinkTrust, client: ApiClient,
+                        outputs: OutputStore, job: str, key: str, index: int,
+                        previous: str | None) -> tuple[PurePath, Downloaded]:
+    """A recorded image, downloaded again by its recorded link and put in its place (its
+    final path and what was downloaded): the very image recorded (``sha256``), or
+    ``Unavailable`` saying why not (a link off the API's site is not fetched);
+    ``Unfinished`` when the download failed in a way that may pass."""
+    trusted = links.recorded(url)
+    if trusted is None:
+        raise Unavailable(f"the recorded link on {host_of(url or '')} is not the API's; "
+                          "it was not fetched")
+    temp = outputs.temp_path(job, key, index)
+    try:
+        got = await client.download(trusted, temp)
+    except RequestRejected as exc:
+        temp.unlink(missing_ok=True)
+        raise Unavailable(f"the link no longer works ({exc})") from exc
+    except TransientError as exc:
+        temp.unlink(missing_ok=True)
+        raise Unfinished(f"download failed: {exc}") from exc
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    if got.sha256 != sha256:
+        temp.unlink(missing_ok=True)
+        raise Unavailable("the link now serves a different image")
+    final = await asyncio.to_thread(functools.partial(
+        outputs.install, temp, job, key, index, got.format, sha256=got.sha256,
+        previous=previous))
+    return final, got
+
+
 async def adopt(item: PlanItem, *, client: ApiClient, outputs: OutputStore,
-                store: LockStore, now: float) -> LockEntry:
+                store: LockStore, now: float, links: LinkTrust) -> LockEntry:
     """The ``done`` entry of ``item``, its images in place; raises ``Unfinished`` or
     ``Unavailable`` (nothing recorded: the caller records the outcome)."""
     reuse = item.reuse
@@ -61,7 +96,7 @@ async def adopt(item: PlanItem, *, client: ApiClient, outputs: OutputStore,
         prior = previous.outputs[index].path if previous is not None and index < len(
             previous.outputs) else None
         made.append(await _one(item, index, image, client=client, outputs=outputs, now=now,
-                               previous=prior))
+                               links=links, previous=prior))
     request = resolved_request(inst, store.entries) or dict(inst.request)
     stamp = utc_now()
     return LockEntry(
@@ -90,7 +125,8 @@ def unavailable(item: PlanItem, store: LockStore, message: str) -> LockEntry:
 
 
 async def _one(item: PlanItem, index: int, image: PaidImage, *, client: ApiClient,
-               outputs: OutputStore, now: float, previous: str | None) -> Output:
+               outputs: OutputStore, now: float, links: LinkTrust,
+               previous: str | None) -> Output:
     job, key = item.job, item.key
     if image.file is not None:
         copied = await asyncio.to_thread(_copy, image, outputs, job, key, index, previous)
@@ -100,20 +136,12 @@ async def _one(item: PlanItem, index: int, image: PaidImage, *, client: ApiClien
         raise Unavailable(f"image {index}: its file is gone or changed (sha256 differs) and "
                           "its link has expired")
     recorded = image.output
-    temp = outputs.temp_path(job, key, index)
     try:
-        got = await client.download(recorded.url or "", temp)
-    except RequestRejected as exc:
-        raise Unavailable(f"image {index}: its file is gone or changed and its link no "
-                          f"longer works ({exc})") from exc
-    except TransientError as exc:
-        raise Unfinished(f"download failed: {exc}") from exc
-    if got.sha256 != recorded.sha256:
-        temp.unlink(missing_ok=True)
-        raise Unavailable(f"image {index}: its link now serves a different image")
-    final = await asyncio.to_thread(functools.partial(
-        outputs.install, temp, job, key, index, got.format, sha256=got.sha256,
-        previous=previous))
+        final, got = await fetch_by_link(recorded.url, recorded.sha256, links=links,
+                                         client=client, outputs=outputs, job=job, key=key,
+                                         index=index, previous=previous)
+    except Unavailable as exc:
+        raise Unavailable(f"image {index}: its file is gone or changed, and {exc}") from exc
     return replace(recorded, path=outputs.relative(final), bytes=got.bytes, width=got.width,
                    height=got.height)
 

@@ -7,8 +7,10 @@ and checks the money: the simulator's ledger against the lockfiles and the image
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
 import shutil
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -338,3 +340,52 @@ def test_an_image_reused_from_a_kept_folder_is_downloaded_again_by_its_link(
     assert sim.ledger().images_charged == 2
     assert sim.ledger().replays == 0
     assert assert_images_intact(repo) == 2
+
+
+def test_a_recorded_link_off_the_apis_site_is_not_fetched_to_reuse(
+        repo: Repo, sim: RunningSimulator, tmp_path: Path) -> None:
+    """A lockfile whose links point off the API's origin (here another port of the same
+    host, serving the very bytes): reuse does not fetch them, fails the items with the
+    reason, pays nothing, and the next plan prices them honestly."""
+    set_up(repo, sim)
+    images = {p.name: p.read_bytes() for p in (repo.root / "outputs" / "shop").rglob("*.png")}
+    hits: list[str] = []
+
+    class Spy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            body = next(iter(images.values()))
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Spy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        clone = Repo(tmp_path / "clone", repo.env)
+        repo.git("clone", "-q", str(repo.root), str(clone.root))
+        data = clone.lock(LOCK)
+        for entry in data["entries"].values():
+            for output in entry["outputs"]:
+                output["url"] = f"http://127.0.0.1:{server.server_port}/{output['sha256']}.png"
+        clone.write(LOCK, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        rename(clone, "shot", "packshot")
+
+        assert plan_json(clone)["counts"]["reuse"] == 2
+        done = clone.imgspec("run", MANIFEST, "--base-url", sim.base_url, "--yes")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert done.returncode != 0
+    assert "is not the API's; it was not fetched" in done.stdout + done.stderr
+    assert hits == []
+    assert sim.ledger().images_charged == 2
+    after = plan_json(clone)
+    assert after["counts"]["reuse"] == 0
+    assert after["counts"]["retry"] + after["counts"]["new"] == 2

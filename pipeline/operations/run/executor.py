@@ -31,14 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 
-from pipeline.core.apimart.links import LinkTrust, host_of
+from pipeline.core.apimart.links import LinkTrust
 from pipeline.core.apimart.prices import PriceTable
 from pipeline.core.expansion.identity import fingerprint
 from pipeline.core.expansion.instances import Instance
@@ -561,38 +560,23 @@ class Executor:
         for index in item.refetch:
             output = outputs[index]
             await self._give_way()
-            temp = self.outputs.temp_path(item.job, key, index)
-            problem: str | None = None
-            url = self.links.recorded(output.url)
             try:
-                if url is None:
-                    raise RequestRejected(f"the recorded link on {host_of(output.url or '')} "
-                                          "is not the API's; it was not fetched")
-                got = await self.client.download(url, temp)
-                if got.sha256 != output.sha256:
-                    problem = "the link now serves a different image"
-            except RequestRejected as exc:
-                problem = f"the link no longer works ({exc})"
-            except TransientError as exc:
-                temp.unlink(missing_ok=True)
-                self.result.unfinished.append((key, f"download failed: {exc}"))
+                final, _ = await adopt.fetch_by_link(
+                    output.url, output.sha256, links=self.links, client=self.client,
+                    outputs=self.outputs, job=item.job, key=key, index=index,
+                    previous=output.path)
+            except adopt.Unfinished as exc:
+                self.result.unfinished.append((key, str(exc)))
                 self.emit(EventKind.UNFINISHED, key, str(exc))
                 return False
-            except BaseException:
-                temp.unlink(missing_ok=True)
-                raise
-            if problem is not None:
-                temp.unlink(missing_ok=True)
+            except adopt.Unavailable as exc:
                 await self.store.commit(lifecycle.link_forgotten(
                     replace(entry, outputs=tuple(outputs)), index, now=utc_now()))
-                message = (f"image {index}: {problem}; the next plan shows it as missing "
+                message = (f"image {index}: {exc}; the next plan shows it as missing "
                            "(generating it again is paid)")
                 self.result.failed.append((key, message))
                 self.emit(EventKind.FAILED, key, message)
                 return False
-            final = await asyncio.to_thread(functools.partial(
-                self.outputs.install, temp, item.job, key, index, got.format,
-                sha256=got.sha256, previous=output.path))
             outputs[index] = replace(output, path=self.outputs.relative(final))
         done = lifecycle.refreshed(entry, tuple(outputs), now=utc_now())
         await self.store.commit(done)
@@ -607,6 +591,7 @@ class Executor:
         await self._give_way()
         try:
             done = await adopt.adopt(item, client=self.client, outputs=self.outputs,
+                                     links=self.links,
                                      store=self.store, now=self.clock())
         except adopt.Unfinished as exc:
             self.result.unfinished.append((key, str(exc)))
