@@ -22,7 +22,8 @@ The rules, for one instance key:
 - different tasks: the winner as above (two done entries: the newer), and the
   loser is kept under ``KEY#superseded:TASK`` so its task id and idempotency
   key stay reachable and its cost stays counted: what it charged beyond the base
-  entry, whose charges (history both sides carry) the winner counts. Its ``outputs`` are dropped
+  entry, whose charges (history both sides carry) the winner counts; a loser whose
+  task is already kept superseded keeps that record's charge. Its ``outputs`` are dropped
   there: they name the same files as the kept entry's, and the files on disk
   are left as they are. ``plan`` lists it as orphaned; ``imgspec prune`` drops it;
 - the same task with two different sets of downloaded files: a conflict, since
