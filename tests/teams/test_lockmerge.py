@@ -91,6 +91,25 @@ def test_different_tasks_keep_the_loser_under_a_superseded_key() -> None:
         ("superseded", "gen@i=1", moved)]
 
 
+def test_a_loser_whose_task_is_already_kept_superseded_keeps_that_charge() -> None:
+    """Main fetched task G again (an earlier merge kept G superseded, with its charge);
+    the side paid task Z and wins: superseding main's G again under the same key keeps
+    G's charge, so the merge records what the account paid, whichever side comes first."""
+    base_g = entry(task="task_g", idem=None, at="2026-01-01T00:00:02Z", charged=Decimal("0.4"))
+    kept_g = dataclasses.replace(entry(task="task_g", idem="imgspec-g", at="2026-01-01T00:00:01Z",
+                                       charged=Decimal("0.4")),
+                                 key=superseded_key(base_g), outputs=())
+    main = dataclasses.replace(base_g, updated_at="2026-01-01T00:00:05Z")
+    side = entry(task="task_z", idem="imgspec-z", fp="sha256:bb", at="2026-01-01T00:00:06Z",
+                 charged=Decimal("0.8"))
+    base = lock(base_g, kept_g)
+    for sides in ([lock(main, kept_g), lock(side, kept_g)],
+                  [lock(side, kept_g), lock(main, kept_g)]):
+        merged = merge_locks(sides, base=base)
+        assert merged.lock.entries["gen@i=1"] == side
+        assert merged.lock.charged == base.charged + Decimal("0.4")  # task Z, once
+
+
 def test_two_done_entries_with_different_fingerprints_keep_the_newer() -> None:
     """Two done results for different requests: the newer is kept, the older's task and
     cost stay in the lockfile, its outputs are not claimed (the files are left alone)."""

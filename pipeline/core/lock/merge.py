@@ -22,7 +22,8 @@ The rules, for one instance key:
 - different tasks: the winner as above (two done entries: the newer), and the
   loser is kept under ``KEY#superseded:TASK`` so its task id and idempotency
   key stay reachable and its cost stays counted: what it charged beyond the base
-  entry, whose charges (history both sides carry) the winner counts. Its ``outputs`` are dropped
+  entry, whose charges (history both sides carry) the winner counts; a loser whose
+  task is already kept superseded keeps that record's charge. Its ``outputs`` are dropped
   there: they name the same files as the kept entry's, and the files on disk
   are left as they are. ``plan`` lists it as orphaned; ``imgspec prune`` drops it;
 - the same task with two different sets of downloaded files: a conflict, since
@@ -231,9 +232,17 @@ def _keep_superseded(merged: dict[str, LockEntry], extra: Iterable[LockEntry],
         held = merged.get(entry.key)
         if held is None or held == entry:
             merged[entry.key] = entry
-        elif _order(entry) > _order(held):
+            continue
+        # One key, one task, one payment, counted at the larger charge of the two
+        # records: a loser whose task is already kept superseded (an earlier merge
+        # superseded it) counts only what it paid beyond this merge's base, often 0,
+        # and must not wipe out the charge the kept record carries.
+        charged = max(held.charged, entry.charged)
+        if _order(entry) > _order(held):
             # The same superseded task recorded further along on another side.
-            merged[entry.key] = entry
+            merged[entry.key] = dataclasses.replace(entry, charged=charged)
         elif _order(entry) == _order(held):
             conflicts.append(entry.key)
             reasons.append(f"{entry.key}: recorded twice with different contents")
+        else:
+            merged[entry.key] = dataclasses.replace(held, charged=charged)
